@@ -1,0 +1,495 @@
+"""One HDF5 file -> one catalog document (see docs/design.md and README "Document reference").
+
+:func:`extract` never raises for a problem with the file itself: a file that cannot be read
+gives a document with ``status: "error"`` and the reason, so the caller can record it.
+It reads the file but touches no database, so it runs in worker processes.
+
+``python -m spine_docs.extract FILE [FILE...]`` prints the documents as JSON.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat as stat_mod
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import bson
+
+from . import convert, spine
+
+EXTRACTOR_VERSION = "1"
+
+#: Promoted fields: always present in a document (None when unknown).
+PROMOTED_STR = ("spine_version", "prod_version", "model", "dataset", "detector", "config")
+PROMOTED_INT = ("run", "run_max", "subrun", "subrun_max", "event_min", "event_max", "num_events")
+PROMOTED = PROMOTED_STR + PROMOTED_INT
+
+#: Root attribute names (lower-cased) that fill a promoted field, in order of preference.
+ATTR_ALIASES: dict[str, tuple[str, ...]] = {
+    "spine_version": ("spine_version", "spine.version", "version"),
+    "prod_version": ("prod_version", "production_version", "production.version"),
+    "model": ("model", "model_name", "model.name"),
+    "dataset": ("dataset", "dataset_name", "dataset.name"),
+    "detector": ("detector", "detector_name"),
+    "config": ("config", "config_name", "cfg_name"),
+    "run": ("run", "run_number", "runs"),
+    "subrun": ("subrun", "subrun_number", "subruns"),
+    "event_min": ("event_min", "first_event"),
+    "event_max": ("event_max", "last_event"),
+    "num_events": ("num_events", "n_events", "nevents", "event_count"),
+}
+
+#: A document must stay far below MongoDB's 16 MB limit whatever the file holds.
+MAX_DOC_BYTES = 4 * 1024 * 1024
+MAX_INPUTS = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one document may hold (from Settings)."""
+
+    max_array_items: int = 1000
+    max_string_bytes: int = 65536
+    max_structure_items: int = 256
+    max_structure_depth: int = 4
+    path_patterns: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Limits":
+        return cls(
+            max_array_items=settings.max_array_items,
+            max_string_bytes=settings.max_string_bytes,
+            max_structure_items=settings.max_structure_items,
+            max_structure_depth=settings.max_structure_depth,
+            path_patterns=tuple(settings.path_patterns),
+        )
+
+
+def normalise_path(path: str | os.PathLike[str]) -> str:
+    """Absolute, normalised path (symbolic links are kept: sites address files through them)."""
+    return os.path.normpath(os.path.abspath(os.fspath(path)))
+
+
+def doc_id(site: str, path: str) -> str:
+    return f"{site}:{path}"
+
+
+def base_document(site: str, path: str) -> dict[str, Any]:
+    """The identity part of a document, and every promoted field set to None."""
+    path = normalise_path(path)
+    doc: dict[str, Any] = {
+        "_id": doc_id(site, path),
+        "site": site,
+        "path": path,
+        "name": os.path.basename(path),
+        "dir": os.path.dirname(path),
+        "size": None,
+        "mtime": None,
+        "checksum": None,
+        "status": "error",
+        "error": None,
+    }
+    for name in PROMOTED:
+        doc[name] = None
+    doc.update(
+        spine_version_key=None,
+        inputs=[],
+        inputs_count=0,
+        format=None,
+        format_version=None,
+        complete=None,
+        attrs={},
+        attr_types={},
+        info={},
+        cfg=None,
+        cfg_error=None,
+        sidecar=None,
+        job=None,
+        structure={"items": [], "count": 0, "truncated": False},
+        provenance={},
+        fingerprint=None,
+    )
+    return doc
+
+
+def error_document(site: str, path: str, reason: str, st: os.stat_result | None = None) -> dict[str, Any]:
+    doc = base_document(site, path)
+    if st is not None:
+        doc["size"] = st.st_size
+        doc["mtime"] = mtime_of(st)
+    doc["status"] = "error"
+    doc["error"] = reason
+    return doc
+
+
+def mtime_of(st: os.stat_result) -> datetime:
+    """mtime as a UTC datetime truncated to milliseconds (BSON dates hold milliseconds)."""
+    ms = st.st_mtime_ns // 1_000_000
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(microsecond=(ms % 1000) * 1000)
+
+
+def mtime_ms(value: datetime | None) -> int | None:
+    """Milliseconds since the epoch of a stored mtime (naive datetimes are UTC, as pymongo returns)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(round(value.timestamp() * 1000))
+
+
+def stat_problem(path: str) -> tuple[os.stat_result | None, str | None]:
+    """stat() a candidate file; return (stat, None) or (maybe-lstat, reason)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return None, f"broken symbolic link (target {os.readlink(path)!r} does not exist)"
+        return None, "file vanished (no longer exists)"
+    except PermissionError:
+        return None, "permission denied (cannot stat)"
+    except OSError as exc:
+        return None, f"cannot stat: {exc.strerror or exc}"
+    if stat_mod.S_ISDIR(st.st_mode):
+        return st, "is a directory, not a file"
+    if not stat_mod.S_ISREG(st.st_mode):
+        return st, "not a regular file"
+    if st.st_size == 0:
+        return st, "empty file (0 bytes)"
+    return st, None
+
+
+def open_problem(path: str, exc: BaseException) -> str:
+    """A clear, one-line reason for an h5py open failure."""
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EACCES:
+        return "permission denied (cannot read)"
+    if isinstance(exc, FileNotFoundError):
+        return "file vanished (no longer exists)"
+    text = str(exc)
+    low = text.lower()
+    if "file signature not found" in low:
+        return "not an HDF5 file (no HDF5 signature)"
+    if "truncated file" in low or ("eof" in low and "addr" in low):
+        return "truncated HDF5 file (ends before its declared size)"
+    if "permission" in low:
+        return "permission denied (cannot read)"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"corrupt or unreadable HDF5 file: {first[:300]}"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_structure(h5file: Any, *, max_items: int, max_depth: int) -> dict[str, Any]:
+    """Groups and datasets breadth-first, bounded in count and depth. Links are not followed."""
+    import h5py
+
+    items: list[dict[str, Any]] = []
+    truncated = False
+    queue: list[tuple[Any, str, int]] = [(h5file, "", 1)]
+    while queue:
+        group, prefix, depth = queue.pop(0)
+        try:
+            names = list(group.keys())
+        except Exception as exc:  # a damaged group: record it and go on
+            items.append({"path": prefix or "/", "kind": "unreadable", "error": str(exc)[:200]})
+            continue
+        for name in names:
+            if len(items) >= max_items:
+                truncated = True
+                queue.clear()
+                break
+            path = f"{prefix}/{name}"
+            entry: dict[str, Any] = {"path": path}
+            try:
+                link = group.get(name, getlink=True)
+                if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+                    entry["kind"] = "link"
+                    entry["target"] = getattr(link, "path", None)
+                    items.append(entry)
+                    continue
+                obj = group[name]
+                if isinstance(obj, h5py.Dataset):
+                    entry["kind"] = "dataset"
+                    shape = obj.shape
+                    entry["shape"] = list(shape) if shape is not None else None
+                    entry["dtype"] = _dtype_name(obj.dtype)
+                    size = 1
+                    for n in shape or ():
+                        size *= int(n)
+                    entry["nbytes"] = int(size * obj.dtype.itemsize) if shape is not None else 0
+                else:
+                    entry["kind"] = "group"
+                    if depth < max_depth:
+                        queue.append((obj, path, depth + 1))
+                    else:
+                        entry["truncated"] = True
+                        truncated = True
+            except Exception as exc:
+                entry["kind"] = "unreadable"
+                entry["error"] = str(exc)[:200]
+            items.append(entry)
+    return {"items": items, "count": len(items), "truncated": truncated}
+
+
+def _dtype_name(dtype: Any) -> str:
+    if dtype.names:
+        return "compound"
+    text = str(dtype)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def fingerprint(doc: dict[str, Any]) -> str:
+    """sha256 of the canonical attrs + info + structure: the same output anywhere hashes alike."""
+    canon = {
+        "attrs": doc.get("attrs"),
+        "info": doc.get("info"),
+        "structure": [
+            {k: v for k, v in item.items()} for item in (doc.get("structure") or {}).get("items", [])
+        ],
+    }
+    text = json.dumps(canon, sort_keys=True, default=_canon_default, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _canon_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(value)
+
+
+def _scalar(value: Any) -> Any:
+    """A promoted value from an attribute: first element of a list, None for dicts/summaries."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict):
+        return None
+    return value
+
+
+def _as_int(value: Any) -> int | None:
+    value = _scalar(value)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        if isinstance(value, float):
+            return int(value) if value == value and abs(value) < 2**63 else None
+        if isinstance(value, bson.Decimal128):
+            return None
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_str(value: Any) -> str | None:
+    value = _scalar(value)
+    if value is None or isinstance(value, (bytes, bson.Binary)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def promoted_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Promoted fields found in root attributes (keys compared case-insensitively, unescaped)."""
+    lower = {convert.unescape_key(k).lower(): v for k, v in attrs.items()}
+    found: dict[str, Any] = {}
+    for fieldname, aliases in ATTR_ALIASES.items():
+        for alias in aliases:
+            if alias in lower:
+                raw = lower[alias]
+                if fieldname in PROMOTED_INT:
+                    values = raw if isinstance(raw, list) else [raw]
+                    ints = [i for i in (_as_int(v) for v in values) if i is not None]
+                    if not ints:
+                        continue
+                    found[fieldname] = min(ints)
+                    if fieldname in ("run", "subrun") and len(ints) > 1:
+                        found[fieldname + "_max"] = max(ints)
+                else:
+                    text = _as_str(raw)
+                    if text is None:
+                        continue
+                    found[fieldname] = text
+                break
+    return found
+
+
+def _merge(doc: dict[str, Any], facts: dict[str, Any], source: str) -> None:
+    """Fill promoted fields still unknown from ``facts`` and record where they came from."""
+    for name, value in facts.items():
+        if name in PROMOTED and value is not None and doc.get(name) is None:
+            doc[name] = value
+            doc["provenance"][name] = source
+
+
+def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
+            checksum: bool = False, job_cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the catalog document of one file. Never raises for problems of the file itself."""
+    import h5py
+
+    limits = limits or Limits()
+    path = normalise_path(path)
+    st, problem = stat_problem(path)
+    if problem:
+        return error_document(site, path, problem, st)
+    assert st is not None
+    doc = base_document(site, path)
+    doc["size"] = st.st_size
+    doc["mtime"] = mtime_of(st)
+    try:
+        with h5py.File(path, "r") as f:
+            _read_hdf5(doc, f, limits)
+    except Exception as exc:
+        return error_document(site, path, open_problem(path, exc), st)
+
+    # sidecars: <file>.h5.json and the production's job_metadata.json
+    try:
+        sidecar, job = spine.read_sidecars(path, job_cache=job_cache)
+    except Exception as exc:  # a broken sidecar must not lose the file
+        sidecar, job = None, None
+        doc["sidecar_error"] = str(exc)[:300]
+    if sidecar is not None:
+        doc["sidecar"] = convert.safe_document(sidecar)
+    if job is not None:
+        doc["job"] = convert.safe_document(job)
+    facts = spine.sidecar_facts(sidecar, job)
+    _merge(doc, {k: v for k, v in facts.items() if k != "inputs"}, "sidecar" if sidecar else "job")
+    if not doc["inputs"] and facts.get("inputs"):
+        _set_inputs(doc, facts["inputs"])
+
+    _merge(doc, spine.path_facts(path, list(limits.path_patterns)), "path")
+    doc["spine_version_key"] = spine.semver_key(doc["spine_version"])
+
+    if checksum:
+        try:
+            doc["checksum"] = {"sha256": sha256_file(path)}
+        except OSError as exc:
+            return error_document(site, path, f"cannot read for checksum: {exc.strerror or exc}", st)
+
+    doc["status"] = "incomplete" if doc["complete"] is False else "ok"
+    doc["fingerprint"] = fingerprint(doc)
+    return fit(doc)
+
+
+def _set_inputs(doc: dict[str, Any], inputs: list[Any]) -> None:
+    names = [str(i) for i in inputs if i is not None]
+    doc["inputs_count"] = len(names)
+    doc["inputs"] = [n[:4096] for n in names[:MAX_INPUTS]]
+
+
+def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits) -> None:
+    conv = dict(max_items=limits.max_array_items, max_string_bytes=limits.max_string_bytes)
+    doc["attrs"], doc["attr_types"] = convert.read_attrs(f, **conv)
+    _merge(doc, promoted_from_attrs(doc["attrs"]), "attrs")
+
+    info = spine.read_info(f)
+    cfg_text = info.pop("cfg_text", None)
+    doc["format"] = info.get("format")
+    doc["format_version"] = info.get("format_version")
+    doc["complete"] = info.get("complete")
+    if "info" in f:
+        try:
+            info_attrs, _ = convert.read_attrs(f["info"], **conv)
+            info_attrs.pop("cfg", None)
+            doc["info"] = info_attrs
+        except Exception as exc:
+            doc["info"] = {"unreadable": str(exc)[:200]}
+    _merge(doc, {"spine_version": info.get("spine_version") or info.get("version")}, "info")
+
+    if cfg_text:
+        cfg = spine.parse_cfg(cfg_text)
+        if cfg is None:
+            doc["cfg_error"] = "cfg is not a YAML mapping"
+            doc["cfg"] = convert.to_bson(cfg_text, **conv)
+        else:
+            doc["cfg"] = convert.safe_document(cfg)
+            facts = spine.cfg_facts(cfg)
+            _merge(doc, {k: v for k, v in facts.items() if k != "inputs"}, "cfg")
+            if facts.get("inputs"):
+                _set_inputs(doc, facts["inputs"])
+
+    doc["structure"] = read_structure(f, max_items=limits.max_structure_items,
+                                      max_depth=limits.max_structure_depth)
+    layout: dict[str, Any] = {"num_events": spine.event_count(f)}
+    layout.update(spine.run_ranges(f, doc["format_version"]))
+    layout.pop("runs", None)
+    _merge(doc, layout, "layout")
+
+
+def fit(doc: dict[str, Any], budget: int = MAX_DOC_BYTES) -> dict[str, Any]:
+    """Shrink a document that would be too large, biggest optional parts first."""
+    size = len(bson.encode(doc))
+    if size <= budget:
+        return doc
+    steps = [
+        ("structure", lambda d: d.update(structure={"items": d["structure"]["items"][:32],
+                                                     "count": d["structure"]["count"], "truncated": True})),
+        ("cfg", lambda d: d.update(cfg=_summary_of(d["cfg"]))),
+        ("sidecar", lambda d: d.update(sidecar=_summary_of(d["sidecar"]))),
+        ("job", lambda d: d.update(job=_summary_of(d["job"]))),
+        ("inputs", lambda d: d.update(inputs=d["inputs"][:100])),
+        ("info", lambda d: d.update(info={k: _small(v) for k, v in d["info"].items()})),
+        ("attrs", lambda d: d.update(attrs={k: _small(v) for k, v in d["attrs"].items()})),
+    ]
+    shrunk = []
+    for name, step in steps:
+        step(doc)
+        shrunk.append(name)
+        if len(bson.encode(doc)) <= budget:
+            break
+    doc["shrunk"] = shrunk
+    return doc
+
+
+def _summary_of(value: Any) -> Any:
+    if value is None:
+        return None
+    text = json.dumps(value, default=_canon_default, sort_keys=True)
+    return {"summarized": True, "kind": "document", "bytes": len(text),
+            "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+            "preview": text[:1000]}
+
+
+def _small(value: Any) -> Any:
+    if len(bson.encode({"v": value})) <= 16384:
+        return value
+    return _summary_of(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spine_docs.extract FILE...``: print each file's document as JSON."""
+    from bson import json_util
+
+    from .settings import Settings
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m spine_docs.extract FILE [FILE...]", file=sys.stderr)
+        return 2
+    settings = Settings.load()
+    limits = Limits.from_settings(settings)
+    failed = 0
+    for arg in args:
+        doc = extract(arg, site=settings.site, limits=limits, checksum=settings.checksum)
+        failed += doc["status"] == "error"
+        print(json_util.dumps(doc, json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""extract.py: file -> document, on SPINE files of every family and on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import bson
+import h5py
+import numpy as np
+import pytest
+
+from spine_docs import extract as ex
+from spine_docs import samples, spine
+from spine_docs.extract import Limits, extract
+
+SITE = "testsite"
+
+
+def doc_of(path, **kw):
+    doc = extract(path, site=SITE, **kw)
+    bson.encode(doc)  # every document must be BSON-safe
+    return doc
+
+
+def test_spine_v017_format2(tmp_path):
+    p = samples.write_spine_file(tmp_path / "a.h5", spine_version="0.17.1", format_version=2,
+                                 n_events=7, run=12, subrun=3, first_event=100, model="full_chain",
+                                 dataset="mpvmpr_v1", config="full_chain_240819")
+    d = doc_of(p)
+    assert d["status"] == "ok" and d["error"] is None
+    assert d["_id"] == f"{SITE}:{os.path.abspath(p)}"
+    assert (d["site"], d["name"], d["dir"]) == (SITE, "a.h5", str(tmp_path))
+    assert d["spine_version"] == "0.17.1"
+    assert d["spine_version_key"] == spine.semver_key("0.17.1")
+    assert d["format"] == "spine_hdf5" and d["format_version"] == 2 and d["complete"] is True
+    assert d["model"] == "full_chain" and d["dataset"] == "mpvmpr_v1" and d["config"] == "full_chain_240819"
+    assert d["num_events"] == 7
+    assert (d["run"], d["run_max"], d["subrun"], d["subrun_max"]) == (12, 12, 3, 3)
+    assert (d["event_min"], d["event_max"]) == (100, 106)
+    assert d["inputs"] and d["inputs_count"] == len(d["inputs"])
+    assert d["provenance"]["model"] == "cfg" and d["provenance"]["num_events"] == "layout"
+    assert isinstance(d["cfg"], dict)
+    assert d["structure"]["count"] > 0 and any(i["path"] == "/events" for i in d["structure"]["items"])
+    assert len(d["fingerprint"]) == 64
+    assert d["size"] == os.path.getsize(p)
+
+
+@pytest.mark.parametrize("version,fmt", [("0.10.3", None), ("0.13.0", None), ("0.17.1", 1)])
+def test_spine_older_families(tmp_path, version, fmt):
+    p = samples.write_spine_file(tmp_path / "a.h5", spine_version=version, format_version=fmt,
+                                 n_events=5, run=40, subrun=1)
+    d = doc_of(p)
+    assert d["status"] == "ok"
+    assert d["spine_version"] == version
+    assert d["num_events"] == 5
+    assert (d["run"], d["subrun"]) == (40, 1)
+    assert d["model"] is not None
+
+
+def test_incomplete_file_has_status(tmp_path):
+    p = samples.write_spine_file(tmp_path / "a.h5", complete=False)
+    d = doc_of(p)
+    assert d["status"] == "incomplete" and d["complete"] is False
+
+
+def test_root_attributes_win_and_are_all_kept(tmp_path):
+    p = samples.write_spine_file(tmp_path / "a.h5", model="from_cfg",
+                                 root_attrs={"model": "from_attrs", "beam.energy": 1.5, "run": np.uint32(77)})
+    d = doc_of(p)
+    assert d["model"] == "from_attrs" and d["provenance"]["model"] == "attrs"
+    assert d["run"] == 77 and d["provenance"]["run"] == "attrs"
+    assert d["attrs"]["beam%2Eenergy"] == 1.5
+    assert d["attr_types"]["beam%2Eenergy"] == "double"
+
+
+def test_non_spine_file(tmp_path):
+    p = tmp_path / "other.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["path"] = "clash with a top-level field"
+        f.attrs["_id"] = 5
+        f.attrs["$weird"] = np.array([1, 2, 3])
+        f.attrs["nan"] = np.nan
+        f.create_dataset("data/x", data=np.arange(10))
+    d = doc_of(p)
+    assert d["status"] == "ok"
+    assert d["path"] == str(p)  # the attribute did not overwrite the document's path
+    assert d["attrs"]["path"] == "clash with a top-level field"
+    assert d["attrs"]["_id"] == 5 and d["attrs"]["%24weird"] == [1, 2, 3]
+    assert math.isnan(d["attrs"]["nan"])
+    assert d["spine_version"] is None and d["num_events"] is None and d["format"] is None
+    assert {i["path"] for i in d["structure"]["items"]} == {"/data", "/data/x"}
+
+
+def test_strange_attributes_stay_bson_safe_and_small(tmp_path):
+    strange = samples.write_strange_files(tmp_path)
+    for name, path in strange.items():
+        if os.path.isdir(path) or not os.path.lexists(path):
+            continue
+        d = doc_of(path)
+        assert len(bson.encode(d)) < ex.MAX_DOC_BYTES, name
+
+
+def test_structure_is_bounded(tmp_path):
+    p = tmp_path / "wide.h5"
+    with h5py.File(p, "w") as f:
+        for i in range(40):
+            f.create_dataset(f"g{i}/d", data=[i])
+        f.create_dataset("a/b/c/d/e/f/deep", data=[1])
+    d = doc_of(p, limits=Limits(max_structure_items=30, max_structure_depth=3))
+    assert d["structure"]["truncated"] is True
+    assert len(d["structure"]["items"]) == 30
+
+
+def test_fingerprint_same_for_copies_and_differs_on_change(tmp_path):
+    a = samples.write_spine_file(tmp_path / "a.h5", seed=1)
+    (tmp_path / "site2").mkdir()
+    b = tmp_path / "site2" / "a.h5"
+    b.write_bytes(a.read_bytes())
+    c = samples.write_spine_file(tmp_path / "c.h5", seed=1, root_attrs={"x": 1})
+    fa, fb, fc = (doc_of(p)["fingerprint"] for p in (a, b, c))
+    assert fa == fb != fc
+
+
+def test_checksum(tmp_path):
+    import hashlib
+
+    p = samples.write_spine_file(tmp_path / "a.h5")
+    d = doc_of(p, checksum=True)
+    assert d["checksum"] == {"sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    assert doc_of(p)["checksum"] is None
+
+
+def test_path_patterns_fill_what_the_file_lacks(tmp_path):
+    run_dir = tmp_path / "runs" / "20240819_101500_spine_2x2_fullchain" / "tasks" / "chunk_000" / "task_0" / "output"
+    run_dir.mkdir(parents=True)
+    p = run_dir / "x.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["a"] = 1
+    from spine_docs.settings import DEFAULT_PATH_PATTERNS
+
+    d = doc_of(p, limits=Limits(path_patterns=tuple(DEFAULT_PATH_PATTERNS)))
+    assert d["detector"] == "2x2" and d["config"] == "fullchain"
+    assert d["provenance"]["detector"] == "path"
+    custom = Limits(path_patterns=(r"/(?P<dataset>task_\d+)/",))
+    assert doc_of(p, limits=custom)["dataset"] == "task_0"
+
+
+def _bad(tmp_path):
+    good = samples.write_spine_file(tmp_path / "good.h5")
+    raw = good.read_bytes()
+    (tmp_path / "truncated.h5").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "empty.h5").write_bytes(b"")
+    (tmp_path / "text.h5").write_text("not hdf5 at all\n")
+    (tmp_path / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(4000))
+    (tmp_path / "dir.h5").mkdir()
+    os.symlink(tmp_path / "nowhere.h5", tmp_path / "broken.h5")
+    return {
+        "truncated.h5": "truncated",
+        "empty.h5": "empty file",
+        "text.h5": "not an HDF5 file",
+        "corrupt.h5": "HDF5",
+        "dir.h5": "is a directory",
+        "broken.h5": "broken symbolic link",
+        "vanished.h5": "vanished",
+    }
+
+
+def test_bad_input_gives_error_documents(tmp_path):
+    for name, reason in _bad(tmp_path).items():
+        d = doc_of(tmp_path / name)
+        assert d["status"] == "error", name
+        assert reason.lower() in d["error"].lower(), (name, d["error"])
+        assert d["path"] == str(tmp_path / name)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    p = samples.write_spine_file(tmp_path / "a.h5")
+    real = h5py.File
+
+    def deny(name, *a, **k):
+        if str(name) == str(p):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(h5py, "File", deny)
+    d = doc_of(p)
+    assert d["status"] == "error" and "permission denied" in d["error"]
+
+
+def test_fit_shrinks_an_oversized_document():
+    doc = ex.base_document(SITE, "/x.h5")
+    doc["cfg"] = {"k%d" % i: "v" * 1000 for i in range(6000)}  # ~6 MB
+    out = ex.fit(doc)
+    assert len(bson.encode(out)) <= ex.MAX_DOC_BYTES
+    assert out["cfg"]["summarized"] is True and "cfg" in out["shrunk"]
+
+
+def test_module_prints_json(tmp_path):
+    p = samples.write_spine_file(tmp_path / "a.h5")
+    out = subprocess.run([sys.executable, "-m", "spine_docs.extract", str(p)], capture_output=True,
+                         text=True, check=True, env=dict(os.environ, SPINE_DOCS_SITE="cli"))
+    doc = json.loads(out.stdout)
+    assert doc["path"] == str(p) and doc["site"] == "cli" and doc["status"] == "ok"
