@@ -110,6 +110,7 @@ def base_document(site: str, path: str) -> dict[str, Any]:
         cfg=None,
         cfg_error=None,
         sidecar=None,
+        sidecar_error=None,
         job=None,
         structure={"items": [], "count": 0, "truncated": False},
         provenance={},
@@ -357,18 +358,18 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
     except Exception as exc:
         return error_document(site, path, open_problem(path, exc), st)
 
-    # sidecars: <file>.h5.json and the production's job_metadata.json
-    try:
-        sidecar, job = spine.read_sidecars(path, job_cache=job_cache)
-    except Exception as exc:  # a broken sidecar must not lose the file
-        sidecar, job = None, None
-        doc["sidecar_error"] = str(exc)[:300]
+    # sidecars: <file>.h5.json and the production's job_metadata.json (never raises)
+    sidecar_errors: list[str] = []
+    sidecar, job = spine.read_sidecars(path, job_cache=job_cache, errors=sidecar_errors)
+    if sidecar_errors:
+        doc["sidecar_error"] = "; ".join(sidecar_errors)[:1000]
     if sidecar is not None:
         doc["sidecar"] = convert.safe_document(sidecar)
     if job is not None:
         doc["job"] = convert.safe_document(job)
     facts = spine.sidecar_facts(sidecar, job)
-    _merge(doc, {k: v for k, v in facts.items() if k != "inputs"}, "sidecar" if sidecar else "job")
+    for name, source in facts.get("provenance", {}).items():
+        _merge(doc, {name: facts.get(name)}, source)
     if not doc["inputs"] and facts.get("inputs"):
         _set_inputs(doc, facts["inputs"])
 
@@ -412,9 +413,9 @@ def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits) -> None:
     _merge(doc, {"spine_version": info.get("spine_version") or info.get("version")}, "info")
 
     if cfg_text:
-        cfg = spine.parse_cfg(cfg_text)
+        cfg, reason = spine.parse_cfg_checked(cfg_text)
         if cfg is None:
-            doc["cfg_error"] = "cfg is not a YAML mapping"
+            doc["cfg_error"] = reason or "cfg is not a YAML mapping"
             doc["cfg"] = convert.to_bson(cfg_text, **conv)
         else:
             doc["cfg"] = convert.safe_document(cfg)

@@ -1,0 +1,894 @@
+"""What SPINE files, their configuration, their sidecars and their paths mean.
+
+Pure functions over an open :class:`h5py.File` (or any h5py group), strings and small JSON
+files. Nothing here touches a database, prints, or keeps global state. Every function
+tolerates missing or odd content (a file from another HDF5 producer has none of this) and
+answers ``None`` fields instead of raising; every value returned is plain Python
+(``int``/``float``/``str``/``bool``/``list``/``dict``/``None``), never a numpy type.
+
+What SPINE writes (checked against ``spine/io/write/hdf5.py`` of DeepLearnPhysics/spine,
+v0.1 to v0.17, and the spine-prod submitter):
+
+* **No root attributes.** Metadata sits on ``/info``:
+
+  - up to v0.10: an empty dataset (shape ``(0,)``) with attributes ``version`` and ``cfg``;
+  - from v0.11: a group, adding ``complete`` (``False`` while a job is still writing, or
+    after it crashed);
+  - from v0.16: also ``spine_version``, ``format`` (``"spine_hdf5"``) and
+    ``format_version`` (1 or 2). Files without ``format_version`` use layout 1.
+
+  ``cfg`` is ``yaml.dump`` of the whole run configuration: ``model.name``,
+  ``io.loader.dataset.file_keys`` / ``file_list`` (the input files),
+  ``io.writer.suffix`` (spine-prod sets it to the configuration name), ...
+
+* **Layout 1**: ``events`` is a compound dataset of HDF5 region references, one row per event
+  and one field per data key; each key is a dataset (compound for objects, with attributes
+  ``scalar`` and ``class_name``) or a group of ``index`` + ``elements`` / ``element_<i>``.
+  ``run_info`` is a compound dataset ``{run, subrun, event}`` (class ``RunInfo``), one row per
+  event.
+
+* **Layout 2**: ``events`` is an ``int64`` range; each product lives in ``products/<key>/``
+  (``values`` + ``event_offsets``, or for objects ``fixed`` compound rows + ``event_offsets``
+  + ``variables/pool_<i>/values``). ``run_info`` is then ``products/run_info/fixed``. The very
+  first layout-2 writer put product groups at the top level (``run_info/fixed``); both are read.
+
+* **Production** (spine-prod) writes
+  ``runs/<YYYYmmdd_HHMMSS>_spine_<detector>_<config>/tasks/chunk_NNN/task_K/output/
+  <input_stem>_<suffix>.h5`` (newer releases: ``.../attempts/<stamp>/tasks/NNN_K/output/``),
+  with ``job_metadata.json`` (``spine_prod_version``, ``detector``, ``config``,
+  ``original_config``, ...) in the run (or attempt) directory, not in the file. Some
+  productions put a SAM-style ``<file>.h5.json`` sidecar beside each file
+  (``application.version``, ``parents``, ``data_tier``, ``runs``, ``first_event``, ...).
+  Run and subrun numbers are not in SPINE's file names: they come from ``run_info``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import posixpath
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import yaml
+
+__all__ = [
+    "SPINE_FORMAT_NAME", "SPINE_LEGACY_FORMAT_VERSION", "SPINE_CURRENT_FORMAT_VERSION",
+    "SPINE_DEFAULT_WRITER_SUFFIX", "SPINE_INFO_GROUP_SINCE", "SPINE_FORMAT_VERSION_SINCE",
+    "JOB_METADATA_NAME", "SIDECAR_SUFFIX", "MAX_JOB_SEARCH_DEPTH", "MAX_JSON_BYTES",
+    "MAX_RUNS", "MAX_TREE_NODES", "RUN_DIR_RE", "GENERIC_DIR_NAMES",
+    "read_info", "detect_format_version", "parse_cfg", "parse_cfg_checked", "cfg_facts",
+    "dataset_from_inputs", "event_count", "run_ranges", "find_job_metadata", "load_json",
+    "load_json_checked", "read_sidecars", "sidecar_facts", "compile_patterns", "path_facts",
+    "parse_version", "semver_key",
+]
+
+# ----------------------------------------------------------------------------- constants
+
+#: ``/info`` attribute ``format`` written by SPINE >= 0.16.
+SPINE_FORMAT_NAME = "spine_hdf5"
+#: Layout of files without ``format_version`` (region references, VLEN object fields).
+SPINE_LEGACY_FORMAT_VERSION = 1
+#: Offset-based layout (``products/<key>/``).
+SPINE_CURRENT_FORMAT_VERSION = 2
+#: ``HDF5Writer(suffix=...)`` default: it says nothing about the configuration.
+SPINE_DEFAULT_WRITER_SUFFIX = "spine"
+#: First release whose ``/info`` is a group with ``complete``.
+SPINE_INFO_GROUP_SINCE = (0, 11)
+#: First release writing ``spine_version``, ``format`` and ``format_version``.
+SPINE_FORMAT_VERSION_SINCE = (0, 16)
+
+JOB_METADATA_NAME = "job_metadata.json"
+#: ``<file>.h5`` -> ``<file>.h5.json``
+SIDECAR_SUFFIX = ".json"
+#: Directories climbed from a file looking for ``job_metadata.json``.
+MAX_JOB_SEARCH_DEPTH = 6
+#: JSON sidecars larger than this are not read.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: Distinct run numbers kept by :func:`run_ranges`.
+MAX_RUNS = 1000
+#: Values (after alias expansion) a parsed cfg or JSON sidecar may hold.
+MAX_TREE_NODES = 1_000_000
+_MAX_TREE_DEPTH = 200
+
+#: A spine-prod run directory name: ``<YYYYmmdd_HHMMSS>_spine_<detector>_<config>``.
+RUN_DIR_RE = re.compile(
+    r"^(?P<prod_date>\d{8}_\d{6})_spine_(?P<detector>[A-Za-z0-9-]+)_(?P<config>.+)$")
+
+#: Directory names that never name a dataset (see :func:`dataset_from_inputs`).
+GENERIC_DIR_NAMES = frozenset({
+    "", ".", "..", "data", "input", "inputs", "output", "outputs", "file", "files", "lists",
+    "filelists", "file_lists", "larcv", "larcv2", "root", "h5", "hdf5", "reco", "tmp", "temp",
+    "scratch", "sdf", "neutrino", "pnfs", "mnt", "home", "users", "user", "work", "storage",
+    "tasks", "output_dir", "out",
+})
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_INFO_KEYS = ("version", "spine_version", "format", "format_version", "complete", "cfg_text")
+_INT_FACTS = frozenset({"run", "run_max", "subrun", "subrun_max", "event_min", "event_max",
+                        "num_events"})
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def _scalar(value: Any) -> Any:
+    """Unwrap a numpy scalar / one-element array into a Python value (else return as is)."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return value
+        value = value.reshape(()).item() if value.dtype.kind != "O" else value.reshape(-1)[0]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def _as_str(value: Any) -> str | None:
+    value = _scalar(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        value = value.strip("\x00").strip()
+        return value or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    value = _scalar(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else None
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2 ** 63:
+            return int(value)
+        return None
+    if isinstance(value, str):
+        try:
+            return _as_int(int(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def _as_bool(value: Any) -> bool | None:
+    value = _scalar(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0 if value in (0, 1) else None
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "1"):
+            return True
+        if low in ("false", "no", "0"):
+            return False
+    return None
+
+
+def _key_str(key: Any) -> str:
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return key.decode("utf-8", errors="replace")
+    return str(key)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _plain_tree(value: Any, *, max_nodes: int = MAX_TREE_NODES) -> Any:
+    """Deep copy of a YAML/JSON tree made of plain, BSON-friendly Python values.
+
+    Mapping keys become strings; tuples/sets become lists; dates become ISO strings; integers
+    outside int64 become strings; bytes become text (UTF-8, else hex); anything else its
+    ``repr``. Raises :class:`_TooLarge` beyond ``max_nodes`` values (YAML aliases can expand
+    exponentially) or ``_MAX_TREE_DEPTH`` levels.
+    """
+    count = 0
+
+    def walk(v: Any, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if count > max_nodes:
+            raise _TooLarge(f"more than {max_nodes} values")
+        if depth > _MAX_TREE_DEPTH:
+            raise _TooLarge(f"nested deeper than {_MAX_TREE_DEPTH} levels")
+        if v is None or isinstance(v, (bool, str, float)):
+            return v
+        if isinstance(v, int):
+            return v if _INT64_MIN <= v <= _INT64_MAX else str(v)
+        if isinstance(v, Mapping):
+            return {_key_str(k): walk(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (list, tuple, set, frozenset)):
+            return [walk(x, depth + 1) for x in v]
+        if isinstance(v, (_dt.datetime, _dt.date, _dt.time)):
+            return v.isoformat()
+        if isinstance(v, (bytes, bytearray)):
+            try:
+                return bytes(v).decode("utf-8")
+            except UnicodeDecodeError:
+                return bytes(v).hex()
+        if isinstance(v, np.generic):
+            return walk(v.item(), depth)
+        return repr(v)[:1000]
+
+    return walk(value, 0)
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, Mapping):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+# ----------------------------------------------------------------------------- /info
+
+def read_info(h5file: Any) -> dict[str, Any]:
+    """``{version, spine_version, format, format_version, complete, cfg_text}`` from ``/info``.
+
+    ``/info`` may be a dataset (SPINE < 0.11) or a group; any missing or unreadable attribute
+    is None. ``format_version`` is returned as stored (None for files older than 0.16, which
+    use layout 1; see :func:`detect_format_version`).
+    """
+    out: dict[str, Any] = dict.fromkeys(_INFO_KEYS)
+    try:
+        info = h5file.get("info")
+        attrs = info.attrs if info is not None else None
+    except Exception:
+        return out
+    if attrs is None:
+        return out
+
+    def attr(name: str) -> Any:
+        try:
+            return attrs[name] if name in attrs else None
+        except Exception:
+            return None
+
+    out["version"] = _as_str(attr("version"))
+    out["spine_version"] = _as_str(attr("spine_version"))
+    out["format"] = _as_str(attr("format"))
+    out["format_version"] = _as_int(attr("format_version"))
+    out["complete"] = _as_bool(attr("complete"))
+    cfg = _scalar(attr("cfg"))
+    if isinstance(cfg, bytes):
+        cfg = cfg.decode("utf-8", errors="replace")
+    out["cfg_text"] = cfg if isinstance(cfg, str) and cfg.strip() else None
+    return out
+
+
+def detect_format_version(h5file: Any) -> int | None:
+    """Layout of a file from its content: 2 (offsets), 1 (region references) or None."""
+    try:
+        products = h5file.get("products")
+        if products is not None and hasattr(products, "keys") and not hasattr(products, "dtype"):
+            return SPINE_CURRENT_FORMAT_VERSION
+        events = h5file.get("events")
+        dtype = getattr(events, "dtype", None)
+        if dtype is None:
+            return None
+        if dtype.names:
+            return SPINE_LEGACY_FORMAT_VERSION
+        if dtype.kind in "iu":
+            return SPINE_CURRENT_FORMAT_VERSION
+    except Exception:
+        return None
+    return None
+
+
+# ----------------------------------------------------------------------------- cfg
+
+_LoaderBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _CfgLoader(_LoaderBase):  # type: ignore[misc, valid-type]
+    """Safe YAML loader that reads unknown tags (``!!python/tuple``, numpy scalars dumped by
+    ``yaml.dump``, custom ``!tags``) as the plain mapping/sequence/scalar they wrap."""
+
+
+def _construct_any(loader: Any, _suffix: str, node: Any) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_CfgLoader.add_multi_constructor("tag:yaml.org,2002:python/", _construct_any)
+_CfgLoader.add_multi_constructor("!", _construct_any)
+_CfgLoader.add_multi_constructor("tag:", _construct_any)
+
+
+def parse_cfg_checked(text: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(cfg, None)`` for a YAML mapping, else ``(None, reason)``. Never raises."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    if not isinstance(text, str) or not text.strip():
+        return None, "cfg is empty"
+    try:
+        value = yaml.load(text, Loader=_CfgLoader)  # noqa: S506 - a SafeLoader subclass
+    except Exception as exc:  # yaml.YAMLError, RecursionError, ValueError, ...
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, f"cfg is not valid YAML: {first_line[:200]}"
+    if not isinstance(value, Mapping):
+        return None, f"cfg is not a YAML mapping (got {type(value).__name__})"
+    try:
+        return _plain_tree(value), None
+    except (_TooLarge, RecursionError) as exc:
+        return None, f"cfg is too large: {exc}"
+
+
+def parse_cfg(text: Any) -> dict[str, Any] | None:
+    """The run configuration as a plain dict (string keys), None when not a YAML mapping."""
+    return parse_cfg_checked(text)[0]
+
+
+def _collect_inputs(tree: Any, out: list[str], depth: int = 0) -> None:
+    """Values of every ``file_keys`` / ``file_list`` key, depth first, in document order."""
+    if depth > 20:
+        return
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            if key in ("file_keys", "file_list"):
+                values = value if isinstance(value, list) else [value]
+                out.extend(v.strip() for v in values if isinstance(v, str) and v.strip())
+            elif isinstance(value, (Mapping, list)):
+                _collect_inputs(value, out, depth + 1)
+    elif isinstance(tree, list):
+        for value in tree:
+            if isinstance(value, (Mapping, list)):
+                _collect_inputs(value, out, depth + 1)
+
+
+def cfg_facts(cfg: Any) -> dict[str, Any]:
+    """``{model, dataset, config, inputs}`` from a parsed run configuration.
+
+    * ``model``: ``model.name`` (None for analysis-only configurations without a model).
+    * ``config``: ``io.writer.suffix``: spine-prod sets it to the configuration name
+      (``Path(config).stem``); SPINE's default ``"spine"`` says nothing and gives None.
+    * ``inputs``: every string under a ``file_keys`` or ``file_list`` key of the ``io``
+      block (``io.loader.dataset.file_keys``, ``io.reader.file_keys``, ...), in order, without
+      duplicates (globs and ``.txt`` file lists are kept as written).
+    * ``dataset``: :func:`dataset_from_inputs` of ``inputs``.
+    """
+    out: dict[str, Any] = {"model": None, "dataset": None, "config": None, "inputs": []}
+    if not isinstance(cfg, Mapping):
+        return out
+    model = cfg.get("model")
+    if isinstance(model, Mapping):
+        model = model.get("name")
+    out["model"] = _as_str(model) if isinstance(model, str) else None
+
+    suffix = _get(cfg, "io", "writer", "suffix")
+    if isinstance(suffix, str) and suffix.strip() and suffix.strip() != SPINE_DEFAULT_WRITER_SUFFIX:
+        out["config"] = suffix.strip()
+
+    io_block = cfg.get("io")
+    found: list[str] = []
+    _collect_inputs(io_block if isinstance(io_block, Mapping) else {}, found)
+    out["inputs"] = list(dict.fromkeys(found))
+    out["dataset"] = dataset_from_inputs(out["inputs"])
+    return out
+
+
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
+_GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+_NUMERIC_DIR = re.compile(r"^(?:\d+|[0-9a-f]{2})$")
+_STEM_TAIL = re.compile(r"(?:[_.-](?:\d+|spine|larcv|reco|out(?:put)?))+$", re.IGNORECASE)
+
+
+def _input_dataset(path: str) -> str | None:
+    path = _SCHEME_RE.sub("", path.strip())   # root://host:1094//pnfs/... -> //pnfs/...
+    parts = posixpath.dirname(path.replace("\\", "/")).split("/")
+    prod = next((m for m in map(RUN_DIR_RE.match, parts) if m), None)
+    if prod is not None:
+        # the output of an earlier spine-prod stage: <input_stem>_<config>.h5
+        stem = posixpath.basename(path).split(".", 1)[0]
+        suffix = "_" + prod.group("config")
+        stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+        return _STEM_TAIL.sub("", stem) or None
+    for part in reversed(parts):
+        if _GLOB_CHARS.search(part) or part.lower() in GENERIC_DIR_NAMES or _NUMERIC_DIR.match(part):
+            continue
+        if re.fullmatch(r"v?\d+(?:\.\d+)*", part):   # a bare version directory
+            continue
+        return part
+    stem = posixpath.basename(path)
+    if _GLOB_CHARS.search(stem):
+        return None
+    stem = stem.split(".", 1)[0]
+    stem = _STEM_TAIL.sub("", stem)
+    return stem or None
+
+
+def dataset_from_inputs(inputs: Iterable[Any]) -> str | None:
+    """The dataset a file was made from, derived from its input paths.
+
+    The rule: for each input, walk its directory
+    from the deepest component up and take the first one that is not generic (the names in
+    :data:`GENERIC_DIR_NAMES`, numeric or two-hex-digit shard directories, bare versions
+    like ``v2``, glob patterns), after dropping any ``scheme://host`` prefix; when no
+    directory qualifies, the file stem without trailing numbers/``_spine``/``_larcv``.
+    An input inside a spine-prod run directory (the output of an earlier stage) gives its
+    stem without the ``_<config>`` suffix, as above. ``.txt`` file lists are ignored.
+    ``/sdf/data/neutrino/icarus/mpvmpr_v1/larcv/000/mpvmpr_v1_0001.root`` gives
+    ``mpvmpr_v1``. When inputs disagree, or there are none, the dataset is None.
+    """
+    names = set()
+    for item in inputs or ():
+        if isinstance(item, str) and item.strip() and not item.strip().lower().endswith(".txt"):
+            names.add(_input_dataset(item))
+    names.discard(None)
+    return names.pop() if len(names) == 1 else None
+
+
+# ----------------------------------------------------------------------------- events / runs
+
+def _dataset(h5file: Any, name: str) -> Any:
+    try:
+        obj = h5file.get(name)
+    except Exception:
+        return None
+    return obj if obj is not None and hasattr(obj, "dtype") and hasattr(obj, "shape") else None
+
+
+def event_count(h5file: Any) -> int | None:
+    """Number of events: rows of ``events`` (both layouts), else of the run-info table."""
+    events = _dataset(h5file, "events")
+    if events is not None:
+        try:
+            shape = events.shape
+            return int(shape[0]) if shape else None
+        except Exception:
+            return None
+    table = _run_info_table(h5file, None)
+    if table is not None:
+        try:
+            return int(table.shape[0]) if table.shape else None
+        except Exception:
+            return None
+    return None
+
+
+def _is_run_table(ds: Any) -> bool:
+    try:
+        names = ds.dtype.names or ()
+        return len(ds.shape) == 1 and ("run" in names or "event" in names)
+    except Exception:
+        return False
+
+
+def _run_info_table(h5file: Any, format_version: int | None) -> Any:
+    """The compound dataset holding ``run``/``subrun``/``event`` per event, or None."""
+    v2 = ("products/run_info/fixed", "run_info/fixed")
+    v1 = ("run_info",)
+    order = v2 + v1 if format_version == SPINE_CURRENT_FORMAT_VERSION else v1 + v2
+    for name in order:
+        ds = _dataset(h5file, name)
+        if ds is not None and _is_run_table(ds):
+            return ds
+    # any product whose class is RunInfo (renamed keys), at the top level or under products/
+    for parent_name in ("products", None):
+        try:
+            parent = h5file.get(parent_name) if parent_name else h5file
+            if parent is None or not hasattr(parent, "keys"):
+                continue
+            for key in list(parent.keys())[:500]:
+                obj = parent.get(key)
+                if obj is None:
+                    continue
+                if _as_str(obj.attrs.get("class_name")) != "RunInfo":
+                    continue
+                ds = obj if hasattr(obj, "dtype") else obj.get("fixed")
+                if ds is not None and hasattr(ds, "dtype") and _is_run_table(ds):
+                    return ds
+        except Exception:
+            continue
+    # non-SPINE producers sometimes put run/subrun/event in a compound `events`
+    ds = _dataset(h5file, "events")
+    if ds is not None and _is_run_table(ds):
+        return ds
+    return None
+
+
+def _column(ds: Any, name: str) -> np.ndarray | None:
+    """One field of a compound dataset, read alone (HDF5 reads just that member), as int64
+    with negative values (``RunInfo`` default ``-1`` = unknown) dropped."""
+    try:
+        if name not in (ds.dtype.names or ()):
+            return None
+        field = ds.dtype.fields[name][0]
+        if field.shape or field.kind not in "iuf":
+            return None
+        values = np.asarray(ds.fields(name)[()] if hasattr(ds, "fields") else ds[name])
+    except Exception:
+        return None
+    values = values.reshape(-1)
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+        values = values[(values >= 0) & (values < 2.0 ** 63)].astype(np.int64)
+    elif values.dtype.kind == "u":
+        values = values[values <= np.uint64(_INT64_MAX)].astype(np.int64)
+    else:
+        values = values.astype(np.int64, copy=False)
+        values = values[values >= 0]
+    return values
+
+
+def run_ranges(h5file: Any, format_version: int | None = None) -> dict[str, Any]:
+    """``{run, run_max, subrun, subrun_max, event_min, event_max, runs}`` from ``run_info``.
+
+    Reads only the three needed columns of the run-info table (``run_info`` in layout 1,
+    ``products/run_info/fixed`` in layout 2; ``format_version`` None means: detect), with
+    vectorised numpy. ``run``/``subrun`` are the smallest values, ``*_max`` the largest,
+    ``runs`` the sorted distinct run numbers (at most :data:`MAX_RUNS`). Negative values
+    (``RunInfo``'s "unset" ``-1``) are ignored. Everything None (``runs == []``) when absent.
+    """
+    out: dict[str, Any] = {"run": None, "run_max": None, "subrun": None, "subrun_max": None,
+                           "event_min": None, "event_max": None, "runs": []}
+    if format_version not in (SPINE_LEGACY_FORMAT_VERSION, SPINE_CURRENT_FORMAT_VERSION):
+        format_version = detect_format_version(h5file)
+    table = _run_info_table(h5file, format_version)
+    if table is None:
+        return out
+    for field, low, high in (("run", "run", "run_max"), ("subrun", "subrun", "subrun_max"),
+                             ("event", "event_min", "event_max")):
+        values = _column(table, field)
+        if values is None or values.size == 0:
+            continue
+        out[low] = int(values.min())
+        out[high] = int(values.max())
+        if field == "run":
+            out["runs"] = [int(r) for r in np.unique(values)[:MAX_RUNS]]
+    return out
+
+
+# ----------------------------------------------------------------------------- sidecars
+
+def load_json_checked(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """``(object, None)``; ``(None, None)`` when the file does not exist; ``(None, reason)``
+    when it exists but is unreadable, too large, not JSON or not a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        return None, None
+    except IsADirectoryError:
+        return None, f"{os.fspath(path)}: is a directory"
+    except OSError as exc:
+        return None, f"{os.fspath(path)}: {exc.strerror or exc}"
+    if len(raw) > MAX_JSON_BYTES:
+        return None, f"{os.fspath(path)}: larger than {MAX_JSON_BYTES} bytes"
+    try:
+        value = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"{os.fspath(path)}: not JSON ({str(exc)[:120]})"
+    if not isinstance(value, dict):
+        return None, f"{os.fspath(path)}: not a JSON object"
+    try:
+        return _plain_tree(value), None
+    except (_TooLarge, RecursionError) as exc:
+        return None, f"{os.fspath(path)}: too large ({exc})"
+
+
+def load_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A JSON object file as a plain dict, or None (missing, unreadable, not an object)."""
+    return load_json_checked(path)[0]
+
+
+def find_job_metadata(path: str | os.PathLike[str]) -> Path | None:
+    """The ``job_metadata.json`` of the production a file belongs to, or None.
+
+    Climbs from the file's directory at most :data:`MAX_JOB_SEARCH_DEPTH` levels and stops at
+    the spine-prod run directory (``runs/<stamp>_spine_<detector>_<config>``, whose own
+    ``job_metadata.json`` or ``latest/job_metadata.json`` is the last place looked at).
+    Symbolic links in the path are kept (not resolved). Caches nothing: callers cache by
+    directory (see ``job_cache`` of :func:`read_sidecars`).
+    """
+    try:
+        directory = Path(os.path.abspath(os.fspath(path))).parent
+    except (TypeError, ValueError):
+        return None
+    for _ in range(MAX_JOB_SEARCH_DEPTH):
+        candidate = directory / JOB_METADATA_NAME
+        try:
+            if candidate.is_file():
+                return candidate
+            if RUN_DIR_RE.match(directory.name) and directory.parent.name == "runs":
+                latest = directory / "latest" / JOB_METADATA_NAME
+                return latest if latest.is_file() else None
+        except OSError:
+            return None
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    return None
+
+
+def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | None = None,
+                  errors: list[str] | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(sidecar, job)``: ``<file>.h5.json`` and the production's ``job_metadata.json``.
+
+    Each is a plain dict or None (missing, unreadable, not a JSON object). Never raises:
+    problems with a file that exists are appended to ``errors`` when a list is given.
+    ``job_cache`` (any dict the caller keeps, e.g. for one ingest run) memoises the search per
+    directory and the parsed job file per path, so thousands of files of one production read
+    ``job_metadata.json`` once.
+    """
+    fspath = os.fspath(path)
+    sidecar, problem = load_json_checked(fspath + SIDECAR_SUFFIX)
+    if problem and errors is not None:
+        errors.append(problem)
+
+    directory = os.path.dirname(os.path.abspath(fspath))
+    dir_key = "dir:" + directory
+    if job_cache is not None and dir_key in job_cache:
+        job_path = job_cache[dir_key]
+    else:
+        found = find_job_metadata(fspath)
+        job_path = os.fspath(found) if found is not None else None
+        if job_cache is not None:
+            job_cache[dir_key] = job_path
+    job = None
+    if job_path is not None:
+        job_key = "job:" + job_path
+        if job_cache is not None and job_key in job_cache:
+            job, problem = job_cache[job_key]
+        else:
+            job, problem = load_json_checked(job_path)
+            if job_cache is not None:
+                job_cache[job_key] = (job, problem)
+        if problem and errors is not None:
+            errors.append(problem)
+        if job is not None and job_cache is not None:
+            job = json.loads(json.dumps(job))  # callers may mutate their copy
+    return sidecar, job
+
+
+def _config_name(value: Any) -> str | None:
+    text = _as_str(value) if isinstance(value, (str, bytes)) else None
+    if not text:
+        return None
+    name = posixpath.basename(text.replace("\\", "/"))
+    for ext in (".cfg", ".yaml", ".yml", ".json"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return name or None
+
+
+def _names(values: Any) -> list[str]:
+    """File names out of a SAM ``parents`` list (strings or ``{"file_name": ...}`` objects)."""
+    out: list[str] = []
+    if isinstance(values, (str, dict)):
+        values = [values]
+    if not isinstance(values, list):
+        return out
+    for item in values:
+        if isinstance(item, dict):
+            item = item.get("file_name") or item.get("name") or item.get("did") or item.get("path")
+        text = _as_str(item) if isinstance(item, str) else None
+        if text:
+            out.append(text)
+    return out
+
+
+def _lower_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.lower(): v for k, v in d.items() if isinstance(k, str)}
+
+
+def sidecar_facts(sidecar: Any, job: Any) -> dict[str, Any]:
+    """Promoted fields a file's sidecar and its production's job metadata give.
+
+    Keys (None when unknown): ``spine_version``, ``prod_version``, ``model``, ``dataset``,
+    ``detector``, ``config``, ``run``, ``run_max``, ``subrun``, ``subrun_max``,
+    ``event_min``, ``event_max``, ``num_events``, ``data_tier``, ``job_name``, ``submitted``,
+    ``inputs`` (the sidecar's ``parents``; ``[]`` when none) and ``provenance``
+    (``{field: "sidecar"|"job"}`` for the fields found). The per-file sidecar wins over the
+    job metadata.
+
+    * sidecar (SAM style): ``application.version`` is the SPINE version (the production
+      version when ``application.name``/``family`` names spine-prod); ``runs``
+      (``[[run, subrun, type], ...]``), ``first_event``, ``last_event``, ``event_count``,
+      ``data_tier``, ``parents``; plain keys ``spine_version``, ``prod_version``,
+      ``detector``, ``dataset``/``Dataset.Tag``, ``model``, ``config`` when present.
+    * job (spine-prod): ``spine_prod_version``, ``detector``, the stem of
+      ``original_config`` (else ``config``), ``job_name``, ``submitted``.
+    """
+    facts: dict[str, Any] = {k: None for k in (
+        "spine_version", "prod_version", "model", "dataset", "detector", "config", "run",
+        "run_max", "subrun", "subrun_max", "event_min", "event_max", "num_events", "data_tier",
+        "job_name", "submitted")}
+    facts["inputs"] = []
+    provenance: dict[str, str] = {}
+
+    def put(name: str, value: Any, source: str) -> None:
+        if value is None or facts.get(name) is not None:
+            return
+        value = _as_int(value) if name in _INT_FACTS else _as_str(value)
+        if value is not None:
+            facts[name] = value
+            provenance[name] = source
+
+    if isinstance(sidecar, Mapping):
+        sc = _lower_keys(sidecar)
+        app = sc.get("application")
+        if isinstance(app, Mapping):
+            app = _lower_keys(app)
+            label = " ".join(str(app.get(k) or "") for k in ("name", "family")).lower()
+            target = "prod_version" if re.search(r"prod", label) else "spine_version"
+            put(target, app.get("version"), "sidecar")
+        put("spine_version", sc.get("spine_version"), "sidecar")
+        put("prod_version", sc.get("prod_version") or sc.get("spine_prod_version"), "sidecar")
+        put("detector", sc.get("detector"), "sidecar")
+        put("dataset", sc.get("dataset") or sc.get("dataset_name") or sc.get("dataset.tag"), "sidecar")
+        put("model", sc.get("model") or sc.get("model_name"), "sidecar")
+        put("config", _config_name(sc.get("config") or sc.get("config_name")), "sidecar")
+        put("data_tier", sc.get("data_tier"), "sidecar")
+        runs = sc.get("runs")
+        pairs = []
+        if isinstance(runs, list):
+            for item in runs:
+                if isinstance(item, list) and item:
+                    r = _as_int(item[0])
+                    s = _as_int(item[1]) if len(item) > 1 else None
+                    if r is not None:
+                        pairs.append((r, s))
+        if pairs:
+            put("run", min(r for r, _ in pairs), "sidecar")
+            put("run_max", max(r for r, _ in pairs), "sidecar")
+            subs = [s for _, s in pairs if s is not None]
+            if subs:
+                put("subrun", min(subs), "sidecar")
+                put("subrun_max", max(subs), "sidecar")
+        put("run", sc.get("run"), "sidecar")
+        put("subrun", sc.get("subrun"), "sidecar")
+        for name, sam_name in (("event_min", "first_event"), ("event_max", "last_event"),
+                               ("num_events", "event_count")):
+            put(name, sc.get(sam_name), "sidecar")
+            put(name, sc.get(name), "sidecar")
+        facts["inputs"] = _names(sc.get("parents"))
+
+    if isinstance(job, Mapping):
+        jb = _lower_keys(job)
+        put("prod_version", jb.get("spine_prod_version") or jb.get("prod_version"), "job")
+        put("detector", jb.get("detector"), "job")
+        put("config", _config_name(jb.get("original_config") or jb.get("config")), "job")
+        put("job_name", jb.get("job_name"), "job")
+        put("submitted", jb.get("submitted"), "job")
+        put("spine_version", jb.get("spine_version"), "job")
+        put("dataset", jb.get("dataset"), "job")
+        put("model", jb.get("model"), "job")
+
+    facts["provenance"] = provenance
+    return facts
+
+
+# ----------------------------------------------------------------------------- paths
+
+def compile_patterns(patterns: Iterable[str | re.Pattern[str]]) -> list[re.Pattern[str]]:
+    """Compile path patterns; raises ``ValueError`` naming the first invalid one (for
+    validating settings early; :func:`path_facts` itself skips invalid patterns)."""
+    out = []
+    for pattern in patterns:
+        if isinstance(pattern, re.Pattern):
+            out.append(pattern)
+            continue
+        try:
+            out.append(re.compile(pattern))
+        except (re.error, TypeError) as exc:
+            raise ValueError(f"invalid path pattern {pattern!r}: {exc}") from None
+    return out
+
+
+def path_facts(path: str | os.PathLike[str], patterns: Iterable[str | re.Pattern[str]]) -> dict[str, Any]:
+    """Named groups of the patterns that match ``path`` (``re.search``), in order.
+
+    Each pattern fills only the fields still unknown, so a list can combine a production
+    layout with run/version conventions. Integers for ``run``, ``subrun`` (and the other
+    count fields); only matched, non-empty groups appear; invalid patterns are skipped.
+    """
+    text = os.fspath(path)
+    out: dict[str, Any] = {}
+    for pattern in patterns or ():
+        try:
+            match = re.search(pattern, text)
+        except (re.error, TypeError):
+            continue
+        if not match:
+            continue
+        for name, value in match.groupdict().items():
+            if value is None or value == "" or name in out:
+                continue
+            if name in _INT_FACTS:
+                number = _as_int(value)
+                if number is not None:
+                    out[name] = number
+            else:
+                out[name] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- versions
+
+_VERSION_RE = re.compile(
+    r"""^\s*[vV]?
+    (?P<release>\d+(?:\.\d+){0,2})
+    (?:[-_.]?(?P<pre>a|alpha|b|beta|c|rc|pre|preview)[-_.]?(?P<pre_n>\d+)?)?
+    (?:(?:[-_.]?(?:post|rev|r)[-_.]?(?P<post_n>\d+))|(?:-(?P<post_git>\d+)-g[0-9a-fA-F]+))?
+    (?:[-_.]?(?P<dev>dev)[-_.]?(?P<dev_n>\d+)?)?
+    (?:\+[A-Za-z0-9.]+)?
+    \s*$""",
+    re.VERBOSE,
+)
+_PRE_RANK = {"a": "b", "alpha": "b", "b": "c", "beta": "c", "c": "d", "rc": "d", "pre": "d", "preview": "d"}
+_MAX_PART = 999_999
+
+
+def parse_version(version: Any) -> tuple[int, int, int] | None:
+    """``(major, minor, patch)`` of a version string (``"v0.17.1rc2"`` -> ``(0, 17, 1)``)."""
+    if not isinstance(version, str):
+        return None
+    match = _VERSION_RE.match(version)
+    if not match:
+        return None
+    parts = [int(p) for p in match.group("release").split(".")]
+    parts += [0] * (3 - len(parts))
+    if any(p > _MAX_PART for p in parts):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def semver_key(version: Any) -> str | None:
+    """A string whose ordering is version ordering; None for anything unparsable.
+
+    ``"0.5"`` -> ``"000000.000005.000000~"``. Accepts a leading ``v``, 1 to 3 release numbers
+    (each < 10**6), PEP 440 / semver pre-releases (``a``/``alpha``, ``b``/``beta``,
+    ``rc``/``c``/``pre``, with ``-``/``.``/``_`` or nothing as separator), ``.postN`` and
+    git-describe ``-N-gHASH`` (after the release), ``.devN`` (before whatever it follows) and a
+    ignored ``+local`` part. Order: ``dev < a < b < rc < release < post``, so
+    ``0.5.0.dev3 < 0.5.0a1 < 0.5.0rc1 < 0.5 == 0.5.0 < 0.5.0.post1 < 0.5.1``.
+
+    Encoding: release ``MMMMMM.mmmmmm.pppppp``, then ``-<rank><NNNNNN>`` for a pre-release
+    (rank ``b``/``c``/``d``), ``~p<NNNNNN>`` for a post-release, ``-a<NNNNNN>`` for a dev
+    release, and a final ``~``. As ``-`` sorts before ``~``, and a key sorts before any longer
+    key it prefixes, plain string comparison is version comparison.
+    """
+    if not isinstance(version, str) or len(version) > 200:
+        return None
+    match = _VERSION_RE.match(version)
+    if not match:
+        return None
+    release = parse_version(version)
+    if release is None:
+        return None
+    numbers = [match.group(g) for g in ("pre_n", "post_n", "post_git", "dev_n")]
+    if any(n is not None and int(n) > _MAX_PART for n in numbers):
+        return None
+    key = ".".join(f"{p:06d}" for p in release)
+    pre = match.group("pre")
+    if pre:
+        key += f"-{_PRE_RANK[pre.lower()]}{int(match.group('pre_n') or 0):06d}"
+    post = match.group("post_n") or match.group("post_git")
+    if post is not None:
+        key += f"~p{int(post):06d}"
+    if match.group("dev"):
+        key += f"-a{int(match.group('dev_n') or 0):06d}"
+    return key + "~"
