@@ -1,0 +1,692 @@
+"""The ``spine-docs`` command: parse arguments, call the library, print.
+
+Exit codes: 0 success; 1 some files (or checks) failed; 2 usage, connection or schema errors
+(one clear line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from bson import json_util
+
+from pydantic import ValidationError
+
+from . import __version__, ingest, schema, store
+from .queries import QueryError, QueryTimeout
+from .settings import Settings
+
+app = typer.Typer(
+    name="spine-docs",
+    help="A MongoDB metadata catalog for the HDF5 files SPINE writes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOpt = typer.Option(None, "--db", help="mongodb://..., mongodb+srv://..., mongomock://NAME or a "
+                     "directory (the embedded catalog; default .spine_docs/catalog). Env: SPINE_DOCS_DB")
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    typer.echo(f"spine-docs: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's expected errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pymongo.errors import PyMongoError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except store.StoreError as exc:
+            raise fail(str(exc))
+        except schema.SchemaError as exc:
+            raise fail(str(exc))
+        except PyMongoError as exc:
+            raise fail(f"database error: {str(exc).splitlines()[0][:300]}")
+        except (QueryError, QueryTimeout) as exc:
+            raise fail(str(exc))
+        except ValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {}
+            where = ".".join(str(x) for x in first.get("loc", ()))
+            raise fail(f"invalid filter{' ' + where if where else ''}: {first.get('msg', exc)}")
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130)
+
+    return wrapper
+
+
+def open_db(settings: Settings) -> Any:
+    return store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        typer.echo(f"spine-docs {__version__}")
+        raise typer.Exit(0)
+
+
+# --------------------------------------------------------------------------- setup / inject
+
+@app.command()
+@handled
+def setup(db: Optional[str] = DbOpt,
+          schema_file: Optional[Path] = typer.Option(None, help="schema.json to apply (default: the shipped one)")) -> None:
+    """Create the collections, indexes and validators declared in schema.json."""
+    settings = Settings.load(db=db, schema_file=schema_file)
+    database = open_db(settings)
+    with store.writing(database):
+        report = schema.setup(database, schema.load_schema(settings.schema_file))
+    typer.echo(f"{store.describe(database)}: {report}")
+
+
+class _Bar:
+    """A rich progress bar on stderr showing files/s (silent when stderr is not a terminal)."""
+
+    def __init__(self, enabled: bool):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("indexing"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not (enabled and console.is_terminal), transient=False)
+        self.task = None
+        self.started = 0.0
+
+    def __enter__(self) -> "_Bar":
+        import time
+
+        self.progress.__enter__()
+        self.task = self.progress.add_task("inject", total=None, rate="")
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.progress.update(self.task, completed=done, total=total, rate=f"{done / elapsed:,.0f} files/s")
+
+
+@app.command()
+@handled
+def inject(
+    source: List[str] = typer.Option([], "--source", "-s", help="Glob (quote it; ** recurses), directory or file. Repeatable."),
+    source_list: Optional[Path] = typer.Option(None, "--source-list", help="File with one path per line."),
+    db: Optional[str] = DbOpt,
+    site: Optional[str] = typer.Option(None, help="Site name (env SPINE_DOCS_SITE; default: short host name)."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing",
+                                       help="Skip files whose path, size and mtime are unchanged."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Extraction processes (default: CPU count)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Documents per bulk write (default 500)."),
+    checksum: Optional[bool] = typer.Option(None, "--checksum/--no-checksum", help="Store a sha256 of each file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal."),
+) -> None:
+    """Index HDF5 files into the catalog."""
+    if not source and source_list is None:
+        raise fail("nothing to index: give --source GLOB (repeatable) or --source-list FILE")
+    settings = Settings.load(db=db, site=site, workers=workers, batch_size=batch_size, checksum=checksum)
+    database = open_db(settings)
+    with _Bar(progress and not as_json) as bar:
+        report = ingest.inject(database, settings=settings, sources=source, source_list=source_list,
+                               skip_existing=skip_existing, progress=bar)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for p in report.problems:
+            typer.echo(f"error: {p.path}: {p.reason}", err=True)
+        typer.echo(f"{store.describe(database)}: {report.summary()}")
+    raise typer.Exit(report.exit_code)
+
+
+# --------------------------------------------------------------------------- read back
+
+@app.command()
+@handled
+def show(path: str = typer.Argument(..., help="File path (or document _id)."),
+         db: Optional[str] = DbOpt, site: Optional[str] = typer.Option(None)) -> None:
+    """Print the catalog document of one file as JSON."""
+    from .extract import doc_id, normalise_path
+
+    settings = Settings.load(db=db, site=site)
+    database = open_db(settings)
+    doc = database.files.find_one({"_id": path})
+    if doc is None:
+        norm = normalise_path(path)
+        doc = database.files.find_one({"_id": doc_id(settings.site, norm)}) or \
+            database.files.find_one({"path": norm})
+    if doc is None:
+        raise fail(f"not in the catalog: {path}", 1)
+    print_json(doc)
+
+
+def build_filter(where: Optional[str], model: List[str], dataset: List[str], site: List[str],
+                 status: List[str], version_min: Optional[str], version_max: Optional[str],
+                 run_min: Optional[int], run_max: Optional[int], attr: List[str],
+                 path_contains: Optional[str], saved: Optional[str], database: Any) -> Any:
+    """The shared Filter from command-line options (a saved query is the starting point)."""
+    from . import queries
+
+    base = queries.load_query(database, saved) if saved else queries.Filter()
+    params = base.model_dump()
+    where_doc = None
+    if where:
+        try:
+            where_doc = json_util.loads(where)
+        except ValueError as exc:
+            raise fail(f"--where is not valid JSON: {exc}")
+    updates: dict[str, Any] = {
+        "where": where_doc, "version_min": version_min, "version_max": version_max,
+        "run_min": run_min, "run_max": run_max, "path_contains": path_contains,
+    }
+    for name, values in (("model", model), ("dataset", dataset), ("site", site), ("status", status)):
+        if values:
+            updates[name] = values
+    params.update({k: v for k, v in updates.items() if v is not None})
+    if attr:
+        types = {a["key"]: a["type"] for a in queries.attribute_keys(database)}
+        params["attr_filters"] = list(params.get("attr_filters") or []) + [
+            queries.AttrFilter.parse_expr(a, types) for a in attr]
+    return queries.Filter(**params)
+
+
+WhereOpt = typer.Option(None, "--where", help='A MongoDB query as JSON, e.g. \'{"run": {"$gte": 100}}\'.')
+ModelOpt = typer.Option([], "--model", help="Model name (repeatable).")
+DatasetOpt = typer.Option([], "--dataset", help="Dataset (repeatable).")
+SiteFOpt = typer.Option([], "--site", help="Site (repeatable).")
+StatusOpt = typer.Option([], "--status", help="ok, incomplete or error (repeatable).")
+VminOpt = typer.Option(None, "--version-min", help="SPINE version >= this (semantic, e.g. 0.5).")
+VmaxOpt = typer.Option(None, "--version-max", help="SPINE version <= this.")
+RminOpt = typer.Option(None, "--run-min", help="Files holding runs >= this.")
+RmaxOpt = typer.Option(None, "--run-max", help="Files holding runs <= this.")
+AttrOpt = typer.Option([], "--attr", help="Root attribute condition: 'key>=1.5', 'key~regex', 'key?' (repeatable).")
+PathOpt = typer.Option(None, "--path-contains", help="Substring of the path.")
+SavedOpt = typer.Option(None, "--saved", help="Start from a saved query.")
+
+
+def _cell(value: Any) -> str:
+    from datetime import datetime
+
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+@app.command()
+@handled
+def query(
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    limit: int = typer.Option(0, "--limit", min=0, help="At most N files (0: all; table default 50)."),
+    sort: str = typer.Option("-mtime", help="Sort field, '-' for descending (e.g. -mtime, run, path)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl, csv or paths."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """List the files a filter matches (streamed: jsonl, csv and paths export everything)."""
+    from . import queries
+
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    flt = build_filter(where, model, dataset, site, status, version_min, version_max, run_min,
+                       run_max, attr, path_contains, saved, database)
+    if fmt == "table":
+        size = limit or 50
+        page = queries.page(database, flt, sort=sort, size=min(size, queries.MAX_PAGE_SIZE),
+                            max_time_ms=settings.query_timeout_ms)
+        cols = ("path", "site", "spine_version", "model", "dataset", "run", "num_events", "status", "mtime")
+        rows = [[_cell(r.get(c)) for c in cols] for r in page.rows]
+        widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+        for row in rows:
+            typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        matched = queries.count(database, flt, max_time_ms=settings.query_timeout_ms)
+        typer.echo(f"{len(rows)} of {matched} matching files ({queries.total(database)} in the catalog)", err=True)
+        return
+    if fmt not in queries.EXPORT_FORMATS:
+        raise fail(f"unknown --format {fmt!r}: choose table, jsonl, csv or paths")
+    for line in queries.export(database, flt, fmt, sort=sort, limit=limit or None):
+        sys.stdout.write(line)
+
+
+@app.command()
+@handled
+def facets(
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    field: List[str] = typer.Option([], "--field", help="Facet field (repeatable; default site, spine_version, model, dataset, status)."),
+    limit: int = typer.Option(20, help="Values per facet."),
+    as_json: bool = typer.Option(False, "--json"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Counts per value of the facet fields, under a filter (like the explorer's sidebar)."""
+    from . import queries
+
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    flt = build_filter(where, model, dataset, site, status, version_min, version_max, run_min,
+                       run_max, attr, path_contains, saved, database)
+    result = queries.facets(database, flt, tuple(field) or queries.DEFAULT_FACETS, limit,
+                            max_time_ms=settings.query_timeout_ms)
+    if as_json:
+        print_json(result)
+        return
+    for name, values in result.items():
+        typer.echo(f"{name}:")
+        for v in values:
+            typer.echo(f"  {v['count']:>8}  {v['value'] if v['value'] is not None else queries.NONE_TOKEN}")
+
+
+@app.command()
+@handled
+def attrs(
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    as_json: bool = typer.Option(False, "--json"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """The attribute dictionary: every root attribute key, in how many files, with which types."""
+    from . import queries
+
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    flt = build_filter(where, model, dataset, site, status, version_min, version_max, run_min,
+                       run_max, attr, path_contains, saved, database)
+    rows = queries.attribute_dictionary(database, flt, max_time_ms=settings.query_timeout_ms)
+    if as_json:
+        print_json(rows)
+        return
+    typer.echo(f"{'key':<32} {'files':>7} {'types':<20} {'distinct':>8}  min .. max")
+    for r in rows:
+        types = ",".join(sorted(r["types"])) if isinstance(r["types"], dict) else str(r["types"])
+        typer.echo(f"{r['key'][:32]:<32} {r['files']:>7} {types[:20]:<20} {str(r.get('distinct', '')):>8}  "
+                   f"{_cell(r.get('min'))[:30]} .. {_cell(r.get('max'))[:30]}")
+
+
+# --------------------------------------------------------------------------- demo / app
+
+@app.command()
+@handled
+def demo(files: int = typer.Option(200, min=1, help="How many sample files to generate."),
+         dir: Optional[Path] = typer.Option(None, "--dir", help="Where to write them (default .spine_docs/demo)."),
+         db: Optional[str] = DbOpt,
+         no_app: bool = typer.Option(False, "--no-app", help="Do not start the explorer."),
+         port: int = typer.Option(8501, help="Explorer port.")) -> None:
+    """Generate SPINE-like sample files, index them, and start the explorer."""
+    from . import samples
+
+    settings = Settings.load(db=db)
+    target = dir or settings.home / "demo"
+    paths = samples.write_prod_tree(target, files, seed=0)
+    typer.echo(f"wrote {len(paths)} sample files under {target}")
+    database = open_db(settings)
+    with _Bar(True) as bar:
+        report = ingest.inject(database, settings=settings, sources=[str(target)], progress=bar)
+    typer.echo(f"{store.describe(database)}: {report.summary()}")
+    if no_app:
+        typer.echo(f"explore it with: spine-docs app --db {settings.db_url}")
+        return
+    _run_app(settings.db_url, "127.0.0.1", port)
+
+
+@app.command("app")
+@handled
+def app_cmd(db: Optional[str] = DbOpt, host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+            port: int = typer.Option(8501, help="Port to listen on.")) -> None:
+    """Start the Streamlit explorer."""
+    settings = Settings.load(db=db)
+    store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms)  # fail fast, one line
+    _run_app(settings.db_url, host, port)
+
+
+def _run_app(db_url: str, host: str, port: int) -> None:
+    from .resources import app_dir
+
+    entry = app_dir() / "explorer.py"
+    env = dict(os.environ, SPINE_DOCS_DB=db_url)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", host,
+           "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]
+    typer.echo(f"explorer on http://{host}:{port}  (Ctrl-C to stop)")
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0)
+
+
+# --------------------------------------------------------------------------- migrate
+# `spine-docs migrate ...`: the migration tool's commands (spine_docs.migrate does the work).
+# MIGRATE-SECTION-START
+from . import migrate as mig  # noqa: E402  (the section is self-contained)
+
+migrate_app = typer.Typer(
+    help="Upgrade the catalog schema safely: status, check, plan, up, down, stamp, history, ...",
+    no_args_is_help=True)
+app.add_typer(migrate_app, name="migrate")
+
+SchemaFileOpt = typer.Option(None, "--schema-file", help="schema.json (default: the shipped one). "
+                             "Env: SPINE_DOCS_SCHEMA_FILE")
+MigDirOpt = typer.Option(None, "--migrations-dir", help="Migrations directory (default: the shipped "
+                         "one). Env: SPINE_DOCS_MIGRATIONS_DIR")
+BackupDirOpt = typer.Option(None, "--backup-dir", help="Where backups go (default: <home>/backups, "
+                            "i.e. .spine_docs/backups).")
+KeepOpt = typer.Option(None, "--keep", min=1, help="Keep the N newest backups (never the newest good one).")
+LockWaitOpt = typer.Option(30.0, "--lock-wait", min=0, help="Seconds to wait for another migration's lock.")
+
+
+def _mig_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The migration tool's expected errors: one line on stderr, exit 2 (nothing was done)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except mig.RestoreError as exc:
+            raise fail(str(exc), 1 if exc.changed else 2)
+        except (mig.MigrationError, mig.LockError, mig.MigrationScriptError, mig.BackupError,
+                schema.SchemaError) as exc:
+            if isinstance(exc, schema.SchemaMismatch):
+                raise
+            raise fail(str(exc))
+
+    return handled(wrapper)
+
+
+def _mig_open(db: Optional[str], schema_file: Optional[Path] = None,
+              migrations_dir: Optional[Path] = None) -> tuple[Settings, Any]:
+    settings = Settings.load(db=db, schema_file=schema_file, migrations_dir=migrations_dir)
+    return settings, open_db(settings)
+
+
+def _mig_paths(settings: Settings) -> dict:
+    return {"schema_file": settings.schema_file, "migrations_dir": settings.migrations_dir}
+
+
+def _backup_root(settings: Settings, override: Optional[Path]) -> Path:
+    return Path(override) if override is not None else settings.home / "backups"
+
+
+def _one_json(value: Any) -> str:
+    return json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS)
+
+
+def _warn(lines: List[str]) -> None:
+    for w in lines:
+        typer.echo(f"warning: {w}", err=True)
+
+
+@migrate_app.command("status")
+@_mig_handled
+def migrate_status(db: Optional[str] = DbOpt, schema_file: Optional[Path] = SchemaFileOpt,
+                   migrations_dir: Optional[Path] = MigDirOpt,
+                   as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Database and code versions, pending migrations, lock holder, drift, changed files."""
+    import dataclasses
+
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    st = mig.status(database, **_mig_paths(settings))
+    if as_json:
+        out = dataclasses.asdict(st)
+        out["drift"] = [dict(dataclasses.asdict(d), blocking=d.blocking) for d in st.drift]
+        print_json(out)
+        return
+    typer.echo(f"database:  {store.describe(database)}")
+    typer.echo(f"version:   database {st.db_version}, code {st.code_version}" + (" (empty)" if st.empty else ""))
+    typer.echo("pending:   " + ("none" if not st.pending else ""))
+    for p in st.pending:
+        typer.echo(f"  {p.name}: {p.description}")
+    typer.echo(f"lock:      {st.lock_text}")
+    summary = ", ".join(f"{k}: {n}" for k, n in st.drift_summary.items())
+    typer.echo(f"drift:     {summary or 'none'}")
+    for d in st.drift:
+        typer.echo(f"  - {d}" + ("" if d.blocking else " (not declared; left alone)"))
+    for c in st.changed:
+        typer.echo(f"changed:   {c.name} (applied as {c.recorded[:12]}, file is now {c.current[:12]}): "
+                   f"review, then `spine-docs migrate ack {c.version}`")
+    if st.last_failure:
+        f = st.last_failure
+        typer.echo(f"last failure: {f['name']} at {_cell(f['started'])}: {f['error']}")
+
+
+@migrate_app.command("check")
+@_mig_handled
+def migrate_check(db: Optional[str] = DbOpt, schema_file: Optional[Path] = SchemaFileOpt,
+                  migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Exit 0 when the database is current and matches schema.json; 1 otherwise (CI, init containers)."""
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    r = mig.check(database, **_mig_paths(settings))
+    _warn(r.warnings)
+    if r.ok:
+        typer.echo(f"ok: database version {r.db_version} matches this spine-docs and schema.json")
+    for p in r.problems:
+        typer.echo(f"problem: {p}", err=True)
+    raise typer.Exit(r.exit_code)
+
+
+def _print_plan(p: Any) -> None:
+    if p.empty:
+        typer.echo(f"nothing to do (database at version {p.from_version})")
+    else:
+        typer.echo(f"plan: {p.direction} {p.from_version} -> {p.to_version}")
+        typer.echo(f"backup: {p.backup}")
+        for s in p.steps:
+            typer.echo(f"{s.name} ({s.direction}): {s.description}")
+            if s.commands is None:
+                typer.echo("  (no plan(): its code runs as written)")
+            for c in s.commands or []:
+                typer.echo(f"  {_one_json(c)}")
+        if p.direction == "up":
+            typer.echo("reconcile with schema.json:" + ("" if p.reconcile else " nothing"))
+            for c in p.reconcile:
+                typer.echo(f"  {_one_json(c)}")
+        if p.stamp is not None:
+            typer.echo(f"then: set the database schema version to {p.stamp}")
+    for n in p.notes:
+        typer.echo(f"note: {n}")
+    if p.blocked:
+        typer.echo(f"BLOCKED: {p.blocked}", err=True)
+        raise typer.Exit(1)
+
+
+@migrate_app.command("plan")
+@_mig_handled
+def migrate_plan(db: Optional[str] = DbOpt, to: Optional[int] = typer.Option(None, "--to", help="Target version."),
+                 down: bool = typer.Option(False, "--down", help="Plan a `down --to N`."),
+                 no_backup: bool = typer.Option(False, "--no-backup"), backup_dir: Optional[Path] = BackupDirOpt,
+                 schema_file: Optional[Path] = SchemaFileOpt, migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Print every command `up` (or `down`) would send; changes nothing, not even bookkeeping."""
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    if down and to is None:
+        raise fail("plan --down needs --to N")
+    p = mig.plan(database, to=to, direction="down" if down else "up", backup=not no_backup,
+                 db_url=settings.db_url, backup_root=_backup_root(settings, backup_dir), **_mig_paths(settings))
+    _print_plan(p)
+
+
+def _print_run(r: Any) -> None:
+    _warn(r.warnings)
+    if r.backup_note:
+        typer.echo(f"backup: {r.backup_note}")
+    for s in r.steps:
+        typer.echo(f"  {s.name}: {s.state} in {s.duration_s:.2f}s" + (f": {s.error}" if s.error else ""))
+    if r.reconciled:
+        typer.echo(f"  reconciled with schema.json: {len(r.reconciled)} command(s)")
+    if r.backup is not None and r.backup.rotated:
+        typer.echo(f"  rotated out {len(r.backup.rotated)} old backup(s)")
+    typer.echo(r.message, err=not r.ok)
+    raise typer.Exit(r.exit_code)
+
+
+@migrate_app.command("up")
+@_mig_handled
+def migrate_up(db: Optional[str] = DbOpt, to: Optional[int] = typer.Option(None, "--to", help="Target version (default: the code's)."),
+               no_backup: bool = typer.Option(False, "--no-backup", help="Do not back up first (no restore on failure)."),
+               backup_dir: Optional[Path] = BackupDirOpt, keep: Optional[int] = KeepOpt,
+               lock_wait: float = LockWaitOpt,
+               dry_run: bool = typer.Option(False, "--dry-run", help="Same as `migrate plan`."),
+               schema_file: Optional[Path] = SchemaFileOpt, migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Back up, then apply pending migrations and reconcile with schema.json (a fresh database is initialised)."""
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    root = _backup_root(settings, backup_dir)
+    if dry_run:
+        _print_plan(mig.plan(database, to=to, backup=not no_backup, db_url=settings.db_url,
+                             backup_root=root, **_mig_paths(settings)))
+        return
+    _print_run(mig.up(database, to=to, backup=not no_backup, db_url=settings.db_url, backup_root=root,
+                      keep=keep, lock_wait_s=lock_wait, **_mig_paths(settings)))
+
+
+@migrate_app.command("down")
+@_mig_handled
+def migrate_down(to: int = typer.Option(..., "--to", help="Version to go back to."), db: Optional[str] = DbOpt,
+                 no_backup: bool = typer.Option(False, "--no-backup"), backup_dir: Optional[Path] = BackupDirOpt,
+                 keep: Optional[int] = KeepOpt, lock_wait: float = LockWaitOpt,
+                 dry_run: bool = typer.Option(False, "--dry-run", help="Same as `migrate plan --down --to N`."),
+                 schema_file: Optional[Path] = SchemaFileOpt, migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Undo applied migrations down to version N (backed up first, like `up`)."""
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    root = _backup_root(settings, backup_dir)
+    if dry_run:
+        _print_plan(mig.plan(database, to=to, direction="down", backup=not no_backup, db_url=settings.db_url,
+                             backup_root=root, **_mig_paths(settings)))
+        return
+    _print_run(mig.down(database, to=to, backup=not no_backup, db_url=settings.db_url, backup_root=root,
+                        keep=keep, lock_wait_s=lock_wait, **_mig_paths(settings)))
+
+
+@migrate_app.command("stamp")
+@_mig_handled
+def migrate_stamp(version: int = typer.Argument(..., help="The version the database already has."),
+                  db: Optional[str] = DbOpt, schema_file: Optional[Path] = SchemaFileOpt,
+                  migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Record the database's version without running anything (adopt an existing database)."""
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    r = mig.stamp(database, version, **_mig_paths(settings))
+    _warn(r.warnings)
+    typer.echo(f"stamped version {r.final_version} (was {r.from_version})")
+
+
+@migrate_app.command("history")
+@_mig_handled
+def migrate_history(db: Optional[str] = DbOpt, limit: int = typer.Option(0, "--limit", min=0, help="Only the newest N."),
+                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every recorded step: version, checksum, when, who, host, duration, state, error."""
+    import dataclasses
+
+    settings, database = _mig_open(db)
+    entries = mig.history(database, limit=limit or None)
+    if as_json:
+        print_json([dataclasses.asdict(e) for e in entries])
+        return
+    if not entries:
+        typer.echo("no migration history")
+    for e in entries:
+        dur = f"{e.duration_s:.2f}s" if e.duration_s is not None else "-"
+        typer.echo(f"{e.version:>4}  {e.name:<40} {e.direction:<9} {e.state:<11} {(e.checksum or '')[:12]:<12} "
+                   f"{_cell(e.started)}  {e.user}@{e.host} pid {e.pid}  {dur}" + (f"  {e.error}" if e.error else ""))
+
+
+@migrate_app.command("new")
+@_mig_handled
+def migrate_new(slug: str = typer.Argument(..., help='What it does, e.g. "add detector index".'),
+                schema_file: Optional[Path] = SchemaFileOpt, migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Scaffold the next migrations/NNNN_<slug>.py and bump schema_version in schema.json."""
+    from .resources import migrations_dir as shipped_migrations, schema_file as shipped_schema
+
+    settings = Settings.load(schema_file=schema_file, migrations_dir=migrations_dir)
+    path, version = mig.new_migration(slug, settings.migrations_dir or shipped_migrations(),
+                                      schema_file=settings.schema_file or shipped_schema())
+    typer.echo(f"created {path} (version {version}); schema.json schema_version is now {version}")
+
+
+@migrate_app.command("ack")
+@_mig_handled
+def migrate_ack(versions: List[int] = typer.Argument(None, help="Versions to accept (default: every changed one)."),
+                db: Optional[str] = DbOpt, schema_file: Optional[Path] = SchemaFileOpt,
+                migrations_dir: Optional[Path] = MigDirOpt) -> None:
+    """Accept the edited file of an applied migration (after reviewing the change)."""
+    settings, database = _mig_open(db, schema_file, migrations_dir)
+    acked = mig.acknowledge(database, list(versions or []) or None, **_mig_paths(settings))
+    for c in acked:
+        typer.echo(f"acknowledged {c.name}")
+    if not acked:
+        typer.echo("no changed migration files")
+
+
+@migrate_app.command("unlock")
+@_mig_handled
+def migrate_unlock(db: Optional[str] = DbOpt,
+                   force: bool = typer.Option(False, "--force", help="Required: the holder must be gone.")) -> None:
+    """Remove the migration lock left by a process that is gone."""
+    settings, database = _mig_open(db)
+    holder = mig.unlock(database, force=force)
+    typer.echo(f"removed the lock held by {mig.describe_holder(holder)}" if holder else "the lock was free")
+
+
+@migrate_app.command("backup")
+@_mig_handled
+def migrate_backup(db: Optional[str] = DbOpt,
+                   out: Optional[Path] = typer.Option(None, "--out", help="Backups directory (default: .spine_docs/backups)."),
+                   keep: Optional[int] = KeepOpt) -> None:
+    """Take a verified backup now (mongodump when installed for a server, else built-in; same layout)."""
+    settings, database = _mig_open(db)
+    b = mig.backup(database, out=_backup_root(settings, out), db_url=settings.db_url, keep=keep)
+    typer.echo(f"backup {b.path} ({b.method}, {b.documents} documents in {len(b.collections)} collections, verified)")
+    for p in b.rotated:
+        typer.echo(f"rotated out {p}")
+
+
+@migrate_app.command("restore")
+@_mig_handled
+def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup directory."),
+                    db: Optional[str] = DbOpt) -> None:
+    """Put a backup back (collections created since are dropped; the migration history is kept)."""
+    settings, database = _mig_open(db)
+    r = mig.restore(database, from_dir, db_url=settings.db_url)
+    typer.echo(f"restored {len(r.restored)} collections ({r.documents} documents) from {r.path}"
+               + (f"; dropped {', '.join(r.dropped)}" if r.dropped else ""))
+
+# MIGRATE-SECTION-END
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

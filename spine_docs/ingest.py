@@ -1,0 +1,349 @@
+"""Indexing: discover files, skip unchanged ones, extract in worker processes, batch upserts.
+
+:func:`inject` is what ``spine-docs inject`` and ``spine-docs demo`` call. It never stops
+for one bad file: every problem is reported by path with its reason (and recorded as a
+``status: "error"`` document when there is a path to record), and the run is logged in the
+``runs`` collection.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import multiprocessing
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from . import __version__, schema, store
+from .extract import (EXTRACTOR_VERSION, Limits, doc_id, error_document, extract, mtime_ms,
+                      normalise_path, stat_problem)
+
+HISTORY_LENGTH = 20
+MAX_LOGGED_PROBLEMS = 1000
+
+#: ``progress(done, total)`` is called as files are handled.
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass
+class InjectReport:
+    run_id: str
+    site: str
+    candidates: int = 0
+    indexed: int = 0
+    incomplete: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files_per_s(self) -> float:
+        handled = self.indexed + self.unchanged + self.failed
+        return handled / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        extra = f" ({self.incomplete} incomplete)" if self.incomplete else ""
+        return (f"indexed {self.indexed}{extra}, unchanged {self.unchanged}, failed {self.failed}, "
+                f"{self.files_per_s:,.0f} files/s in {self.seconds:.1f} s")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "site": self.site, "candidates": self.candidates,
+            "indexed": self.indexed, "incomplete": self.incomplete, "unchanged": self.unchanged,
+            "failed": self.failed, "seconds": round(self.seconds, 3),
+            "files_per_s": round(self.files_per_s, 1),
+            "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
+        }
+
+
+# --------------------------------------------------------------------------- discovery
+
+def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | None = None
+             ) -> tuple[list[str], list[Problem]]:
+    """Expand globs (``**`` recurses), directories (all ``*.h5`` below) and a list file.
+
+    Returns the sorted, de-duplicated, normalised candidate paths and the problems found
+    (a glob that matches nothing, an unreadable list file). Directories *matched by a glob*
+    stay candidates, so that they are reported as "is a directory" like any other bad path.
+    """
+    problems: list[Problem] = []
+    found: set[str] = set()
+    patterns = list(sources)
+    if source_list is not None:
+        try:
+            with open(source_list, encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        found.add(normalise_path(line))
+        except OSError as exc:
+            problems.append(Problem(str(source_list), f"cannot read the source list: {exc.strerror or exc}"))
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        if glob.has_magic(expanded):
+            matches = glob.glob(expanded, recursive=True)
+            if not matches:
+                problems.append(Problem(pattern, "the pattern matched no files"))
+            found.update(normalise_path(m) for m in matches)
+        elif os.path.isdir(expanded):
+            matches = glob.glob(os.path.join(glob.escape(expanded), "**", "*.h5"), recursive=True)
+            if not matches:
+                problems.append(Problem(pattern, "the directory holds no .h5 files"))
+            found.update(normalise_path(m) for m in matches)
+        else:
+            # a plain path: keep it even if it is missing, so it is reported by path
+            found.add(normalise_path(expanded))
+    return sorted(found), problems
+
+
+# --------------------------------------------------------------------------- catalog side
+
+def existing_index(db: Any, site: str) -> dict[str, tuple[int | None, int | None, str | None]]:
+    """path -> (size, mtime in ms, status) of every document of a site (one projected scan)."""
+    out: dict[str, tuple[int | None, int | None, str | None]] = {}
+    cursor = db.files.find({"site": site}, {"_id": 0, "path": 1, "size": 1, "mtime": 1, "status": 1})
+    for d in cursor:
+        out[d["path"]] = (d.get("size"), mtime_ms(d.get("mtime")), d.get("status"))
+    return out
+
+
+def is_unchanged(known: tuple[int | None, int | None, str | None] | None, st: os.stat_result) -> bool:
+    """Same size and mtime (ms) as indexed, and not an error worth retrying."""
+    if known is None:
+        return False
+    size, mtime, status = known
+    return status != "error" and size == st.st_size and mtime == st.st_mtime_ns // 1_000_000
+
+
+def _bookkeeping(now: datetime, run_id: str, status: str, change: str) -> dict[str, Any]:
+    return {
+        "$setOnInsert": {"ingest.first_seen": now},
+        "$inc": {"ingest.times_seen": 1},
+        "$push": {"ingest.history": {"$each": [{"at": now, "run_id": run_id, "status": status,
+                                                 "change": change}], "$slice": -HISTORY_LENGTH}},
+    }
+
+
+def upsert_op(doc: dict[str, Any], *, now: datetime, run_id: str, change: str) -> UpdateOne:
+    """The write for one extracted document, keyed by ``_id`` (site + path).
+
+    An ``error`` document only updates status, error, size and mtime of a document that
+    exists already, so what an earlier run read from the file is not lost.
+    """
+    update = _bookkeeping(now, run_id, doc["status"], change)
+    bookkeeping = {"ingest.last_seen": now, "ingest.extractor_version": EXTRACTOR_VERSION,
+                   "ingest.run_id": run_id}
+    body = {k: v for k, v in doc.items() if k != "_id"}
+    if doc["status"] == "error":
+        keep = {"status", "error", "size", "mtime"}
+        update["$set"] = {**{k: body[k] for k in keep}, **bookkeeping}
+        update["$setOnInsert"].update({k: v for k, v in body.items() if k not in keep})
+    else:
+        update["$set"] = {**body, **bookkeeping}
+    return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
+
+
+def seen_op(_id: str, *, now: datetime, run_id: str) -> UpdateOne:
+    """The write for an unchanged file: it was seen again."""
+    return UpdateOne({"_id": _id}, {"$set": {"ingest.last_seen": now, "ingest.run_id": run_id},
+                                    "$inc": {"ingest.times_seen": 1}})
+
+
+class _Writer:
+    """Buffers writes and sends them as unordered bulk upserts, batch by batch."""
+
+    def __init__(self, db: Any, batch_size: int, report: InjectReport):
+        self.db = db
+        self.batch_size = max(1, batch_size)
+        self.interval = store.commit_interval(db)
+        self.report = report
+        self.ops: list[UpdateOne] = []
+        self.paths: list[str] = []
+        self.last = time.monotonic()
+
+    def add(self, op: UpdateOne, path: str) -> None:
+        self.ops.append(op)
+        self.paths.append(path)
+        if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.ops:
+            return
+        ops, paths = self.ops, self.paths
+        self.ops, self.paths = [], []
+        try:
+            with store.writing(self.db):
+                self.db.files.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            for err in exc.details.get("writeErrors", []):
+                path = paths[err.get("index", 0)]
+                self.report.problems.append(Problem(path, f"database refused the document: {err.get('errmsg')}"))
+                self.report.failed += 1
+                self.report.indexed -= 1
+        self.last = time.monotonic()
+
+
+# --------------------------------------------------------------------------- workers
+
+_worker_job_cache: dict[str, Any] = {}
+
+
+def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool) -> dict[str, Any]:
+    try:
+        return extract(path, site=site, limits=limits, checksum=checksum, job_cache=_worker_job_cache)
+    except Exception as exc:  # extract() handles file problems; this is a last resort
+        return error_document(site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])
+
+
+def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: bool,
+                 workers: int) -> Iterator[dict[str, Any]]:
+    """Extract documents, in ``workers`` processes when that helps; yields in completion order."""
+    fn = partial(_extract_in_worker, site=site, limits=limits, checksum=checksum)
+    if workers <= 1 or len(paths) < 8:
+        for p in paths:
+            yield fn(p)
+        return
+    chunksize = max(1, min(64, len(paths) // (workers * 8)))
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield from pool.map(fn, paths, chunksize=chunksize)
+
+
+# --------------------------------------------------------------------------- the run
+
+def prepare(db: Any) -> None:
+    """Initialise an empty catalog; refuse one whose schema version differs from the code's."""
+    if schema.db_version(db) == 0 and not db.files.estimated_document_count():
+        with store.writing(db):
+            schema.setup(db)
+    schema.check_version(db)
+
+
+def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
+           source_list: str | os.PathLike[str] | None = None, skip_existing: bool = True,
+           progress: Progress | None = None) -> InjectReport:
+    """Index files into ``db.files``; returns what happened. See the module docstring."""
+    prepare(db)
+    started = time.monotonic()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    report = InjectReport(run_id=f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", site=settings.site)
+    log_run_start(db, report, settings, sources, source_list, skip_existing, now)
+
+    paths, problems = discover(sources, source_list)
+    for p in problems:
+        report.problems.append(p)
+        report.failed += 1
+    report.candidates = len(paths)
+    total = len(paths)
+    done = 0
+    if progress:
+        progress(0, total)
+
+    known = existing_index(db, settings.site) if skip_existing else {}
+    writer = _Writer(db, settings.batch_size, report)
+    todo: list[str] = []
+    changes: dict[str, str] = {}
+    for path in paths:
+        st, problem = stat_problem(path)
+        prior = known.get(path)
+        if problem is None and skip_existing and is_unchanged(prior, st):
+            report.unchanged += 1
+            writer.add(seen_op(doc_id(settings.site, path), now=now, run_id=report.run_id), path)
+            done += 1
+            if progress and done % 1000 == 0:
+                progress(done, total)
+            continue
+        changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
+        todo.append(path)
+    if progress:
+        progress(done, total)
+
+    limits = Limits.from_settings(settings)
+    try:
+        for doc in extract_many(todo, site=settings.site, limits=limits, checksum=settings.checksum,
+                                workers=settings.workers):
+            if doc["status"] == "error":
+                report.failed += 1
+                report.problems.append(Problem(doc["path"], doc["error"]))
+            else:
+                report.indexed += 1
+                report.incomplete += doc["status"] == "incomplete"
+            writer.add(upsert_op(doc, now=now, run_id=report.run_id,
+                                 change=changes.get(doc["path"], "new")), doc["path"])
+            done += 1
+            if progress:
+                progress(done, total)
+        writer.flush()
+    except BaseException:
+        report.seconds = time.monotonic() - started
+        _safe_log_end(db, report, "interrupted")
+        raise
+    report.seconds = time.monotonic() - started
+    log_run_end(db, report, "failed" if report.failed else "done")
+    return report
+
+
+def log_run_start(db: Any, report: InjectReport, settings: Any, sources: Sequence[str],
+                  source_list: Any, skip_existing: bool, now: datetime) -> None:
+    doc = {
+        "_id": report.run_id, "kind": "inject", "site": report.site, "state": "running",
+        "started": now, "finished": None, "host": socket.gethostname(), "pid": os.getpid(),
+        "user": _user(), "spine_docs_version": __version__, "extractor_version": EXTRACTOR_VERSION,
+        "sources": list(sources), "source_list": str(source_list) if source_list else None,
+        "options": {"workers": settings.workers, "batch_size": settings.batch_size,
+                    "checksum": settings.checksum, "skip_existing": skip_existing},
+    }
+    with store.writing(db):
+        db.runs.insert_one(doc)
+
+
+def log_run_end(db: Any, report: InjectReport, state: str) -> None:
+    counts = {k: getattr(report, k) for k in ("candidates", "indexed", "incomplete", "unchanged", "failed")}
+    with store.writing(db):
+        db.runs.update_one({"_id": report.run_id}, {"$set": {
+            "state": state, "finished": datetime.now(timezone.utc), "counts": counts,
+            "seconds": round(report.seconds, 3), "files_per_s": round(report.files_per_s, 1),
+            "problems": [{"path": p.path, "reason": p.reason} for p in report.problems[:MAX_LOGGED_PROBLEMS]],
+            "problems_count": len(report.problems),
+        }})
+
+
+def _safe_log_end(db: Any, report: InjectReport, state: str) -> None:
+    try:
+        log_run_end(db, report, state)
+    except (PyMongoError, OSError, store.StoreError):
+        pass
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def last_runs(db: Any, limit: int = 10) -> list[dict[str, Any]]:
+    return list(db.runs.find({}, {"problems": 0}).sort("started", -1).limit(limit))
