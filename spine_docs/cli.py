@@ -93,9 +93,8 @@ def setup(db: Optional[str] = DbOpt,
     """Create the collections, indexes and validators declared in schema.json."""
     settings = Settings.load(db=db, schema_file=schema_file)
     database = open_db(settings)
-    with store.writing(database):
-        report = schema.setup(database, schema.load_schema(settings.schema_file))
-    typer.echo(f"{store.describe(database)}: {report}")
+    report = schema.setup(database, schema.load_schema(settings.schema_file), db_url=settings.db_url)
+    typer.echo(f"{store.describe(database)}: {report.summary()}")
 
 
 class _Bar:

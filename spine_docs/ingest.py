@@ -234,19 +234,18 @@ def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: b
 
 # --------------------------------------------------------------------------- the run
 
-def prepare(db: Any) -> None:
+def prepare(db: Any, db_url: str | None = None) -> None:
     """Initialise an empty catalog; refuse one whose schema version differs from the code's."""
     if schema.db_version(db) == 0 and not db.files.estimated_document_count():
-        with store.writing(db):
-            schema.setup(db)
-    schema.check_version(db)
+        schema.setup(db, db_url=db_url)
+    schema.check_version(db, db_url=db_url)
 
 
 def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
            source_list: str | os.PathLike[str] | None = None, skip_existing: bool = True,
            progress: Progress | None = None) -> InjectReport:
     """Index files into ``db.files``; returns what happened. See the module docstring."""
-    prepare(db)
+    prepare(db, getattr(settings, "db_url", None))
     started = time.monotonic()
     now = datetime.now(timezone.utc).replace(microsecond=0)
     report = InjectReport(run_id=f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", site=settings.site)

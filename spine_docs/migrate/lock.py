@@ -1,0 +1,237 @@
+"""The migration lock: one document ``meta {_id: "migration_lock"}``, taken atomically.
+
+Taking it is a single ``find_one_and_update(..., upsert=True)`` on the fixed ``_id`` whose
+filter matches only a free lock (expired lease) or our own: two takers can never both win
+(the loser's upsert hits the duplicate ``_id`` and fails). There is no check-then-insert.
+
+The document names its holder (user, host, pid, command) and carries a lease
+(``expires``). A lock whose lease expired, or whose holder was a process of *this* host that
+no longer exists, is taken over - again atomically, by compare-and-swap on its ``token`` -
+and the takeover is reported as a warning. A lock held by a live process is waited for
+(bounded), then :class:`LockBusy` says who holds it.
+
+On the embedded catalog each attempt runs inside ``store.writing(db)`` (file lock, reload,
+save), so processes sharing one catalog directory see each other's lock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from .. import schema as sch
+
+DEFAULT_LEASE_S = 1800.0
+DEFAULT_WAIT_S = 30.0
+
+
+class LockError(Exception):
+    pass
+
+
+class LockBusy(LockError):
+    """Another live process holds the lock; ``holder`` is its lock document."""
+
+    def __init__(self, holder: dict | None, waited_s: float):
+        self.holder = holder or {}
+        self.waited_s = waited_s
+        super().__init__(f"migration lock held by {describe_holder(self.holder)} "
+                         f"(waited {waited_s:.0f}s; if that process is gone, run "
+                         f"`spine-docs migrate unlock --force`)")
+
+
+def describe_holder(doc: dict | None) -> str:
+    if not doc:
+        return "nobody"
+    exp = doc.get("expires")
+    exp_s = exp.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(exp, datetime) else "?"
+    return (f"{doc.get('user', '?')}@{doc.get('host', '?')} pid {doc.get('pid', '?')} "
+            f"({doc.get('command', '?')}, since {_fmt(doc.get('acquired'))}, lease until {exp_s})")
+
+
+def _fmt(t) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(t, datetime) else "?"
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Lock:
+    """A held lock. ``warnings`` lists takeovers that happened while acquiring it."""
+
+    db: object
+    token: str
+    command: str
+    lease_s: float
+    warnings: list[str] = field(default_factory=list)
+    released: bool = False
+    lost: bool = False
+
+    def renew(self, *, nested: bool = False) -> None:
+        """Extend the lease. ``nested=True`` when the caller already holds
+        ``store.writing(db)`` (the runner renews inside each step's write block, so on the
+        embedded catalog no other process can see the lease expire during a step)."""
+        if nested:
+            self._renew_raw()
+            return
+        with sch.writing(self.db):
+            self._renew_raw()
+
+    def _renew_raw(self) -> None:
+        doc = self.db[sch.META].find_one_and_update(
+            {"_id": sch.LOCK_DOC_ID, "token": self.token},
+            {"$set": {"expires": sch.now() + timedelta(seconds=self.lease_s)}},
+            return_document=ReturnDocument.AFTER)
+        if doc is None:
+            self.lost = True
+            raise LockError("the migration lock was taken over by another process (lease expired or forced)")
+
+    @contextmanager
+    def keep_alive(self) -> Iterator[None]:
+        """On a server, renew the lease from a background thread every ``lease_s / 3`` while
+        the block runs (a long data migration outlives any fixed lease). Elsewhere the
+        embedded catalog's file lock already keeps other processes out during a step."""
+        if not sch._is_server(self.db):
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(max(self.lease_s / 3, 0.05)):
+                try:
+                    self._renew_raw()
+                except Exception:  # lost, or the server went away: the runner checks .lost
+                    return
+
+        t = threading.Thread(target=beat, name="spine-docs-lock-heartbeat", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join(timeout=10)
+
+    def release(self, *, drop_if_alone: bool = False) -> None:
+        """Delete our lock document. ``drop_if_alone``: when the collection holds nothing but
+        our lock (it was created by taking the lock), drop the collection instead, so a
+        rolled-back run leaves no trace. Safe against a concurrent taker: until the drop our
+        lock document exists, after it the taker's upsert simply creates the collection."""
+        if self.released:
+            return
+        with sch.writing(self.db):
+            meta = self.db[sch.META]
+            if (drop_if_alone and meta.find_one({"_id": sch.LOCK_DOC_ID, "token": self.token})
+                    and meta.find_one({"_id": {"$ne": sch.LOCK_DOC_ID}}, {"_id": 1}) is None):
+                sch.execute(self.db, {"drop": sch.META})
+            else:
+                meta.delete_one({"_id": sch.LOCK_DOC_ID, "token": self.token})
+        self.released = True
+
+    def __enter__(self) -> "Lock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def holder(db) -> dict | None:
+    """The current lock document, or None when the lock is free."""
+    return db[sch.META].find_one({"_id": sch.LOCK_DOC_ID})
+
+
+def is_stale(doc: dict, *, now: datetime | None = None, host: str | None = None) -> str | None:
+    """Why a lock document may be taken over (``"expired"``/``"dead pid"``), else None."""
+    now = now or sch.now()
+    exp = doc.get("expires")
+    if not isinstance(exp, datetime) or _aware(exp) <= now:
+        return "expired"
+    if doc.get("host") == (host or socket.gethostname()) and not pid_alive(doc.get("pid")):
+        return "dead pid"
+    return None
+
+
+def _try_once(db, token: str, fields: dict, lease_s: float) -> tuple[bool, dict | None, str | None]:
+    """One atomic attempt. Returns (acquired, current holder, takeover reason)."""
+    now = sch.now()
+    new = {**fields, "token": token, "acquired": now, "expires": now + timedelta(seconds=lease_s)}
+    meta = db[sch.META]
+    with sch.writing(db):
+        try:
+            got = meta.find_one_and_update(
+                {"_id": sch.LOCK_DOC_ID, "$or": [{"expires": {"$lt": now}}, {"token": token}]},
+                {"$set": new}, upsert=True, return_document=ReturnDocument.BEFORE)
+            # got is None: we inserted a fresh lock; else we replaced an expired one
+            return True, got, ("expired" if got is not None and got.get("token") != token else None)
+        except DuplicateKeyError:
+            pass
+        current = meta.find_one({"_id": sch.LOCK_DOC_ID})
+        if current is None:
+            return False, None, None  # released in between: retry at once
+        reason = is_stale(current, now=now)
+        if reason == "dead pid":
+            got = meta.find_one_and_update(
+                {"_id": sch.LOCK_DOC_ID, "token": current.get("token")},
+                {"$set": new}, return_document=ReturnDocument.BEFORE)
+            if got is not None:
+                return True, got, reason
+        return False, current, None
+
+
+def acquire(db, *, command: str = "migrate", lease_s: float = DEFAULT_LEASE_S,
+            wait_s: float = DEFAULT_WAIT_S, poll_s: float = 0.2,
+            sleep: Callable[[float], None] = time.sleep,
+            clock: Callable[[], float] = time.monotonic) -> Lock:
+    """Take the migration lock, waiting at most ``wait_s`` seconds for a live holder.
+
+    Raises :class:`LockBusy` (naming the holder) when it stays held.
+    """
+    token = uuid.uuid4().hex
+    fields = {"user": sch.username(), "host": socket.gethostname(), "pid": os.getpid(), "command": command}
+    start = clock()
+    warnings: list[str] = []
+    last = None
+    while True:
+        ok, prev, reason = _try_once(db, token, fields, lease_s)
+        if ok:
+            if reason:
+                warnings.append(f"took over a stale migration lock ({reason}) from {describe_holder(prev)}")
+            return Lock(db=db, token=token, command=command, lease_s=lease_s, warnings=warnings)
+        if prev is not None:
+            last = prev
+        waited = clock() - start
+        if waited >= wait_s:
+            raise LockBusy(last, waited)
+        sleep(min(poll_s, max(0.0, wait_s - waited)) if prev is not None else 0)
+
+
+def force_unlock(db) -> dict | None:
+    """Remove the lock whoever holds it; returns the removed document (None when free)."""
+    with sch.writing(db):
+        return db[sch.META].find_one_and_delete({"_id": sch.LOCK_DOC_ID})

@@ -1,0 +1,670 @@
+"""The migration runner: status, check, plan, up, down, stamp, history, acknowledge, unlock.
+
+Every function takes a pymongo ``Database`` (server, mongomock or embedded catalog) and
+returns a plain result object; nothing prints. Precondition failures raise
+:class:`MigrationError` (one line); a step that fails at run time is *not* an exception: the
+result says what failed, that it was recorded, and how the database was restored.
+
+How ``up`` works (``down`` mirrors it):
+
+1. load ``schema.json`` and ``migrations/`` (their highest version must agree);
+2. take the migration lock (atomic, bounded wait, stale locks taken over with a warning);
+3. re-read the database version under the lock (another process may have just migrated);
+4. refuse if an applied migration's file changed since (checksum) until acknowledged;
+5. back up and verify (skipped for an empty database, or with ``backup=False``);
+6. run each pending step: changelog ``running`` -> ``up(db)`` -> stamp version ->
+   changelog ``applied``; at the head, reconcile indexes/validators with ``schema.json``
+   (an interrupt - Ctrl-C - is recorded as ``interrupted`` and re-raised without a
+   restore: steps are idempotent, so ``up`` again resumes);
+7. on a failure: changelog ``failed`` with the error, restore the backup (collections
+   created since are dropped, the changelog is kept), earlier steps of this run are marked
+   ``rolled_back``; a restore that fails stops and returns the manual restore command;
+8. release the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from bson import ObjectId
+
+from .. import schema as sch
+from . import backups as bk
+from . import lock as lk
+from . import reconcile as rc
+from .scripts import Migration, discover, head
+
+
+class MigrationError(Exception):
+    """A precondition failed; nothing was changed. ``str()`` is one line."""
+
+
+class ChecksumMismatch(MigrationError):
+    def __init__(self, changed: list["ChangedMigration"]):
+        self.changed = changed
+        names = ", ".join(c.name for c in changed)
+        vs = " ".join(str(c.version) for c in changed)
+        super().__init__(f"applied migration file(s) changed since they ran: {names}; review the change, "
+                         f"then run `spine-docs migrate ack {vs}` to accept it")
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class ChangedMigration:
+    version: int
+    name: str
+    recorded: str
+    current: str
+
+
+@dataclass
+class MigrationInfo:
+    version: int
+    name: str
+    description: str
+    checksum: str
+    reversible: bool
+
+
+@dataclass
+class StatusResult:
+    db_version: int
+    code_version: int
+    head: int
+    empty: bool
+    pending: list[MigrationInfo]
+    lock: dict | None
+    drift: list[rc.Drift]
+    changed: list[ChangedMigration]
+    last_failure: dict | None
+    unknown_versions: list[int] = field(default_factory=list)
+
+    @property
+    def lock_text(self) -> str:
+        return lk.describe_holder(self.lock)
+
+    @property
+    def blocking_drift(self) -> list[rc.Drift]:
+        return [d for d in self.drift if d.blocking]
+
+    @property
+    def drift_summary(self) -> dict[str, int]:
+        return rc.summary(self.drift)
+
+    @property
+    def current(self) -> bool:
+        return self.db_version == self.code_version and not self.blocking_drift and not self.changed
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    db_version: int
+    code_version: int
+    problems: list[str]
+    warnings: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+@dataclass
+class PlanStep:
+    version: int
+    name: str
+    description: str
+    checksum: str
+    direction: str
+    commands: list[dict] | None      # None: the file declares no plan()
+
+
+@dataclass
+class Plan:
+    direction: str
+    from_version: int
+    to_version: int
+    steps: list[PlanStep]
+    reconcile: list[dict]
+    backup: str
+    stamp: int | None
+    notes: list[str] = field(default_factory=list)
+    blocked: str | None = None       # why `up` would refuse (e.g. changed checksums)
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps and not self.reconcile
+
+    def commands(self) -> list[dict]:
+        """Every command in order: steps (with a marker per step), reconcile, stamp."""
+        out: list[dict] = []
+        for s in self.steps:
+            out.append({"migration": f"{s.name}", "direction": s.direction, "description": s.description})
+            out += s.commands or [{"note": "this migration declares no plan(); its code runs as written"}]
+        out += self.reconcile
+        if self.stamp is not None:
+            out.append({"update": sch.META, "updates": [{"q": {"_id": sch.SCHEMA_DOC_ID},
+                                                          "u": {"$set": {"version": self.stamp}}, "upsert": True}]})
+        return out
+
+
+@dataclass
+class StepResult:
+    version: int
+    name: str
+    direction: str
+    state: str               # applied | failed
+    duration_s: float
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    direction: str
+    from_version: int
+    to_version: int
+    final_version: int
+    steps: list[StepResult] = field(default_factory=list)
+    reconciled: list[dict] = field(default_factory=list)
+    backup: bk.BackupResult | None = None
+    backup_note: str = ""
+    restored: bk.RestoreResult | None = None
+    restore_error: str | None = None
+    manual_restore: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> StepResult | None:
+        return next((s for s in self.steps if s.state == "failed"), None)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None and self.restore_error is None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.steps and not self.reconciled
+
+    @property
+    def message(self) -> str:
+        """One line summing up what happened."""
+        if self.ok:
+            if self.nothing_to_do:
+                return f"database is at version {self.final_version}: nothing to do"
+            applied = ", ".join(f"{s.name}" for s in self.steps) or "no migration"
+            extra = f"; {len(self.reconciled)} schema command(s)" if self.reconciled else ""
+            return f"{self.direction} {self.from_version} -> {self.final_version}: applied {applied}{extra}"
+        f = self.failed
+        what = f"{f.name} failed: {f.error}" if f else "reconcile failed"
+        if self.restore_error:
+            return (f"{what}; RESTORE FAILED ({self.restore_error}); nothing more was dropped; "
+                    f"restore by hand: {self.manual_restore}")
+        if self.restored is not None:
+            return (f"{what}; the database was restored from {self.restored.path} "
+                    f"(version {self.final_version}); the failure is recorded in the history")
+        return f"{what}; no backup was taken: the database may be partly changed (version {self.final_version})"
+
+
+@dataclass
+class HistoryEntry:
+    version: int
+    name: str
+    direction: str
+    state: str
+    checksum: str | None
+    started: datetime | None
+    finished: datetime | None
+    duration_s: float | None
+    user: str | None
+    host: str | None
+    pid: int | None
+    error: str | None
+
+
+# --------------------------------------------------------------------------- loading
+
+def load(schema_file: str | Path | None = None, migrations_dir: str | Path | None = None) -> tuple[dict, list[Migration]]:
+    """schema.json and the migrations, checked to agree (highest migration == schema_version)."""
+    schema = sch.load_schema(schema_file)
+    migs = discover(migrations_dir)
+    if head(migs) != schema["schema_version"]:
+        raise MigrationError(f"schema.json declares schema_version {schema['schema_version']} but the "
+                             f"highest migration is {head(migs):04d}: they must be equal")
+    return schema, migs
+
+
+def _applied_checksums(db) -> dict[int, str]:
+    """version -> checksum recorded when it was applied (or acknowledged/stamped)."""
+    out: dict[int, str] = {}
+    for e in db[sch.CHANGELOG].find({"state": "applied"}).sort([("started", 1), ("_id", 1)]):
+        d = e.get("direction")
+        if d == "up" and e.get("checksum"):
+            out[int(e["version"])] = e["checksum"]
+        elif d == "down":
+            out.pop(int(e["version"]), None)
+        elif d in ("ack", "stamp"):
+            for v, c in (e.get("checksums") or {}).items():
+                out[int(v)] = c
+    return out
+
+
+def changed_migrations(db, migs: list[Migration], version: int | None = None) -> list[ChangedMigration]:
+    """Applied migrations (<= database version) whose file checksum differs from the record."""
+    version = sch.db_version(db) if version is None else version
+    rec = _applied_checksums(db)
+    out = []
+    for m in migs:
+        if m.version <= version and m.version in rec and rec[m.version] != m.checksum:
+            out.append(ChangedMigration(m.version, m.name, rec[m.version], m.checksum))
+    return out
+
+
+def _info(m: Migration) -> MigrationInfo:
+    return MigrationInfo(m.version, m.name, m.description, m.checksum, m.reversible)
+
+
+def _is_empty(db) -> bool:
+    for n in sch.collection_names(db):
+        q = {"_id": {"$ne": sch.LOCK_DOC_ID}} if n == sch.META else {}
+        if db[n].find_one(q, {"_id": 1}) is not None:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- read-only
+
+def status(db, *, schema_file=None, migrations_dir=None) -> StatusResult:
+    """Database version, code version, pending migrations, lock holder, drift, changed files."""
+    sch.refresh(db)
+    schema, migs = load(schema_file, migrations_dir)
+    v = sch.db_version(db)
+    empty = v == 0 and _is_empty(db)
+    drift = [] if empty else rc.diff(schema, rc.snapshot(db))
+    last_fail = db[sch.CHANGELOG].find_one({"state": "failed"}, sort=[("started", -1), ("_id", -1)])
+    return StatusResult(
+        db_version=v, code_version=schema["schema_version"], head=head(migs), empty=empty,
+        pending=[_info(m) for m in migs if m.version > v],
+        lock=lk.holder(db), drift=drift, changed=changed_migrations(db, migs, v),
+        last_failure=_entry(last_fail).__dict__ if last_fail else None,
+        unknown_versions=list(range(head(migs) + 1, v + 1)),
+    )
+
+
+def check(db, *, schema_file=None, migrations_dir=None) -> CheckResult:
+    """OK (exit 0) when the database is at the code version, matches schema.json (indexes and
+    validators by spec) and no applied migration file changed; 1 otherwise."""
+    st = status(db, schema_file=schema_file, migrations_dir=migrations_dir)
+    problems, warnings = [], []
+    if st.db_version != st.code_version:
+        problems.append(sch.mismatch_message(st.db_version, st.code_version, empty=st.empty))
+    problems += [f"drift: {d}" for d in st.blocking_drift]
+    problems += [f"migration {c.name} changed since it was applied" for c in st.changed]
+    warnings += [f"{d}" for d in st.drift if not d.blocking]
+    if st.lock:
+        warnings.append(f"migration lock held by {st.lock_text}")
+    return CheckResult(ok=not problems, db_version=st.db_version, code_version=st.code_version,
+                       problems=problems, warnings=warnings)
+
+
+def plan(db, *, to: int | None = None, direction: str = "up", backup: bool = True,
+         db_url: str | None = None, backup_root=None, schema_file=None, migrations_dir=None) -> Plan:
+    """What ``up`` (or ``down``) would do, computed without writing anything at all (no lock,
+    no changelog, no backup, no save of the embedded catalog)."""
+    sch.refresh(db)
+    schema, migs = load(schema_file, migrations_dir)
+    cur = sch.db_version(db)
+    target = _target(direction, to, cur, head(migs))
+    empty = cur == 0 and _is_empty(db)
+    if direction == "up":
+        chosen = [m for m in migs if cur < m.version <= target]
+    else:
+        chosen = [m for m in reversed(migs) if target < m.version <= cur]
+    steps = []
+    structural: list[dict] = []
+    notes: list[str] = []
+    for m in chosen:
+        cmds = m.plan(db, direction)
+        if direction == "down" and not m.reversible:
+            notes.append(f"{m.name} cannot be undone (no down()): `down` would refuse")
+        steps.append(PlanStep(m.version, m.name, m.description, m.checksum, direction, cmds))
+        structural += cmds or []
+    reconcile: list[dict] = []
+    if direction == "up" and target == head(migs):
+        after = rc.simulate(rc.snapshot(db), structural)
+        reconcile = rc.commands([d for d in rc.diff(schema, after) if d.blocking])
+        if any(s.commands is None for s in steps):
+            notes.append("a migration without plan() may change what reconcile has left to do")
+    changed = changed_migrations(db, migs, cur)
+    blocked = str(ChecksumMismatch(changed)) if changed and direction == "up" else None
+    if direction == "down" and to is None:
+        blocked = "down needs --to N"
+    if not steps and not reconcile:
+        bnote = "none (nothing to do)"
+    elif not backup:
+        bnote = "skipped (--no-backup)"
+    elif empty:
+        bnote = "skipped (empty database: a failure drops what was created)"
+    else:
+        root = Path(backup_root) if backup_root is not None else bk.default_root()
+        how = ("mongodump --config <temporary 0600 file holding the URI>"
+               if sch._is_server(db) and db_url and bk.shutil.which("mongodump") else "built-in dump (mongodump layout)")
+        bnote = f"{how} into {root}/{db.name}_<YYYYMMDD_HHMMSS>/, verified before the first change"
+    return Plan(direction=direction, from_version=cur, to_version=target, steps=steps,
+                reconcile=reconcile, backup=bnote, stamp=target if (steps and target != cur) else None,
+                notes=notes, blocked=blocked)
+
+
+def history(db, *, limit: int | None = None) -> list[HistoryEntry]:
+    """Every recorded step, oldest first (``limit``: the newest N)."""
+    sch.refresh(db)
+    cur = db[sch.CHANGELOG].find({}).sort([("started", -1), ("_id", -1)])
+    if limit:
+        cur = cur.limit(limit)
+    return list(reversed([_entry(e) for e in cur]))
+
+
+def _entry(e: dict) -> HistoryEntry:
+    return HistoryEntry(
+        version=int(e.get("version") or 0), name=e.get("name") or "", direction=e.get("direction") or "",
+        state=e.get("state") or "", checksum=e.get("checksum"), started=e.get("started"),
+        finished=e.get("finished"), duration_s=e.get("duration_s"), user=e.get("user"),
+        host=e.get("host"), pid=e.get("pid"), error=e.get("error"))
+
+
+def _target(direction: str, to: int | None, cur: int, top: int) -> int:
+    if direction == "up":
+        target = top if to is None else int(to)
+        if target > top:
+            raise MigrationError(f"no migration {target:04d}: the highest is {top:04d}")
+        if target < cur:
+            raise MigrationError(f"database is at version {cur}; to go back to {target} use `migrate down --to {target}`")
+        if cur > top:
+            raise MigrationError(sch.mismatch_message(cur, top))
+        return target
+    if direction == "down":
+        if to is None:
+            return cur
+        target = int(to)
+        if target < 0 or target > cur:
+            raise MigrationError(f"down --to {target}: the database is at version {cur}; choose 0..{cur}")
+        if cur > top:
+            raise MigrationError(f"database version {cur} is newer than these migrations ({top}): "
+                                 f"run down with the spine-docs that applied them")
+        return target
+    raise MigrationError(f"unknown direction {direction!r}")
+
+
+# --------------------------------------------------------------------------- writing commands
+
+def _record(db, **fields) -> ObjectId:
+    doc = {"version": None, "name": None, "direction": None, "state": None, "checksum": None,
+           "started": sch.now(), "finished": None, "duration_s": None, "user": sch.username(),
+           "host": socket.gethostname(), "pid": os.getpid(), "error": None}
+    doc.update(fields)
+    return db[sch.CHANGELOG].insert_one(doc).inserted_id
+
+
+def _finish(db, entry_id, state: str, t0: float, error: str | None = None) -> float:
+    dur = round(time.monotonic() - t0, 3)
+    db[sch.CHANGELOG].update_one({"_id": entry_id}, {"$set": {
+        "state": state, "finished": sch.now(), "duration_s": dur, "error": error}})
+    return dur
+
+
+def _error_text(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:2000]
+
+
+def up(db, *, to: int | None = None, backup: bool = True, db_url: str | None = None,
+       backup_root=None, keep: int | None = None, schema_file=None, migrations_dir=None,
+       lock_wait_s: float = lk.DEFAULT_WAIT_S, lease_s: float = lk.DEFAULT_LEASE_S,
+       use_mongodump: bool | None = None) -> RunResult:
+    """Apply pending migrations up to ``to`` (default: the code's version), then reconcile
+    indexes/validators with schema.json. A fresh, empty database is initialised this way."""
+    return _run(db, "up", to=to, backup=backup, db_url=db_url, backup_root=backup_root, keep=keep,
+                schema_file=schema_file, migrations_dir=migrations_dir, lock_wait_s=lock_wait_s,
+                lease_s=lease_s, use_mongodump=use_mongodump)
+
+
+def down(db, *, to: int, backup: bool = True, db_url: str | None = None, backup_root=None,
+         keep: int | None = None, schema_file=None, migrations_dir=None,
+         lock_wait_s: float = lk.DEFAULT_WAIT_S, lease_s: float = lk.DEFAULT_LEASE_S,
+         use_mongodump: bool | None = None) -> RunResult:
+    """Undo applied migrations down to version ``to`` (each must have ``down()``)."""
+    return _run(db, "down", to=to, backup=backup, db_url=db_url, backup_root=backup_root, keep=keep,
+                schema_file=schema_file, migrations_dir=migrations_dir, lock_wait_s=lock_wait_s,
+                lease_s=lease_s, use_mongodump=use_mongodump)
+
+
+def _run(db, direction: str, *, to, backup, db_url, backup_root, keep, schema_file, migrations_dir,
+         lock_wait_s, lease_s, use_mongodump) -> RunResult:
+    schema, migs = load(schema_file, migrations_dir)
+    top = head(migs)
+    if direction == "down" and to is None:
+        raise MigrationError("down needs --to N")
+    sch.refresh(db)
+    meta_existed = sch.META in db.list_collection_names()
+    lock = lk.acquire(db, command=f"migrate {direction}", lease_s=lease_s, wait_s=lock_wait_s)
+    rolled_back = False
+    try:
+        cur = sch.db_version(db)       # read under the lock: another process may just have migrated
+        target = _target(direction, to, cur, top)
+        if direction == "up":
+            changed = changed_migrations(db, migs, cur)
+            if changed:
+                raise ChecksumMismatch(changed)
+            chosen = [m for m in migs if cur < m.version <= target]
+            reconcile_at_end = target == top
+        else:
+            chosen = [m for m in reversed(migs) if target < m.version <= cur]
+            irreversible = [m.name for m in chosen if not m.reversible]
+            if irreversible:
+                raise MigrationError(f"cannot go down to {target}: {', '.join(irreversible)} cannot be undone")
+            reconcile_at_end = False
+        result = RunResult(direction=direction, from_version=cur, to_version=target, final_version=cur,
+                           warnings=list(lock.warnings))
+        pending_schema = []
+        if reconcile_at_end and not chosen:
+            pending_schema = rc.commands([d for d in rc.diff(schema, rc.snapshot(db)) if d.blocking])
+        if not chosen and not pending_schema:
+            return result
+        empty = cur == 0 and _is_empty(db)
+        before = set(sch.collection_names(db))
+        if not backup:
+            result.backup_note = "skipped (--no-backup)"
+        elif empty:
+            result.backup_note = "skipped (empty database)"
+        else:
+            try:
+                result.backup = bk.backup(db, backup_root, db_url=db_url, use_mongodump=use_mongodump,
+                                          schema_version=cur)
+            except bk.BackupError as exc:
+                raise MigrationError(f"backup failed, nothing was changed: {exc}") from exc
+            result.backup_note = f"{result.backup.method} backup at {result.backup.path}"
+        this_run: list[ObjectId] = []
+        failed = False
+        for m in chosen:
+            new_version = m.version if direction == "up" else m.version - 1
+            t0 = time.monotonic()
+            with sch.writing(db):
+                entry = _record(db, version=m.version, name=m.name, direction=direction,
+                                state="running", checksum=m.checksum)
+            try:
+                with lock.keep_alive(), sch.writing(db):
+                    (m.up if direction == "up" else m.down)(db)
+                    if lock.lost:
+                        raise lk.LockError("the migration lock was lost during the step")
+                    lock.renew(nested=True)
+                    sch.stamp_version(db, new_version)
+                    dur = _finish(db, entry, "applied", t0)
+            except Exception as exc:  # the step failed: record, restore, report
+                err = _error_text(exc)
+                with sch.writing(db):
+                    dur = _finish(db, entry, "failed", t0, err)
+                result.steps.append(StepResult(m.version, m.name, direction, "failed", dur, err))
+                failed = True
+                break
+            except BaseException as exc:  # Ctrl-C, SystemExit: stop now; steps are idempotent,
+                with sch.writing(db):      # so `migrate up` again resumes where this one stopped
+                    _finish(db, entry, "interrupted", t0,
+                            f"interrupted ({type(exc).__name__}): run `spine-docs migrate up` again to resume")
+                raise
+            this_run.append(entry)
+            result.steps.append(StepResult(m.version, m.name, direction, "applied", dur))
+            result.final_version = new_version
+        if not failed and reconcile_at_end:
+            t0 = time.monotonic()
+            try:
+                with sch.writing(db):
+                    cmds = rc.commands([d for d in rc.diff(schema, rc.snapshot(db)) if d.blocking])
+                    for c in cmds:
+                        sch.execute(db, c)
+                    result.reconciled = cmds
+                    if cmds:
+                        _finish(db, _record(db, version=top, name="reconcile with schema.json",
+                                            direction="reconcile", state="running",
+                                            commands=[next(iter(c)) + " " + str(c[next(iter(c))]) for c in cmds]),
+                                "applied", t0)
+            except Exception as exc:
+                err = _error_text(exc)
+                with sch.writing(db):
+                    _record(db, version=top, name="reconcile with schema.json", direction="reconcile",
+                            state="failed", error=err, finished=sch.now())
+                result.steps.append(StepResult(top, "reconcile with schema.json", "reconcile", "failed",
+                                               round(time.monotonic() - t0, 3), err))
+                failed = True
+        if failed:
+            _roll_back(db, result, before=before, empty=empty, db_url=db_url, this_run=this_run)
+            rolled_back = result.restored is not None
+        elif keep is not None and result.backup is not None:
+            result.backup.rotated = bk.rotate(result.backup.path.parent, keep, db_name=db.name)
+        return result
+    finally:
+        # a rolled-back run on a database that had no `meta` leaves none behind
+        lock.release(drop_if_alone=rolled_back and not meta_existed)
+
+
+def _roll_back(db, result: RunResult, *, before: set, empty: bool, db_url, this_run: list) -> None:
+    """After a failed step: put the database back as it was before this run."""
+    if result.backup is None and not empty:
+        return  # --no-backup: nothing to restore from; the message says so
+    try:
+        with sch.writing(db):
+            if result.backup is not None:
+                result.restored = bk.restore(db, result.backup.path, db_url=db_url)
+            else:  # the database was empty: drop what this run created, empty the rest
+                restored = bk.RestoreResult(path=Path("(empty database)"))
+                for n in sch.collection_names(db):
+                    if n == sch.CHANGELOG:
+                        continue
+                    if n not in before:
+                        sch.execute(db, {"drop": n})
+                        restored.dropped.append(n)
+                    else:
+                        db[n].delete_many({"_id": {"$ne": sch.LOCK_DOC_ID}} if n == sch.META else {})
+                result.restored = restored
+            db[sch.CHANGELOG].update_many({"_id": {"$in": this_run}}, {"$set": {"state": "rolled_back"}})
+            for s in result.steps:
+                if s.state == "applied":
+                    s.state = "rolled_back"
+        result.final_version = sch.db_version(db)
+    except bk.RestoreError as exc:
+        result.restore_error = str(exc).split("; restore by hand with:")[0]
+        result.manual_restore = exc.manual_command
+        result.final_version = sch.db_version(db)
+
+
+def stamp(db, version: int, *, schema_file=None, migrations_dir=None,
+          lock_wait_s: float = lk.DEFAULT_WAIT_S) -> RunResult:
+    """Record that the database is at ``version`` without running anything (adopt an existing
+    database). The checksums of migrations 1..version are recorded as applied."""
+    schema, migs = load(schema_file, migrations_dir)
+    version = int(version)
+    if not 0 <= version <= head(migs):
+        raise MigrationError(f"stamp {version}: choose 0..{head(migs)}")
+    lock = lk.acquire(db, command="migrate stamp", wait_s=lock_wait_s)
+    try:
+        cur = sch.db_version(db)
+        t0 = time.monotonic()
+        with sch.writing(db):
+            sch.stamp_version(db, version)
+            entry = _record(db, version=version, name=f"stamp {version}", direction="stamp", state="running",
+                            checksums={str(m.version): m.checksum for m in migs if m.version <= version})
+            dur = _finish(db, entry, "applied", t0)
+        return RunResult(direction="stamp", from_version=cur, to_version=version, final_version=version,
+                         steps=[StepResult(version, f"stamp {version}", "stamp", "applied", dur)],
+                         warnings=list(lock.warnings))
+    finally:
+        lock.release()
+
+
+def acknowledge(db, versions: list[int] | None = None, *, schema_file=None, migrations_dir=None,
+                lock_wait_s: float = lk.DEFAULT_WAIT_S) -> list[ChangedMigration]:
+    """Accept the current file of changed applied migrations (all when ``versions`` is None):
+    records their new checksums so ``up`` proceeds. Returns what was acknowledged."""
+    _, migs = load(schema_file, migrations_dir)
+    lock = lk.acquire(db, command="migrate ack", wait_s=lock_wait_s)
+    try:
+        changed = changed_migrations(db, migs)
+        if versions is not None:
+            unknown = set(versions) - {c.version for c in changed}
+            if unknown:
+                raise MigrationError(f"migration(s) {sorted(unknown)} did not change since they were applied")
+            changed = [c for c in changed if c.version in set(versions)]
+        if changed:
+            t0 = time.monotonic()
+            with sch.writing(db):
+                entry = _record(db, version=max(c.version for c in changed),
+                                name="acknowledge " + ", ".join(c.name for c in changed),
+                                direction="ack", state="running",
+                                checksums={str(c.version): c.current for c in changed})
+                _finish(db, entry, "applied", t0)
+        return changed
+    finally:
+        lock.release()
+
+
+def unlock(db, *, force: bool = False) -> dict | None:
+    """Remove the migration lock (``force`` required); returns the removed holder or None."""
+    if not force:
+        raise MigrationError("unlock removes another process's lock: pass --force if that process is gone")
+    return lk.force_unlock(db)
+
+
+def backup(db, *, out=None, db_url: str | None = None, keep: int | None = None,
+           use_mongodump: bool | None = None) -> bk.BackupResult:
+    """``migrate backup``: a verified backup under ``out`` (default .spine_docs/backups),
+    taken under the migration lock so no migration runs meanwhile."""
+    lock = lk.acquire(db, command="migrate backup")
+    try:
+        return bk.backup(db, out, db_url=db_url, keep=keep, use_mongodump=use_mongodump)
+    finally:
+        lock.release()
+
+
+def restore(db, from_dir, *, db_url: str | None = None, lock_wait_s: float = lk.DEFAULT_WAIT_S) -> bk.RestoreResult:
+    """``migrate restore --from DIR``: put the database back as in the backup, under the lock.
+    The changelog is kept and a ``restore`` entry added."""
+    lock = lk.acquire(db, command="migrate restore", wait_s=lock_wait_s)
+    try:
+        t0 = time.monotonic()
+        with sch.writing(db):
+            res = bk.restore(db, from_dir, db_url=db_url)
+            _finish(db, _record(db, version=sch.db_version(db), name=f"restore {Path(from_dir).name}",
+                                direction="restore", state="running"), "applied", t0)
+        return res
+    finally:
+        lock.release()

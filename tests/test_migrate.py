@@ -1,0 +1,380 @@
+"""The migration runner end to end, on mongomock and on the embedded catalog."""
+
+from __future__ import annotations
+
+import os
+
+import bson
+import pytest
+
+from spine_docs import migrate, schema
+from spine_docs.migrate import reconcile
+from spine_docs.spine import semver_key
+
+from test_migrate_helpers import (BACKENDS, dump, legacy_documents, load_legacy, migrations_copy,
+                                  open_backend, reopen, writing)
+
+
+@pytest.fixture(params=BACKENDS)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture()
+def db(kind, tmp_path):
+    return open_backend(kind, tmp_path)
+
+
+def _strip_key(doc):
+    return {k: v for k, v in doc.items() if k != "spine_version_key"}
+
+
+def test_full_upgrade_from_version_0_with_data(kind, db, tmp_path):
+    docs = legacy_documents(tmp_path, n_extra=1100)   # > 2 batches of 500
+    load_legacy(db, docs)
+    before = {d["_id"]: d for d in db.files.find({})}
+    runs_before = list(db.runs.find({}))
+    assert schema.db_version(db) == 0
+
+    res = migrate.up(db, backup_root=tmp_path / "backups")
+    assert res.ok, res.message
+    assert [s.name for s in res.steps] == ["0001_initial", "0002_backfill_spine_version_key"]
+    assert res.backup is not None and res.backup.verified
+    assert res.backup.collections["files"]["count"] == len(docs)
+
+    db = reopen(kind, db, tmp_path)
+    assert schema.db_version(db) == 2
+    after = {d["_id"]: d for d in db.files.find({})}
+    assert after.keys() == before.keys()
+    for _id, old in before.items():
+        new = after[_id]
+        # identical except for what 0002 changes: the key, computed by spine.semver_key
+        assert _strip_key(new) == _strip_key(old)
+        assert list(_strip_key(new)) == list(_strip_key(old))           # field order kept
+        assert new["spine_version_key"] == semver_key(old.get("spine_version"))
+    assert list(db.runs.find({})) == runs_before
+    assert after["testsite:/extra/f00000.h5"]["spine_version_key"] is None   # no version: null key
+    # sortable: 0.5 < 0.10.2 < 0.14.0 < 0.17.1 < 0.18.0rc1
+    order = [d["spine_version"] for d in db.files.find({"path": {"$regex": "^/(?!extra)"}}).sort("spine_version_key", 1)]
+    assert order == ["0.5", "0.10.2", "0.14.0", "0.17.1", "0.18.0rc1"]
+    chk = migrate.check(db)
+    assert chk.ok, chk.problems
+    hist = migrate.history(db)
+    assert [(h.version, h.direction, h.state) for h in hist] == [(1, "up", "applied"), (2, "up", "applied")]
+    assert all(h.host and h.user and h.checksum and h.duration_s is not None for h in hist)
+    # a second run has nothing to do, and takes no backup
+    again = migrate.up(db, backup_root=tmp_path / "backups")
+    assert again.ok and again.nothing_to_do and again.backup is None
+    assert len(list((tmp_path / "backups").iterdir())) == 1
+
+
+def test_fresh_empty_database_is_initialised_by_up(db, tmp_path):
+    res = migrate.up(db, backup_root=tmp_path / "b")
+    assert res.ok and res.final_version == 2 and res.backup is None
+    assert "empty" in res.backup_note
+    assert not (tmp_path / "b").exists()
+    assert migrate.check(db).ok
+    # the result equals what setup() creates: same indexes by spec, same validator
+    other = open_backend("mongomock", tmp_path, "other")
+    schema.setup(other)
+    a, b = reconcile.snapshot(db), reconcile.snapshot(other)
+    assert set(a) == set(b)
+    for name in a:
+        assert schema.validator_matches(b[name].options, a[name].options), name
+        assert sorted(map(schema.index_identity, a[name].indexes)) == sorted(map(schema.index_identity, b[name].indexes))
+
+
+FAILING = '''"""Change half the documents, then fail."""
+description = "a step that raises half-way"
+
+def up(db):
+    ids = [d["_id"] for d in db.files.find({}, {"_id": 1}).sort("_id", 1)]
+    for i in ids[: len(ids) // 2]:
+        db.files.update_one({"_id": i}, {"$set": {"model": "CHANGED"}, "$unset": {"attrs": ""}})
+    db.files.create_index([("name", 1)])
+    db.create_collection("scratch")
+    db.scratch.insert_one({"x": 1})
+    raise RuntimeError("boom half-way")
+'''
+
+
+def test_failing_step_restores_byte_for_byte(kind, db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    load_legacy(db, legacy_documents(tmp_path, n_extra=30))
+    ok = migrate.up(db, to=2, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert ok.ok and ok.final_version == 2
+    before = dump(db, tmp_path / "dump_before")
+
+    res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert not res.ok and res.exit_code == 1
+    assert res.failed.name == "0003_fail" and "boom half-way" in res.failed.error
+    assert res.restored is not None and "scratch" in res.restored.dropped
+    assert "restored from" in res.message and "0003_fail failed" in res.message
+
+    db = reopen(kind, db, tmp_path)
+    after = dump(db, tmp_path / "dump_after")
+    assert after.keys() == before.keys()
+    for name in before:
+        assert after[name] == before[name], name
+    assert schema.db_version(db) == 2
+    assert "scratch" not in db.list_collection_names()
+    last = migrate.history(db)[-1]
+    assert (last.version, last.state) == (3, "failed") and "RuntimeError: boom half-way" in last.error
+    st = migrate.status(db, migrations_dir=mdir, schema_file=sfile)
+    assert st.last_failure["version"] == 3 and [p.version for p in st.pending] == [3]
+    assert st.lock is None
+
+
+def test_failure_in_a_later_step_rolls_back_the_whole_run(db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    load_legacy(db, legacy_documents(tmp_path))
+    before = dump(db, tmp_path / "d0")
+    res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert not res.ok
+    assert [(s.version, s.state) for s in res.steps] == [(1, "rolled_back"), (2, "rolled_back"), (3, "failed")]
+    assert res.final_version == 0
+    assert dump(db, tmp_path / "d1") == before
+    states = [(h.version, h.state) for h in migrate.history(db)]
+    assert states == [(1, "rolled_back"), (2, "rolled_back"), (3, "failed")]
+
+
+def test_failure_on_empty_database_drops_what_was_created(db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert not res.ok and res.final_version == 0
+    assert set(schema.collection_names(db)) <= {"meta", "changelog"}
+    assert db.meta.count_documents({}) == 0
+
+
+def test_no_backup_failure_says_so(db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    load_legacy(db, legacy_documents(tmp_path))
+    res = migrate.up(db, backup=False, migrations_dir=mdir, schema_file=sfile)
+    assert not res.ok and res.restored is None
+    assert "no backup was taken" in res.message
+
+
+def test_plan_writes_nothing(kind, db, tmp_path):
+    load_legacy(db, legacy_documents(tmp_path, n_extra=10))
+    before = dump(db, tmp_path / "d0", skip=())
+    files_before = None
+    if kind == "embedded":
+        root = tmp_path / "catalog"
+        files_before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    p = migrate.plan(db, backup_root=tmp_path / "b")
+    assert (p.from_version, p.to_version) == (0, 2)
+    assert [s.name for s in p.steps] == ["0001_initial", "0002_backfill_spine_version_key"]
+    cmds = p.commands()
+    verbs = [next(iter(c)) for c in cmds]
+    assert "collMod" in verbs and "createIndexes" in verbs and "bulkWrite" in verbs
+    bulk = next(c for c in cmds if "bulkWrite" in c)
+    assert bulk["documents"] == 15
+    assert p.reconcile == []              # the migrations already cover schema.json
+    assert p.stamp == 2 and "built-in dump" in p.backup
+    for c in cmds:
+        bson.encode({k: v for k, v in c.items()})
+    # nothing changed: data, bookkeeping, lock, files on disk, no backup taken
+    assert dump(db, tmp_path / "d1", skip=()) == before
+    assert schema.db_version(db) == 0 and "changelog" not in db.list_collection_names()
+    assert not (tmp_path / "b").exists()
+    if files_before is not None:
+        root = tmp_path / "catalog"
+        assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()} == files_before
+    # and applying afterwards does what the plan said
+    res = migrate.up(db, backup_root=tmp_path / "b")
+    assert res.ok and res.reconciled == []
+
+
+def test_check_catches_index_option_drift_and_up_repairs_it(db, tmp_path):
+    migrate.up(db, backup_root=tmp_path / "b")
+    assert migrate.check(db).exit_code == 0
+    with writing(db):
+        db.files.drop_index("status_1")
+        db.files.create_index([("status", 1)], sparse=True)          # same key, other options
+    chk = migrate.check(db)
+    assert chk.exit_code == 1
+    assert any("status_1" in p and "sparse" in p for p in chk.problems)
+    st = migrate.status(db)
+    assert st.drift_summary == {"index_options": 1} and st.db_version == st.code_version
+    p = migrate.plan(db)
+    assert p.steps == [] and p.reconcile == [{"dropIndexes": "files", "index": "status_1"},
+                                             {"createIndexes": "files", "indexes": [{"key": {"status": 1}, "name": "status_1"}]}]
+    res = migrate.up(db, backup_root=tmp_path / "b")
+    assert res.ok and res.reconciled and res.backup is not None
+    assert migrate.check(db).ok
+    assert migrate.history(db)[-1].direction == "reconcile"
+
+
+def test_check_compares_by_spec_not_name(db, tmp_path):
+    migrate.up(db, backup_root=tmp_path / "b")
+    with writing(db):
+        db.files.drop_index("model_1")
+        db.files.create_index([("model", 1)], name="by_model")       # same spec, other name
+        db.files.create_index([("my_field", 1)])                      # an admin's own index
+    chk = migrate.check(db)
+    assert chk.ok, chk.problems
+    assert any("my_field" in w for w in chk.warnings)                 # reported, not failing
+
+
+def test_check_catches_missing_validator_and_version(db, tmp_path):
+    migrate.up(db, backup_root=tmp_path / "b")
+    with writing(db):
+        schema.execute(db, {"collMod": "files", "validator": {}})
+    chk = migrate.check(db)
+    assert not chk.ok and any("validator" in p for p in chk.problems)
+    with writing(db):
+        schema.stamp_version(db, 1)
+    chk = migrate.check(db)
+    assert any("spine-docs migrate up" in p for p in chk.problems)
+
+
+def test_down_and_up_again(db, tmp_path):
+    docs = legacy_documents(tmp_path)
+    load_legacy(db, docs)
+    migrate.up(db, backup_root=tmp_path / "b")
+    res = migrate.down(db, to=1, backup_root=tmp_path / "b")
+    assert res.ok and res.final_version == 1
+    names = {i["name"] for i in schema.list_indexes(db, "files")}
+    assert "spine_version_key_1" not in names and "site_1_path_1" in names
+    with pytest.raises(schema.SchemaMismatch, match="migrate up"):
+        schema.check_version(db)
+    res = migrate.down(db, to=0, backup_root=tmp_path / "b")
+    assert res.ok and schema.db_version(db) == 0
+    assert not schema.collection_options(db, "files").get("validator")
+    assert db.files.count_documents({}) == len(docs)                  # data kept
+    res = migrate.up(db, backup_root=tmp_path / "b")
+    assert res.ok and migrate.check(db).ok
+    with pytest.raises(migrate.MigrationError, match="down --to"):
+        migrate.up(db, to=1)
+    with pytest.raises(migrate.MigrationError, match="choose 0..2"):
+        migrate.down(db, to=3)
+
+
+def test_down_refuses_irreversible_before_changing_anything(db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path, {"0003_oneway.py": 'description = "one way"\ndef up(db):\n    pass\n'})
+    migrate.up(db, migrations_dir=mdir, schema_file=sfile)
+    with pytest.raises(migrate.MigrationError, match="0003_oneway cannot be undone"):
+        migrate.down(db, to=1, migrations_dir=mdir, schema_file=sfile)
+    assert schema.db_version(db) == 3 and migrate.holder(db) is None
+
+
+def test_stamp_adopts_an_existing_database(db, tmp_path):
+    schema.setup(db)
+    with writing(db):
+        db.meta.delete_one({"_id": "schema"})
+    assert schema.db_version(db) == 0
+    res = migrate.stamp(db, 2)
+    assert res.ok and schema.db_version(db) == 2
+    assert migrate.check(db).ok
+    assert migrate.history(db)[-1].direction == "stamp"
+    with pytest.raises(migrate.MigrationError):
+        migrate.stamp(db, 9)
+
+
+def test_changed_migration_blocks_up_until_acknowledged(db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path)
+    migrate.up(db, to=1, migrations_dir=mdir, schema_file=sfile)
+    f = mdir / "0001_initial.py"
+    f.write_text(f.read_text() + "\n# edited after it ran\n")
+    st = migrate.status(db, migrations_dir=mdir, schema_file=sfile)
+    assert [c.version for c in st.changed] == [1]
+    assert migrate.plan(db, migrations_dir=mdir, schema_file=sfile).blocked
+    assert not migrate.check(db, migrations_dir=mdir, schema_file=sfile).ok
+    with pytest.raises(migrate.ChecksumMismatch, match="migrate ack 1"):
+        migrate.up(db, migrations_dir=mdir, schema_file=sfile)
+    assert schema.db_version(db) == 1 and migrate.holder(db) is None
+    acked = migrate.acknowledge(db, migrations_dir=mdir, schema_file=sfile)
+    assert [c.version for c in acked] == [1]
+    res = migrate.up(db, migrations_dir=mdir, schema_file=sfile)
+    assert res.ok and res.final_version == 2
+    # CRLF line endings are not a change
+    f.write_bytes(f.read_bytes().replace(b"\n", b"\r\n"))
+    assert migrate.status(db, migrations_dir=mdir, schema_file=sfile).changed == []
+
+
+def test_status_reports_everything(db, tmp_path):
+    load_legacy(db, legacy_documents(tmp_path))
+    st = migrate.status(db)
+    assert (st.db_version, st.code_version, st.empty) == (0, 2, False)
+    assert [p.version for p in st.pending] == [1, 2]
+    assert st.lock is None and st.lock_text == "nobody"
+    assert st.drift_summary.get("missing_collection") and st.drift_summary.get("missing_index")
+    assert not st.current
+
+
+def test_schema_and_migrations_must_agree(db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path)
+    (mdir / "0003_more.py").write_text('description = "x"\ndef up(db):\n    pass\n')
+    with pytest.raises(migrate.MigrationError, match="schema_version 2 but the highest migration is 0003"):
+        migrate.up(db, migrations_dir=mdir, schema_file=sfile)
+
+
+def test_backfill_resumes_after_an_interruption(db, tmp_path):
+    from spine_docs.migrate import ops
+
+    docs = legacy_documents(tmp_path, n_extra=40)
+    load_legacy(db, docs)
+    flt = {"spine_version_key": {"$exists": False}}
+    seen = []
+
+    def interrupted(doc):
+        if len(seen) == 12:
+            raise KeyboardInterrupt
+        seen.append(doc["_id"])
+        return {"$set": {"spine_version_key": semver_key(doc.get("spine_version"))}}
+
+    with pytest.raises(KeyboardInterrupt), writing(db):
+        ops.backfill(db, "files", flt, interrupted, batch_size=5)
+    left = db.files.count_documents(flt)
+    assert 0 < left < len(docs) - 1
+    assert left == len(docs) - 1 - 10        # two whole batches of 5 went in before the interruption
+    with writing(db):
+        n = ops.backfill(db, "files", flt,
+                         lambda d: {"$set": {"spine_version_key": semver_key(d.get("spine_version"))}}, batch_size=5)
+    assert n == left and db.files.count_documents(flt) == 0
+    with writing(db):
+        assert ops.backfill(db, "files", flt, lambda d: {"$set": {"x": 1}}, batch_size=5) == 0
+
+
+def test_pid_in_history_is_ours(db, tmp_path):
+    migrate.up(db)
+    assert {h.pid for h in migrate.history(db)} == {os.getpid()}
+
+
+INTERRUPTIBLE = '''"""Tag every file, in batches; the first run is interrupted half-way."""
+from pathlib import Path
+from spine_docs.migrate import ops
+
+description = "tag files (interrupted once)"
+FLAG = Path(__file__).with_name("interrupt.flag")
+
+
+def up(db):
+    seen = []
+
+    def tag(doc):
+        if FLAG.exists() and len(seen) == 7:
+            FLAG.unlink()
+            raise KeyboardInterrupt
+        seen.append(doc["_id"])
+        return {"$set": {"tagged": True}}
+
+    ops.backfill(db, "files", {"tagged": {"$exists": False}}, tag, batch_size=3)
+'''
+
+
+def test_interrupted_step_is_recorded_and_resumed(kind, db, tmp_path):
+    mdir, sfile = migrations_copy(tmp_path, {"0003_tag.py": INTERRUPTIBLE})
+    (mdir / "interrupt.flag").write_text("")
+    docs = legacy_documents(tmp_path, n_extra=15)
+    load_legacy(db, docs)
+    with pytest.raises(KeyboardInterrupt):
+        migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    db = reopen(kind, db, tmp_path)
+    assert schema.db_version(db) == 2 and migrate.holder(db) is None
+    last = migrate.history(db)[-1]
+    assert (last.version, last.state) == (3, "interrupted") and "again to resume" in last.error
+    assert db.files.count_documents({"tagged": True}) == 6             # two whole batches went in
+    res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert res.ok and res.final_version == 3
+    assert db.files.count_documents({"tagged": True}) == len(docs)
