@@ -1,1 +1,29 @@
-y=1
+"""The spine-docs explorer (Streamlit entry point): ``spine-docs app [--db URL]``.
+
+Declares the pages (``views/*.py``) and runs the chosen one. Each page starts with
+``explorer_ui.bootstrap()``: the URL is reconciled with the view state, the catalog named by
+``SPINE_DOCS_DB`` is opened (one clear message and nothing else when it is down, wrong, of
+another schema version or empty) and the sidebar is drawn (catalog, Refresh, the filter with
+facet counts). Pages only render what ``spine_docs.queries`` returns.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from pymongo.errors import PyMongoError
+
+PAGES = [
+    st.Page("views/files.py", title="Files", icon=":material/table_view:", default=True),  # at /
+    st.Page("views/export.py", title="Export", icon=":material/download:", url_path="export"),
+    st.Page("views/analytics.py", title="Analytics", icon=":material/bar_chart:", url_path="analytics"),
+    st.Page("views/attributes.py", title="Attributes", icon=":material/schema:", url_path="attributes"),
+    st.Page("views/replicas.py", title="Replicas", icon=":material/content_copy:", url_path="replicas"),
+    st.Page("views/saved.py", title="Saved queries", icon=":material/bookmark:", url_path="saved"),
+]
+
+page = st.navigation(PAGES)
+try:
+    page.run()
+except PyMongoError as exc:  # the server went away between two queries of a page
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    st.error(f"The database stopped answering: {first}. Reload the page to retry.")

@@ -1,0 +1,468 @@
+"""The Streamlit explorer, driven with Streamlit's AppTest (in-process, no browser).
+
+Every expectation is computed with ``spine_docs.queries`` on the same catalog, so the pages
+are checked to show what the library returns: facet counts, a facet and URL filters changing
+the counts, keyset pagination to the last page, the detail panel, exports equal to the query
+result, analytics, the attribute dictionary, replicas, saved queries, the messages for a
+wrong URL, an empty catalog, a schema mismatch and a query time limit, and new files showing
+up without a restart.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+pytest.importorskip("streamlit")
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from spine_docs import ingest, queries, resources, samples, schema, store  # noqa: E402
+from spine_docs.queries import AttrFilter, Filter  # noqa: E402
+from spine_docs.settings import Settings  # noqa: E402
+
+ENTRY = str(resources.app_dir() / "explorer.py")
+TIMEOUT = 60
+N_FILES = 48
+
+
+def _settings(**kw):
+    return Settings.load(env={}, site=kw.pop("site", "s1"), workers=1, **kw)
+
+
+def build_catalog(root, n=N_FILES, seed=11, name=None):
+    """A mongomock catalog (shared in-process by URL) indexed from sample files."""
+    url = f"mongomock://app-{name or uuid.uuid4().hex[:10]}"
+    samples.write_prod_tree(root, n, seed=seed)
+    db = store.connect(url)
+    report = ingest.inject(db, settings=_settings(), sources=[str(root)])
+    assert report.failed == 0
+    return url, db
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return build_catalog(tmp_path_factory.mktemp("app") / "prod")
+
+
+@pytest.fixture
+def app(catalog, monkeypatch):
+    """An AppTest of the explorer on the shared catalog; returns (AppTest, db)."""
+    url, db = catalog
+    for key in list(__import__("os").environ):
+        if key.startswith("SPINE_DOCS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SPINE_DOCS_DB", url)
+    return AppTest.from_file(ENTRY, default_timeout=TIMEOUT), db
+
+
+# --------------------------------------------------------------------------- helpers
+
+def ok(at):
+    """The run raised nothing and showed no error."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def metric(at, label):
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, f"no metric {label!r} in {[m.label for m in at.metric]}"
+    return found[0]
+
+
+def as_int(text):
+    return int(str(text).replace(",", ""))
+
+
+def table(at):
+    """The Files page table as a DataFrame."""
+    frames = [d for d in at.dataframe if d.key and d.key.startswith("table:")]
+    assert len(frames) == 1
+    return frames[0].value
+
+
+def page_info(at):
+    return [m.value for m in at.markdown if m.value.startswith(("Page ", "No file"))][0]
+
+
+def newest_first_ids(db, flt=None):
+    query = (flt or Filter()).to_mongo()
+    return [d["_id"] for d in db.files.find(query, {"_id": 1}).sort([("mtime", -1), ("_id", -1)])]
+
+
+# --------------------------------------------------------------------------- Files page
+
+def test_facet_counts_equal_the_catalog(app):
+    at, db = app
+    ok(at.run())
+    assert as_int(metric(at, "Matching files")) == as_int(metric(at, "In the catalog")) == N_FILES
+    expected = queries.facets(db, Filter())
+    for field in queries.DEFAULT_FACETS:
+        widget = at.pills(key=f"w:facet:{field}")
+        shown = dict(re.fullmatch(r"(.*) · ([\d,]+)", o).groups() for o in widget.options)
+        more = [m for m in at.multiselect if m.key == f"w:facet_more:{field}"]
+        for m in more:
+            shown.update(dict(re.fullmatch(r"(.*) · ([\d,]+)", o).groups() for o in m.options))
+        want = {queries.NONE_TOKEN if v["value"] is None else str(v["value"]): v["count"]
+                for v in expected[field]}
+        assert {k: as_int(v) for k, v in shown.items()} == want, field
+    # the table: newest first, one page of the default size
+    df = table(at)
+    assert list(df["_id"]) == newest_first_ids(db)[:len(df)]
+    assert page_info(at).startswith("Page 1 · rows 1–")
+
+
+def test_facet_click_filters_counts_table_and_url(app):
+    at, db = app
+    ok(at.run())
+    dataset = queries.facets(db, Filter())["dataset"][0]["value"]
+    at.pills(key="w:facet:dataset").set_value([dataset]).run()
+    ok(at)
+    flt = Filter(dataset=[dataset])
+    assert as_int(metric(at, "Matching files")) == queries.count(db, flt) < N_FILES
+    assert as_int(metric(at, "In the catalog")) == N_FILES
+    assert set(table(at)["dataset"]) == {dataset}
+    assert at.query_params["dataset"] == dataset
+    # other facets are counted under the filter (minus their own selection)
+    model_counts = {o.rsplit(" · ", 1)[0]: as_int(o.rsplit(" · ", 1)[1])
+                    for o in at.pills(key="w:facet:model").options}
+    assert model_counts == {queries.NONE_TOKEN if v["value"] is None else v["value"]: v["count"]
+                            for v in queries.facets(db, flt)["model"]}
+    # Clear removes every condition
+    at.button(key="w:clear").click().run()
+    assert as_int(metric(ok(at), "Matching files")) == N_FILES
+    assert "dataset" not in at.query_params
+
+
+def test_filters_from_a_shared_url(app):
+    at, db = app
+    doc = db.files.find_one({"run": {"$ne": None}, "num_events": {"$gte": 1}, "path": {"$regex": "/runs/"},
+                             "spine_version": {"$ne": None}})
+    params = {"run_min": str(doc["run"]), "run_max": str(doc["run"] + 1),
+              "events_min": "1", "path_contains": "/runs/", "version_min": "0.1"}
+    for k, v in params.items():
+        at.query_params[k] = v
+    ok(at.run())
+    flt = Filter.from_params(params)
+    assert 0 < as_int(metric(at, "Matching files")) == queries.count(db, flt) < N_FILES
+    assert at.number_input(key="w:run_min").value == doc["run"]
+    assert at.text_input(key="w:path").value == "/runs/"
+    assert {k: at.query_params[k] for k in params} == params
+    # a widget change narrows further and rewrites the URL
+    at.number_input(key="w:events_min").set_value(20).run()
+    flt2 = Filter.from_params({**params, "events_min": "20"})
+    assert as_int(metric(ok(at), "Matching files")) == queries.count(db, flt2)
+    assert at.query_params["events_min"] == "20"
+
+
+def test_an_invalid_filter_in_the_url_is_reported_not_raised(app):
+    at, db = app
+    at.query_params["run_min"] = "10"
+    at.query_params["run_max"] = "5"
+    at.run()
+    assert not at.exception
+    assert any("not understood" in e.value for e in at.error)
+    assert as_int(metric(at, "Matching files")) == N_FILES
+
+
+def test_attribute_condition_from_the_sidebar(app):
+    at, db = app
+    ok(at.run())
+    at.text_input(key="w:attr_expr").input("num_events>=20")
+    at.button(key="w:attr_add").click().run()
+    ok(at)
+    flt = Filter(attr_filters=[AttrFilter(key="num_events", op="gte", value=20)])
+    assert 0 < as_int(metric(at, "Matching files")) == queries.count(db, flt) < N_FILES
+    assert Filter.from_params({"attr": at.query_params["attr"]}) == flt
+    assert at.text_input(key="w:attr_expr").value == ""
+    # a condition that cannot be parsed is refused with a message, the filter is unchanged
+    at.text_input(key="w:attr_expr").input("num_events >= ")
+    at.button(key="w:attr_add").click().run()
+    assert not at.exception and len(at.error) == 1
+    assert Filter.from_params({"attr": at.query_params["attr"]}) == flt
+    # and a condition is removed with its button
+    at.button(key="w:attr_rm:0").click().run()
+    assert as_int(metric(ok(at), "Matching files")) == N_FILES
+
+
+def test_pagination_reaches_the_last_page_and_back(app):
+    at, db = app
+    at.query_params["size"] = "10"
+    ok(at.run())
+    ids = newest_first_ids(db)
+    seen = list(table(at)["_id"])
+    pages = 1
+    while not at.button(key="w:next").disabled:
+        at.button(key="w:next").click().run()
+        ok(at)
+        seen += list(table(at)["_id"])
+        pages += 1
+        assert pages <= N_FILES
+    assert seen == ids
+    assert pages == -(-N_FILES // 10)
+    assert page_info(at) == f"Page {pages} · rows {(pages - 1) * 10 + 1}–{N_FILES} of {N_FILES}"
+    assert "after" in at.query_params
+    at.button(key="w:prev").click().run()
+    assert list(table(ok(at))["_id"]) == ids[(pages - 2) * 10:(pages - 1) * 10]
+    at.button(key="w:first").click().run()
+    assert list(table(ok(at))["_id"]) == ids[:10]
+    assert at.button(key="w:prev").disabled
+
+
+def test_sort_order_and_page_size(app):
+    at, db = app
+    ok(at.run())
+    at.selectbox(key="w:sort_field").set_value("size").run()
+    at.segmented_control(key="w:sort_desc").set_value(False).run()
+    ok(at)
+    assert at.query_params["sort"] == "size"
+    df = table(at)
+    expected = [d["_id"] for d in db.files.find({}, {"_id": 1}).sort([("size", 1), ("_id", 1)])]
+    assert list(df["_id"]) == expected[:len(df)]
+    at.selectbox(key="w:size").set_value(25).run()
+    assert len(table(ok(at))) == 25 and at.query_params["size"] == "25"
+
+
+def test_detail_panel_shows_everything_about_a_file(app):
+    at, db = app
+    doc = db.files.find_one({"attr_types": {"$ne": {}}, "status": "ok"})
+    at.query_params["file"] = doc["_id"]
+    ok(at.run())
+    assert doc["name"] in [s.value for s in at.subheader]
+    codes = [c.value for c in at.code]
+    assert doc["path"] in codes and doc["_id"] in codes and doc["dir"] in codes
+    assert [t.label for t in at.tabs] == ["Summary", "Attributes", "Structure", "Ingest history",
+                                          "Configuration", "Sidecars", "Document"]
+    frames = {tuple(d.value.columns): d.value for d in at.dataframe}
+    attrs = frames[("attribute", "type", "value")]
+    assert set(attrs["attribute"]) == {queries.convert.unescape_key(k) for k in doc["attrs"]}
+    structure = frames[tuple(next(k for k in frames if "kind" in k))]
+    assert list(structure["path"]) == [i["path"] for i in doc["structure"]["items"]]
+    history = frames[tuple(next(k for k in frames if "run_id" in k))]
+    assert len(history) == len(doc["ingest"]["history"])
+    # Close clears the selection from the URL
+    at.button(key="w:close_detail").click().run()
+    assert "file" not in ok(at).query_params
+    assert not [s for s in at.subheader if s.value == doc["name"]]
+
+
+def test_detail_of_a_file_that_vanished(app):
+    at, db = app
+    at.query_params["file"] = "s1:/no/such/file.h5"
+    ok(at.run())
+    assert any("not in the catalog" in w.value for w in at.warning)
+
+
+# --------------------------------------------------------------------------- Export
+
+def test_export_downloads_equal_the_query_result(app):
+    at, db = app
+    dataset = queries.facets(db, Filter())["dataset"][1]["value"]
+    at.query_params["dataset"] = dataset
+    at.run()
+    at.switch_page("views/export.py").run()
+    ok(at)
+    flt = Filter(dataset=[dataset])
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download CSV", "Download JSON lines", "Download Paths"]
+    jobs = at.session_state["_export_jobs"]
+    for fmt in ("csv", "jsonl", "paths"):
+        content = jobs[fmt]().decode("utf-8")
+        assert content == "".join(queries.export(db, flt, fmt, sort="-mtime"))
+    paths = [line for line in jobs["paths"]().decode().splitlines() if not line.startswith("#")]
+    assert sorted(paths) == sorted(d["path"] for d in db.files.find(flt.to_mongo()))
+    assert jobs["paths"]().decode().startswith(f"# spine-docs export: dataset = {dataset}")
+    # the preview is the start of the same export; the shell command selects the same files
+    preview = [c.value for c in at.code if c.language != "bash"][0]
+    assert "".join(queries.export(db, flt, "csv", sort="-mtime")).startswith(preview)
+    command = [c.value for c in at.code if c.language == "bash"][0]
+    assert f"--dataset {dataset}" in command and "--format csv" in command
+
+
+# --------------------------------------------------------------------------- Analytics
+
+def test_analytics_views_draw_charts(app):
+    at, db = app
+    at.run()
+    at.switch_page("views/analytics.py").run()
+    ok(at)
+    docs = list(db.files.find({}, {"num_events": 1, "size": 1}))
+    assert as_int(metric(at, "Files")) == len(docs)
+    assert as_int(metric(at, "Events")) == sum(d["num_events"] or 0 for d in docs)
+    assert len(at.get("vega_lite_chart")) == 2  # stacked timeline and totals by dataset
+    at.selectbox(key="w:group").set_value("model").run()
+    at.segmented_control(key="w:by").set_value("day").run()
+    ok(at)
+    assert at.query_params["group"] == "model" and at.query_params["by"] == "day"
+
+    at.segmented_control(key="w:view").set_value("dist").run()
+    ok(at)
+    assert at.query_params["view"] == "dist" and len(at.get("vega_lite_chart")) == 1
+    caption = [c.value for c in at.caption if c.value.endswith("zero sizes")][0]
+    assert caption.startswith(f"{len(docs):,} files")
+    at.segmented_control(key="w:hist").set_value("num_events").run()
+    assert len(ok(at).get("vega_lite_chart")) == 1
+
+    at.segmented_control(key="w:view").set_value("runs").run()
+    ok(at)
+    assert len(at.get("vega_lite_chart")) == 2  # datasets' runs and the chosen dataset's subruns
+    coverage = [d.value for d in at.dataframe if "missing runs" in d.value.columns][0]
+    expected = queries.run_coverage(db)
+    assert list(coverage["missing runs"]) == [d["missing_runs"] for d in expected]
+    assert list(coverage["files"]) == [d["files"] for d in expected]
+
+
+# --------------------------------------------------------------------------- Attributes
+
+def test_attribute_dictionary_and_filter_on_a_key(app):
+    at, db = app
+    at.run()
+    at.switch_page("views/attributes.py").run()
+    ok(at)
+    df = [d.value for d in at.dataframe if "key" in d.value.columns][0]
+    expected = queries.attribute_dictionary(db)
+    assert list(df["key"]) == [e["key"] for e in expected]
+    assert list(df["files"]) == [e["files"] for e in expected]
+    rare = min(expected, key=lambda e: e["files"])
+    at.selectbox(key="w:dict_key").set_value(rare["key"])
+    at.selectbox(key="w:dict_op").set_value("exists")
+    at.button(key="FormSubmitter:dict_filter-Show the files").click().run()
+    ok(at)
+    flt = Filter(attr_filters=[AttrFilter(key=rare["key"], op="exists", value=True)])
+    assert as_int(metric(at, "Matching files")) == queries.count(db, flt) == rare["files"]
+
+
+# --------------------------------------------------------------------------- Replicas
+
+def test_replicas_page_lists_copies(tmp_path, monkeypatch):
+    url, db = build_catalog(tmp_path / "prod", n=12, seed=3)
+    doc = db.files.find_one({"status": "ok"})
+    copy = {**doc, "_id": "other:" + doc["path"], "site": "other"}
+    with store.writing(db):
+        db.files.insert_one(copy)
+    monkeypatch.setenv("SPINE_DOCS_DB", url)
+    at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("views/replicas.py").run()
+    ok(at)
+    assert as_int(metric(at, "Copied across sites")) == 1
+    df = [d.value for d in at.dataframe if "copies" in d.value.columns][0]
+    assert set(df["site"]) == {"s1", "other"} and set(df["path"]) == {doc["path"]}
+
+
+# --------------------------------------------------------------------------- Saved queries
+
+def test_saved_queries_save_list_load_delete(tmp_path, monkeypatch):
+    url, db = build_catalog(tmp_path / "prod", n=16, seed=5)
+    monkeypatch.setenv("SPINE_DOCS_DB", url)
+    at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
+    model = queries.facets(db, Filter())["model"][0]["value"]
+    at.query_params["model"] = model
+    at.query_params["sort"] = "path"
+    at.run()
+    at.switch_page("views/saved.py").run()
+    ok(at)
+    at.text_input(key="w:save_name").input("my files")
+    at.button(key="FormSubmitter:save-Save").click().run()
+    ok(at)
+    assert [q["name"] for q in queries.list_queries(db)] == ["my files"]
+    assert queries.load_query(db, "my files") == Filter(model=[model])
+    assert any("my files" in m.value for m in at.markdown)
+    # clear the filter, then load the saved one: back on Files with the filter and sort
+    at.button(key="w:clear").click().run()
+    at.button(key="w:load:my files").click().run()
+    ok(at)
+    assert as_int(metric(at, "Matching files")) == queries.count(db, Filter(model=[model]))
+    assert at.query_params["model"] == model and at.query_params["sort"] == "path"
+    at.switch_page("views/saved.py").run()
+    at.button(key="w:delete:my files").click().run()
+    ok(at)
+    assert queries.list_queries(db) == []
+    assert any("No saved query" in c.value for c in at.caption)
+
+
+# --------------------------------------------------------------------------- messages
+
+def _app_on(url, monkeypatch, **env):
+    monkeypatch.setenv("SPINE_DOCS_DB", url)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
+
+
+def test_wrong_url_shows_one_message(monkeypatch):
+    at = _app_on("mongodb://127.0.0.1:9/spine_docs", monkeypatch, SPINE_DOCS_CONNECT_TIMEOUT_MS="200")
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and at.error[0].value.startswith("Cannot open the catalog")
+    assert not at.dataframe and not at.metric
+
+
+def test_empty_catalog_says_how_to_fill_it(monkeypatch):
+    at = _app_on(f"mongomock://empty-{uuid.uuid4().hex[:8]}", monkeypatch)
+    at.run()
+    assert not at.exception and not at.error
+    assert len(at.info) == 1 and "empty" in at.info[0].value
+    assert any(c.value.startswith("spine-docs inject") for c in at.code)
+
+
+def test_schema_mismatch_shows_the_migrate_command(tmp_path, monkeypatch):
+    url, db = build_catalog(tmp_path / "prod", n=4, seed=2)
+    with store.writing(db):
+        schema.stamp_version(db, schema.CODE_SCHEMA_VERSION - 1)
+    at = _app_on(url, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "schema version" in at.error[0].value
+    assert [c.value for c in at.code] == [f"spine-docs migrate up --db {url}"]
+
+
+def test_database_going_away_mid_session(app, monkeypatch):
+    at, db = app
+    ok(at.run())
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    def down(*a, **k):
+        raise ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
+
+    monkeypatch.setattr(queries, "total", down)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "not answering" in at.error[0].value
+
+
+def test_time_limit_is_reported_and_the_page_still_renders(app, monkeypatch):
+    at, db = app
+    st.cache_data.clear()  # results of the other tests on this catalog are cached
+
+    def too_slow(*a, max_time_ms=None, **k):
+        raise queries.QueryTimeout(max_time_ms)
+
+    monkeypatch.setattr(queries, "facets", too_slow)
+    monkeypatch.setattr(queries, "count", too_slow)
+    at.run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("Facets: the query hit the time limit (5,000 ms)") for w in warnings)
+    assert any(w.startswith("Count:") for w in warnings)
+    assert metric(at, "Matching files") == "—"
+    assert len(table(at)) == min(N_FILES, 50)  # the table did not need count or facets
+    # the export stays possible when the count is unknown
+    at.switch_page("views/export.py").run()
+    assert not at.exception
+    assert [b.disabled for b in at.get("download_button")] == [False, False, False]
+
+
+def test_new_files_appear_without_restart(tmp_path, monkeypatch):
+    url, db = build_catalog(tmp_path / "a", n=6, seed=1)
+    at = _app_on(url, monkeypatch)
+    at.run()
+    assert as_int(metric(ok(at), "In the catalog")) == 6
+    samples.write_prod_tree(tmp_path / "b", 5, seed=9)
+    ingest.inject(db, settings=_settings(), sources=[str(tmp_path / "b")])
+    at.run()
+    assert as_int(metric(ok(at), "In the catalog")) == 11
+    assert as_int(metric(at, "Matching files")) == 11
