@@ -191,7 +191,11 @@ def build_filter(where: Optional[str], model: List[str], dataset: List[str], sit
     """The shared Filter from command-line options (a saved query is the starting point)."""
     from . import queries
 
-    base = queries.load_query(database, saved) if saved else queries.Filter()
+    try:
+        base = queries.load_query(database, saved) if saved else queries.Filter()
+    except KeyError:
+        names = ", ".join(q["name"] for q in queries.list_queries(database)) or "none saved yet"
+        raise fail(f"no saved query named {saved!r} (saved: {names})")
     params = base.model_dump()
     where_doc = None
     if where:

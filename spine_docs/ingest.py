@@ -181,28 +181,37 @@ class _Writer:
         self.report = report
         self.ops: list[UpdateOne] = []
         self.paths: list[str] = []
+        self.kinds: list[str] = []
         self.last = time.monotonic()
 
-    def add(self, op: UpdateOne, path: str) -> None:
+    def add(self, op: UpdateOne, path: str, kind: str) -> None:
+        """``kind`` is how the report counted this file: indexed, unchanged or failed."""
         self.ops.append(op)
         self.paths.append(path)
+        self.kinds.append(kind)
         if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
             self.flush()
 
     def flush(self) -> None:
         if not self.ops:
             return
-        ops, paths = self.ops, self.paths
-        self.ops, self.paths = [], []
+        ops, paths, kinds = self.ops, self.paths, self.kinds
+        self.ops, self.paths, self.kinds = [], [], []
         try:
             with store.writing(self.db):
                 self.db.files.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             for err in exc.details.get("writeErrors", []):
-                path = paths[err.get("index", 0)]
-                self.report.problems.append(Problem(path, f"database refused the document: {err.get('errmsg')}"))
+                i = err.get("index", 0)
+                self.report.problems.append(Problem(paths[i], f"database refused the document: {err.get('errmsg')}"))
                 self.report.failed += 1
-                self.report.indexed -= 1
+                outcome = kinds[i]
+                if outcome == "indexed":
+                    self.report.indexed -= 1
+                elif outcome == "unchanged":
+                    self.report.unchanged -= 1
+                else:  # the error document itself was refused: already counted as failed
+                    self.report.failed -= 1
         self.last = time.monotonic()
 
 
@@ -270,7 +279,7 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         prior = known.get(path)
         if problem is None and skip_existing and is_unchanged(prior, st):
             report.unchanged += 1
-            writer.add(seen_op(doc_id(settings.site, path), now=now, run_id=report.run_id), path)
+            writer.add(seen_op(doc_id(settings.site, path), now=now, run_id=report.run_id), path, "unchanged")
             done += 1
             if progress and done % 1000 == 0:
                 progress(done, total)
@@ -291,7 +300,8 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
                 report.indexed += 1
                 report.incomplete += doc["status"] == "incomplete"
             writer.add(upsert_op(doc, now=now, run_id=report.run_id,
-                                 change=changes.get(doc["path"], "new")), doc["path"])
+                                 change=changes.get(doc["path"], "new")), doc["path"],
+                       "failed" if doc["status"] == "error" else "indexed")
             done += 1
             if progress:
                 progress(done, total)

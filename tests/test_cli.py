@@ -89,3 +89,10 @@ def test_demo_without_app(tmp_path):
     assert "indexed 10" in r.stdout and "spine-docs app" in r.stdout
     assert store.connect(str(catalog)).files.count_documents({}) == 10
     assert os.path.exists(catalog / "spine_docs" / "files.bson")
+
+
+def test_unknown_saved_query_is_one_line(db_url):
+    run("setup", "--db", db_url)
+    r = run("query", "--db", db_url, "--saved", "nope")
+    assert r.exit_code == 2 and "no saved query named 'nope'" in r.stderr
+    assert "Traceback" not in r.output

@@ -153,3 +153,26 @@ def test_two_processes_inject_into_one_embedded_catalog(tmp_path):
     # the files on disk decode with plain bson, as mongorestore would read them
     with open(os.path.join(catalog, "spine_docs", "files.bson"), "rb") as fh:
         assert sum(1 for _ in bson.decode_file_iter(fh)) == len(a) + len(b)
+
+
+def test_refused_documents_are_counted_once(tmp_path, monkeypatch):
+    from pymongo.errors import BulkWriteError
+
+    db = store.connect("mongomock://refused")
+    good = [samples.write_spine_file(tmp_path / f"g{i}.h5", seed=i) for i in range(3)]
+    (tmp_path / "bad.h5").write_text("x")
+    coll_type = type(db.files)
+    real = coll_type.bulk_write
+
+    def refuse_first(self, ops, *a, **k):
+        if self.name != "files":
+            return real(self, ops, *a, **k)
+        real(self, ops[1:], *a, **k)
+        raise BulkWriteError({"writeErrors": [{"index": 0, "errmsg": "Document failed validation"}]})
+
+    monkeypatch.setattr(coll_type, "bulk_write", refuse_first)
+    rep = ingest.inject(db, settings=settings(), sources=[str(tmp_path / "*.h5")])
+    # sorted paths: bad.h5 comes first and was already a failure; it must not count twice
+    assert (rep.indexed, rep.failed) == (3, 1)
+    assert any("refused" in p.reason for p in rep.problems)
+    assert db.files.count_documents({}) == len(good)
