@@ -1,0 +1,596 @@
+"""The mongomock shim of store.py: every measured mongomock 4.3.0 problem is gone (shown by
+behaviour and by counting work, never by timing), and results stay those of mongomock.
+
+Each work-counting test also runs the same operation on plain mongomock where that is cheap,
+to show that the counter does see the problem there (so the test can fail)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+import tracemalloc
+
+import bson
+import mongomock
+import mongomock.collection
+import mongomock.filtering
+import pymongo
+import pytest
+from bson.raw_bson import RawBSONDocument
+from packaging.version import Version
+from pymongo import DeleteOne, IndexModel, InsertOne, ReplaceOne, UpdateOne
+from pymongo.errors import (BulkWriteError, CollectionInvalid, DuplicateKeyError,
+                            InvalidOperation, OperationFailure, WriteError)
+
+from spine_docs import store
+
+T0 = dt.datetime(2024, 3, 1, 12, 0, 0)
+
+
+def file_doc(i: int, site: str = "s1") -> dict:
+    """A document shaped like a catalog entry (nested attrs/cfg/structure, a few KB)."""
+    rnd = random.Random(i)
+    path = f"/data/run_{i // 10:04d}/file_{i:05d}.h5"
+    attrs = {f"a{k}": (rnd.random() if k % 3 == 0 else f"v{rnd.randint(0, 9)}" if k % 3 == 1
+                       else rnd.randint(0, 5)) for k in range(12)}
+    attrs["arr"] = [rnd.randint(0, 3) for _ in range(4)] if i % 7 else []
+    return {
+        "_id": f"{site}:{path}", "site": site, "path": path, "name": path.rsplit("/", 1)[1],
+        "size": rnd.randint(10, 10_000), "mtime": T0 + dt.timedelta(minutes=i % 17),
+        "status": ["ok", "ok", "incomplete", "error"][i % 4] if i % 13 else None,
+        "detector": ["icarus", "sbnd", "2x2"][i % 3], "run": i // 10, "subrun": i % 10,
+        "inputs": [f"/in/{i}_{j}.root" for j in range(i % 3)],
+        **({"checksum": {"sha256": f"{i:064x}"}} if i % 4 == 0 else {}),
+        "attrs": attrs, "attr_types": {k: type(v).__name__ for k, v in attrs.items()},
+        "cfg": {"model": {"name": ["full_chain", "uresnet"][i % 2], "depth": i % 5,
+                          "modules": {f"m{j}": {"w": j, "on": j % 2 == 0} for j in range(4)}},
+                "io": {"batch": 4, "files": [f"/x/{j}" for j in range(3)]}},
+        "structure": {"items": [{"path": f"/events/d{j}", "kind": "dataset", "shape": [j, 3]}
+                                for j in range(5)], "count": 5, "truncated": False},
+        "ingest": {"first_seen": T0, "last_seen": T0, "times_seen": 1,
+                   "history": [{"at": T0, "run_id": f"r{k}", "status": "ok"} for k in range(3)]},
+    }
+
+
+def shim_collection(n: int = 0, name: str = "files"):
+    coll = store.connect("mongomock://")[name]
+    if n:
+        coll.insert_many([file_doc(i) for i in range(n)])
+    return coll
+
+
+def vanilla_collection(n: int = 0):
+    coll = mongomock.MongoClient().db.files
+    if n:
+        coll.insert_many([file_doc(i) for i in range(n)])
+    return coll
+
+
+class Count:
+    """Wraps a function and counts its calls (and, optionally, a size per call)."""
+
+    def __init__(self, monkeypatch, owner, name, size=None):
+        self.calls = 0
+        self.total = 0
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            self.calls += 1
+            result = original(*args, **kwargs)
+            if size is not None:
+                self.total += size(result)
+            return result
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+
+def count_filter_applies(monkeypatch) -> Count:
+    c = Count(monkeypatch, mongomock.filtering, "filter_applies")
+    monkeypatch.setattr(mongomock.collection, "filter_applies", mongomock.filtering.filter_applies)
+    return c
+
+
+# --------------------------------------------------------------------------- cursor iteration
+
+def test_cursor_iteration_is_linear(monkeypatch):
+    n = 120
+    copied = Count(monkeypatch, mongomock.collection.Cursor, "_compute_results", size=len)
+    vanilla = vanilla_collection(n)
+    assert len(list(vanilla.find())) == n
+    assert copied.total >= n * n // 2, "the counter must see mongomock's quadratic iteration"
+
+    copied.total = copied.calls = 0
+    shim = shim_collection(n)
+    assert len(list(shim.find())) == n
+    assert len(list(shim.aggregate([{"$match": {}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]))) == 4
+    assert copied.calls == 0 and copied.total == 0
+
+
+def test_cursor_behaviour():
+    coll = shim_collection(30)
+    cur = coll.find({}, {"_id": 1}).sort("path", -1).skip(2).limit(5)
+    first = next(cur)
+    assert first["_id"] == file_doc(27)["_id"]
+    with pytest.raises(InvalidOperation):
+        cur.limit(3)
+    assert len(list(cur)) == 4 and not cur.alive
+    cur.rewind()
+    assert [d["_id"] for d in cur] == [file_doc(i)["_id"] for i in (27, 26, 25, 24, 23)]
+    assert coll.find().sort("path")[3]["_id"] == file_doc(3)["_id"]
+    with pytest.raises(IndexError):
+        coll.find({"run": 0})[10]
+    assert len(coll.find().to_list(7)) == 7
+    assert sorted(coll.find({"run": {"$lt": 1}}).distinct("detector")) == ["2x2", "icarus", "sbnd"]
+    clone = coll.find({"run": 1}).clone()
+    assert len(list(clone)) == 10
+    assert list(coll.find().sort([("$natural", -1)]).limit(1))[0]["_id"] == file_doc(29)["_id"]
+
+
+# --------------------------------------------------------------------------- no whole-document copies
+
+def test_rescan_projection_does_not_copy_documents(monkeypatch):
+    n = 80
+    coll = shim_collection(n)
+    full = Count(monkeypatch, store, "_decode_full")
+    copies = Count(monkeypatch, mongomock.collection, "_copy_field")
+    deep = Count(monkeypatch, copy, "deepcopy")
+    rows = list(coll.find({"site": "s1"}, {"path": 1, "size": 1, "mtime": 1, "_id": 0}))
+    assert rows == [{k: file_doc(i)[k] for k in ("path", "size", "mtime")} for i in range(n)]
+    assert (full.calls, copies.calls, deep.calls) == (0, 0, 0)
+
+    vanilla = vanilla_collection(n)
+    list(vanilla.find())
+    assert copies.calls > 20 * n, "mongomock copies every node of every document"
+
+
+def test_find_decodes_each_returned_document_once(monkeypatch):
+    coll = shim_collection(50)
+    full = Count(monkeypatch, store, "_decode_full")
+    copies = Count(monkeypatch, mongomock.collection, "_copy_field")
+    assert len(list(coll.find())) == 50
+    assert full.calls == 50 and copies.calls == 0
+    full.calls = 0
+    assert len(list(coll.find({"run": 2}))) == 10  # filtered on a partial decode first
+    assert full.calls == 10
+
+
+def test_returned_documents_are_copies():
+    coll = shim_collection(3)
+    doc = coll.find_one({"_id": file_doc(1)["_id"]})
+    doc["attrs"]["a1"] = "changed"
+    doc["inputs"].append("x")
+    doc["size"] = -1
+    again = coll.find_one({"_id": file_doc(1)["_id"]})
+    assert again == bson.decode(bson.encode(file_doc(1)))
+    agg = list(coll.aggregate([{"$match": {"run": 0}}]))
+    agg[0]["cfg"]["model"]["name"] = "x"
+    assert coll.find_one({"_id": agg[0]["_id"]})["cfg"]["model"]["name"] != "x"
+
+
+def test_inserted_documents_are_not_aliased():
+    coll = shim_collection()
+    doc = file_doc(0)
+    coll.insert_one(doc)
+    doc["attrs"]["a0"] = "mutated after insert"
+    assert coll.find_one()["attrs"]["a0"] != "mutated after insert"
+    upd = {"$set": {"cfg": {"k": [1, 2]}}}
+    coll.update_one({"_id": doc["_id"]}, upd)
+    upd["$set"]["cfg"]["k"].append(3)
+    assert coll.find_one()["cfg"] == {"k": [1, 2]}
+
+
+def test_store_holds_bson_not_python_objects():
+    """Memory: documents are kept as BSON bytes (mongomock kept Python objects, ~5-7x larger)."""
+    docs = [file_doc(i) for i in range(300)]
+    bson_bytes = sum(len(bson.encode(d)) for d in docs)
+
+    def retained(coll):
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        coll.insert_many(copy.deepcopy(docs))
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return after - before
+
+    shim_mem = retained(shim_collection())
+    vanilla_mem = retained(vanilla_collection())
+    assert shim_mem < 1.5 * bson_bytes + 100_000
+    assert vanilla_mem > 3 * bson_bytes  # what the shim avoids
+
+
+# --------------------------------------------------------------------------- unique indexes, upserts
+
+def test_insert_many_with_unique_index_does_not_scan(monkeypatch):
+    n = 150
+    matches = count_filter_applies(monkeypatch)
+    vanilla = vanilla_collection()
+    vanilla.create_index([("site", 1), ("path", 1)], unique=True)
+    vanilla.insert_many([file_doc(i) for i in range(n)])
+    assert matches.calls >= n * n // 2, "the counter must see mongomock's scans"
+
+    matches.calls = 0
+    shim = shim_collection()
+    shim.create_index([("site", 1), ("path", 1)], unique=True)
+    shim.insert_many([file_doc(i) for i in range(n)])
+    assert matches.calls == 0
+    assert shim.count_documents({}) == n
+
+
+def test_unique_indexes_are_enforced():
+    coll = shim_collection()
+    coll.create_index([("site", 1), ("path", 1)], unique=True)
+    coll.create_index("tags", unique=True, sparse=True)
+    coll.insert_many([file_doc(0), file_doc(1)])
+    clash = dict(file_doc(0), _id="other")
+    with pytest.raises(DuplicateKeyError) as err:
+        coll.insert_one(clash)
+    assert "site_1_path_1" in str(err.value)
+    with pytest.raises(BulkWriteError) as bulk:
+        coll.insert_many([dict(file_doc(5)), clash, dict(file_doc(6))], ordered=False)
+    assert [e["index"] for e in bulk.value.details["writeErrors"]] == [1]
+    assert coll.count_documents({}) == 4
+    # multikey + sparse: array elements are keys, documents without the field are not
+    coll.update_one({"_id": file_doc(0)["_id"]}, {"$set": {"tags": ["a", "b"]}})
+    with pytest.raises(DuplicateKeyError):
+        coll.update_one({"_id": file_doc(1)["_id"]}, {"$set": {"tags": ["b"]}})
+    assert "tags" not in coll.find_one({"_id": file_doc(1)["_id"]})  # the failed update changed nothing
+    coll.update_one({"_id": file_doc(1)["_id"]}, {"$set": {"tags": ["c"]}})
+    coll.update_one({"_id": file_doc(0)["_id"]}, {"$set": {"tags": ["b"]}})  # its own old key
+    coll.delete_one({"_id": file_doc(0)["_id"]})
+    coll.insert_one(dict(file_doc(0), _id="new0", tags=["b"]))  # the key was freed
+    with pytest.raises(DuplicateKeyError):
+        coll.create_index("detector", unique=True)  # existing documents violate it
+    assert "detector_1" not in coll.index_information()
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": "new0"})
+
+
+def test_partial_unique_index():
+    coll = shim_collection()
+    coll.create_index("path", unique=True, partialFilterExpression={"status": "ok"})
+    coll.insert_many([{"_id": 1, "path": "p", "status": "ok"}, {"_id": 2, "path": "p", "status": "error"}])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": 3, "path": "p", "status": "ok"})
+
+
+def _ingest_ops(ids, now):
+    return [UpdateOne({"_id": _id}, {
+        "$set": {"site": "s1", "path": _id[3:], "size": 5, "status": "ok", "ingest.last_seen": now},
+        "$setOnInsert": {"ingest.first_seen": now},
+        "$inc": {"ingest.times_seen": 1},
+        "$push": {"ingest.history": {"$each": [{"at": now, "run_id": "r9", "status": "ok"}],
+                                     "$slice": -3}},
+    }, upsert=True) for _id in ids]
+
+
+@pytest.mark.parametrize("n", [300, 1200])
+def test_bulk_upserts_by_id_cost_does_not_grow_with_the_collection(monkeypatch, n):
+    coll = shim_collection(n)
+    coll.create_index([("site", 1), ("path", 1)], unique=True)
+    matches = count_filter_applies(monkeypatch)
+    full = Count(monkeypatch, store, "_decode_full")
+    partial = Count(monkeypatch, store, "_decode_fields")
+    ids = [file_doc(i)["_id"] for i in range(0, n, n // 100)] + [f"s1:/new/{i}" for i in range(100)]
+    result = coll.bulk_write(_ingest_ops(ids, T0), ordered=False)
+    assert (result.matched_count, result.upserted_count) == (100, 100)
+    # per op: at most one full decode of the old document and one partial decode for the
+    # unique index; no filter evaluated (the _id lookup is the match)
+    assert full.calls <= 100 and partial.calls <= 2 * len(ids) and matches.calls == 0
+    doc = coll.find_one({"_id": ids[0]})
+    assert doc["ingest"]["times_seen"] == 2 and len(doc["ingest"]["history"]) == 3
+    assert doc["ingest"]["history"][-1]["run_id"] == "r9" and doc["ingest"]["first_seen"] == T0
+    new = coll.find_one({"_id": "s1:/new/0"})
+    assert new["ingest"] == {"last_seen": T0, "first_seen": T0, "times_seen": 1,
+                             "history": [{"at": T0, "run_id": "r9", "status": "ok"}]}
+
+
+def test_upsert_by_unique_key_is_a_lookup(monkeypatch):
+    coll = shim_collection(400)
+    coll.create_index([("site", 1), ("path", 1)], unique=True)
+    coll.count_documents({"site": "s1", "path": "x"})  # builds the unique map once
+    matches = count_filter_applies(monkeypatch)
+    for i in range(0, 400, 20):
+        d = file_doc(i)
+        coll.update_one({"site": "s1", "path": d["path"]}, {"$set": {"seen": True}}, upsert=True)
+    coll.update_one({"site": "s1", "path": "/brand/new"}, {"$set": {"seen": True}}, upsert=True)
+    assert matches.calls == 20  # one check per matched candidate, none for the miss
+    assert coll.count_documents({"seen": True}) == 21
+    assert coll.find_one({"path": "/brand/new"})["site"] == "s1"
+
+
+# --------------------------------------------------------------------------- bulk_write and pymongo >= 4.11
+
+def test_bulk_write_accepts_pymongo_operations():
+    if Version(pymongo.version) >= Version("4.11"):
+        with pytest.raises(TypeError, match="sort"):
+            vanilla_collection().bulk_write([UpdateOne({"_id": 1}, {"$set": {"a": 1}}, upsert=True)])
+    coll = shim_collection(3)
+    result = coll.bulk_write([
+        UpdateOne({"_id": 1}, {"$set": {"a": 1}}, upsert=True),
+        UpdateOne({"_id": file_doc(0)["_id"]}, {"$set": {"a": 2}}),
+        ReplaceOne({"_id": 2}, {"b": 1}, upsert=True),
+        ReplaceOne({"_id": file_doc(1)["_id"]}, {"b": 2}),
+        InsertOne({"_id": 3}),
+        DeleteOne({"_id": file_doc(2)["_id"]}),
+    ], ordered=False)
+    assert (result.inserted_count, result.matched_count, result.modified_count,
+            result.upserted_count, result.deleted_count) == (1, 2, 2, 2, 1)
+    assert coll.find_one({"_id": file_doc(1)["_id"]}) == {"_id": file_doc(1)["_id"], "b": 2}
+    if Version(pymongo.version) >= Version("4.11"):
+        with pytest.raises(NotImplementedError):
+            coll.bulk_write([UpdateOne({"_id": 1}, {"$set": {"a": 1}}, sort={"a": 1})])
+
+
+def test_update_semantics():
+    coll = shim_collection(2)
+    _id = file_doc(0)["_id"]
+    assert coll.update_one({"_id": _id}, {"$set": {"size": file_doc(0)["size"]}}).modified_count == 0
+    assert coll.update_one({"_id": _id}, {"$set": {"size": 1.5}}).modified_count == 1
+    with pytest.raises(WriteError):
+        coll.update_one({"_id": _id}, {"$set": {"_id": "moved"}})
+    assert coll.find_one({"_id": _id})["size"] == 1.5
+    assert coll.update_many({}, {"$inc": {"run": 10}, "$unset": {"cfg": ""}}).modified_count == 2
+    assert all(d["run"] >= 10 and "cfg" not in d for d in coll.find())
+    aware = dt.datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    coll.update_one({"_id": _id}, {"$set": {"when": aware, "nested": {"when": aware}}})
+    got = coll.find_one({"_id": _id})
+    assert got["when"] == got["nested"]["when"] == dt.datetime(2024, 1, 1, 10, 0, 0, 123000)
+    assert coll.find_one({"when": aware})["_id"] == _id
+    res = coll.update_one({"_id": "up"}, [{"$set": {"x": 1}}], upsert=True)
+    assert res.upserted_id == "up" and coll.find_one({"_id": "up"}) == {"_id": "up", "x": 1}
+
+
+def test_delete_and_count_decode_only_what_they_need(monkeypatch):
+    coll = shim_collection(60)
+    full = Count(monkeypatch, store, "_decode_full")
+    assert coll.count_documents({}) == 60
+    assert coll.estimated_document_count() == 60
+    assert coll.count_documents({"detector": "sbnd"}) == 20
+    assert coll.delete_many({"run": {"$gte": 3}}).deleted_count == 30
+    assert sorted(coll.distinct("run")) == [0, 1, 2]
+    assert full.calls == 0
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def test_aggregation_decodes_only_the_fields_it_uses(monkeypatch):
+    coll = shim_collection(40)
+    full = Count(monkeypatch, store, "_decode_full")
+    out = list(coll.aggregate([{"$match": {"run": {"$lt": 3}}},
+                               {"$group": {"_id": "$detector", "n": {"$sum": 1}, "s": {"$sum": "$size"}}},
+                               {"$sort": {"_id": 1}}]))
+    assert [r["n"] for r in out] == [10, 10, 10]
+    assert full.calls == 0
+    list(coll.aggregate([{"$match": {"run": 0}}]))  # whole documents out: whole decodes
+    assert full.calls == 10
+
+
+def test_unwind_does_not_copy_the_array_per_element(monkeypatch):
+    coll = shim_collection(20)
+    pipeline = [{"$project": {"kv": {"$objectToArray": "$attrs"}}}, {"$unwind": "$kv"},
+                {"$group": {"_id": "$kv.k", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}]
+    copied = []  # the number of values in each object handed to copy.deepcopy
+    original = copy.deepcopy
+
+    def deepcopy(x, memo=None, _nil=[]):  # noqa: B006 - copy.deepcopy's own signature
+        copied.append(_nodes(x))
+        return original(x, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", deepcopy)
+    vanilla = vanilla_collection(20)
+    expected = list(vanilla.aggregate(pipeline))
+    assert sum(copied) > 20 * 13 * 13, "mongomock deep-copies the whole array for every element"
+    copied.clear()
+    assert list(coll.aggregate(pipeline)) == expected
+    assert copied == []
+
+
+def _nodes(x) -> int:
+    if isinstance(x, dict):
+        return 1 + sum(_nodes(v) for v in x.values())
+    if isinstance(x, list):
+        return 1 + sum(_nodes(v) for v in x)
+    return 1
+
+
+def test_group_streams_instead_of_holding_unwound_documents(monkeypatch):
+    """$unwind -> $group keeps accumulated values, not the unwound documents: the handler
+    of mongomock's $unwind and $group (which take whole lists) is never called."""
+    called = []
+    monkeypatch.setattr(mongomock.aggregate, "process_pipeline",
+                        _spy(mongomock.aggregate.process_pipeline, called))
+    coll = shim_collection(15)
+    out = list(coll.aggregate([{"$unwind": "$inputs"}, {"$group": {"_id": None, "n": {"$sum": 1}}}]))
+    assert out == [{"_id": None, "n": sum(i % 3 for i in range(15))}]
+    assert not any(op in ("$unwind", "$group") for op in called)
+
+
+def _spy(fn, called):
+    def wrapper(collection, database, pipeline, session):
+        for stage in pipeline:
+            called.extend(stage)
+        return fn(collection, database, pipeline, session)
+    return wrapper
+
+
+# the same operations give the same results on plain mongomock and on the shim
+DIFF_FINDS = [
+    ({}, None, None, 0, 0),
+    ({"site": "s1"}, {"path": 1, "size": 1, "mtime": 1, "_id": 0}, None, 0, 0),
+    ({"status": {"$in": ["ok", "error"]}, "attrs.a3": {"$gt": 0.3}}, {"attrs.a3": 1},
+     [("mtime", -1), ("_id", 1)], 2, 9),
+    ({"$or": [{"detector": "sbnd"}, {"run": {"$gte": 3}}]}, {"cfg": 0}, [("run", 1), ("subrun", -1)], 0, 7),
+    ({"_id": {"$in": [file_doc(7)["_id"], file_doc(2)["_id"], "nope"]}}, None, None, 0, 0),
+    ({"_id": file_doc(9)["_id"], "status": "ok"}, {"status": 1}, None, 0, 0),
+    ({"inputs": "/in/5_1.root"}, {"inputs": {"$slice": 1}}, None, 0, 0),
+    ({"structure.items.kind": "dataset", "size": {"$lt": 5000}}, ["path", "structure.count"],
+     [("size", 1)], 0, 0),
+    ({"$expr": {"$gt": ["$subrun", "$run"]}}, None, None, 0, 0),
+    ({"status": None}, {"_id": 1}, None, 0, 0),
+    ({"checksum": {"$exists": False}}, None, None, 0, 0),
+    ({}, {"_id": 0}, [("$natural", -1)], 3, 4),
+    ({"cfg.model.depth": {"$gte": 2}}, {"cfg.model": 1, "_id": 0}, [("cfg.model.depth", -1), ("path", 1)], 0, 5),
+    # sort keys of mixed types: null/missing, numbers, strings, arrays, documents
+    ({}, {"status": 1}, [("status", 1), ("_id", -1)], 0, 0),
+    ({}, {"inputs": 1}, [("inputs", -1), ("size", 1)], 0, 0),
+    ({}, {"checksum": 1}, [("checksum", 1), ("path", 1)], 0, 0),
+    ({}, {"attrs.arr": 1}, [("attrs.arr", 1), ("mtime", -1), ("_id", 1)], 1, 30),
+]
+
+DIFF_PIPELINES = [
+    [{"$match": {"site": "s1"}}, {"$group": {
+        "_id": "$status", "n": {"$sum": 1}, "sz": {"$sum": "$size"}, "mx": {"$max": "$mtime"},
+        "paths": {"$push": "$path"}, "d": {"$addToSet": "$detector"}, "f": {"$first": "$run"},
+        "l": {"$last": "$run"}, "a": {"$avg": "$size"}, "mn": {"$min": "$size"}}}],
+    [{"$project": {"kv": {"$objectToArray": "$attrs"}}}, {"$unwind": "$kv"},
+     {"$group": {"_id": "$kv.k", "n": {"$sum": 1}}}, {"$sort": {"n": -1, "_id": 1}}],
+    [{"$match": {"status": "ok"}}, {"$facet": {
+        "det": [{"$group": {"_id": "$detector", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}],
+        "total": [{"$count": "n"}],
+        "top": [{"$sort": {"size": -1}}, {"$limit": 3}, {"$project": {"path": 1, "size": 1}}]}}],
+    [{"$unwind": {"path": "$attrs.arr", "includeArrayIndex": "i", "preserveNullAndEmptyArrays": True}},
+     {"$match": {"i": {"$lt": 2}}}, {"$project": {"p": "$path", "v": "$attrs.arr", "i": 1}}],
+    [{"$unwind": {"path": "$inputs", "preserveNullAndEmptyArrays": True}}, {"$project": {"inputs": 1}}],
+    [{"$match": {"run": {"$gte": 1}}}, {"$sort": {"mtime": -1, "_id": 1}}, {"$skip": 2}, {"$limit": 5}],
+    [{"$addFields": {"x.y": "$run", "z": {"$multiply": ["$run", 2]}}}, {"$project": {"x": 1, "z": 1, "_id": 0}},
+     {"$skip": 40}],
+    [{"$group": {"_id": None, "n": {"$sum": 1}, "s": {"$sum": "$size"}}}],
+    [{"$group": {"_id": {"d": "$detector", "m": "$cfg.model.name"}, "n": {"$sum": 1}}},
+     {"$sort": {"_id.d": 1, "_id.m": 1}}],
+    [{"$match": {"detector": "nothing"}}, {"$group": {"_id": None, "n": {"$sum": 1}}}],
+    [{"$unwind": "$inputs"}, {"$count": "n"}],
+    [{"$replaceRoot": {"newRoot": "$cfg.io"}}, {"$limit": 2}],
+    [{"$match": {"status": "ok"}}],
+    [{"$project": {"attrs": 0, "cfg": 0}}, {"$limit": 3}],
+    [{"$match": {"$expr": {"$eq": ["$subrun", 3]}}}, {"$project": {"_id": 1}}],
+    [{"$sort": {"size": 1}}, {"$group": {"_id": "$run", "first": {"$first": "$path"}}}, {"$sort": {"_id": -1}}],
+    [{"$project": {"status": 1, "arr": "$attrs.arr", "c": "$checksum"}},
+     {"$sort": {"status": -1, "arr": 1, "c": -1, "_id": 1}}],
+]
+
+
+@pytest.fixture(scope="module")
+def twins():
+    docs = [file_doc(i) for i in range(48)]
+    vanilla = mongomock.MongoClient().db.files
+    shim = store.connect("mongomock://").files
+    vanilla.insert_many(copy.deepcopy(docs))
+    shim.insert_many(copy.deepcopy(docs))
+    return vanilla, shim
+
+
+@pytest.mark.parametrize("query", range(len(DIFF_FINDS)))
+def test_find_results_are_mongomocks(twins, query):
+    flt, proj, sort, skip, limit = DIFF_FINDS[query]
+
+    def run(coll):
+        cur = coll.find(flt, proj)
+        if sort:
+            cur = cur.sort(sort)
+        return list(cur.skip(skip).limit(limit))
+
+    expected = run(twins[0])
+    assert expected, "a query returning nothing would compare nothing"
+    assert run(twins[1]) == expected
+
+
+@pytest.mark.parametrize("pipeline", range(len(DIFF_PIPELINES)))
+def test_aggregate_results_are_mongomocks(twins, pipeline):
+    p = DIFF_PIPELINES[pipeline]
+    expected = list(twins[0].aggregate(copy.deepcopy(p)))
+    assert expected
+    assert list(twins[1].aggregate(copy.deepcopy(p))) == expected
+
+
+def test_writes_give_mongomocks_documents():
+    vanilla, shim = vanilla_collection(30), shim_collection(30)
+    for coll in (vanilla, shim):
+        coll.update_many({"run": 1}, {"$set": {"flag": True, "cfg.io.batch": 8}, "$inc": {"size": 5}})
+        coll.update_one({"_id": file_doc(0)["_id"]}, {"$push": {"ingest.history": {"$each": [{"x": 1}], "$slice": -2}},
+                                                      "$unset": {"cfg": ""}, "$max": {"size": 10 ** 6}})
+        coll.update_one({"_id": "new"}, {"$setOnInsert": {"a": 1}, "$set": {"b": 2}}, upsert=True)
+        coll.update_one({"inputs": "/in/2_1.root"}, {"$addToSet": {"inputs": "/in/extra"}, "$pull": {"attrs.arr": 0}})
+        coll.delete_many({"detector": "2x2", "run": 0})
+        coll.replace_one({"_id": file_doc(1)["_id"]}, {"only": 1})
+        coll.find_one_and_update({"run": 2}, {"$set": {"touched": 1}}, sort=[("path", -1)])
+    assert list(shim.find()) == list(vanilla.find())
+
+
+# --------------------------------------------------------------------------- options, validators, commands
+
+def test_validators_and_options_are_recorded_not_enforced():
+    with pytest.raises(NotImplementedError):
+        mongomock.MongoClient().db.create_collection("x", validator={"a": {"$exists": True}})
+    db = store.connect("mongomock://")
+    validator = {"$jsonSchema": {"bsonType": "object", "required": ["path"]}}
+    db.create_collection("files", validator=validator, validationLevel="moderate")
+    assert store.collection_options(db, "files") == {"validator": validator, "validationLevel": "moderate"}
+    db.files.insert_one({"_id": 1})  # recorded, not enforced
+    db.command("collMod", "files", validator={"path": {"$type": "string"}}, validationAction="warn")
+    assert store.collection_options(db, "files") == {
+        "validator": {"path": {"$type": "string"}}, "validationLevel": "moderate",
+        "validationAction": "warn"}
+    db.command({"collMod": "files", "validationAction": None})
+    assert "validationAction" not in db.files.options()
+    info = db.command("listCollections", filter={"name": "files"})["cursor"]["firstBatch"]
+    assert info[0]["options"]["validator"] == {"path": {"$type": "string"}}
+    assert info[0]["info"]["uuid"].subtype == 4
+    assert [c["name"] for c in db.list_collections()] == ["files"]
+    assert store.collection_options(db, "missing") == {}
+    with pytest.raises(CollectionInvalid):
+        db.create_collection("files")
+    with pytest.raises(OperationFailure):
+        db.command("collMod", "missing", validator={})
+    db.command("create", "runs", capped=False)
+    assert db.list_collection_names(filter={"name": {"$regex": "^r"}}) == ["runs"]
+    assert db.command("ping")["ok"] == 1.0
+    assert db.command("count", "files")["n"] == 1
+    assert db.command("dbStats")["objects"] == 1
+    db.drop_collection("files")
+    db.create_collection("files")
+    assert store.collection_options(db, "files") == {}
+
+
+def test_index_options_are_recorded():
+    coll = shim_collection(5)
+    coll.create_index("mtime", partialFilterExpression={"status": "ok"},
+                      collation={"locale": "en", "strength": 2}, name="recent")
+    coll.create_index([("attrs.$**", 1)])
+    coll.create_index([("name", "text"), ("path", "text")], weights={"name": 3}, default_language="none")
+    coll.create_indexes([IndexModel([("size", -1)], hidden=True, expireAfterSeconds=None)])
+    info = coll.index_information()
+    assert info["recent"] == {"key": [("mtime", 1)], "partialFilterExpression": {"status": "ok"},
+                              "collation": {"locale": "en", "strength": 2}, "v": 2}
+    assert info["attrs.$**_1"]["key"] == [("attrs.$**", 1)]
+    assert info["name_text_path_text"]["weights"] == {"name": 3}
+    assert info["size_-1"]["hidden"] is True
+    assert coll.create_index("mtime", partialFilterExpression={"status": "ok"},
+                             collation={"locale": "en", "strength": 2}, name="recent") == "recent"
+    with pytest.raises(OperationFailure):
+        coll.create_index("mtime", name="recent")
+    with pytest.raises(OperationFailure):  # same key and options under another name
+        coll.create_index([("size", -1)], name="other", hidden=True)
+    coll.database.command("collMod", "files", index={"name": "size_-1", "hidden": False})
+    assert coll.index_information()["size_-1"]["hidden"] is False
+    assert len(list(coll.find({"status": "ok"}))) == 2  # results unaffected by the indexes
+
+
+def test_ttl_expiry_runs_at_most_once_per_interval(monkeypatch):
+    coll = shim_collection()
+    coll.create_index("at", expireAfterSeconds=60)
+    now = dt.datetime(2024, 1, 1, 12, 0)
+    monkeypatch.setattr(mongomock, "utcnow", lambda: now)
+    coll.insert_many([{"_id": 1, "at": now - dt.timedelta(minutes=5)}, {"_id": 2, "at": now}])
+    assert [d["_id"] for d in coll.find()] == [2]
+    coll.insert_one({"_id": 3, "at": now - dt.timedelta(hours=1)})
+    assert coll.count_documents({}) == 2  # the next pass is at most once a second
+    monkeypatch.setattr(coll._store, "ttl_interval_s", 0.0)
+    assert coll.count_documents({}) == 1
+
+
+def test_raw_documents_can_be_inserted():
+    coll = shim_collection()
+    raw = RawBSONDocument(bson.encode(file_doc(4)))
+    coll.insert_many([raw], bypass_document_validation=True)
+    assert coll.find_one() == bson.decode(raw.raw)
