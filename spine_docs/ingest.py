@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import __version__, schema, store
@@ -30,6 +30,7 @@ from .extract import (EXTRACTOR_VERSION, Limits, doc_id, error_document, extract
                       normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
+SEEN_BATCH = 1000
 MAX_LOGGED_PROBLEMS = 1000
 
 #: ``progress(done, total)`` is called as files are handled.
@@ -165,10 +166,11 @@ def upsert_op(doc: dict[str, Any], *, now: datetime, run_id: str, change: str) -
     return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
 
 
-def seen_op(_id: str, *, now: datetime, run_id: str) -> UpdateOne:
-    """The write for an unchanged file: it was seen again."""
-    return UpdateOne({"_id": _id}, {"$set": {"ingest.last_seen": now, "ingest.run_id": run_id},
-                                    "$inc": {"ingest.times_seen": 1}})
+def seen_op(ids: Sequence[str], *, now: datetime, run_id: str) -> UpdateMany:
+    """The write for a batch of unchanged files: they were seen again (one op per batch)."""
+    return UpdateMany({"_id": {"$in": list(ids)}},
+                      {"$set": {"ingest.last_seen": now, "ingest.run_id": run_id},
+                       "$inc": {"ingest.times_seen": 1}})
 
 
 class _Writer:
@@ -182,6 +184,7 @@ class _Writer:
         self.ops: list[UpdateOne] = []
         self.paths: list[str] = []
         self.kinds: list[str] = []
+        self.seen_ids: list[str] = []
         self.last = time.monotonic()
 
     def add(self, op: UpdateOne, path: str, kind: str) -> None:
@@ -191,6 +194,18 @@ class _Writer:
         self.kinds.append(kind)
         if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
             self.flush()
+
+    def seen(self, _id: str, *, now: datetime, run_id: str) -> None:
+        """An unchanged file: buffered and written as one UpdateMany per batch."""
+        self.seen_ids.append(_id)
+        if len(self.seen_ids) >= SEEN_BATCH:
+            self._seen_flush(now, run_id)
+
+    def _seen_flush(self, now: datetime, run_id: str) -> None:
+        if self.seen_ids:
+            n = len(self.seen_ids)
+            self.add(seen_op(self.seen_ids, now=now, run_id=run_id), f"({n} unchanged files)", "unchanged")
+            self.seen_ids = []
 
     def flush(self) -> None:
         if not self.ops:
@@ -204,15 +219,11 @@ class _Writer:
             for err in exc.details.get("writeErrors", []):
                 i = err.get("index", 0)
                 self.report.problems.append(Problem(paths[i], f"database refused the document: {err.get('errmsg')}"))
-                self.report.failed += 1
-                outcome = kinds[i]
-                if outcome == "indexed":
-                    self.report.indexed -= 1
-                elif outcome == "unchanged":
-                    self.report.unchanged -= 1
-                else:  # the error document itself was refused: already counted as failed
-                    self.report.failed -= 1
+                if kinds[i] == "indexed":  # now a failure; "failed" ones were counted already,
+                    self.report.indexed -= 1  # and an unchanged file's document is intact
+                    self.report.failed += 1
         self.last = time.monotonic()
+        self.interval = store.commit_interval(self.db)  # grows with an embedded catalog
 
 
 # --------------------------------------------------------------------------- workers
@@ -279,13 +290,14 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         prior = known.get(path)
         if problem is None and skip_existing and is_unchanged(prior, st):
             report.unchanged += 1
-            writer.add(seen_op(doc_id(settings.site, path), now=now, run_id=report.run_id), path, "unchanged")
+            writer.seen(doc_id(settings.site, path), now=now, run_id=report.run_id)
             done += 1
             if progress and done % 1000 == 0:
                 progress(done, total)
             continue
         changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
         todo.append(path)
+    writer._seen_flush(now, report.run_id)
     if progress:
         progress(done, total)
 
