@@ -384,7 +384,7 @@ def _run_app(db_url: str, host: str, port: int) -> None:
     env = dict(os.environ, SPINE_DOCS_DB=db_url)
     cmd = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", host,
            "--server.port", str(port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
     typer.echo(f"explorer on http://{host}:{port}  (Ctrl-C to stop)")
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))
