@@ -11,18 +11,8 @@ from spine_docs import migrate, schema
 from spine_docs.migrate import reconcile
 from spine_docs.spine import semver_key
 
-from test_migrate_helpers import (BACKENDS, dump, legacy_documents, load_legacy, migrations_copy,
+from test_migrate_helpers import (BACKENDS, db, kind, dump, legacy_documents, load_legacy, migrations_copy,
                                   open_backend, reopen, writing)
-
-
-@pytest.fixture(params=BACKENDS)
-def kind(request):
-    return request.param
-
-
-@pytest.fixture()
-def db(kind, tmp_path):
-    return open_backend(kind, tmp_path)
 
 
 def _strip_key(doc):

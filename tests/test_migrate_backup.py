@@ -13,17 +13,7 @@ import pytest
 from spine_docs import migrate, schema
 from spine_docs.migrate import backups as bk
 
-from test_migrate_helpers import BACKENDS, dump, legacy_documents, load_legacy, open_backend, reopen
-
-
-@pytest.fixture(params=BACKENDS)
-def kind(request):
-    return request.param
-
-
-@pytest.fixture()
-def db(kind, tmp_path):
-    return open_backend(kind, tmp_path)
+from test_migrate_helpers import BACKENDS, db, dump, kind, legacy_documents, load_legacy, open_backend, reopen
 
 
 @pytest.fixture()

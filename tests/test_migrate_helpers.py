@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from spine_docs import resources, schema
+import pytest
 
+from spine_docs import resources, schema
 
 
 def open_backend(kind: str, tmp_path: Path, name: str = "catalog"):
@@ -26,10 +27,23 @@ def reopen(kind: str, db, tmp_path: Path, name: str = "catalog"):
     if kind != "embedded":
         return db
     from spine_docs import store
+    store.close(db)  # connect() reuses an open catalog in-process: close it to read the files
     return store.connect(str(tmp_path / name))
 
 
 BACKENDS = ["mongomock", "embedded"]
+
+
+@pytest.fixture(params=BACKENDS)
+def kind(request):
+    """The backend of a migration test (imported by the test_migrate* modules)."""
+    return request.param
+
+
+@pytest.fixture()
+def db(kind, tmp_path):
+    """A database of that backend (overrides conftest's ``db`` where imported)."""
+    return open_backend(kind, tmp_path)
 
 
 def writing(db):

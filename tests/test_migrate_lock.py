@@ -13,17 +13,7 @@ import pytest
 from spine_docs import migrate, schema, store
 from spine_docs.migrate import lock as lk
 
-from test_migrate_helpers import BACKENDS, legacy_documents, load_legacy, open_backend
-
-
-@pytest.fixture(params=BACKENDS)
-def kind(request):
-    return request.param
-
-
-@pytest.fixture()
-def db(kind, tmp_path):
-    return open_backend(kind, tmp_path)
+from test_migrate_helpers import BACKENDS, db, kind, legacy_documents, load_legacy, open_backend
 
 
 def _put_lock(db, **fields):
