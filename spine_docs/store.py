@@ -60,12 +60,24 @@ The mongomock shim (all mongomock workarounds live here; the real-server path ne
       ``$addFields``/``$set``, ``$unwind``, ``$replaceRoot``, ``$limit``, ``$skip``) stream,
       ``$group``/``$count`` consume the stream, a leading ``$match`` uses the lookups above;
       ``$unwind`` no longer deep-copies the unwound array once per element; ``$group`` keys
-      and accumulators of the common shapes are compiled once; sorts compare native keys
-      (BSON type rank, value) instead of calling ``BsonComparable`` per comparison, falling
-      back to mongomock's keys for other types.
+      and accumulators of the common shapes are compiled once.
+    * sorts (``find().sort()``, ``$sort``, ``$group``'s output order) compared documents
+      pair by pair through ``BsonComparable``: the shim computes one native key per document
+      reproducing that order (BSON type rank, then the value; objects and arrays element by
+      element), one key for all sort fields (a descending field of a mixed-direction sort
+      as minus its rank), and keeps only the first ``skip + limit`` with a heap when a limit
+      is given (also ``$sort`` followed by ``$limit``). Values without a native key (tz-aware
+      dates, regexes, ...) fall back to mongomock's comparison.
+    * decoding a few top-level fields walks the BSON element headers and decodes only
+      the wanted elements (one C call).
     * updates: ``$set``/``$setOnInsert`` of a plain field is an assignment (mongomock
       encoded and copied each value; the document is encoded once afterwards, with the same
-      validation); an upsert by ``_id`` touches one document.
+      validation); an upsert by ``_id`` touches one document. An operator update whose
+      operators only change the paths they name (``$set``, ``$inc``, ``$push``, ``$unset``,
+      ...; not ``$rename``, pipelines or replacements) decodes only the top-level fields it
+      touches (plus the filter's), applies mongomock's update to that partial document and
+      splices the re-encoded fields into the stored bytes (same bytes as encoding the whole
+      updated document; unique indexes are not re-read when they use none of those fields).
     * ``bulk_write`` of ``UpdateOne``/``ReplaceOne`` with pymongo >= 4.11 raised
       ``TypeError: unexpected keyword argument 'sort'`` (mongomock issue 912).
     * validators, collection options, ``collMod``, ``listCollections`` and index options
@@ -87,12 +99,14 @@ import copy
 import errno
 import fcntl
 import hashlib
+import heapq
 import itertools
 import json
 import os
 import re
 import secrets
 import socket
+import struct
 import threading
 import time
 import uuid as _uuid
@@ -171,6 +185,77 @@ def _materialize(value: Any) -> Any:
     return value
 
 
+_INT32 = struct.Struct("<i")
+#: BSON element type -> size of its value when fixed (types with a length prefix are below)
+_FIXED_SIZE = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8,
+               0x12: 8, 0x13: 16, 0xFF: 0, 0x7F: 0}
+
+
+def _elements(raw: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(name, start, end) of each top-level element of BSON bytes: ``raw[start:end]`` is the
+    whole element (type byte, name, value). Values are skipped, not decoded."""
+    pos = 4
+    last = len(raw) - 1
+    find = raw.index
+    fixed = _FIXED_SIZE
+    while pos < last:
+        t = raw[pos]
+        nul = find(b"\0", pos + 1)
+        name = raw[pos + 1:nul]
+        v = nul + 1
+        size = fixed.get(t)
+        if size is None:
+            size = _value_size(raw, t, v)
+        end = v + size
+        yield name, pos, end
+        pos = end
+
+
+def _value_size(raw: bytes, t: int, v: int) -> int:
+    """Size of the value of type ``t`` starting at ``raw[v]``."""
+    if t == 0x02 or t == 0x0D or t == 0x0E:  # string, code, symbol
+        return 4 + _INT32.unpack_from(raw, v)[0]
+    if t == 0x03 or t == 0x04 or t == 0x0F:  # document, array, code with scope
+        return _INT32.unpack_from(raw, v)[0]
+    if t == 0x05:  # binary
+        return 5 + _INT32.unpack_from(raw, v)[0]
+    if t == 0x0B:  # regex: two C strings
+        return raw.index(b"\0", raw.index(b"\0", v) + 1) + 1 - v
+    if t == 0x0C:  # DBPointer
+        return 16 + _INT32.unpack_from(raw, v)[0]
+    raise bson.errors.InvalidBSON(f"unknown BSON element type {t:#x}")
+
+
+def _pick(raw: bytes, wanted: set | frozenset) -> bytes:
+    """The BSON document made of the top-level elements of ``raw`` named in ``wanted``
+    (names as bytes), in the document's order (field names are unique in stored documents:
+    the walk stops once every wanted name was seen)."""
+    parts = []
+    need = len(wanted)
+    pos = 4
+    last = len(raw) - 1
+    find = raw.index
+    unpack = _INT32.unpack_from
+    fixed = _FIXED_SIZE
+    while pos < last:
+        t = raw[pos]
+        nul = find(b"\0", pos + 1)
+        v = nul + 1
+        size = fixed.get(t)
+        if size is None:
+            size = unpack(raw, v)[0] + 4 if t == 0x02 else \
+                unpack(raw, v)[0] if t == 0x03 or t == 0x04 else _value_size(raw, t, v)
+        end = v + size
+        if raw[pos + 1:nul] in wanted:
+            parts.append(raw[pos:end])
+            need -= 1
+            if not need:
+                break
+        pos = end
+    body = b"".join(parts)
+    return _INT32.pack(len(body) + 5) + body + b"\0"
+
+
 def _decode_fields(raw: bytes, fields: set | frozenset | None) -> dict:
     """The top-level ``fields`` of a stored document (all of them when ``fields`` is None),
     in the document's own order; other fields are not decoded."""
@@ -180,11 +265,63 @@ def _decode_fields(raw: bytes, fields: set | frozenset | None) -> dict:
         return {}
     if len(fields) > _PARTIAL_MAX_FIELDS:
         return {k: v for k, v in _decode_full(raw).items() if k in fields}
+    wanted = {f.encode("utf-8", "surrogatepass") for f in fields if isinstance(f, str)}
+    return bson.decode(_pick(raw, wanted))
+
+
+def _locate(raw: bytes, wanted: set | frozenset) -> dict[bytes, tuple[int, int]]:
+    """name -> (start, end) of the top-level elements of ``raw`` named in ``wanted``."""
     out = {}
-    for k, v in RawBSONDocument(raw).items():
-        if k in fields:
-            out[k] = _materialize(v)
+    need = len(wanted)
+    pos = 4
+    last = len(raw) - 1
+    find = raw.index
+    unpack = _INT32.unpack_from
+    fixed = _FIXED_SIZE
+    while pos < last and need:
+        t = raw[pos]
+        nul = find(b"\0", pos + 1)
+        v = nul + 1
+        size = fixed.get(t)
+        if size is None:
+            size = unpack(raw, v)[0] + 4 if t == 0x02 else \
+                unpack(raw, v)[0] if t == 0x03 or t == 0x04 else _value_size(raw, t, v)
+        end = v + size
+        name = raw[pos + 1:nul]
+        if name in wanted:
+            out[name] = (pos, end)
+            need -= 1
+        pos = end
     return out
+
+
+def _decode_spans(raw: bytes, spans: Iterable[tuple[int, int]]) -> dict:
+    body = b"".join([raw[a:b] for a, b in sorted(spans)])
+    return bson.decode(_INT32.pack(len(body) + 5) + body + b"\0")
+
+
+def _splice(raw: bytes, part: Mapping, touched: set,
+            spans: dict[bytes, tuple[int, int]] | None = None) -> bytes:
+    """``raw`` with its top-level fields named in ``touched`` replaced by those of ``part``
+    (encoded), removed when ``part`` lacks them; fields of ``part`` that ``raw`` lacks are
+    appended in ``part``'s order. The result equals encoding the whole updated document.
+    ``spans``: :func:`_locate` of ``raw`` and ``touched``, when already known."""
+    enc = _encode(part)
+    new = {name: enc[a:b] for name, a, b in _elements(enc)}
+    if spans is None:
+        spans = _locate(raw, {f.encode("utf-8", "surrogatepass") for f in touched})
+    parts = []
+    start = 4  # raw[start:a] is a run of kept elements
+    for a, b, name in sorted((a, b, name) for name, (a, b) in spans.items()):
+        parts.append(raw[start:a])
+        elem = new.pop(name, None)
+        if elem is not None:
+            parts.append(elem)
+        start = b
+    parts.append(raw[start:len(raw) - 1])
+    parts.extend(new.values())
+    body = b"".join(parts)
+    return _INT32.pack(len(body) + 5) + body + b"\0"
 
 
 _ATOMIC_TYPES = frozenset({str, int, float, bool, type(None), bytes, ObjectId, Decimal128})
@@ -316,6 +453,30 @@ def _filter_fields(spec: Any) -> set | None:
         else:
             out.add(_top(k))
     return out
+
+
+#: update operators that change only the fields (paths) named in their argument
+_FIELD_UPDATERS = frozenset({"$set", "$setOnInsert", "$inc", "$mul", "$min", "$max", "$unset",
+                             "$push", "$addToSet", "$pull", "$pullAll", "$pop", "$currentDate"})
+
+
+def _update_fields(document: Any) -> set | None:
+    """The top-level fields an update document can change (never ``_id``); None when it
+    cannot tell (pipelines, replacements, ``$rename``, an ``_id`` path, unknown operators)."""
+    if type(document) is not dict or not document:
+        return None
+    out = set()
+    for op, arg in document.items():
+        if op not in _FIELD_UPDATERS or not isinstance(arg, Mapping):
+            return None
+        for k in arg:
+            if not isinstance(k, str) or not k:
+                return None
+            top = _top(k)
+            if top == "_id" or top.startswith("$"):
+                return None
+            out.add(top)
+    return out or None
 
 
 def _projection_fields(projection: Any) -> set | None:
@@ -631,11 +792,18 @@ class _CollectionStore(mm_store.CollectionStore):
         del self._documents[key]
         self.version = next(_VERSIONS)
 
-    def put(self, key: Any, raw: bytes) -> None:
-        """Store a document (BSON bytes) under ``key``, enforcing the unique indexes."""
+    def put(self, key: Any, raw: bytes, touched: set | None = None) -> None:
+        """Store a document (BSON bytes) under ``key``, enforcing the unique indexes.
+        ``touched``: the only top-level fields that differ from the stored document under
+        ``key`` (None: unknown); when no unique index reads them, its entries stand."""
         self._check_write()
         if any(ix.get("unique") for ix in self._indexes.values()):
             uniq = self._unique_maps()
+            if touched is not None and self._ufields is not None \
+                    and key in self._documents and not (touched & self._ufields):
+                self._documents[key] = raw
+                self.version = next(_VERSIONS)
+                return
             entries = _index_entries(_decode_fields(raw, self._ufields), self._uspecs)
             for name, uk in entries:
                 owner = uniq[name].get(uk, _NOKEY)
@@ -953,7 +1121,11 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
                 pass
     ordered = list(groups.values())
     if _id:
-        ordered.sort(key=lambda g: mm_filtering.BsonComparable(g[0]))
+        keys = [_bson_key(g[0]) for g in ordered]
+        if None in keys:
+            ordered.sort(key=lambda g: mm_filtering.BsonComparable(g[0]))
+        else:
+            ordered = [ordered[j] for j in sorted(range(len(ordered)), key=keys.__getitem__)]
     out = []
     ops = mm_aggregate._GROUPING_OPERATOR_MAP
     for key, values in ordered:
@@ -1016,7 +1188,7 @@ def _run_stages(docs: Iterable[dict], stages: list[tuple[str, Any]], database: A
     """Run pipeline stages over a stream: per-document stages stay lazy, $group/$count
     consume the stream, anything else runs mongomock's own handler on a list."""
     it: Iterator[dict] = iter(docs)
-    for op, arg in stages:
+    for i, (op, arg) in enumerate(stages):
         if op in _PER_DOC_STAGES:
             it = _per_doc(it, op, arg, database)
         elif op == "$limit" and _is_count(arg):
@@ -1029,7 +1201,9 @@ def _run_stages(docs: Iterable[dict], stages: list[tuple[str, Any]], database: A
             it = iter(_count(it, arg))
         elif op == "$sort" and isinstance(arg, Mapping) and all(
                 isinstance(d, (int, float)) and not isinstance(d, bool) for d in arg.values()):
-            it = iter(_sort_stage(it, arg))
+            nxt = stages[i + 1] if i + 1 < len(stages) else (None, None)
+            top = nxt[1] if nxt[0] == "$limit" and _is_count(nxt[1]) else 0
+            it = iter(_sort_stage(it, arg, top))
         elif op == "$facet" and isinstance(arg, Mapping):
             it = iter(_facet(list(it), arg, database))
         else:
@@ -1045,12 +1219,10 @@ def _identity(doc: Any) -> Any:
     return doc
 
 
-def _sort_stage(docs: Iterable[dict], options: Mapping) -> list[dict]:
-    """mongomock's $sort (same passes, same stability) with :func:`_sort_entries`."""
-    out = list(docs)
-    for key, direction in reversed(list(options.items())):
-        _sort_entries(out, _identity, key, direction)
-    return out
+def _sort_stage(docs: Iterable[dict], options: Mapping, top: int = 0) -> list[dict]:
+    """mongomock's $sort (same order, same stability) with :func:`_sort_list`; only the
+    first ``top`` documents when ``top`` > 0 (a $limit follows)."""
+    return _sort_list(list(docs), _identity, list(options.items()), top)
 
 
 def _primed(it: Iterator) -> Iterator:
@@ -1093,39 +1265,135 @@ class _BulkBuilder(mm_collection.BulkOperationBuilder):
         return super().add_replace(selector, doc, upsert, collation=collation, hint=hint)
 
 
-_SORT_RANKS = {type(None): 5, int: 10, float: 10, str: 15, ObjectId: 35, bool: 40, datetime: 45}
+def _bson_key(value: Any) -> tuple | None:
+    """A native key that orders values as mongomock's ``BsonComparable`` does (BSON type
+    rank first - null < numbers < strings < objects < arrays < binary < ObjectId < bool <
+    date < regex -, then the value: numbers across int/float/Decimal/Decimal128, strings by
+    code point, objects field by field as (type rank, name, value), arrays element by
+    element, shorter first on a tie). None for a value it cannot key (the caller then falls
+    back to mongomock's comparison)."""
+    t = type(value)
+    if t is str:
+        return (15, value)
+    if t is int or t is float:
+        return (10, value)
+    if t is datetime:
+        return (45, value)
+    if value is None:
+        return (5, 0)
+    if t is bool:
+        return (40, value)
+    if t is ObjectId:
+        return (35, value)
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            kv = _bson_key(v)
+            if kv is None:
+                return None
+            parts.append((kv[0], k, kv))
+        return (20, tuple(parts))
+    if isinstance(value, (list, tuple)):
+        parts = []
+        for v in value:
+            kv = _bson_key(v)
+            if kv is None:
+                return None
+            parts.append(kv)
+        return (25, tuple(parts))
+    if isinstance(value, bool):
+        return (40, value)
+    if isinstance(value, (int, float, Decimal)):
+        return (10, value)
+    if isinstance(value, Decimal128):
+        d = value.to_decimal()
+        return None if d.is_nan() else (10, d)
+    if isinstance(value, str):
+        return (15, value)
+    if isinstance(value, datetime):
+        return None if value.tzinfo is not None else (45, value)
+    if isinstance(value, bytes):
+        return (30, (len(value), value))
+    if isinstance(value, ObjectId):
+        return (35, value)
+    return None
 
 
-def _sort_key(value: Any) -> tuple | None:
-    """A native key ordering like mongomock's ``resolve_sort_key`` (BSON type rank, then the
-    value) for the common types; None for the others."""
-    flag = 1
-    if value is NOTHING:
-        return (1, 5, 0)
+_MISSING_KEY = (1, (5, 0))
+_EMPTY_ARRAY_KEY = (0, (5, 0))
+
+
+def _field_sort_key(key: str, doc: Any) -> tuple | None:
+    """mongomock's ``resolve_sort_key(key, doc)`` as a native key: missing and null sort
+    alike, an empty array before them, any other array as its first element."""
+    if type(doc) is dict and "." not in key and key in doc:
+        value = doc[key]
+    else:
+        value = mm_filtering.resolve_key(key, doc)
+        if value is NOTHING:
+            return _MISSING_KEY
     if isinstance(value, (tuple, list)):
         if not value:
-            return (0, 5, 0)
+            return _EMPTY_ARRAY_KEY
         value = value[0]
-    rank = _SORT_RANKS.get(type(value))
-    if rank is None:
-        return None
-    return (flag, rank, 0 if rank == 5 else value)
+    k = _bson_key(value)
+    return None if k is None else (1, k)
 
 
-def _sort_entries(entries: list, doc_of: Any, key: str, direction: Any) -> None:
-    """One pass of mongomock's multi-key sort (stable), in place. Comparing native keys
-    instead of BsonComparable wrappers (a Python call per comparison) when every value
-    allows it; mongomock's own keys otherwise."""
-    reverse = direction < 0
-    keys = []
-    for e in entries:
-        k = _sort_key(mm_filtering.resolve_key(key, doc_of(e)))
-        if k is None:
-            entries.sort(key=lambda x: mm_filtering.resolve_sort_key(key, doc_of(x)), reverse=reverse)
-            return
-        keys.append(k)
-    order = sorted(range(len(entries)), key=keys.__getitem__, reverse=reverse)
-    entries[:] = [entries[i] for i in order]
+def _sort_list(entries: list, doc_of: Any, sort: list[tuple[str, Any]], top: int = 0) -> list:
+    """``entries`` ordered like mongomock's multi-key sort of the documents ``doc_of(entry)``
+    by ``sort`` ((key, direction) pairs; one stable pass per key, last key first), keeping
+    only the first ``top`` when ``top`` > 0. One native key per entry; the first ``top``
+    are selected with a heap instead of a full sort. Falls back to mongomock's comparison
+    passes when a value has no native key."""
+    reverse = [direction < 0 for _key, direction in sort]  # raises as mongomock does
+    n = len(entries)
+    if not sort or n < 2:
+        return entries[:top] if top else entries
+    names = [key for key, _d in sort]
+    keys: list = []
+    fsk = _field_sort_key
+    if len(names) == 1:
+        name = names[0]
+        for e in entries:
+            k = fsk(name, doc_of(e))
+            if k is None:
+                return _sort_fallback(entries, doc_of, sort, top)
+            keys.append(k)
+    else:
+        for e in entries:
+            doc = doc_of(e)
+            k = tuple([fsk(name, doc) for name in names])
+            if None in k:
+                return _sort_fallback(entries, doc_of, sort, top)
+            keys.append(k)
+    if len(set(reverse)) > 1:
+        # mixed directions: a descending field's key becomes minus its rank among the
+        # field's distinct keys, so that one ascending native key orders everything
+        columns = list(zip(*keys))
+        for i, r in enumerate(reverse):
+            if r:
+                rank = {k: -j for j, k in enumerate(sorted(set(columns[i])))}
+                columns[i] = [rank[k] for k in columns[i]]
+        keys = list(zip(*columns))
+        rev = False
+    else:
+        rev = reverse[0]
+    get = keys.__getitem__
+    if top and top < n:
+        pick = heapq.nlargest if rev else heapq.nsmallest
+        order = pick(top, range(n), key=get)
+    else:
+        order = sorted(range(n), key=get, reverse=rev)
+    return [entries[i] for i in order]
+
+
+def _sort_fallback(entries: list, doc_of: Any, sort: list, top: int) -> list:
+    out = list(entries)
+    for key, direction in reversed(sort):
+        out.sort(key=lambda x, key=key: mm_filtering.resolve_sort_key(key, doc_of(x)),
+                 reverse=direction < 0)
+    return out[:top] if top else out
 
 
 def _candidates(store: _CollectionStore, spec: Mapping) -> list[tuple[Any, bytes]]:
@@ -1237,12 +1505,15 @@ class _Collection(mm_collection.Collection):
                 raise NotImplementedError(f"Sorting by {key} is not implemented in mongomock yet")
             sort_fields.add(_top(key))
         entries = [(doc, raw) for _k, raw, doc in self._scan(spec, sort_fields)]
-        for key, direction in reversed(sort):
-            if key == "$natural":
-                if direction < 0:
-                    entries.reverse()
-                continue
-            _sort_entries(entries, _first, key, direction)
+        if any(key == "$natural" for key, _d in sort):
+            for key, direction in reversed(sort):
+                if key == "$natural":
+                    if direction < 0:
+                        entries.reverse()
+                    continue
+                entries = _sort_list(entries, _first, [(key, direction)])
+        else:
+            entries = _sort_list(entries, _first, sort, skip + limit if limit else 0)
         selected = entries[skip:(skip + limit) if limit else None]
         del entries
         for _doc, raw in selected:
@@ -1420,20 +1691,34 @@ class _Collection(mm_collection.Collection):
         upserted_id = None
         num_updated = 0
         num_matched = 0
-        for key, raw, doc in self._scan(spec, None, patched=True):
+        touched = _update_fields(document)
+        needed = None if touched is None else _union({"_id"}, _filter_fields(spec))
+        if needed is not None:
+            wanted = {f.encode("utf-8", "surrogatepass") for f in touched}
+        for key, raw, doc in self._scan(spec, needed, patched=True):
             num_matched += 1
             updated_existing = True
+            if needed is not None:  # add the fields the update touches to the filter's
+                spans = _locate(raw, wanted)
+                if spans:
+                    for k, v in _decode_spans(raw, spans.values()).items():
+                        if k not in doc:
+                            doc[k] = v
             original_id = doc.get("_id")
             if isinstance(document, list):
                 self._apply_update_pipeline(doc, document, session)
             else:
                 self._apply_update_document(doc, spec, document, False)
-            new_raw = _encode(doc)
+            if needed is None:
+                new_raw = _encode(doc)
+            else:  # re-encode only the fields the update can change, keep the others' bytes
+                new_raw = _splice(raw, {k: v for k, v in doc.items() if k in touched}, touched,
+                                  spans)
             if new_raw != raw:
                 if doc.get("_id") != original_id:
                     raise WriteError("After applying the update, the (immutable) field '_id' was "
                                      "found to have been altered to _id: {}".format(doc.get("_id")))
-                self._store.put(key, new_raw)
+                self._store.put(key, new_raw, touched if needed is not None else None)
                 num_updated += 1
             if not multi:
                 break
