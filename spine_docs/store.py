@@ -1396,6 +1396,20 @@ def _sort_fallback(entries: list, doc_of: Any, sort: list, top: int) -> list:
     return out[:top] if top else out
 
 
+def _exact_id_spec(spec: Mapping) -> bool:
+    """``{"_id": v}`` or ``{"_id": {"$in": [v, ...]}}`` of hashable simple values: the
+    candidates :func:`_candidates` returns for it are exactly the matches."""
+    if len(spec) != 1 or "_id" not in spec:
+        return False
+    v = spec["_id"]
+    if _is_simple(v):
+        return True
+    if isinstance(v, Mapping) and len(v) == 1 and "$in" in v:
+        arg = v["$in"]
+        return isinstance(arg, (list, tuple)) and all(_is_simple(x) for x in arg)
+    return False
+
+
 def _candidates(store: _CollectionStore, spec: Mapping) -> list[tuple[Any, bytes]]:
     """The (key, raw) pairs a filter can possibly match, in natural order."""
     docs = store._documents
@@ -1436,8 +1450,8 @@ class _Collection(mm_collection.Collection):
                 mm_filtering.filter_applies(spec, {})  # validate the filter, as mongomock does
             return
         items = _candidates(store, spec)
-        if not spec or (len(spec) == 1 and _is_simple(spec.get("_id", _NOKEY))):
-            # no filter, or {"_id": v} whose hash lookup already is the match
+        if not spec or _exact_id_spec(spec):
+            # no filter, or {"_id": v} / {"_id": {"$in": [...]}} whose hash lookup is the match
             for key, raw in items:
                 yield key, raw, _decode_fields(raw, needed)
             return
