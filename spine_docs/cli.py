@@ -218,6 +218,17 @@ def build_filter(where: Optional[str], model: List[str], dataset: List[str], sit
     return queries.Filter(**params)
 
 
+def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
+    """Settings, database and Filter of a command that takes the shared filter options."""
+    p = ctx.params
+    settings = Settings.load(db=p.get("db"))
+    database = open_db(settings)
+    flt = build_filter(p["where"], p["model"], p["dataset"], p["site"], p["status"],
+                       p["version_min"], p["version_max"], p["run_min"], p["run_max"], p["attr"],
+                       p["path_contains"], p["saved"], database)
+    return settings, database, flt
+
+
 WhereOpt = typer.Option(None, "--where", help='A MongoDB query as JSON, e.g. \'{"run": {"$gte": 100}}\'.')
 ModelOpt = typer.Option([], "--model", help="Model name (repeatable).")
 DatasetOpt = typer.Option([], "--dataset", help="Dataset (repeatable).")
@@ -245,6 +256,7 @@ def _cell(value: Any) -> str:
 @app.command()
 @handled
 def query(
+    ctx: typer.Context,
     where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
     site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
@@ -258,10 +270,7 @@ def query(
     """List the files a filter matches (streamed: jsonl, csv and paths export everything)."""
     from . import queries
 
-    settings = Settings.load(db=db)
-    database = open_db(settings)
-    flt = build_filter(where, model, dataset, site, status, version_min, version_max, run_min,
-                       run_max, attr, path_contains, saved, database)
+    settings, database, flt = open_filtered(ctx)
     if fmt == "table":
         size = limit or 50
         page = queries.page(database, flt, sort=sort, size=min(size, queries.MAX_PAGE_SIZE),
@@ -284,6 +293,7 @@ def query(
 @app.command()
 @handled
 def facets(
+    ctx: typer.Context,
     where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
     site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
@@ -297,10 +307,7 @@ def facets(
     """Counts per value of the facet fields, under a filter (like the explorer's sidebar)."""
     from . import queries
 
-    settings = Settings.load(db=db)
-    database = open_db(settings)
-    flt = build_filter(where, model, dataset, site, status, version_min, version_max, run_min,
-                       run_max, attr, path_contains, saved, database)
+    settings, database, flt = open_filtered(ctx)
     result = queries.facets(database, flt, tuple(field) or queries.DEFAULT_FACETS, limit,
                             max_time_ms=settings.query_timeout_ms)
     if as_json:
@@ -315,6 +322,7 @@ def facets(
 @app.command()
 @handled
 def attrs(
+    ctx: typer.Context,
     where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
     site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
@@ -326,10 +334,7 @@ def attrs(
     """The attribute dictionary: every root attribute key, in how many files, with which types."""
     from . import queries
 
-    settings = Settings.load(db=db)
-    database = open_db(settings)
-    flt = build_filter(where, model, dataset, site, status, version_min, version_max, run_min,
-                       run_max, attr, path_contains, saved, database)
+    settings, database, flt = open_filtered(ctx)
     rows = queries.attribute_dictionary(database, flt, max_time_ms=settings.query_timeout_ms)
     if as_json:
         print_json(rows)

@@ -458,15 +458,7 @@ def _bytes(b: bytes, lim: _Limits) -> Any:
         pass
     else:
         return _str(text, lim)
-    if len(b) > lim.max_string_bytes:
-        return {
-            "summarized": True,
-            "kind": "bytes",
-            "size": len(b),
-            "sha256": hashlib.sha256(b).hexdigest(),
-            "preview": b[:PREVIEW_CHARS].decode("utf-8", "backslashreplace"),
-        }
-    return Binary(b)
+    return _bytes_opaque(b, lim)
 
 
 def _datetime64(v: np.datetime64) -> Any:

@@ -96,3 +96,22 @@ def test_unknown_saved_query_is_one_line(db_url):
     r = run("query", "--db", db_url, "--saved", "nope")
     assert r.exit_code == 2 and "no saved query named 'nope'" in r.stderr
     assert "Traceback" not in r.output
+
+
+def test_facets_and_attrs_match_the_library(db_url, tmp_path):
+    from spine_docs import queries
+
+    samples.write_prod_tree(tmp_path / "t", 12, seed=9)
+    samples.write_spine_file(tmp_path / "t" / "extra.h5", root_attrs={"beam.energy": 1.5})
+    assert run("inject", "--db", db_url, "--source", tmp_path / "t", "--no-progress").exit_code == 0
+    db = store.connect(db_url)
+    r = run("facets", "--db", db_url, "--field", "model", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == queries.facets(db, queries.Filter(), ("model",), 20)
+    model = queries.facets(db, queries.Filter(), ("model",))["model"][0]
+    r = run("facets", "--db", db_url, "--model", model["value"], "--field", "status", "--json")
+    assert sum(v["count"] for v in json.loads(r.stdout)["status"]) == model["count"]
+    r = run("attrs", "--db", db_url, "--json")
+    assert r.exit_code == 0
+    keys = [a["key"] for a in json.loads(r.stdout)]
+    assert "beam.energy" in keys and keys == [a["key"] for a in queries.attribute_dictionary(db)]
