@@ -441,13 +441,7 @@ def _str(s: str, lim: _Limits) -> Any:
             s = s.encode("utf-8", "backslashreplace").decode("utf-8")
             raw = s.encode("utf-8")
     if len(raw) > lim.max_string_bytes:
-        return {
-            "summarized": True,
-            "kind": "string",
-            "size": len(raw),
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "preview": s[:PREVIEW_CHARS],
-        }
+        return _text_summary("string", raw, s[:PREVIEW_CHARS])
     return s
 
 
@@ -524,15 +518,15 @@ def _void(v: np.void, lim: _Limits, dtype: np.dtype | None, depth: int) -> Any:
     return out
 
 
+def _text_summary(kind: str, raw: bytes, preview: str) -> dict:
+    """The summary of a string or bytes value over ``max_string_bytes``."""
+    return {"summarized": True, "kind": kind, "size": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(), "preview": preview}
+
+
 def _bytes_opaque(b: bytes, lim: _Limits) -> Any:
     if len(b) > lim.max_string_bytes:
-        return {
-            "summarized": True,
-            "kind": "bytes",
-            "size": len(b),
-            "sha256": hashlib.sha256(b).hexdigest(),
-            "preview": b[:PREVIEW_CHARS].decode("utf-8", "backslashreplace"),
-        }
+        return _text_summary("bytes", b, b[:PREVIEW_CHARS].decode("utf-8", "backslashreplace"))
     return Binary(b)
 
 

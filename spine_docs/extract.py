@@ -258,9 +258,7 @@ def fingerprint(doc: dict[str, Any]) -> str:
     canon = {
         "attrs": doc.get("attrs"),
         "info": doc.get("info"),
-        "structure": [
-            {k: v for k, v in item.items()} for item in (doc.get("structure") or {}).get("items", [])
-        ],
+        "structure": (doc.get("structure") or {}).get("items", []),
     }
     text = json.dumps(canon, sort_keys=True, default=_canon_default, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -274,35 +272,14 @@ def _canon_default(value: Any) -> Any:
     return repr(value)
 
 
-def _scalar(value: Any) -> Any:
-    """A promoted value from an attribute: first element of a list, None for dicts/summaries."""
+def _first(value: Any) -> Any:
+    """A converted attribute as a promoted value: a list's first element; None for documents,
+    summaries and binary data, which promote to nothing."""
     if isinstance(value, list):
         value = value[0] if value else None
-    if isinstance(value, dict):
+    if isinstance(value, (dict, bytes)):  # bson.Binary is bytes
         return None
     return value
-
-
-def _as_int(value: Any) -> int | None:
-    value = _scalar(value)
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        if isinstance(value, float):
-            return int(value) if value == value and abs(value) < 2**63 else None
-        if isinstance(value, bson.Decimal128):
-            return None
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_str(value: Any) -> str | None:
-    value = _scalar(value)
-    if value is None or isinstance(value, (bytes, bson.Binary)):
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def promoted_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -315,14 +292,14 @@ def promoted_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
                 raw = lower[alias]
                 if fieldname in PROMOTED_INT:
                     values = raw if isinstance(raw, list) else [raw]
-                    ints = [i for i in (_as_int(v) for v in values) if i is not None]
+                    ints = [i for i in (spine.as_int(_first(v)) for v in values) if i is not None]
                     if not ints:
                         continue
                     found[fieldname] = min(ints)
                     if fieldname in ("run", "subrun") and len(ints) > 1:
                         found[fieldname + "_max"] = max(ints)
                 else:
-                    text = _as_str(raw)
+                    text = spine.as_str(_first(raw))
                     if text is None:
                         continue
                     found[fieldname] = text

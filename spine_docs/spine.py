@@ -126,7 +126,8 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _as_str(value: Any) -> str | None:
+def as_str(value: Any) -> str | None:
+    """A trimmed, non-empty string from a str/bytes/number (numpy scalars unwrapped), else None."""
     value = _scalar(value)
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
@@ -138,7 +139,8 @@ def _as_str(value: Any) -> str | None:
     return None
 
 
-def _as_int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """An int64 from an int, an integral float or a numeric string (not a bool), else None."""
     value = _scalar(value)
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
@@ -152,7 +154,7 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         try:
-            return _as_int(int(value.strip()))
+            return as_int(int(value.strip()))
         except ValueError:
             return None
     return None
@@ -262,10 +264,10 @@ def read_info(h5file: Any) -> dict[str, Any]:
         except Exception:
             return None
 
-    out["version"] = _as_str(attr("version"))
-    out["spine_version"] = _as_str(attr("spine_version"))
-    out["format"] = _as_str(attr("format"))
-    out["format_version"] = _as_int(attr("format_version"))
+    out["version"] = as_str(attr("version"))
+    out["spine_version"] = as_str(attr("spine_version"))
+    out["format"] = as_str(attr("format"))
+    out["format_version"] = as_int(attr("format_version"))
     out["complete"] = _as_bool(attr("complete"))
     cfg = _scalar(attr("cfg"))
     if isinstance(cfg, bytes):
@@ -374,7 +376,7 @@ def cfg_facts(cfg: Any) -> dict[str, Any]:
     model = cfg.get("model")
     if isinstance(model, Mapping):
         model = model.get("name")
-    out["model"] = _as_str(model) if isinstance(model, str) else None
+    out["model"] = as_str(model) if isinstance(model, str) else None
 
     suffix = _get(cfg, "io", "writer", "suffix")
     if isinstance(suffix, str) and suffix.strip() and suffix.strip() != SPINE_DEFAULT_WRITER_SUFFIX:
@@ -494,7 +496,7 @@ def _run_info_table(h5file: Any, format_version: int | None) -> Any:
                 obj = parent.get(key)
                 if obj is None:
                     continue
-                if _as_str(obj.attrs.get("class_name")) != "RunInfo":
+                if as_str(obj.attrs.get("class_name")) != "RunInfo":
                     continue
                 ds = obj if hasattr(obj, "dtype") else obj.get("fixed")
                 if ds is not None and hasattr(ds, "dtype") and _is_run_table(ds):
@@ -663,7 +665,7 @@ def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | N
 
 
 def _config_name(value: Any) -> str | None:
-    text = _as_str(value) if isinstance(value, (str, bytes)) else None
+    text = as_str(value) if isinstance(value, (str, bytes)) else None
     if not text:
         return None
     name = posixpath.basename(text.replace("\\", "/"))
@@ -684,7 +686,7 @@ def _names(values: Any) -> list[str]:
     for item in values:
         if isinstance(item, dict):
             item = item.get("file_name") or item.get("name") or item.get("did") or item.get("path")
-        text = _as_str(item) if isinstance(item, str) else None
+        text = as_str(item) if isinstance(item, str) else None
         if text:
             out.append(text)
     return out
@@ -722,7 +724,7 @@ def sidecar_facts(sidecar: Any, job: Any) -> dict[str, Any]:
     def put(name: str, value: Any, source: str) -> None:
         if value is None or facts.get(name) is not None:
             return
-        value = _as_int(value) if name in _INT_FACTS else _as_str(value)
+        value = as_int(value) if name in _INT_FACTS else as_str(value)
         if value is not None:
             facts[name] = value
             provenance[name] = source
@@ -747,8 +749,8 @@ def sidecar_facts(sidecar: Any, job: Any) -> dict[str, Any]:
         if isinstance(runs, list):
             for item in runs:
                 if isinstance(item, list) and item:
-                    r = _as_int(item[0])
-                    s = _as_int(item[1]) if len(item) > 1 else None
+                    r = as_int(item[0])
+                    s = as_int(item[1]) if len(item) > 1 else None
                     if r is not None:
                         pairs.append((r, s))
         if pairs:
@@ -818,7 +820,7 @@ def path_facts(path: str | os.PathLike[str], patterns: Iterable[str | re.Pattern
             if value is None or value == "" or name in out:
                 continue
             if name in _INT_FACTS:
-                number = _as_int(value)
+                number = as_int(value)
                 if number is not None:
                     out[name] = number
             else:

@@ -205,3 +205,15 @@ def test_module_prints_json(tmp_path):
                          text=True, check=True, env=dict(os.environ, SPINE_DOCS_SITE="cli"))
     doc = json.loads(out.stdout)
     assert doc["path"] == str(p) and doc["site"] == "cli" and doc["status"] == "ok"
+
+
+def test_only_sensible_attribute_values_are_promoted(tmp_path):
+    p = tmp_path / "odd.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["run"] = 1.5                       # not a run number
+        f.attrs["subrun"] = np.array([4.0, 2.0])   # integral floats are
+        f.attrs["model"] = np.void(b"\xff\xfe")    # opaque bytes name nothing
+        f.attrs["dataset"] = "  mpv  "
+    d = doc_of(p)
+    assert d["run"] is None and (d["subrun"], d["subrun_max"]) == (2, 4)
+    assert d["model"] is None and d["dataset"] == "mpv"
