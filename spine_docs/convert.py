@@ -188,14 +188,20 @@ def safe_document(
     max_items: int = DEFAULT_MAX_ITEMS,
     max_string_bytes: int = DEFAULT_MAX_STRING_BYTES,
     max_bytes: int | None = None,
+    depth: int = 0,
 ) -> Any:
     """Make a parsed YAML/JSON value (or any nested structure) BSON-safe. Never raises.
 
     Every dict key at any depth is escaped with :func:`escape_key` (non-str keys become
     ``str(key)``, bytes keys are decoded), values follow :func:`to_bson` (dates, sets, tuples,
-    huge ints, ...).
+    huge ints, ...). ``depth`` is where ``obj`` sits in a larger value converted part by
+    part: nesting beyond :data:`MAX_DEPTH` is cut exactly where it would be in the whole.
     """
-    return to_bson(obj, max_items=max_items, max_string_bytes=max_string_bytes, max_bytes=max_bytes)
+    try:
+        lim = _limits(max_items, max_string_bytes, max_bytes, None)
+    except Exception:
+        lim = _limits(DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING_BYTES, None, None)
+    return _top(obj, lim, None, depth)
 
 
 def bson_type_name(value: Any) -> str:
@@ -262,6 +268,7 @@ def read_attrs(
     max_string_bytes: int = DEFAULT_MAX_STRING_BYTES,
     max_bytes: int | None = None,
     resolve_ref: Callable[[Any], str | None] | None = None,
+    raw: dict | None = None,
 ) -> tuple[dict, dict]:
     """All attributes of an h5py File/Group/Dataset -> ``(attrs, types)``, keys escaped.
 
@@ -269,12 +276,14 @@ def read_attrs(
     :func:`bson_type_name`. An attribute that cannot be read (unsupported HDF5 type such as
     H5T_TIME, corrupt data, ...) becomes ``{"unreadable": "<Error>: reason"}`` (type
     ``object``) instead of failing the whole object. References are resolved against
-    ``h5obj.file`` unless ``resolve_ref`` is given. Never raises.
+    ``h5obj.file`` unless ``resolve_ref`` is given. When ``raw`` is a dict, it receives
+    ``name -> value as h5py reads it`` for every readable attribute, so a caller that also
+    needs the unconverted values does not read the file twice. Never raises.
     """
     attrs_out: dict = {}
     types_out: dict = {}
     try:
-        lim = _limits(max_items, max_string_bytes, max_bytes, resolve_ref or _file_resolver(h5obj))
+        lim = _limits(max_items, max_string_bytes, max_bytes, resolve_ref or _FileResolver(h5obj))
     except Exception:
         lim = _limits(DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING_BYTES, None, None)
     try:
@@ -286,11 +295,14 @@ def read_attrs(
         try:
             dtype = None
             try:
-                dtype = attrs.get_id(name).dtype
-            except Exception:
-                dtype = None
-            raw = attrs[name]
-            value = _top(raw, lim, _as_dtype(dtype))
+                aid = attrs.get_id(name)
+                dtype = aid.dtype
+                value = _read_attr(aid)
+            except Exception:  # what the low level cannot read, h5py's own reader may
+                value = attrs[name]
+            if raw is not None:
+                raw[name] = value
+            value = _top(value, lim, _as_dtype(dtype))
         except Exception as exc:
             value = {"unreadable": _reason(exc)}
         attrs_out[key] = value
@@ -303,10 +315,10 @@ def read_attrs(
 # --------------------------------------------------------------------------------------------
 
 
-def _top(value: Any, lim: _Limits, dtype: np.dtype | None) -> Any:
+def _top(value: Any, lim: _Limits, dtype: np.dtype | None, depth: int = 0) -> Any:
     """Convert and prove the result encodes; the last line of defence."""
     try:
-        out = _conv(value, lim, dtype, 0)
+        out = _conv(value, lim, dtype, depth)
         bson.encode({"v": out})
         return out
     except Exception:
@@ -905,13 +917,40 @@ def _attr_names(h5obj: Any, attrs: Any) -> list:
     return names
 
 
-def _file_resolver(h5obj: Any) -> Callable[[Any], str | None] | None:
-    try:
-        f = h5obj.file
-    except Exception:
-        return None
+class _FileResolver:
+    """``ref -> path`` against ``h5obj.file``, opened on the first reference only (most
+    objects have none, and building ``h5obj.file`` costs as much as reading an attribute)."""
 
-    def resolve(ref: Any) -> str | None:
-        return f[ref].name
+    def __init__(self, h5obj: Any):
+        self._obj = h5obj
+        self._file: Any = None
 
-    return resolve
+    def __call__(self, ref: Any) -> str | None:
+        if self._file is None:
+            self._file = self._obj.file
+        return self._file[ref].name
+
+
+def _read_attr(aid: Any) -> Any:
+    """An attribute's value from its open low-level id, as ``AttributeManager[name]`` returns
+    it (h5py 3.x: ``Empty`` for a null dataspace, top-level array types unfolded into the
+    shape, variable-length strings as ``str``, a 0-d array as its scalar), without opening
+    the attribute a second time."""
+    shape = aid.shape
+    if shape is None:
+        return h5py.Empty(aid.dtype)
+    dtype = aid.dtype
+    htype = h5py.h5t.py_create(dtype)
+    if dtype.subdtype is not None:
+        subdtype, subshape = dtype.subdtype
+        shape = shape + subshape
+        dtype = subdtype
+    arr = np.zeros(shape, dtype=dtype, order="C")
+    aid.read(arr, mtype=htype)
+    string_info = h5py.h5t.check_string_dtype(dtype)
+    if string_info and string_info.length is None:
+        arr = np.array([b.decode("utf-8", "surrogateescape") for b in arr.flat],
+                       dtype=dtype).reshape(arr.shape)
+    if arr.ndim == 0:
+        return arr[()]
+    return arr

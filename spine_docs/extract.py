@@ -15,6 +15,7 @@ import json
 import os
 import stat as stat_mod
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -69,6 +70,81 @@ class Limits:
             max_structure_depth=settings.max_structure_depth,
             path_patterns=tuple(settings.path_patterns),
         )
+
+
+class ExtractCache:
+    """What :func:`extract` may reuse from one file to the next within one process.
+
+    Files of one production share their ``job_metadata.json`` and almost all of their
+    configuration (only the input file under ``io`` changes from job to job), so the job
+    file is read and converted once per production and each top-level ``cfg`` entry is
+    parsed and converted once per distinct text (see :func:`spine.split_cfg`), in a bounded
+    LRU. Documents never share objects with the cache: what comes out of it is copied,
+    unless ``copy`` is False, for a caller that serialises each document right away (the
+    ingest workers pickle it to the main process) and never changes it.
+    """
+
+    def __init__(self, max_cfg_entries: int = 256, max_entry_chars: int = 64 * 1024,
+                 copy: bool = True):
+        self.jobs: dict[str, Any] = {}            # spine.read_sidecars' job_cache
+        self.job_docs: dict[str, Any] = {}        # job path -> converted job document
+        self.cfg_entries: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self.max_cfg_entries = max_cfg_entries
+        self.max_entry_chars = max_entry_chars
+        self.copy = _copy_tree if copy else _same
+
+    def cfg_entry(self, text: str, depth: int = 0) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(plain, converted)`` one-key dicts of one ``cfg`` entry that sits ``depth``
+        mappings deep, None when the entry does not stand alone (the caller then parses the
+        text it came from whole). An entry seen for the first time whose value is a block
+        mapping is assembled from its own entries (:func:`spine.split_cfg_entry`), so only
+        the lines that changed are parsed again."""
+        key = (text, depth)
+        hit = self.cfg_entries.get(key, _MISSING)
+        if hit is not _MISSING:
+            self.cfg_entries.move_to_end(key)
+            return hit
+        hit = None
+        # assembling is exact while the entries inside sit no deeper than where
+        # convert cuts nesting; deeper down, the entry is converted in one piece
+        nested = spine.split_cfg_entry(text) if depth + 1 <= convert.MAX_DEPTH else None
+        if nested is not None:
+            name, parts = nested
+            plain: dict[str, Any] = {}
+            converted: dict[str, Any] = {}
+            for part in parts:
+                sub = self.cfg_entry(part, depth + 1)
+                if sub is None:
+                    break
+                plain.update(sub[0])
+                converted.update(sub[1])
+            else:
+                hit = ({name: plain}, {convert.escape_key(name): converted})
+        if hit is None:
+            parsed = spine.parse_cfg_entry(text, depth=depth)
+            if parsed is not None:
+                hit = (parsed, convert.safe_document(parsed, depth=depth))
+        if len(text) <= self.max_entry_chars:
+            self.cfg_entries[key] = hit
+            if len(self.cfg_entries) > self.max_cfg_entries:
+                self.cfg_entries.popitem(last=False)
+        return hit
+
+
+_MISSING = object()
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _copy_tree(value: Any) -> Any:
+    """A copy of a converted document's containers (its leaves are immutable)."""
+    if isinstance(value, dict):
+        return {k: _copy_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_tree(v) for v in value]
+    return value
 
 
 def normalise_path(path: str | os.PathLike[str]) -> str:
@@ -194,51 +270,77 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _name(raw: bytes | str) -> str:
+    """An HDF5 link name as h5py gives it: UTF-8 text (else the raw bytes, formatted)."""
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return str(raw)
+    return raw
+
+
 def read_structure(h5file: Any, *, max_items: int, max_depth: int) -> dict[str, Any]:
-    """Groups and datasets breadth-first, bounded in count and depth. Links are not followed."""
-    import h5py
+    """Groups and datasets breadth-first, bounded in count and depth. Links are not followed.
+
+    Walks with h5py's low-level API (one link lookup and one object open per member), which
+    reads the same as ``group[name]`` without building a high-level object per member.
+    Named datatypes are listed with kind ``datatype``; a member that cannot be opened gets
+    kind ``unreadable`` and the reason, and the walk goes on.
+    """
+    from collections import deque
+
+    from h5py import h5d, h5g, h5l, h5o
 
     items: list[dict[str, Any]] = []
     truncated = False
-    queue: list[tuple[Any, str, int]] = [(h5file, "", 1)]
+    queue: deque[tuple[Any, str, int]] = deque([(getattr(h5file, "id", h5file), "", 1)])
     while queue:
-        group, prefix, depth = queue.pop(0)
+        gid, prefix, depth = queue.popleft()
         try:
-            names = list(group.keys())
+            names = list(gid)
         except Exception as exc:  # a damaged group: record it and go on
             items.append({"path": prefix or "/", "kind": "unreadable", "error": str(exc)[:200]})
             continue
-        for name in names:
+        for raw in names:
             if len(items) >= max_items:
                 truncated = True
                 queue.clear()
                 break
-            path = f"{prefix}/{name}"
+            path = f"{prefix}/{_name(raw)}"
             entry: dict[str, Any] = {"path": path}
             try:
-                link = group.get(name, getlink=True)
-                if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+                link_type = gid.links.get_info(raw).type
+                if link_type == h5l.TYPE_SOFT:
                     entry["kind"] = "link"
-                    entry["target"] = getattr(link, "path", None)
-                    items.append(entry)
-                    continue
-                obj = group[name]
-                if isinstance(obj, h5py.Dataset):
-                    entry["kind"] = "dataset"
-                    shape = obj.shape
-                    entry["shape"] = list(shape) if shape is not None else None
-                    entry["dtype"] = _dtype_name(obj.dtype)
-                    size = 1
-                    for n in shape or ():
-                        size *= int(n)
-                    entry["nbytes"] = int(size * obj.dtype.itemsize) if shape is not None else 0
+                    entry["target"] = _name(gid.links.get_val(raw))
+                elif link_type == h5l.TYPE_EXTERNAL:
+                    entry["kind"] = "link"
+                    entry["target"] = _name(gid.links.get_val(raw)[1])
+                elif link_type != h5l.TYPE_HARD:
+                    entry["kind"] = "link"
+                    entry["target"] = None
                 else:
-                    entry["kind"] = "group"
-                    if depth < max_depth:
-                        queue.append((obj, path, depth + 1))
+                    oid = h5o.open(gid, raw)
+                    if isinstance(oid, h5d.DatasetID):
+                        entry["kind"] = "dataset"
+                        shape = oid.shape
+                        dtype = spine.dtype_of(oid)
+                        entry["shape"] = list(shape) if shape is not None else None
+                        entry["dtype"] = _dtype_name(dtype)
+                        size = 1
+                        for n in shape or ():
+                            size *= int(n)
+                        entry["nbytes"] = int(size * dtype.itemsize) if shape is not None else 0
+                    elif isinstance(oid, h5g.GroupID):
+                        entry["kind"] = "group"
+                        if depth < max_depth:
+                            queue.append((oid, path, depth + 1))
+                        else:
+                            entry["truncated"] = True
+                            truncated = True
                     else:
-                        entry["truncated"] = True
-                        truncated = True
+                        entry["kind"] = "datatype"
             except Exception as exc:
                 entry["kind"] = "unreadable"
                 entry["error"] = str(exc)[:200]
@@ -316,8 +418,12 @@ def _merge(doc: dict[str, Any], facts: dict[str, Any], source: str) -> None:
 
 
 def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
-            checksum: bool = False, job_cache: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build the catalog document of one file. Never raises for problems of the file itself."""
+            checksum: bool = False, cache: ExtractCache | None = None) -> dict[str, Any]:
+    """Build the catalog document of one file. Never raises for problems of the file itself.
+
+    ``cache`` (one per process, e.g. per ingest worker) lets files of one production share
+    the work on what they have in common; the document is the same with or without it.
+    """
     import h5py
 
     limits = limits or Limits()
@@ -331,19 +437,20 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
     doc["mtime"] = mtime_of(st)
     try:
         with h5py.File(path, "r") as f:
-            _read_hdf5(doc, f, limits)
+            _read_hdf5(doc, f, limits, cache)
     except Exception as exc:
         return error_document(site, path, open_problem(path, exc), st)
 
     # sidecars: <file>.h5.json and the production's job_metadata.json (never raises)
     sidecar_errors: list[str] = []
-    sidecar, job = spine.read_sidecars(path, job_cache=job_cache, errors=sidecar_errors)
+    sidecar, job = spine.read_sidecars(path, job_cache=cache.jobs if cache else None,
+                                       errors=sidecar_errors, copy_job=False)
     if sidecar_errors:
         doc["sidecar_error"] = "; ".join(sidecar_errors)[:1000]
     if sidecar is not None:
         doc["sidecar"] = convert.safe_document(sidecar)
     if job is not None:
-        doc["job"] = convert.safe_document(job)
+        doc["job"] = _job_document(job, path, cache)
     facts = spine.sidecar_facts(sidecar, job)
     for name, source in facts.get("provenance", {}).items():
         _merge(doc, {name: facts.get(name)}, source)
@@ -370,32 +477,72 @@ def _set_inputs(doc: dict[str, Any], inputs: list[Any]) -> None:
     doc["inputs"] = [n[:4096] for n in names[:MAX_INPUTS]]
 
 
-def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits) -> None:
+def _job_document(job: dict[str, Any], path: str, cache: ExtractCache | None) -> dict[str, Any]:
+    if cache is None:
+        return convert.safe_document(job)
+    job_path = cache.jobs.get("dir:" + os.path.dirname(path))
+    if job_path is None:
+        return convert.safe_document(job)
+    converted = cache.job_docs.get(job_path)
+    if converted is None:
+        converted = cache.job_docs[job_path] = convert.safe_document(job)
+    return cache.copy(converted)
+
+
+def _parse_cfg(text: str, cache: ExtractCache | None
+               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+    """``(plain cfg, converted cfg, None)`` or ``(None, None, reason)``; entry by entry
+    through the cache when the text splits cleanly, else whole (same result either way)."""
+    parts = spine.split_cfg(text) if cache is not None else None
+    if parts is not None:
+        plain: dict[str, Any] = {}
+        converted: dict[str, Any] = {}
+        for part in parts:
+            hit = cache.cfg_entry(part)  # type: ignore[union-attr]
+            if hit is None:
+                break
+            plain.update(hit[0])
+            converted.update(hit[1])
+        else:
+            return plain, cache.copy(converted), None  # type: ignore[union-attr]
+    cfg, reason = spine.parse_cfg_checked(text)
+    if cfg is None:
+        return None, None, reason
+    return cfg, convert.safe_document(cfg), None
+
+
+def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits, cache: ExtractCache | None = None) -> None:
     conv = dict(max_items=limits.max_array_items, max_string_bytes=limits.max_string_bytes)
     doc["attrs"], doc["attr_types"] = convert.read_attrs(f, **conv)
     _merge(doc, promoted_from_attrs(doc["attrs"]), "attrs")
 
-    info = spine.read_info(f)
-    cfg_text = info.pop("cfg_text", None)
-    doc["format"] = info.get("format")
-    doc["format_version"] = info.get("format_version")
-    doc["complete"] = info.get("complete")
-    if "info" in f:
+    raw_info: dict[str, Any] = {}
+    try:
+        info_obj = spine.child(f, "info")
+    except Exception as exc:
+        info_obj = None
+        doc["info"] = {"unreadable": str(exc)[:200]}
+    if info_obj is not None:
         try:
-            info_attrs, _ = convert.read_attrs(f["info"], **conv)
+            info_attrs, _ = convert.read_attrs(info_obj, raw=raw_info, **conv)
             info_attrs.pop("cfg", None)
             doc["info"] = info_attrs
         except Exception as exc:
             doc["info"] = {"unreadable": str(exc)[:200]}
+    info = spine.info_from_attrs(raw_info)
+    cfg_text = info.pop("cfg_text", None)
+    doc["format"] = info.get("format")
+    doc["format_version"] = info.get("format_version")
+    doc["complete"] = info.get("complete")
     _merge(doc, {"spine_version": info.get("spine_version") or info.get("version")}, "info")
 
     if cfg_text:
-        cfg, reason = spine.parse_cfg_checked(cfg_text)
+        cfg, converted, reason = _parse_cfg(cfg_text, cache)
         if cfg is None:
             doc["cfg_error"] = reason or "cfg is not a YAML mapping"
             doc["cfg"] = convert.to_bson(cfg_text, **conv)
         else:
-            doc["cfg"] = convert.safe_document(cfg)
+            doc["cfg"] = converted
             facts = spine.cfg_facts(cfg)
             _merge(doc, {k: v for k, v in facts.items() if k != "inputs"}, "cfg")
             if facts.get("inputs"):

@@ -26,7 +26,7 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import __version__, schema, store
-from .extract import (EXTRACTOR_VERSION, Limits, doc_id, error_document, extract, mtime_ms,
+from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract, mtime_ms,
                       normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
@@ -228,12 +228,19 @@ class _Writer:
 
 # --------------------------------------------------------------------------- workers
 
-_worker_job_cache: dict[str, Any] = {}
+_worker_cache: ExtractCache | None = None  # set in each worker process by _init_worker
 
 
-def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool) -> dict[str, Any]:
+def _init_worker() -> None:
+    global _worker_cache
+    _worker_cache = ExtractCache(copy=False)  # each document is pickled as soon as it is made
+
+
+def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool,
+                       cache: ExtractCache | None = None) -> dict[str, Any]:
     try:
-        return extract(path, site=site, limits=limits, checksum=checksum, job_cache=_worker_job_cache)
+        return extract(path, site=site, limits=limits, checksum=checksum,
+                       cache=cache or _worker_cache)
     except Exception as exc:  # extract() handles file problems; this is a last resort
         return error_document(site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])
 
@@ -243,12 +250,13 @@ def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: b
     """Extract documents, in ``workers`` processes when that helps; yields in completion order."""
     fn = partial(_extract_in_worker, site=site, limits=limits, checksum=checksum)
     if workers <= 1 or len(paths) < 8:
+        cache = ExtractCache()  # this run's, dropped with it
         for p in paths:
-            yield fn(p)
+            yield fn(p, cache=cache)
         return
     chunksize = max(1, min(64, len(paths) // (workers * 8)))
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
         yield from pool.map(fn, paths, chunksize=chunksize)
 
 

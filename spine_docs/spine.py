@@ -45,6 +45,7 @@ v0.1 to v0.17, and the spine-prod submitter):
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -53,6 +54,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import h5py
 import numpy as np
 import yaml
 
@@ -61,8 +63,9 @@ __all__ = [
     "SPINE_DEFAULT_WRITER_SUFFIX", "SPINE_INFO_GROUP_SINCE", "SPINE_FORMAT_VERSION_SINCE",
     "JOB_METADATA_NAME", "SIDECAR_SUFFIX", "MAX_JOB_SEARCH_DEPTH", "MAX_JSON_BYTES",
     "MAX_RUNS", "MAX_TREE_NODES", "RUN_DIR_RE", "GENERIC_DIR_NAMES",
-    "read_info", "detect_format_version", "parse_cfg", "parse_cfg_checked", "cfg_facts",
-    "dataset_from_inputs", "event_count", "run_ranges", "find_job_metadata", "load_json",
+    "child", "dtype_of", "read_info", "info_from_attrs", "detect_format_version", "parse_cfg", "parse_cfg_checked",
+    "split_cfg", "split_cfg_entry", "parse_cfg_entry", "cfg_facts", "dataset_from_inputs", "event_count",
+    "run_ranges", "find_job_metadata", "load_json",
     "load_json_checked", "read_sidecars", "sidecar_facts", "compile_patterns", "path_facts",
     "parse_version", "semver_key",
 ]
@@ -193,13 +196,14 @@ class _TooLarge(Exception):
     pass
 
 
-def _plain_tree(value: Any, *, max_nodes: int = MAX_TREE_NODES) -> Any:
+def _plain_tree(value: Any, *, max_nodes: int = MAX_TREE_NODES, depth: int = 0) -> Any:
     """Deep copy of a YAML/JSON tree made of plain, BSON-friendly Python values.
 
     Mapping keys become strings; tuples/sets become lists; dates become ISO strings; integers
     outside int64 become strings; bytes become text (UTF-8, else hex); anything else its
     ``repr``. Raises :class:`_TooLarge` beyond ``max_nodes`` values (YAML aliases can expand
-    exponentially) or ``_MAX_TREE_DEPTH`` levels.
+    exponentially) or ``_MAX_TREE_DEPTH`` levels (``depth``: where ``value`` sits in a
+    larger tree, so that a part walked alone is held to the same bound as the whole).
     """
     count = 0
 
@@ -229,7 +233,7 @@ def _plain_tree(value: Any, *, max_nodes: int = MAX_TREE_NODES) -> Any:
             return walk(v.item(), depth)
         return repr(v)[:1000]
 
-    return walk(value, 0)
+    return walk(value, depth)
 
 
 def _get(tree: Any, *keys: str) -> Any:
@@ -238,6 +242,49 @@ def _get(tree: Any, *keys: str) -> Any:
             return None
         tree = tree.get(key)
     return tree
+
+
+# ----------------------------------------------------------------------------- h5py access
+
+def child(h5obj: Any, name: str) -> Any:
+    """``h5obj.get(name)`` (None when missing or a dangling link; links are followed),
+    through h5py's low level: the high-level ``get`` builds a ``File`` object on every
+    call, which costs more than opening the member."""
+    oid_parent = getattr(h5obj, "id", None)
+    if not isinstance(oid_parent, (h5py.h5g.GroupID, h5py.h5f.FileID)):
+        return h5obj.get(name)
+    try:
+        oid = h5py.h5o.open(oid_parent, name.encode("utf-8", "surrogateescape"))
+    except KeyError:
+        return None
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return h5py.Dataset(oid, readonly=True)
+    if isinstance(oid, h5py.h5g.GroupID):
+        return h5py.Group(oid)
+    return h5py.Datatype(oid)
+
+
+#: HDF5 type encoding -> numpy dtype. A pure memo: building a numpy dtype from an HDF5
+#: compound type costs more than opening the dataset, and a file's types repeat everywhere.
+_DTYPE_MEMO: dict[bytes, np.dtype] = {}
+_DTYPE_MEMO_MAX = 4096
+
+
+def dtype_of(obj: Any) -> Any:
+    """``obj.dtype`` of an h5py ``Dataset`` or low-level ``DatasetID`` (the same value),
+    memoised by the HDF5 type's binary encoding."""
+    oid = obj if isinstance(obj, h5py.h5d.DatasetID) else getattr(obj, "id", None)
+    try:
+        key = oid.get_type().encode()  # type: ignore[union-attr]
+    except Exception:
+        return obj.dtype
+    dtype = _DTYPE_MEMO.get(key)
+    if dtype is None:
+        dtype = oid.dtype  # type: ignore[union-attr]
+        if len(_DTYPE_MEMO) >= _DTYPE_MEMO_MAX:
+            _DTYPE_MEMO.clear()
+        _DTYPE_MEMO[key] = dtype
+    return dtype
 
 
 # ----------------------------------------------------------------------------- /info
@@ -251,25 +298,33 @@ def read_info(h5file: Any) -> dict[str, Any]:
     """
     out: dict[str, Any] = dict.fromkeys(_INFO_KEYS)
     try:
-        info = h5file.get("info")
+        info = child(h5file, "info")
         attrs = info.attrs if info is not None else None
     except Exception:
         return out
     if attrs is None:
         return out
 
-    def attr(name: str) -> Any:
+    values: dict[str, Any] = {}
+    for name in ("version", "spine_version", "format", "format_version", "complete", "cfg"):
         try:
-            return attrs[name] if name in attrs else None
+            if name in attrs:
+                values[name] = attrs[name]
         except Exception:
-            return None
+            continue
+    return info_from_attrs(values)
 
-    out["version"] = as_str(attr("version"))
-    out["spine_version"] = as_str(attr("spine_version"))
-    out["format"] = as_str(attr("format"))
-    out["format_version"] = as_int(attr("format_version"))
-    out["complete"] = _as_bool(attr("complete"))
-    cfg = _scalar(attr("cfg"))
+
+def info_from_attrs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`read_info`'s answer from ``/info``'s attributes already read (name -> value as
+    h5py returns it; missing names are None)."""
+    out: dict[str, Any] = dict.fromkeys(_INFO_KEYS)
+    out["version"] = as_str(values.get("version"))
+    out["spine_version"] = as_str(values.get("spine_version"))
+    out["format"] = as_str(values.get("format"))
+    out["format_version"] = as_int(values.get("format_version"))
+    out["complete"] = _as_bool(values.get("complete"))
+    cfg = _scalar(values.get("cfg"))
     if isinstance(cfg, bytes):
         cfg = cfg.decode("utf-8", errors="replace")
     out["cfg_text"] = cfg if isinstance(cfg, str) and cfg.strip() else None
@@ -279,11 +334,11 @@ def read_info(h5file: Any) -> dict[str, Any]:
 def detect_format_version(h5file: Any) -> int | None:
     """Layout of a file from its content: 2 (offsets), 1 (region references) or None."""
     try:
-        products = h5file.get("products")
+        products = child(h5file, "products")
         if products is not None and hasattr(products, "keys") and not hasattr(products, "dtype"):
             return SPINE_CURRENT_FORMAT_VERSION
-        events = h5file.get("events")
-        dtype = getattr(events, "dtype", None)
+        events = child(h5file, "events")
+        dtype = dtype_of(events) if isinstance(events, h5py.Dataset) else getattr(events, "dtype", None)
         if dtype is None:
             return None
         if dtype.names:
@@ -318,8 +373,11 @@ _CfgLoader.add_multi_constructor("!", _construct_any)
 _CfgLoader.add_multi_constructor("tag:", _construct_any)
 
 
-def parse_cfg_checked(text: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """``(cfg, None)`` for a YAML mapping, else ``(None, reason)``. Never raises."""
+def parse_cfg_checked(text: Any, *, depth: int = 0) -> tuple[dict[str, Any] | None, str | None]:
+    """``(cfg, None)`` for a YAML mapping, else ``(None, reason)``. Never raises.
+
+    ``depth`` is how deep the mapping sits in a larger configuration (for a part parsed
+    alone, see :func:`split_cfg`); the depth bound counts from there."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
     if not isinstance(text, str) or not text.strip():
@@ -332,9 +390,139 @@ def parse_cfg_checked(text: Any) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(value, Mapping):
         return None, f"cfg is not a YAML mapping (got {type(value).__name__})"
     try:
-        return _plain_tree(value), None
+        return _plain_tree(value, depth=depth), None
     except (_TooLarge, RecursionError) as exc:
         return None, f"cfg is too large: {exc}"
+
+
+#: A ``cfg`` longer than this is always parsed whole (see :func:`split_cfg`).
+CFG_SPLIT_MAX_CHARS = 256 * 1024
+_CFG_ANCHOR_RE = re.compile(r"(?:^|[\s\[\{,])[&*][^\s\[\]\{\},]", re.MULTILINE)
+_CFG_BAD_HEAD = frozenset("?:{}[]%!&*|>@`,")
+
+
+def split_cfg(text: Any) -> list[str] | None:
+    """The top-level entries of a YAML mapping as separate texts, or None.
+
+    A production's files share their configuration except for a few lines (the input file
+    of each job sits under ``io``), so a caller can parse each top-level entry once and reuse
+    it (see ``extract.ExtractCache``). The parts keep their line ends: ``"".join(parts)`` is
+    exactly ``text`` (a block scalar's last line break is part of its value).
+    An entry starts at a line that begins, at column 0, with the start of a plain or quoted
+    key; comments, blank lines, indented lines and ``- `` items at column 0 belong to the
+    entry above (YAML ends every block scalar, plain scalar and nested block before a
+    column-0 key). None, so that the text is parsed whole, when the text is over
+    :data:`CFG_SPLIT_MAX_CHARS`, has anything that looks like an anchor or alias (entries
+    may refer to each other), a column-0 line starting with an indicator (``?``, ``:``,
+    flow brackets, ``%`` directives, tags, ...), or no entry at all. Whoever uses the parts
+    must still check that each parses to a mapping with exactly one key, and parse the
+    text whole otherwise: an entry cut out of a multi-line quoted or flow scalar does not.
+    """
+    if not isinstance(text, str) or len(text) > CFG_SPLIT_MAX_CHARS or _CFG_ANCHOR_RE.search(text):
+        return None
+    return _split_lines(_lines(text))
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` cut after each ``\n`` (the only line break split_cfg cuts at)."""
+    lines = text.split("\n")
+    last = lines.pop()
+    out = [line + "\n" for line in lines]
+    if last:
+        out.append(last)
+    return out
+
+
+_BLANK_OR_COMMENT_START = ("", " ", "\t", "\r", "\n", "#")
+_ITEM_SECOND = ("", " ", "\t", "\r", "\n")
+
+
+def _split_lines(lines: list[str]) -> list[str] | None:
+    parts: list[list[str]] = []
+    head: list[str] = []
+    for line in lines:
+        first = line[:1]
+        if first in _BLANK_OR_COMMENT_START or (first == "-" and line[1:2] in _ITEM_SECOND):
+            (parts[-1] if parts else head).append(line)
+        elif first in _CFG_BAD_HEAD:
+            return None
+        else:
+            parts.append([line])
+    if not parts:
+        return None
+    parts[0][:0] = head
+    return ["".join(lines) for lines in parts]
+
+
+_CFG_NESTED_HEAD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*:[ \t]*\r?\n?")
+
+
+def split_cfg_entry(entry: str) -> tuple[str, list[str]] | None:
+    """``(key, parts)`` of an entry ``key:`` whose value is an indented block mapping: its
+    own entries, dedented, as :func:`split_cfg` cuts them; None for any other entry.
+
+    Dedenting a block mapping by its own indentation keeps its meaning (block scalars,
+    plain and flow scalars are all read relative to it), so each part parses alone, at
+    ``depth + 1``, to what it is in place. None, so that the entry is parsed as one, when the
+    key is not a plain word, when anything follows the colon, when a line of the value is
+    less indented than its first line (other than a comment or a blank line), or when the
+    value is a sequence or uses tabs.
+    """
+    lines = _lines(entry)
+    head = lines[0]
+    if not _CFG_NESTED_HEAD.fullmatch(head):
+        return None
+    indent = 0
+    for line in lines[1:]:
+        stripped = line.lstrip(" ")
+        if not stripped.strip() or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        if indent == 0 or stripped.startswith(("-", "\t")):
+            return None
+        break
+    if indent == 0:
+        return None
+    body: list[str] = []
+    pad = " " * indent
+    for line in lines[1:]:
+        if line.startswith(pad):
+            if line[indent:indent + 1] == "\t":
+                return None
+            body.append(line[indent:])
+            continue
+        if "\t" in line:
+            return None
+        stripped = line.lstrip(" ")
+        if not stripped.strip():
+            body.append("\n" if line.endswith("\n") else "")
+        elif stripped.startswith("#"):
+            body.append(stripped)
+        else:
+            return None
+    parts = _split_lines(body)  # the text it comes from passed split_cfg's checks
+    name = _entry_key(head)
+    if parts is None or name is None:
+        return None
+    return name, parts
+
+
+@functools.lru_cache(maxsize=1024)
+def _entry_key(head: str) -> str | None:
+    """The key of a ``key:`` line as :func:`parse_cfg` reads it (YAML resolves ``true:``,
+    ``null:``, ``1e3:`` ... to other types, then :func:`_plain_tree` makes them strings)."""
+    parsed = parse_cfg_entry(head)
+    if parsed is None:
+        return None
+    (name, value), = parsed.items()
+    return name if value is None else None
+
+
+def parse_cfg_entry(text: str, *, depth: int = 0) -> dict[str, Any] | None:
+    """One part of :func:`split_cfg` as a plain one-key dict (as :func:`parse_cfg` makes
+    it), or None when it is not exactly a one-key mapping on its own (then parse whole)."""
+    cfg, _reason = parse_cfg_checked(text, depth=depth)
+    return cfg if cfg is not None and len(cfg) == 1 else None
 
 
 def parse_cfg(text: Any) -> dict[str, Any] | None:
@@ -445,7 +633,7 @@ def dataset_from_inputs(inputs: Iterable[Any]) -> str | None:
 
 def _dataset(h5file: Any, name: str) -> Any:
     try:
-        obj = h5file.get(name)
+        obj = child(h5file, name)
     except Exception:
         return None
     return obj if obj is not None and hasattr(obj, "dtype") and hasattr(obj, "shape") else None
@@ -471,7 +659,7 @@ def event_count(h5file: Any) -> int | None:
 
 def _is_run_table(ds: Any) -> bool:
     try:
-        names = ds.dtype.names or ()
+        names = (dtype_of(ds) if isinstance(ds, h5py.Dataset) else ds.dtype).names or ()
         return len(ds.shape) == 1 and ("run" in names or "event" in names)
     except Exception:
         return False
@@ -489,7 +677,7 @@ def _run_info_table(h5file: Any, format_version: int | None) -> Any:
     # any product whose class is RunInfo (renamed keys), at the top level or under products/
     for parent_name in ("products", None):
         try:
-            parent = h5file.get(parent_name) if parent_name else h5file
+            parent = child(h5file, parent_name) if parent_name else h5file
             if parent is None or not hasattr(parent, "keys"):
                 continue
             for key in list(parent.keys())[:500]:
@@ -510,18 +698,9 @@ def _run_info_table(h5file: Any, format_version: int | None) -> Any:
     return None
 
 
-def _column(ds: Any, name: str) -> np.ndarray | None:
-    """One field of a compound dataset, read alone (HDF5 reads just that member), as int64
-    with negative values (``RunInfo`` default ``-1`` = unknown) dropped."""
-    try:
-        if name not in (ds.dtype.names or ()):
-            return None
-        field = ds.dtype.fields[name][0]
-        if field.shape or field.kind not in "iuf":
-            return None
-        values = np.asarray(ds.fields(name)[()] if hasattr(ds, "fields") else ds[name])
-    except Exception:
-        return None
+def _clean(values: np.ndarray) -> np.ndarray:
+    """A run-info column as int64, with negative values (``RunInfo``'s default ``-1`` =
+    unknown), NaN and out-of-range values dropped."""
     values = values.reshape(-1)
     if values.dtype.kind == "f":
         values = values[np.isfinite(values)]
@@ -534,13 +713,43 @@ def _column(ds: Any, name: str) -> np.ndarray | None:
     return values
 
 
+def _columns(ds: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The numeric scalar fields ``names`` of a 1-d compound dataset, cleaned (see
+    :func:`_clean`). One HDF5 read with a memory type of just those members (HDF5 converts
+    compound members by name, so the other fields are never read); field by field through
+    h5py when that fails."""
+    try:
+        fields = (dtype_of(ds) if isinstance(ds, h5py.Dataset) else ds.dtype).fields or {}
+        wanted = [n for n in names if n in fields and not fields[n][0].shape
+                  and fields[n][0].kind in "iuf"]
+    except Exception:
+        return {}
+    if not wanted:
+        return {}
+    try:
+        mdt = np.dtype([(n, fields[n][0]) for n in wanted])
+        table = np.empty(ds.shape, dtype=mdt)
+        if table.size:
+            ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, table, mtype=h5py.h5t.py_create(mdt))
+        return {n: _clean(table[n]) for n in wanted}
+    except Exception:
+        pass
+    out: dict[str, np.ndarray] = {}
+    for n in wanted:
+        try:
+            out[n] = _clean(np.asarray(ds.fields(n)[()] if hasattr(ds, "fields") else ds[n]))
+        except Exception:
+            continue
+    return out
+
+
 def run_ranges(h5file: Any, format_version: int | None = None) -> dict[str, Any]:
     """``{run, run_max, subrun, subrun_max, event_min, event_max, runs}`` from ``run_info``.
 
     Reads only the three needed columns of the run-info table (``run_info`` in layout 1,
-    ``products/run_info/fixed`` in layout 2; ``format_version`` None means: detect), with
-    vectorised numpy. ``run``/``subrun`` are the smallest values, ``*_max`` the largest,
-    ``runs`` the sorted distinct run numbers (at most :data:`MAX_RUNS`). Negative values
+    ``products/run_info/fixed`` in layout 2; ``format_version`` None means: detect), in one
+    HDF5 read, with vectorised numpy. ``run``/``subrun`` are the smallest values, ``*_max``
+    the largest, ``runs`` the sorted distinct run numbers (at most :data:`MAX_RUNS`). Negative values
     (``RunInfo``'s "unset" ``-1``) are ignored. Everything None (``runs == []``) when absent.
     """
     out: dict[str, Any] = {"run": None, "run_max": None, "subrun": None, "subrun_max": None,
@@ -550,9 +759,10 @@ def run_ranges(h5file: Any, format_version: int | None = None) -> dict[str, Any]
     table = _run_info_table(h5file, format_version)
     if table is None:
         return out
+    columns = _columns(table, ("run", "subrun", "event"))
     for field, low, high in (("run", "run", "run_max"), ("subrun", "subrun", "subrun_max"),
                              ("event", "event_min", "event_max")):
-        values = _column(table, field)
+        values = columns.get(field)
         if values is None or values.size == 0:
             continue
         out[low] = int(values.min())
@@ -625,7 +835,7 @@ def find_job_metadata(path: str | os.PathLike[str]) -> Path | None:
 
 
 def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | None = None,
-                  errors: list[str] | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+                  errors: list[str] | None = None, copy_job: bool = True) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(sidecar, job)``: ``<file>.h5.json`` and the production's ``job_metadata.json``.
 
     Each is a plain dict or None (missing, unreadable, not a JSON object). Never raises:
@@ -659,7 +869,7 @@ def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | N
                 job_cache[job_key] = (job, problem)
         if problem and errors is not None:
             errors.append(problem)
-        if job is not None and job_cache is not None:
+        if job is not None and job_cache is not None and copy_job:
             job = json.loads(json.dumps(job))  # callers may mutate their copy
     return sidecar, job
 
