@@ -319,10 +319,24 @@ def _top(value: Any, lim: _Limits, dtype: np.dtype | None, depth: int = 0) -> An
     """Convert and prove the result encodes; the last line of defence."""
     try:
         out = _conv(value, lim, dtype, depth)
-        bson.encode({"v": out})
+        if not _surely_encodes(out):
+            bson.encode({"v": out})
         return out
     except Exception:
         return _unconvertible(value)
+
+
+def _surely_encodes(value: Any) -> bool:
+    """A converted value that ``bson.encode`` always takes (the common scalars), so
+    :func:`_top` need not prove it by encoding."""
+    t = type(value)
+    if t is bool or t is float or value is None:
+        return True
+    if t is int:
+        return INT64_MIN <= value <= INT64_MAX
+    if t is str:
+        return value.isascii()
+    return False
 
 
 def _conv(value: Any, lim: _Limits, dtype: np.dtype | None, depth: int) -> Any:

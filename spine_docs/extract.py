@@ -280,6 +280,20 @@ def _name(raw: bytes | str) -> str:
     return raw
 
 
+_FAPL: list[Any] = []  # one default file-access property list per process, made on first use
+
+
+def open_hdf5(path: str) -> Any:
+    """``h5py.File(path, "r")``, opened through the low level with one reused file-access
+    property list (h5py builds a new one for every file). Same errors as h5py.File."""
+    import h5py
+
+    if not _FAPL:
+        _FAPL.append(h5py.h5p.create(h5py.h5p.FILE_ACCESS))
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=_FAPL[0])
+    return h5py.File(fid)
+
+
 def read_structure(h5file: Any, *, max_items: int, max_depth: int) -> dict[str, Any]:
     """Groups and datasets breadth-first, bounded in count and depth. Links are not followed.
 
@@ -436,8 +450,11 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
     doc["size"] = st.st_size
     doc["mtime"] = mtime_of(st)
     try:
-        with h5py.File(path, "r") as f:
+        f = open_hdf5(path)
+        try:
             _read_hdf5(doc, f, limits, cache)
+        finally:
+            f.close()
     except Exception as exc:
         return error_document(site, path, open_problem(path, exc), st)
 

@@ -805,33 +805,52 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return load_json_checked(path)[0]
 
 
-def find_job_metadata(path: str | os.PathLike[str]) -> Path | None:
+def find_job_metadata(path: str | os.PathLike[str], memo: dict[Any, Any] | None = None) -> Path | None:
     """The ``job_metadata.json`` of the production a file belongs to, or None.
 
     Climbs from the file's directory at most :data:`MAX_JOB_SEARCH_DEPTH` levels and stops at
     the spine-prod run directory (``runs/<stamp>_spine_<detector>_<config>``, whose own
     ``job_metadata.json`` or ``latest/job_metadata.json`` is the last place looked at).
-    Symbolic links in the path are kept (not resolved). Caches nothing: callers cache by
-    directory (see ``job_cache`` of :func:`read_sidecars`).
+    Symbolic links in the path are kept (not resolved). ``memo`` (a dict the caller keeps
+    for one run) remembers the answer for every directory passed on the way, so files in
+    sibling directories (spine-prod gives each task its own) stop climbing where an earlier
+    file's climb went through.
     """
     try:
         directory = Path(os.path.abspath(os.fspath(path))).parent
     except (TypeError, ValueError):
         return None
-    for _ in range(MAX_JOB_SEARCH_DEPTH):
+    visited: list[tuple[str, str, int]] = []
+    found: Path | None = None
+    for step in range(MAX_JOB_SEARCH_DEPTH):
+        key = ("climb", str(directory), MAX_JOB_SEARCH_DEPTH - step)
+        if memo is not None and key in memo:
+            found = memo[key]
+            break
+        visited.append(key)
         candidate = directory / JOB_METADATA_NAME
         try:
             if candidate.is_file():
-                return candidate
+                found = candidate
+                break
             if RUN_DIR_RE.match(directory.name) and directory.parent.name == "runs":
                 latest = directory / "latest" / JOB_METADATA_NAME
-                return latest if latest.is_file() else None
+                found = latest if latest.is_file() else None
+                break
         except OSError:
-            return None
+            found = None
+            break
         if directory.parent == directory:
             break
         directory = directory.parent
-    return None
+    if memo is not None:
+        for key in visited:
+            memo[key] = found
+    return found
+
+
+#: read_sidecars forgets its memo beyond this many entries (it holds one per directory).
+MAX_JOB_CACHE = 100_000
 
 
 def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | None = None,
@@ -851,10 +870,12 @@ def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | N
 
     directory = os.path.dirname(os.path.abspath(fspath))
     dir_key = "dir:" + directory
+    if job_cache is not None and len(job_cache) > MAX_JOB_CACHE:
+        job_cache.clear()
     if job_cache is not None and dir_key in job_cache:
         job_path = job_cache[dir_key]
     else:
-        found = find_job_metadata(fspath)
+        found = find_job_metadata(fspath, memo=job_cache)
         job_path = os.fspath(found) if found is not None else None
         if job_cache is not None:
             job_cache[dir_key] = job_path

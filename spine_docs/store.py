@@ -359,6 +359,114 @@ def _patch_update(document: Any) -> Any:
     return out
 
 
+_MISSING = object()
+
+
+_FAST_UPDATERS = frozenset({"$set", "$setOnInsert", "$inc", "$push"})
+_PUSH_MODIFIERS = frozenset({"$each", "$slice"})
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _paths_disjoint(document: Mapping) -> bool:
+    """No field path of an update document is another's, or leads into another's (MongoDB
+    refuses such updates; leave them to mongomock's own handling)."""
+    tops: dict[str, list[str]] = {}
+    shared = False
+    for arg in document.values():
+        if type(arg) is not dict:
+            return False
+        for path in arg:
+            if type(path) is not str:
+                return False
+            top = path.split(".", 1)[0] if "." in path else path
+            same = tops.get(top)
+            if same is None:
+                tops[top] = [path]
+            else:
+                same.append(path)
+                shared = True
+    if not shared:
+        return True
+    for paths in tops.values():
+        if len(paths) > 1:
+            paths.sort()
+            for a, b in zip(paths, paths[1:]):
+                if a == b or b.startswith(a + "."):
+                    return False
+    return True
+
+
+def _fast_update(doc: dict, op: str, arg: dict, was_insert: bool) -> bool:
+    """Apply ``{op: arg}`` to ``doc`` when every path in ``arg`` runs through embedded
+    documents (or through nothing yet: they are created) and the operation is one whose
+    MongoDB meaning is plain: ``$set``, ``$setOnInsert``, ``$inc`` of an int/float by an
+    int/float, ``$push`` of a value or of ``{$each: [...], $slice: n}`` onto an array.
+    Returns False, having changed nothing, for anything else (arrays on the way, positional
+    operators, ``_id``, other types, other modifiers), which mongomock then handles."""
+    if op == "$setOnInsert" and not was_insert:
+        return True  # as mongomock (and MongoDB): not applied to a document that exists
+    targets = []
+    setting = op in ("$set", "$setOnInsert")
+    for path, value in arg.items():
+        if setting and "." not in path and path and path != "_id" and "$" not in path \
+                and "\0" not in path:
+            targets.append((None, path, value))  # a plain field: nothing to look at
+            continue
+        if not path or "$" in path or "\0" in path:
+            return False
+        parts = path.split(".")
+        if parts[0] == "_id" or "" in parts:
+            return False
+        node: Any = doc
+        for part in parts[:-1]:
+            node = node.get(part, _MISSING)
+            if node is _MISSING:
+                break
+            if type(node) is not dict:
+                return False
+        leaf = node.get(parts[-1], _MISSING) if node is not _MISSING else _MISSING
+        if op == "$inc":
+            if not _number(value) or (leaf is not _MISSING and not _number(leaf)):
+                return False
+        elif op == "$push":
+            if leaf is not _MISSING and type(leaf) is not list:
+                return False
+            if type(value) is dict and any(k.startswith("$") for k in value):
+                if not set(value) <= _PUSH_MODIFIERS or "$each" not in value:
+                    return False
+                if type(value["$each"]) is not list:
+                    return False
+                if "$slice" in value and type(value["$slice"]) is not int:
+                    return False
+        targets.append((parts, parts[-1], value))
+    for parts, name, value in targets:
+        if parts is None:
+            doc[name] = value
+            continue
+        node = doc
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if op == "$inc":
+            node[name] = node[name] + value if name in node else value
+        elif op == "$push":
+            items = node.get(name)
+            items = [] if items is None else items
+            if type(value) is dict and "$each" in value:
+                items = items + value["$each"]
+                cut = value.get("$slice")
+                if cut is not None:
+                    items = items[:cut] if cut >= 0 else items[cut:]
+            else:
+                items = items + [value]
+            node[name] = items
+        else:
+            node[name] = value
+    return True
+
+
 def _store_key(value: Any) -> Any:
     return mm_helpers.hashdict(value) if isinstance(value, dict) else value
 
@@ -1763,14 +1871,23 @@ class _Collection(mm_collection.Collection):
         }
 
     def _apply_update_document(self, existing_document, spec, document, was_insert):
-        """mongomock's, except that ``$set``/``$setOnInsert`` of plain top-level fields are
-        plain assignments (mongomock encoded and copied every value one by one; here the
-        whole document is encoded once afterwards, which validates the values the same way).
-        Operators are still applied in the order given."""
+        """mongomock's, except that ``$set``/``$setOnInsert``/``$inc``/``$push`` of fields
+        reached through embedded documents only (``a``, ``a.b.c``; see :func:`_fast_update`)
+        are applied here directly (mongomock encoded and copied every value one by one; here
+        the whole document is encoded once afterwards, which validates the values the same
+        way), and ``$set``/``$setOnInsert`` of plain top-level fields are plain assignments
+        in any case. Operators are still applied in the order given."""
         if not document or not all(isinstance(k, str) and k.startswith("$") for k in document):
             return super()._apply_update_document(existing_document, spec, document, was_insert)
+        paths_ok = _paths_disjoint(document)
         chunk: dict = {}
         for op, arg in document.items():
+            if paths_ok and op in _FAST_UPDATERS and type(arg) is dict:
+                if chunk:
+                    super()._apply_update_document(existing_document, spec, chunk, was_insert)
+                    chunk = {}
+                if _fast_update(existing_document, op, arg, was_insert):
+                    continue
             if op in ("$set", "$setOnInsert") and isinstance(arg, Mapping):
                 fast = [(k, v) for k, v in arg.items() if _plain_field(k)]
                 if fast:

@@ -517,6 +517,72 @@ def test_writes_give_mongomocks_documents():
     assert list(shim.find()) == list(vanilla.find())
 
 
+FIELD_UPDATES = [
+    # what ingest sends for a new or re-indexed file and for an unchanged one
+    ({"_id": "k"}, {"$set": {"status": "ok", "ingest.last_seen": T0, "ingest.run_id": "r9"},
+                    "$setOnInsert": {"ingest.first_seen": T0}, "$inc": {"ingest.times_seen": 1},
+                    "$push": {"ingest.history": {"$each": [{"at": T0, "run_id": "r9"}], "$slice": -2}}}),
+    ({"run": 1}, {"$set": {"ingest.last_seen": T0}, "$inc": {"ingest.times_seen": 1}}),
+    ({"run": 1}, {"$inc": {"size": 2.5, "new.count": 3}}),
+    ({"run": 1}, {"$set": {"a.b.c": [1], "cfg.model.name": "x"}}),
+    ({"run": 1}, {"$push": {"inputs": "/in/new", "fresh.list": {"k": 1}}}),
+    ({"run": 1}, {"$push": {"inputs": {"$each": ["/a", "/b", "/c"], "$slice": 2}}}),
+    ({"run": 1}, {"$push": {"inputs": {"$each": ["/a"], "$slice": 0}}}),
+    ({"run": 2}, {"$setOnInsert": {"ingest.first_seen": T0}, "$set": {"x": 1}}),
+    # not for the fast path: mongomock's own handling must be what happens
+    ({"run": 1}, {"$inc": {"status": 1}}),                        # a string
+    ({"run": 1}, {"$inc": {"size": True}}),                       # a bool
+    ({"run": 1}, {"$push": {"run": 5}}),                          # not an array
+    ({"run": 1}, {"$set": {"inputs.0": "/first"}}),               # through an array
+    ({"run": 1}, {"$set": {"run.x": 1}}),                         # through a number
+    ({"run": 1}, {"$set": {"checksum.sha256.x": 1}}),             # through a string
+    ({"run": 1}, {"$push": {"inputs": {"$each": ["/a"], "$position": 0}}}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(FIELD_UPDATES)))
+@pytest.mark.parametrize("upsert", [False, True])
+def test_field_updates_give_mongomocks_documents(case, upsert):
+    spec, update = FIELD_UPDATES[case]
+    results = []
+    for coll in (vanilla_collection(30), shim_collection(30)):
+        try:
+            coll.update_many(copy.deepcopy(spec), copy.deepcopy(update), upsert=upsert)
+            if upsert:
+                coll.update_one({"_id": "fresh"}, copy.deepcopy(update), upsert=True)
+            results.append(list(coll.find()))
+        except Exception as exc:  # the same refusal on both
+            results.append(type(exc).__name__)
+    assert results[1] == results[0]
+
+
+def test_paths_that_overlap_are_left_to_mongomock():
+    # MongoDB refuses them; mongomock applies them (its answer then aliases one value
+    # across documents), the shim never takes its own path for them
+    assert store._paths_disjoint({"$set": {"a": 1, "b.c": 2}, "$inc": {"b.d": 1}})
+    assert not store._paths_disjoint({"$set": {"ingest": {}}, "$inc": {"ingest.n": 1}})
+    assert not store._paths_disjoint({"$set": {"a": 1}, "$inc": {"a": 1}})
+    assert store._paths_disjoint({"$set": {"ab": 1, "a.b": 2}})
+
+
+def test_ingest_updates_do_not_go_through_mongomocks_field_updater(monkeypatch):
+    coll = shim_collection(20)
+    calls = []
+    real = mongomock.collection.Collection._update_document_fields_with_positional_awareness
+    monkeypatch.setattr(mongomock.collection.Collection, "_update_document_fields_with_positional_awareness",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec, update = FIELD_UPDATES[0]
+    coll.update_one({"_id": file_doc(3)["_id"]}, copy.deepcopy(update), upsert=True)
+    coll.update_one({"_id": "brand-new"}, copy.deepcopy(update), upsert=True)
+    coll.update_many({"run": {"$gte": 0}}, copy.deepcopy(FIELD_UPDATES[1][1]))
+    assert calls == []
+    assert coll.find_one({"_id": "brand-new"})["ingest"]["times_seen"] == 1
+    assert coll.find_one({"_id": file_doc(3)["_id"]})["ingest"]["times_seen"] == 3
+    with pytest.raises(Exception):  # mongomock's refusal (a TypeError there)
+        coll.update_one({"_id": file_doc(3)["_id"]}, {"$inc": {"status": 1}})
+    assert calls  # it came from mongomock's own updater
+
+
 # --------------------------------------------------------------------------- options, validators, commands
 
 def test_validators_and_options_are_recorded_not_enforced():

@@ -349,6 +349,28 @@ def test_find_job_metadata_stops_at_run_dir_and_depth(tmp_path):
     assert spine.find_job_metadata(deep.parent / "file.h5") == tmp_path / "x" / spine.JOB_METADATA_NAME
 
 
+def test_find_job_metadata_memo_answers_as_without_and_climbs_less(tmp_path, monkeypatch):
+    f, job = _prod_file(tmp_path)
+    deep = tmp_path / "x" / "a" / "b" / "c" / "d" / "e" / "f"
+    deep.mkdir(parents=True)
+    (tmp_path / "x" / spine.JOB_METADATA_NAME).write_text("{}")
+    run_dir = f.parent.parent.parent.parent.parent
+    files = [f, deep / "file.h5", deep.parent / "file.h5", deep.parent.parent / "g.h5",
+             tmp_path / "elsewhere" / "h.h5"]
+    for k in range(2, 6):
+        files.append(run_dir / "tasks" / "chunk_000" / f"task_{k}" / "output" / "o.h5")
+    expected = [spine.find_job_metadata(p) for p in files]
+    memo: dict = {}
+    looked = []
+    real = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: looked.append(self) or real(self))
+    assert [spine.find_job_metadata(p, memo=memo) for p in files] == expected
+    assert [spine.find_job_metadata(p, memo=memo) for p in reversed(files)] == expected[::-1]
+    # each sibling task stops where the first one's climb went through (its chunk directory)
+    sibling_looks = [p for p in looked if "task_5" in str(p)]
+    assert len(sibling_looks) == 2  # task_5/output and task_5, then the memo
+
+
 def test_read_sidecars_and_cache(tmp_path):
     f, job = _prod_file(tmp_path)
     side = Path(str(f) + ".json")
