@@ -72,7 +72,11 @@ The mongomock shim (all mongomock workarounds live here; the real-server path ne
       the wanted elements (one C call).
     * updates: ``$set``/``$setOnInsert`` of a plain field is an assignment (mongomock
       encoded and copied each value; the document is encoded once afterwards, with the same
-      validation); an upsert by ``_id`` touches one document. An operator update whose
+      validation), and so are ``$set``/``$setOnInsert``/``$inc``/``$push`` (``$each``,
+      ``$slice``) of paths through embedded documents when the types are plain (numbers for
+      ``$inc``, an array for ``$push``) and no two paths overlap; anything else goes to
+      mongomock's updater. An upsert by ``_id`` touches one document; ``update_many`` by
+      ``{_id: {$in: [...]}}`` looks each value up instead of walking the collection. An operator update whose
       operators only change the paths they name (``$set``, ``$inc``, ``$push``, ``$unset``,
       ...; not ``$rename``, pipelines or replacements) decodes only the top-level fields it
       touches (plus the filter's), applies mongomock's update to that partial document and
@@ -1518,8 +1522,11 @@ def _exact_id_spec(spec: Mapping) -> bool:
     return False
 
 
-def _candidates(store: _CollectionStore, spec: Mapping) -> list[tuple[Any, bytes]]:
-    """The (key, raw) pairs a filter can possibly match, in natural order."""
+def _candidates(store: _CollectionStore, spec: Mapping, ordered: bool = True
+                ) -> list[tuple[Any, bytes]]:
+    """The (key, raw) pairs a filter can possibly match, in natural order (with
+    ``ordered=False``, for callers that visit every match, ``{_id: {$in: [...]}}`` is a
+    lookup per value instead of a pass over the collection)."""
     docs = store._documents
     if "_id" in spec:
         v = spec["_id"]
@@ -1528,6 +1535,8 @@ def _candidates(store: _CollectionStore, spec: Mapping) -> list[tuple[Any, bytes
             if op == "$eq" and _is_simple(arg):
                 v = arg
             elif op == "$in" and isinstance(arg, (list, tuple)) and all(_is_simple(x) for x in arg):
+                if not ordered:
+                    return [(k, docs[k]) for k in dict.fromkeys(arg) if k in docs]
                 wanted = set(arg)
                 return [(k, r) for k, r in list(docs.items()) if k in wanted]
         if _is_simple(v):
@@ -1544,9 +1553,10 @@ class _Collection(mm_collection.Collection):
 
     # ------------------------------------------------------------------ scanning
     def _scan(self, spec: Mapping | None, needed: set | None, *,
-              patched: bool = False) -> Iterator[tuple[Any, bytes, dict]]:
+              patched: bool = False, ordered: bool = True) -> Iterator[tuple[Any, bytes, dict]]:
         """(key, raw, doc) of the documents matching ``spec``; ``doc`` holds at least the
-        top-level fields ``needed`` (None: the whole document)."""
+        top-level fields ``needed`` (None: the whole document). ``ordered=False``: in any
+        order (see :func:`_candidates`)."""
         store = self._store
         store._remove_expired_documents()
         if not spec:
@@ -1557,11 +1567,15 @@ class _Collection(mm_collection.Collection):
             if spec:
                 mm_filtering.filter_applies(spec, {})  # validate the filter, as mongomock does
             return
-        items = _candidates(store, spec)
+        items = _candidates(store, spec, ordered)
         if not spec or _exact_id_spec(spec):
             # no filter, or {"_id": v} / {"_id": {"$in": [...]}} whose hash lookup is the match
+            id_only = needed is not None and needed <= {"_id"} and bool(spec)
             for key, raw in items:
-                yield key, raw, _decode_fields(raw, needed)
+                if id_only and type(key) is str:  # a string key is the _id itself
+                    yield key, raw, {"_id": key}
+                else:
+                    yield key, raw, _decode_fields(raw, needed)
             return
         match = mm_filtering.filter_applies
         ffields = _filter_fields(spec)
@@ -1817,7 +1831,7 @@ class _Collection(mm_collection.Collection):
         needed = None if touched is None else _union({"_id"}, _filter_fields(spec))
         if needed is not None:
             wanted = {f.encode("utf-8", "surrogatepass") for f in touched}
-        for key, raw, doc in self._scan(spec, needed, patched=True):
+        for key, raw, doc in self._scan(spec, needed, patched=True, ordered=not multi):
             num_matched += 1
             updated_existing = True
             if needed is not None:  # add the fields the update touches to the filter's

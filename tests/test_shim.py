@@ -285,6 +285,33 @@ def test_bulk_upserts_by_id_cost_does_not_grow_with_the_collection(monkeypatch, 
                              "history": [{"at": T0, "run_id": "r9", "status": "ok"}]}
 
 
+class _CountingDict(dict):
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.walks = 0
+
+    def items(self):
+        self.walks += 1
+        return super().items()
+
+
+def test_update_many_by_ids_looks_ids_up_instead_of_walking_the_collection():
+    coll = shim_collection(400)
+    store_ = coll._store
+    store_._documents = _CountingDict(store_._documents)
+    ids = [file_doc(i)["_id"] for i in range(0, 400, 40)] + ["s1:/missing"]
+    result = coll.update_many({"_id": {"$in": ids}}, {"$set": {"ingest.last_seen": T0},
+                                                      "$inc": {"ingest.times_seen": 1}})
+    assert (result.matched_count, result.modified_count) == (10, 10)
+    assert store_._documents.walks == 0
+    assert [d["ingest"]["times_seen"] for d in coll.find({"_id": {"$in": ids}})] == [2] * 10
+    assert store_._documents.walks == 1  # find keeps natural order: one pass
+    vanilla = vanilla_collection(400)
+    vanilla.update_many({"_id": {"$in": ids}}, {"$set": {"ingest.last_seen": T0},
+                                                "$inc": {"ingest.times_seen": 1}})
+    assert list(coll.find()) == list(vanilla.find())
+
+
 def test_upsert_by_unique_key_is_a_lookup(monkeypatch):
     coll = shim_collection(400)
     coll.create_index([("site", 1), ("path", 1)], unique=True)
