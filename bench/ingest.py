@@ -95,8 +95,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--db", default=None, help="catalog URL (default: a fresh embedded catalog)")
     ap.add_argument("--dir", default=None, help="where the sample files are / go (kept)")
-    ap.add_argument("--rounds", type=int, default=4,
-                    help="baseline and inject alternate on this many slices of the files")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="baseline and inject alternate on this many slices of the files "
+                         "(default: one per 5,000 files, at least 4)")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="spine-docs-bench-")
@@ -120,7 +121,8 @@ def main() -> None:
 
         # baseline and inject take turns on interleaved slices of the files, so that both
         # see the same machine (shared machines change speed from minute to minute)
-        rounds = max(1, min(args.rounds, len(paths)))
+        rounds = args.rounds or max(4, len(paths) // 5000)
+        rounds = max(1, min(rounds, len(paths)))
         raw_s = inject_s = 0.0
         per_round = []
         reports = []

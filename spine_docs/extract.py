@@ -77,11 +77,12 @@ class ExtractCache:
 
     Files of one production share their ``job_metadata.json`` and almost all of their
     configuration (only the input file under ``io`` changes from job to job), so the job
-    file is read and converted once per production and each top-level ``cfg`` entry is
-    parsed and converted once per distinct text (see :func:`spine.split_cfg`), in a bounded
-    LRU. Documents never share objects with the cache: what comes out of it is copied,
-    unless ``copy`` is False, for a caller that serialises each document right away (the
-    ingest workers pickle it to the main process) and never changes it.
+    file is read and converted once per production and each ``cfg`` entry (top-level, and
+    inside those whose value is a block mapping) is parsed and converted once per distinct
+    text (see :func:`spine.split_cfg`), in a bounded LRU; the result is exactly that of
+    parsing the whole text. Documents never share objects with the cache: what comes out
+    of it is copied, unless ``copy`` is False, for a caller that serialises each document
+    right away (the ingest workers pickle it to the main process) and never changes it.
     """
 
     def __init__(self, max_cfg_entries: int = 256, max_entry_chars: int = 64 * 1024,
@@ -528,7 +529,8 @@ def _parse_cfg(text: str, cache: ExtractCache | None
     return cfg, convert.safe_document(cfg), None
 
 
-def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits, cache: ExtractCache | None = None) -> None:
+def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits,
+               cache: ExtractCache | None = None) -> None:
     conv = dict(max_items=limits.max_array_items, max_string_bytes=limits.max_string_bytes)
     doc["attrs"], doc["attr_types"] = convert.read_attrs(f, **conv)
     _merge(doc, promoted_from_attrs(doc["attrs"]), "attrs")

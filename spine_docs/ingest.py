@@ -26,8 +26,8 @@ from pymongo import UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import __version__, schema, store
-from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract, mtime_ms,
-                      normalise_path, stat_problem)
+from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
+                      mtime_ms, normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
 SEEN_BATCH = 1000

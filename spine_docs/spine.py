@@ -63,8 +63,9 @@ __all__ = [
     "SPINE_DEFAULT_WRITER_SUFFIX", "SPINE_INFO_GROUP_SINCE", "SPINE_FORMAT_VERSION_SINCE",
     "JOB_METADATA_NAME", "SIDECAR_SUFFIX", "MAX_JOB_SEARCH_DEPTH", "MAX_JSON_BYTES",
     "MAX_RUNS", "MAX_TREE_NODES", "RUN_DIR_RE", "GENERIC_DIR_NAMES",
-    "child", "dtype_of", "read_info", "info_from_attrs", "detect_format_version", "parse_cfg", "parse_cfg_checked",
-    "split_cfg", "split_cfg_entry", "parse_cfg_entry", "cfg_facts", "dataset_from_inputs", "event_count",
+    "child", "dtype_of", "read_info", "info_from_attrs", "detect_format_version", "parse_cfg",
+    "parse_cfg_checked", "split_cfg", "split_cfg_entry", "parse_cfg_entry", "cfg_facts",
+    "dataset_from_inputs", "event_count",
     "run_ranges", "find_job_metadata", "load_json",
     "load_json_checked", "read_sidecars", "sidecar_facts", "compile_patterns", "path_facts",
     "parse_version", "semver_key",
@@ -338,7 +339,8 @@ def detect_format_version(h5file: Any) -> int | None:
         if products is not None and hasattr(products, "keys") and not hasattr(products, "dtype"):
             return SPINE_CURRENT_FORMAT_VERSION
         events = child(h5file, "events")
-        dtype = dtype_of(events) if isinstance(events, h5py.Dataset) else getattr(events, "dtype", None)
+        dtype = (dtype_of(events) if isinstance(events, h5py.Dataset)
+                 else getattr(events, "dtype", None))
         if dtype is None:
             return None
         if dtype.names:
@@ -749,8 +751,9 @@ def run_ranges(h5file: Any, format_version: int | None = None) -> dict[str, Any]
     Reads only the three needed columns of the run-info table (``run_info`` in layout 1,
     ``products/run_info/fixed`` in layout 2; ``format_version`` None means: detect), in one
     HDF5 read, with vectorised numpy. ``run``/``subrun`` are the smallest values, ``*_max``
-    the largest, ``runs`` the sorted distinct run numbers (at most :data:`MAX_RUNS`). Negative values
-    (``RunInfo``'s "unset" ``-1``) are ignored. Everything None (``runs == []``) when absent.
+    the largest, ``runs`` the sorted distinct run numbers (at most :data:`MAX_RUNS`).
+    Negative values (``RunInfo``'s "unset" ``-1``) are ignored. Everything None
+    (``runs == []``) when absent.
     """
     out: dict[str, Any] = {"run": None, "run_max": None, "subrun": None, "subrun_max": None,
                            "event_min": None, "event_max": None, "runs": []}
@@ -805,7 +808,8 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return load_json_checked(path)[0]
 
 
-def find_job_metadata(path: str | os.PathLike[str], memo: dict[Any, Any] | None = None) -> Path | None:
+def find_job_metadata(path: str | os.PathLike[str],
+                      memo: dict[Any, Any] | None = None) -> Path | None:
     """The ``job_metadata.json`` of the production a file belongs to, or None.
 
     Climbs from the file's directory at most :data:`MAX_JOB_SEARCH_DEPTH` levels and stops at
@@ -854,14 +858,17 @@ MAX_JOB_CACHE = 100_000
 
 
 def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | None = None,
-                  errors: list[str] | None = None, copy_job: bool = True) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+                  errors: list[str] | None = None, copy_job: bool = True
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(sidecar, job)``: ``<file>.h5.json`` and the production's ``job_metadata.json``.
 
     Each is a plain dict or None (missing, unreadable, not a JSON object). Never raises:
     problems with a file that exists are appended to ``errors`` when a list is given.
     ``job_cache`` (any dict the caller keeps, e.g. for one ingest run) memoises the search per
     directory and the parsed job file per path, so thousands of files of one production read
-    ``job_metadata.json`` once.
+    ``job_metadata.json`` once; it is emptied when it holds over :data:`MAX_JOB_CACHE`
+    entries. The job returned is the caller's to change (a copy of the cached one) unless
+    ``copy_job`` is False.
     """
     fspath = os.fspath(path)
     sidecar, problem = load_json_checked(fspath + SIDECAR_SUFFIX)

@@ -403,27 +403,49 @@ def _paths_disjoint(document: Mapping) -> bool:
     return True
 
 
-def _fast_update(doc: dict, op: str, arg: dict, was_insert: bool) -> bool:
-    """Apply ``{op: arg}`` to ``doc`` when every path in ``arg`` runs through embedded
-    documents (or through nothing yet: they are created) and the operation is one whose
-    MongoDB meaning is plain: ``$set``, ``$setOnInsert``, ``$inc`` of an int/float by an
-    int/float, ``$push`` of a value or of ``{$each: [...], $slice: n}`` onto an array.
-    Returns False, having changed nothing, for anything else (arrays on the way, positional
-    operators, ``_id``, other types, other modifiers), which mongomock then handles."""
-    if op == "$setOnInsert" and not was_insert:
-        return True  # as mongomock (and MongoDB): not applied to a document that exists
-    targets = []
+def _fast_plan(op: str, arg: dict) -> list[tuple[list[str] | None, str, Any]] | None:
+    """The targets of ``{op: arg}`` for :func:`_fast_apply`: ``(parts, name, value)``, parts
+    None for a plain top-level field of ``$set``/``$setOnInsert``; None when some path or
+    value is not for the fast path (positional operators, ``_id``, empty parts, ``$push``
+    modifiers other than ``$each``/``$slice``, ``$inc`` by a non-number). Depends on the
+    update only, so an update of many documents makes it once."""
     setting = op in ("$set", "$setOnInsert")
+    targets: list[tuple[list[str] | None, str, Any]] = []
     for path, value in arg.items():
-        if setting and "." not in path and path and path != "_id" and "$" not in path \
-                and "\0" not in path:
+        if not path or "$" in path or "\0" in path:
+            return None
+        if setting and "." not in path:
+            if path == "_id":
+                return None
             targets.append((None, path, value))  # a plain field: nothing to look at
             continue
-        if not path or "$" in path or "\0" in path:
-            return False
         parts = path.split(".")
         if parts[0] == "_id" or "" in parts:
-            return False
+            return None
+        if op == "$inc" and not _number(value):
+            return None
+        if op == "$push" and type(value) is dict and any(k.startswith("$") for k in value):
+            if not set(value) <= _PUSH_MODIFIERS or type(value.get("$each")) is not list:
+                return None
+            if "$slice" in value and type(value["$slice"]) is not int:
+                return None
+        targets.append((parts, parts[-1], value))
+    return targets
+
+
+def _fast_apply(doc: dict, op: str, targets: list[tuple[list[str] | None, str, Any]],
+                was_insert: bool) -> bool:
+    """Apply a :func:`_fast_plan` to ``doc`` when every path runs through embedded documents
+    (or through nothing yet: they are created) and the values it meets are plain: numbers
+    for ``$inc``, an array (or nothing) for ``$push``. Returns False, having changed
+    nothing, otherwise (arrays or other values on the way), which mongomock then handles.
+    ``$set``, ``$setOnInsert`` (on insert only), ``$inc`` and ``$push`` (a value, or
+    ``{$each: [...], $slice: n}``) mean here what they mean to MongoDB."""
+    if op == "$setOnInsert" and not was_insert:
+        return True  # as mongomock (and MongoDB): not applied to a document that exists
+    for parts, name, _value in targets:
+        if parts is None:
+            continue
         node: Any = doc
         for part in parts[:-1]:
             node = node.get(part, _MISSING)
@@ -431,21 +453,15 @@ def _fast_update(doc: dict, op: str, arg: dict, was_insert: bool) -> bool:
                 break
             if type(node) is not dict:
                 return False
-        leaf = node.get(parts[-1], _MISSING) if node is not _MISSING else _MISSING
-        if op == "$inc":
-            if not _number(value) or (leaf is not _MISSING and not _number(leaf)):
-                return False
-        elif op == "$push":
-            if leaf is not _MISSING and type(leaf) is not list:
-                return False
-            if type(value) is dict and any(k.startswith("$") for k in value):
-                if not set(value) <= _PUSH_MODIFIERS or "$each" not in value:
-                    return False
-                if type(value["$each"]) is not list:
-                    return False
-                if "$slice" in value and type(value["$slice"]) is not int:
-                    return False
-        targets.append((parts, parts[-1], value))
+        if node is _MISSING:
+            continue
+        leaf = node.get(name, _MISSING)
+        if leaf is _MISSING:
+            continue
+        if op == "$inc" and not _number(leaf):
+            return False
+        if op == "$push" and type(leaf) is not list:
+            return False
     for parts, name, value in targets:
         if parts is None:
             doc[name] = value
@@ -469,6 +485,16 @@ def _fast_update(doc: dict, op: str, arg: dict, was_insert: bool) -> bool:
         else:
             node[name] = value
     return True
+
+
+def _update_plan(document: Mapping) -> list[tuple[str, Any, Any]] | None:
+    """``[(op, arg, fast targets or None)]`` of an operator update document (None when it is
+    not one: mongomock handles it whole)."""
+    if not document or not all(isinstance(k, str) and k.startswith("$") for k in document):
+        return None
+    paths_ok = _paths_disjoint(document)
+    return [(op, arg, _fast_plan(op, arg) if paths_ok and op in _FAST_UPDATERS
+             and type(arg) is dict else None) for op, arg in document.items()]
 
 
 def _store_key(value: Any) -> Any:
@@ -1578,6 +1604,20 @@ class _Collection(mm_collection.Collection):
                     yield key, raw, _decode_fields(raw, needed)
             return
         match = mm_filtering.filter_applies
+        if len(spec) == 1:
+            (field, want), = spec.items()
+            if type(want) is str and type(field) is str and not field.startswith("$") \
+                    and "." not in field:
+                # {field: "text"} (e.g. one site's documents): a string field equal to it
+                # matches, a string field not equal does not; anything else (arrays, other
+                # types, missing) is mongomock's to decide
+                real = match
+
+                def match(spec, doc, _f=field, _w=want):  # noqa: F811
+                    v = doc.get(_f)
+                    if type(v) is str:
+                        return v == _w
+                    return real(spec, doc)
         ffields = _filter_fields(spec)
         if needed is None and ffields is not None:
             for key, raw in items:  # filter on a partial decode, decode whole only matches
@@ -1823,6 +1863,13 @@ class _Collection(mm_collection.Collection):
                 if not document.get(operator, True):
                     raise WriteError("'%s' is empty. You must specify a field like so: "
                                      "{%s: {<field>: ...}}" % (operator, operator))
+        self._plan_for = None if isinstance(document, list) else (document, _update_plan(document))
+        try:
+            return self._update_with_plan(spec, document, upsert, multi, session)
+        finally:
+            self._plan_for = None
+
+    def _update_with_plan(self, spec, document, upsert, multi, session):
         updated_existing = False
         upserted_id = None
         num_updated = 0
@@ -1884,23 +1931,27 @@ class _Collection(mm_collection.Collection):
             "updatedExisting": updated_existing,
         }
 
+    _plan_for: Any = None  # (update document, its _update_plan) while _update runs
+
     def _apply_update_document(self, existing_document, spec, document, was_insert):
         """mongomock's, except that ``$set``/``$setOnInsert``/``$inc``/``$push`` of fields
-        reached through embedded documents only (``a``, ``a.b.c``; see :func:`_fast_update`)
+        reached through embedded documents only (``a``, ``a.b.c``; see :func:`_fast_apply`)
         are applied here directly (mongomock encoded and copied every value one by one; here
         the whole document is encoded once afterwards, which validates the values the same
         way), and ``$set``/``$setOnInsert`` of plain top-level fields are plain assignments
-        in any case. Operators are still applied in the order given."""
-        if not document or not all(isinstance(k, str) and k.startswith("$") for k in document):
+        in any case. Operators are still applied in the order given. The plan is made once
+        per update document (``update_many`` applies one update to many documents)."""
+        memo = self._plan_for
+        plan = memo[1] if memo is not None and memo[0] is document else _update_plan(document)
+        if plan is None:
             return super()._apply_update_document(existing_document, spec, document, was_insert)
-        paths_ok = _paths_disjoint(document)
         chunk: dict = {}
-        for op, arg in document.items():
-            if paths_ok and op in _FAST_UPDATERS and type(arg) is dict:
+        for op, arg, targets in plan:
+            if targets is not None:
                 if chunk:
                     super()._apply_update_document(existing_document, spec, chunk, was_insert)
                     chunk = {}
-                if _fast_update(existing_document, op, arg, was_insert):
+                if _fast_apply(existing_document, op, targets, was_insert):
                     continue
             if op in ("$set", "$setOnInsert") and isinstance(arg, Mapping):
                 fast = [(k, v) for k, v in arg.items() if _plain_field(k)]

@@ -583,6 +583,21 @@ def test_field_updates_give_mongomocks_documents(case, upsert):
     assert results[1] == results[0]
 
 
+def test_equality_on_a_string_field_matches_as_mongomock(monkeypatch):
+    docs = [{"_id": i, "site": v} for i, v in enumerate(
+        ["s1", "s10", "S1", ["s1", "x"], ["x"], None, 1, {"a": "s1"}, "", "s1 "])] + [{"_id": 99}]
+    vanilla, shim = mongomock.MongoClient().db.c, store.connect("mongomock://").c
+    vanilla.insert_many(copy.deepcopy(docs))
+    shim.insert_many(copy.deepcopy(docs))
+    calls = count_filter_applies(monkeypatch)
+    for want in ("s1", "x", "", "nothing"):
+        assert [d["_id"] for d in shim.find({"site": want})] == \
+            [d["_id"] for d in vanilla.find({"site": want})], want
+    # the plain strings were decided without mongomock's filter (it saw the 6 others, 4 times
+    # on the shim; vanilla mongomock evaluated all 11 documents each time)
+    assert calls.calls == 4 * 6 + 4 * 11
+
+
 def test_paths_that_overlap_are_left_to_mongomock():
     # MongoDB refuses them; mongomock applies them (its answer then aliases one value
     # across documents), the shim never takes its own path for them
