@@ -341,6 +341,11 @@ def _patch_dt(value: Any) -> Any:
         return [_patch_dt(v) for v in value]
     if t in _ATOMIC_TYPES:
         return value
+    if t is datetime:  # exactly mongomock's helper: naive UTC, milliseconds
+        ms = (value.microsecond // 1000) * 1000
+        if value.tzinfo:
+            return (value - value.utcoffset()).replace(tzinfo=None, microsecond=ms)
+        return value.replace(microsecond=ms)
     return mm_helpers.patch_datetime_awareness_in_document(value)
 
 
@@ -608,10 +613,11 @@ def _update_fields(document: Any) -> set | None:
         if op not in _FIELD_UPDATERS or not isinstance(arg, Mapping):
             return None
         for k in arg:
-            if not isinstance(k, str) or not k:
-                return None
-            top = _top(k)
-            if top == "_id" or top.startswith("$"):
+            if type(k) is not str or not k:
+                if not isinstance(k, str) or not k:
+                    return None
+            top = k.split(".", 1)[0] if "." in k else k
+            if top == "_id" or top[0] == "$":
                 return None
             out.add(top)
     return out or None
