@@ -439,8 +439,18 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
     ``cache`` (one per process, e.g. per ingest worker) lets files of one production share
     the work on what they have in common; the document is the same with or without it.
     """
-    import h5py
+    return fit(_build(path, site=site, limits=limits, checksum=checksum, cache=cache))
 
+
+def extract_bson(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
+                 checksum: bool = False, cache: ExtractCache | None = None) -> bytes:
+    """:func:`extract`'s document as BSON (what an ingest worker sends back)."""
+    return fit_encoded(_build(path, site=site, limits=limits, checksum=checksum, cache=cache))[1]
+
+
+def _build(path: str | os.PathLike[str], *, site: str, limits: Limits | None,
+           checksum: bool, cache: ExtractCache | None) -> dict[str, Any]:
+    """The document before :func:`fit` (error documents are small: they always fit)."""
     limits = limits or Limits()
     path = normalise_path(path)
     st, problem = stat_problem(path)
@@ -486,7 +496,7 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
 
     doc["status"] = "incomplete" if doc["complete"] is False else "ok"
     doc["fingerprint"] = fingerprint(doc)
-    return fit(doc)
+    return doc
 
 
 def _set_inputs(doc: dict[str, Any], inputs: list[Any]) -> None:
@@ -569,17 +579,34 @@ def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits,
 
     doc["structure"] = read_structure(f, max_items=limits.max_structure_items,
                                       max_depth=limits.max_structure_depth)
-    layout: dict[str, Any] = {"num_events": spine.event_count(f)}
+    layout: dict[str, Any] = {"num_events": _event_count(f, doc["structure"])}
     layout.update(spine.run_ranges(f, doc["format_version"]))
     layout.pop("runs", None)
     _merge(doc, layout, "layout")
 
 
+def _event_count(f: Any, structure: dict[str, Any]) -> int | None:
+    """:func:`spine.event_count`, from the structure walk when it met ``/events`` as a
+    dataset (it is the first level, listed first), else by asking the file."""
+    for item in structure["items"]:
+        if item["path"] == "/events":
+            if item.get("kind") == "dataset":
+                shape = item.get("shape")
+                return int(shape[0]) if shape else None
+            break
+    return spine.event_count(f)
+
+
 def fit(doc: dict[str, Any], budget: int = MAX_DOC_BYTES) -> dict[str, Any]:
     """Shrink a document that would be too large, biggest optional parts first."""
-    size = len(bson.encode(doc))
-    if size <= budget:
-        return doc
+    return fit_encoded(doc, budget)[0]
+
+
+def fit_encoded(doc: dict[str, Any], budget: int = MAX_DOC_BYTES) -> tuple[dict[str, Any], bytes]:
+    """:func:`fit`, and the document's BSON (encoded to check its size anyway)."""
+    raw = bson.encode(doc)
+    if len(raw) <= budget:
+        return doc, raw
     steps = [
         ("structure", lambda d: d.update(structure={"items": d["structure"]["items"][:32],
                                                      "count": d["structure"]["count"], "truncated": True})),
@@ -597,7 +624,7 @@ def fit(doc: dict[str, Any], budget: int = MAX_DOC_BYTES) -> dict[str, Any]:
         if len(bson.encode(doc)) <= budget:
             break
     doc["shrunk"] = shrunk
-    return doc
+    return doc, bson.encode(doc)
 
 
 def _summary_of(value: Any) -> Any:

@@ -29,7 +29,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import __version__, schema, store
 from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
-                      mtime_ms, normalise_path, stat_problem)
+                      extract_bson, mtime_ms, normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
 SEEN_BATCH = 1000
@@ -244,17 +244,14 @@ def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool,
     sends back: bytes pickle and unpickle several times faster than a nested dict, and the
     catalog writes the nested parts' bytes as they are)."""
     try:
-        doc = extract(path, site=site, limits=limits, checksum=checksum,
-                      cache=cache or _worker_cache)
+        if raw:
+            return RawBSONDocument(extract_bson(path, site=site, limits=limits, checksum=checksum,
+                                                cache=cache or _worker_cache))
+        return extract(path, site=site, limits=limits, checksum=checksum,
+                       cache=cache or _worker_cache)
     except Exception as exc:  # extract() handles file problems; this is a last resort
         doc = error_document(site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])
-    if not raw:
-        return doc
-    try:
-        return RawBSONDocument(bson.encode(doc))
-    except Exception as exc:  # fit() makes every document encodable; a last resort again
-        return RawBSONDocument(bson.encode(error_document(
-            site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])))
+        return RawBSONDocument(bson.encode(doc)) if raw else doc
 
 
 def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: bool,

@@ -251,3 +251,30 @@ def test_structure_lists_named_types_links_and_unreadable_members(tmp_path):
     assert [i["path"] for i in s["items"]] == ["/ext", "/g", "/named", "/soft", "/g/d", "/g/null"]
     deepcopy = copy.deepcopy(s)
     assert deepcopy == s
+
+
+def test_event_count_from_the_structure_walk_is_the_files(tmp_path):
+    paths = [samples.write_spine_file(tmp_path / f"f{v}_{fmt}.h5", spine_version=v, format_version=fmt)
+             for v, fmt in (("0.10.3", None), ("0.13.0", None), ("0.17.1", 1), ("0.17.1", 2))]
+    linked = tmp_path / "linked.h5"
+    with h5py.File(linked, "w") as f:
+        f.create_dataset("real_events", data=np.arange(7))
+        f["events"] = h5py.SoftLink("/real_events")     # a link: the walk does not follow it
+        f.create_dataset("run_info", data=np.zeros(5, [("run", "i4"), ("event", "i4")]))
+    scalar = tmp_path / "scalar.h5"
+    with h5py.File(scalar, "w") as f:
+        f.create_dataset("events", data=3)                 # 0-d: no count
+    strange = samples.write_strange_files(tmp_path / "strange", big_elements=1000, wide=20, deep=5)
+    for p in paths + [linked, scalar, strange["odd_spine"], strange["deep_wide"]]:
+        with h5py.File(p, "r") as f:
+            structure = ex.read_structure(f, max_items=256, max_depth=4)
+            assert ex._event_count(f, structure) == spine.event_count(f), p
+    with h5py.File(linked, "r") as f:
+        assert ex._event_count(f, ex.read_structure(f, max_items=256, max_depth=4)) == 7
+
+
+def test_extract_bson_is_the_document_encoded(tmp_path):
+    paths = samples.write_prod_tree(tmp_path / "prod", 5, seed=1)
+    paths.append(str(tmp_path / "missing.h5"))
+    for p in paths:
+        assert ex.extract_bson(p, site=SITE) == bson.encode(extract(p, site=SITE))
