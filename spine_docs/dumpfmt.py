@@ -221,12 +221,26 @@ def write_collection_temp(directory: str | os.PathLike, name: str, docs: Iterabl
     count = size = 0
     try:
         with open(tmp_bson, "wb", buffering=_BUF) as fh:
+            chunk: list[bytes] = []
+            pending = 0
             for doc in docs:
-                raw = to_raw(doc)
-                fh.write(raw)
-                h.update(raw)
+                # stored documents arrive as checked bytes: no per-document call for them
+                raw = doc if type(doc) is bytes and len(doc) >= 5 and doc[-1] == 0 and \
+                    int.from_bytes(doc[:4], "little") == len(doc) else to_raw(doc)
+                chunk.append(raw)
                 count += 1
-                size += len(raw)
+                pending += len(raw)
+                if pending >= _BUF:
+                    block = b"".join(chunk)
+                    fh.write(block)
+                    h.update(block)
+                    size += pending
+                    chunk, pending = [], 0
+            if chunk:
+                block = b"".join(chunk)
+                fh.write(block)
+                h.update(block)
+                size += pending
             fh.flush()
             os.fsync(fh.fileno())
         meta = metadata_document(name, indexes=indexes, options=options, uuid=uuid)
