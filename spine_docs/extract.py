@@ -24,7 +24,9 @@ import bson
 
 from . import convert, spine
 
-EXTRACTOR_VERSION = "1"
+#: "2": named datatypes are listed as kind "datatype" (version 1 listed them as a group,
+#: then as unreadable); nothing else in a document changed.
+EXTRACTOR_VERSION = "2"
 
 #: Promoted fields: always present in a document (None when unknown).
 PROMOTED_STR = ("spine_version", "prod_version", "model", "dataset", "detector", "config")
