@@ -589,8 +589,8 @@ def _build_cases(f):
     return cases
 
 
-def test_property_loop_real_hdf5_attributes_are_bson_safe_and_lossless(tmp_path):
-    path = tmp_path / "all.h5"
+def write_cases(path) -> list:
+    """An HDF5 file whose root holds every attribute of :func:`_build_cases`; the cases."""
     with h5py.File(path, "w", libver="latest") as f:
         cases = _build_cases(f)
         for name, value, dtype, _ in cases:
@@ -598,6 +598,12 @@ def test_property_loop_real_hdf5_attributes_are_bson_safe_and_lossless(tmp_path)
                 f.attrs.create(name, data=value, dtype=dtype)
             else:
                 f.attrs[name] = value
+    return cases
+
+
+def test_property_loop_real_hdf5_attributes_are_bson_safe_and_lossless(tmp_path):
+    path = tmp_path / "all.h5"
+    cases = write_cases(path)
     assert len(cases) >= 55
     with h5py.File(path, "r") as f:
         attrs, types = read_attrs(f)

@@ -185,15 +185,9 @@ def test_dtype_of_is_the_datasets_dtype(tmp_path):
 
 
 def test_read_attr_reads_what_h5py_reads(tmp_path):
-    from tests.test_convert import _build_cases
+    from tests.test_convert import write_cases
     path = tmp_path / "all.h5"
-    with h5py.File(path, "w", libver="latest") as f:
-        cases = _build_cases(f)
-        for name, value, dtype, _ in cases:
-            if dtype is not None:
-                f.attrs.create(name, data=value, dtype=dtype)
-            else:
-                f.attrs[name] = value
+    cases = write_cases(path)
     with h5py.File(path, "r") as f:
         raw = {}
         convert.read_attrs(f, raw=raw)
