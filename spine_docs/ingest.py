@@ -241,8 +241,8 @@ def _init_worker() -> None:
 def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool,
                        cache: ExtractCache | None = None, raw: bool = False) -> Any:
     """One file's document; with ``raw``, as a ``RawBSONDocument`` (what a worker process
-    sends back: bytes pickle and unpickle several times faster than a nested dict, and the
-    catalog writes the nested parts' bytes as they are)."""
+    sends back: the BSON that fit() made anyway crosses between processes faster than a
+    nested dict, and the catalog writes the nested parts' bytes as they are)."""
     try:
         if raw:
             return RawBSONDocument(extract_bson(path, site=site, limits=limits, checksum=checksum,

@@ -613,9 +613,8 @@ def _update_fields(document: Any) -> set | None:
         if op not in _FIELD_UPDATERS or not isinstance(arg, Mapping):
             return None
         for k in arg:
-            if type(k) is not str or not k:
-                if not isinstance(k, str) or not k:
-                    return None
+            if not isinstance(k, str) or not k:
+                return None
             top = k.split(".", 1)[0] if "." in k else k
             if top == "_id" or top[0] == "$":
                 return None
