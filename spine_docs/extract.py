@@ -113,16 +113,9 @@ class ExtractCache:
         nested = spine.split_cfg_entry(text) if depth + 1 <= convert.MAX_DEPTH else None
         if nested is not None:
             name, parts = nested
-            plain: dict[str, Any] = {}
-            converted: dict[str, Any] = {}
-            for part in parts:
-                sub = self.cfg_entry(part, depth + 1)
-                if sub is None:
-                    break
-                plain.update(sub[0])
-                converted.update(sub[1])
-            else:
-                hit = ({name: plain}, {convert.escape_key(name): converted})
+            inner = self.cfg_entries_merged(parts, depth + 1)
+            if inner is not None:
+                hit = ({name: inner[0]}, {convert.escape_key(name): inner[1]})
         if hit is None:
             parsed = spine.parse_cfg_entry(text, depth=depth)
             if parsed is not None:
@@ -132,6 +125,20 @@ class ExtractCache:
             if len(self.cfg_entries) > self.max_cfg_entries:
                 self.cfg_entries.popitem(last=False)
         return hit
+
+    def cfg_entries_merged(self, parts: list[str], depth: int = 0
+                           ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(plain, converted)`` of the mapping made of ``parts`` (entries at ``depth``),
+        None when one of them does not stand alone."""
+        plain: dict[str, Any] = {}
+        converted: dict[str, Any] = {}
+        for part in parts:
+            hit = self.cfg_entry(part, depth)
+            if hit is None:
+                return None
+            plain.update(hit[0])
+            converted.update(hit[1])
+        return plain, converted
 
 
 _MISSING = object()
@@ -510,7 +517,7 @@ def _set_inputs(doc: dict[str, Any], inputs: list[Any]) -> None:
 def _job_document(job: dict[str, Any], path: str, cache: ExtractCache | None) -> dict[str, Any]:
     if cache is None:
         return convert.safe_document(job)
-    job_path = cache.jobs.get("dir:" + os.path.dirname(path))
+    job_path = spine.job_metadata_path(path, cache.jobs)  # read_sidecars just remembered it
     if job_path is None:
         return convert.safe_document(job)
     converted = cache.job_docs.get(job_path)
@@ -524,17 +531,9 @@ def _parse_cfg(text: str, cache: ExtractCache | None
     """``(plain cfg, converted cfg, None)`` or ``(None, None, reason)``; entry by entry
     through the cache when the text splits cleanly, else whole (same result either way)."""
     parts = spine.split_cfg(text) if cache is not None else None
-    if parts is not None:
-        plain: dict[str, Any] = {}
-        converted: dict[str, Any] = {}
-        for part in parts:
-            hit = cache.cfg_entry(part)  # type: ignore[union-attr]
-            if hit is None:
-                break
-            plain.update(hit[0])
-            converted.update(hit[1])
-        else:
-            return plain, cache.copy(converted), None  # type: ignore[union-attr]
+    merged = cache.cfg_entries_merged(parts) if cache is not None and parts is not None else None
+    if merged is not None:
+        return merged[0], cache.copy(merged[1]), None  # type: ignore[union-attr]
     cfg, reason = spine.parse_cfg_checked(text)
     if cfg is None:
         return None, None, reason

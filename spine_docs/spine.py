@@ -66,7 +66,7 @@ __all__ = [
     "child", "dtype_of", "read_info", "info_from_attrs", "detect_format_version", "parse_cfg",
     "parse_cfg_checked", "split_cfg", "split_cfg_entry", "parse_cfg_entry", "cfg_facts",
     "dataset_from_inputs", "event_count",
-    "run_ranges", "find_job_metadata", "load_json",
+    "run_ranges", "find_job_metadata", "job_metadata_path", "load_json",
     "load_json_checked", "read_sidecars", "sidecar_facts", "compile_patterns", "path_facts",
     "parse_version", "semver_key",
 ]
@@ -857,6 +857,20 @@ def find_job_metadata(path: str | os.PathLike[str],
 MAX_JOB_CACHE = 100_000
 
 
+def job_metadata_path(path: str | os.PathLike[str], job_cache: dict[str, Any] | None = None
+                      ) -> str | None:
+    """:func:`find_job_metadata` as a string, remembered per directory in ``job_cache``
+    (the dict :func:`read_sidecars` takes), so a second file of a directory costs one lookup."""
+    dir_key = "dir:" + os.path.dirname(os.path.abspath(os.fspath(path)))
+    if job_cache is not None and dir_key in job_cache:
+        return job_cache[dir_key]
+    found = find_job_metadata(path, memo=job_cache)
+    job_path = os.fspath(found) if found is not None else None
+    if job_cache is not None:
+        job_cache[dir_key] = job_path
+    return job_path
+
+
 def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | None = None,
                   errors: list[str] | None = None, copy_job: bool = True
                   ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -875,17 +889,9 @@ def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | N
     if problem and errors is not None:
         errors.append(problem)
 
-    directory = os.path.dirname(os.path.abspath(fspath))
-    dir_key = "dir:" + directory
     if job_cache is not None and len(job_cache) > MAX_JOB_CACHE:
         job_cache.clear()
-    if job_cache is not None and dir_key in job_cache:
-        job_path = job_cache[dir_key]
-    else:
-        found = find_job_metadata(fspath, memo=job_cache)
-        job_path = os.fspath(found) if found is not None else None
-        if job_cache is not None:
-            job_cache[dir_key] = job_path
+    job_path = job_metadata_path(fspath, job_cache)
     job = None
     if job_path is not None:
         job_key = "job:" + job_path
