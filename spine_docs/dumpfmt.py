@@ -113,13 +113,13 @@ def _unlink(path: str | os.PathLike) -> None:
 
 def to_raw(doc: Any) -> bytes:
     """BSON bytes of a document given as a mapping, a RawBSONDocument or BSON bytes."""
-    if isinstance(doc, RawBSONDocument):
-        return bytes(doc.raw)
     if isinstance(doc, (bytes, bytearray, memoryview)):
-        raw = bytes(doc)
+        raw = doc if type(doc) is bytes else bytes(doc)  # stored documents are bytes: no copy
         if len(raw) < 5 or int.from_bytes(raw[:4], "little") != len(raw) or raw[-1] != 0:
             raise DumpError("not a BSON document (bad length prefix or terminator)")
         return raw
+    if isinstance(doc, RawBSONDocument):
+        return bytes(doc.raw)
     return bson.encode(doc)
 
 
@@ -224,9 +224,7 @@ def write_collection_temp(directory: str | os.PathLike, name: str, docs: Iterabl
             chunk: list[bytes] = []
             pending = 0
             for doc in docs:
-                # stored documents arrive as checked bytes: no per-document call for them
-                raw = doc if type(doc) is bytes and len(doc) >= 5 and doc[-1] == 0 and \
-                    int.from_bytes(doc[:4], "little") == len(doc) else to_raw(doc)
+                raw = to_raw(doc)
                 chunk.append(raw)
                 count += 1
                 pending += len(raw)
