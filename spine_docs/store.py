@@ -116,7 +116,7 @@ import time
 import uuid as _uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -260,17 +260,23 @@ def _pick(raw: bytes, wanted: set | frozenset) -> bytes:
     return _INT32.pack(len(body) + 5) + body + b"\0"
 
 
-def _decode_fields(raw: bytes, fields: set | frozenset | None) -> dict:
-    """The top-level ``fields`` of a stored document (all of them when ``fields`` is None),
-    in the document's own order; other fields are not decoded."""
+def _fields_decoder(fields: set | frozenset | None) -> Callable[[bytes], dict]:
+    """raw -> the top-level ``fields`` of a stored document (all of them when ``fields`` is
+    None), in the document's own order; other fields are not decoded. Made once per scan."""
     if fields is None:
-        return _decode_full(raw)
+        return _decode_full
     if not fields:
-        return {}
+        return lambda raw: {}
     if len(fields) > _PARTIAL_MAX_FIELDS:
-        return {k: v for k, v in _decode_full(raw).items() if k in fields}
-    wanted = {f.encode("utf-8", "surrogatepass") for f in fields if isinstance(f, str)}
-    return bson.decode(_pick(raw, wanted))
+        return lambda raw: {k: v for k, v in _decode_full(raw).items() if k in fields}
+    wanted = frozenset(f.encode("utf-8", "surrogatepass") for f in fields if isinstance(f, str))
+    decode = bson.decode
+    return lambda raw: decode(_pick(raw, wanted))
+
+
+def _decode_fields(raw: bytes, fields: set | frozenset | None) -> dict:
+    """:func:`_fields_decoder` of ``fields``, for one document."""
+    return _fields_decoder(fields)(raw)
 
 
 def _locate(raw: bytes, wanted: set | frozenset) -> dict[bytes, tuple[int, int]]:
@@ -500,6 +506,131 @@ def _update_plan(document: Mapping) -> list[tuple[str, Any, Any]] | None:
     paths_ok = _paths_disjoint(document)
     return [(op, arg, _fast_plan(op, arg) if paths_ok and op in _FAST_UPDATERS
              and type(arg) is dict else None) for op, arg in document.items()]
+
+
+#: values ``$set`` may write straight into BSON bytes (their encoding needs no context)
+_LEAF_VALUE_TYPES = frozenset({str, int, float, bool, datetime, type(None)})
+_DOUBLE = struct.Struct("<d")
+
+
+def _leaf_plan(plan: list[tuple[str, Any, Any]] | None) -> dict | None:
+    """For an update made only of ``$set`` and ``$inc`` of plain values (``$setOnInsert``
+    changes nothing in a document that exists), the tree its paths make: name (bytes) ->
+    subtree, or ``(b"", element bytes)`` for a ``$set`` leaf, or ``(name, amount)`` for an
+    ``$inc`` one. :func:`_patch_leaves` applies it to a stored document's bytes. None when
+    the update is anything else. Depends on the update only: made once per update."""
+    if plan is None:
+        return None
+    tree: dict = {}
+    for op, arg, targets in plan:
+        if op == "$setOnInsert" and targets is not None:
+            continue
+        if op not in ("$set", "$inc") or targets is None:
+            return None
+        for parts, name, value in targets:
+            if type(value) not in _LEAF_VALUE_TYPES:
+                return None
+            path = [name] if parts is None else parts
+            try:
+                names = [p.encode("utf-8") for p in path]
+                leaf = ((b"", _encode({name: value})[4:-1]) if op == "$set"
+                        else (names[-1], value))
+            except (ValueError, OverflowError, bson.errors.BSONError):  # the general path says why
+                return None
+            node = tree
+            for part in names[:-1]:
+                node = node.setdefault(part, {})
+                if type(node) is not dict:
+                    return None
+            if names[-1] in node:
+                return None
+            node[names[-1]] = leaf
+    return tree or None
+
+
+def _inc_element(t: int, raw: bytes, v: int, name: bytes, amount: Any) -> bytes | None:
+    """The element ``$inc`` makes of the number of type ``t`` at ``raw[v]`` (None: leave it
+    to the general path: an int64, a result beyond int32, not a number)."""
+    if t == 0x10:
+        new = int.from_bytes(raw[v:v + 4], "little", signed=True) + amount
+        if type(new) is int:
+            if -0x80000000 <= new <= 0x7FFFFFFF:
+                return b"\x10" + name + b"\0" + new.to_bytes(4, "little", signed=True)
+            return None
+        return b"\x01" + name + b"\0" + _DOUBLE.pack(new)
+    if t == 0x01:
+        return b"\x01" + name + b"\0" + _DOUBLE.pack(_DOUBLE.unpack_from(raw, v)[0] + amount)
+    return None
+
+
+def _leaf_edits(raw: bytes, start: int, tree: dict, edits: list) -> int | None:
+    """Append to ``edits`` the ``[a, b, bytes]`` replacements that write the leaves of
+    ``tree`` into the document at ``raw[start:]``, in the order of their positions; return
+    how many bytes longer the document gets (None: a path is missing or runs through
+    anything but embedded documents, or an ``$inc`` meets what :func:`_inc_element` leaves
+    alone)."""
+    need = len(tree)
+    delta = 0
+    pos = start + 4
+    last = start + _INT32.unpack_from(raw, start)[0] - 1
+    find = raw.index
+    unpack = _INT32.unpack_from
+    fixed = _FIXED_SIZE
+    get = tree.get
+    while pos < last:
+        t = raw[pos]
+        nul = find(b"\0", pos + 1)
+        v = nul + 1
+        size = fixed.get(t)
+        if size is None:
+            size = unpack(raw, v)[0] + 4 if t == 0x02 else \
+                unpack(raw, v)[0] if t == 0x03 or t == 0x04 else _value_size(raw, t, v)
+        end = v + size
+        node = get(raw[pos + 1:nul])
+        if node is not None:
+            if type(node) is dict:
+                if t != 0x03:
+                    return None
+                prefix = [v, v + 4, b""]  # the embedded document's length, if it changes
+                edits.append(prefix)
+                grown = _leaf_edits(raw, v, node, edits)
+                if grown is None:
+                    return None
+                if grown:
+                    prefix[2] = _INT32.pack(size + grown)
+                    delta += grown
+                else:
+                    prefix[1] = v  # nothing to replace
+            else:
+                elem = node[1] if node[0] == b"" else _inc_element(t, raw, v, node[0], node[1])
+                if elem is None:
+                    return None
+                edits.append([pos, end, elem])
+                delta += len(elem) - (end - pos)
+            need -= 1
+            if not need:
+                return delta
+        pos = end
+    return None
+
+
+def _patch_leaves(raw: bytes, tree: dict) -> bytes | None:
+    """``raw`` with the leaves of a :func:`_leaf_plan` written into its bytes, and the other
+    bytes kept: equal to decoding, updating and encoding the document. None (nothing
+    done) when a path is missing or runs through anything but embedded documents, or an
+    ``$inc`` meets a value :func:`_inc_element` leaves alone."""
+    edits: list = []
+    grown = _leaf_edits(raw, 0, tree, edits)
+    if grown is None:
+        return None
+    parts = [_INT32.pack(len(raw) + grown)]
+    at = 4
+    for a, b, new in edits:
+        parts.append(raw[at:a])
+        parts.append(new)
+        at = b
+    parts.append(raw[at:])
+    return b"".join(parts)
 
 
 def _store_key(value: Any) -> Any:
@@ -812,6 +943,7 @@ class _CollectionStore(mm_store.CollectionStore):
         self._guard = guard
         self._uniq: dict | None = None
         self._ukeys: dict | None = None
+        self._uinfo: tuple[bool, set | None] | None = None
         self._uspecs: list = []
         self._ufields: set | None = None
         super().__init__(name)
@@ -831,7 +963,7 @@ class _CollectionStore(mm_store.CollectionStore):
             self._check_write()
         self._indexes = value
         self._ttl_indexes = {n: d for n, d in value.items() if d.get("expireAfterSeconds") is not None}
-        self._uniq = self._ukeys = None
+        self._forget_unique()
         if hasattr(self, "version"):
             self.version = next(_VERSIONS)
 
@@ -885,7 +1017,7 @@ class _CollectionStore(mm_store.CollectionStore):
         self._indexes = {}
         self._ttl_indexes = {}
         self._is_force_created = False
-        self._uniq = self._ukeys = None
+        self._forget_unique()
         self.options = {}
         self.uuid = _uuid.uuid4().hex
         self.version = next(_VERSIONS)
@@ -893,13 +1025,13 @@ class _CollectionStore(mm_store.CollectionStore):
     def create_index(self, index_name: str, index_dict: dict) -> None:
         self._check_write()
         super().create_index(index_name, index_dict)
-        self._uniq = self._ukeys = None
+        self._forget_unique()
         self.version = next(_VERSIONS)
 
     def drop_index(self, index_name: str) -> None:
         self._check_write()
         super().drop_index(index_name)
-        self._uniq = self._ukeys = None
+        self._forget_unique()
         self.version = next(_VERSIONS)
 
     def modify_index(self, spec: Mapping) -> None:
@@ -940,13 +1072,16 @@ class _CollectionStore(mm_store.CollectionStore):
         ``touched``: the only top-level fields that differ from the stored document under
         ``key`` (None: unknown); when no unique index reads them, its entries stand."""
         self._check_write()
-        if any(ix.get("unique") for ix in self._indexes.values()):
-            uniq = self._unique_maps()
-            if touched is not None and self._ufields is not None \
-                    and key in self._documents and not (touched & self._ufields):
+        has_unique, ufields = self._unique_info()
+        if has_unique:
+            if touched is not None and ufields is not None \
+                    and key in self._documents and not (touched & ufields):
+                # the maps (built or not) stand; a re-scan's first write in a fresh process
+                # does not build them
                 self._documents[key] = raw
                 self.version = next(_VERSIONS)
                 return
+            uniq = self._unique_maps()
             entries = _index_entries(_decode_fields(raw, self._ufields), self._uspecs)
             for name, uk in entries:
                 owner = uniq[name].get(uk, _NOKEY)
@@ -961,6 +1096,20 @@ class _CollectionStore(mm_store.CollectionStore):
         self.version = next(_VERSIONS)
 
     # ---- unique indexes
+    def _forget_unique(self) -> None:
+        """The indexes changed: the maps and what is known of the unique fields are stale."""
+        self._uniq = self._ukeys = None
+        self._uinfo = None
+
+    def _unique_info(self) -> tuple[bool, set | None]:
+        """(whether a unique index exists, the top-level fields the unique indexes read, None
+        when that cannot be told), without building the maps."""
+        info = self._uinfo
+        if info is None:
+            specs = [(n, ix) for n, ix in self._indexes.items() if ix.get("unique")]
+            info = self._uinfo = (bool(specs), self._unique_fields(specs))
+        return info
+
     def _dup_error(self, name: str, uk: tuple) -> DuplicateKeyError:
         pattern = dict(self._indexes[name]["key"]) if name in self._indexes else {}
         msg = (f"E11000 duplicate key error collection: {self.name} index: {name} "
@@ -993,14 +1142,16 @@ class _CollectionStore(mm_store.CollectionStore):
         fields = self._unique_fields(specs)
         uniq, ukeys = self._build_unique(specs, fields)
         mm_store.CollectionStore.create_index(self, index_name, index_dict)
+        self._uinfo = None
         self._uspecs, self._ufields, self._uniq, self._ukeys = specs, fields, uniq, ukeys
         self.version = next(_VERSIONS)
 
     def _build_unique(self, specs: list, fields: set | None) -> tuple[dict, dict]:
         uniq: dict = {n: {} for n, _ix in specs}
         ukeys: dict = {}
+        decode = _fields_decoder(fields)
         for key, raw in list(self._documents.items()):
-            entries = _index_entries(_decode_fields(raw, fields), specs)
+            entries = _index_entries(decode(raw), specs)
             for name, uk in entries:
                 owner = uniq[name].get(uk, _NOKEY)
                 if owner is not _NOKEY and owner != key:
@@ -1069,8 +1220,9 @@ class _CollectionStore(mm_store.CollectionStore):
         field = keys[0][0]
         ttl_now = mongomock.utcnow()
         expired = []
+        decode = _fields_decoder({_top(field)})
         for key, raw in list(self._documents.items()):
-            doc = _decode_fields(raw, {_top(field)})
+            doc = decode(raw)
             try:
                 value = mm_helpers.get_value_by_dot(doc, field)
             except KeyError:
@@ -1097,7 +1249,7 @@ class _CollectionStore(mm_store.CollectionStore):
         self._documents = docs
         self._indexes = indexes
         self._ttl_indexes = {n: d for n, d in indexes.items() if d.get("expireAfterSeconds") is not None}
-        self._uniq = self._ukeys = None
+        self._forget_unique()
         self.options = options
         self.uuid = uuid_hex or _uuid.uuid4().hex
         self._is_force_created = True
@@ -1602,11 +1754,12 @@ class _Collection(mm_collection.Collection):
         if not spec or _exact_id_spec(spec):
             # no filter, or {"_id": v} / {"_id": {"$in": [...]}} whose hash lookup is the match
             id_only = needed is not None and needed <= {"_id"} and bool(spec)
+            decode = _fields_decoder(needed)
             for key, raw in items:
                 if id_only and type(key) is str:  # a string key is the _id itself
                     yield key, raw, {"_id": key}
                 else:
-                    yield key, raw, _decode_fields(raw, needed)
+                    yield key, raw, decode(raw)
             return
         match = mm_filtering.filter_applies
         if len(spec) == 1:
@@ -1625,13 +1778,15 @@ class _Collection(mm_collection.Collection):
                     return real(spec, doc)
         ffields = _filter_fields(spec)
         if needed is None and ffields is not None:
+            decode = _fields_decoder(ffields)
             for key, raw in items:  # filter on a partial decode, decode whole only matches
-                if match(spec, _decode_fields(raw, ffields)):
+                if match(spec, decode(raw)):
                     yield key, raw, _decode_full(raw)
             return
         fields = _union(needed, ffields)
+        decode = _fields_decoder(fields)
         for key, raw in items:
-            doc = _decode_fields(raw, fields)
+            doc = decode(raw)
             if match(spec, doc):
                 yield key, raw, doc
 
@@ -1697,8 +1852,9 @@ class _Collection(mm_collection.Collection):
             entries = _sort_list(entries, _first, sort, skip + limit if limit else 0)
         selected = entries[skip:(skip + limit) if limit else None]
         del entries
+        decode = _fields_decoder(fields)
         for _doc, raw in selected:
-            yield shape(_decode_fields(raw, fields))
+            yield shape(decode(raw))
 
     # ------------------------------------------------------------------ reads
     def find(self, filter=None, projection=None, skip=0, limit=0, no_cursor_timeout=False,
@@ -1883,9 +2039,20 @@ class _Collection(mm_collection.Collection):
         needed = None if touched is None else _union({"_id"}, _filter_fields(spec))
         if needed is not None:
             wanted = {f.encode("utf-8", "surrogatepass") for f in touched}
+        memo = self._plan_for
+        leaves = _leaf_plan(memo[1]) if memo is not None and memo[0] is document else None
         for key, raw, doc in self._scan(spec, needed, patched=True, ordered=not multi):
             num_matched += 1
             updated_existing = True
+            if leaves is not None:  # e.g. a re-scan's "seen again": a few leaves, in place
+                new_raw = _patch_leaves(raw, leaves)
+                if new_raw is not None:
+                    if new_raw != raw:
+                        self._store.put(key, new_raw, touched)
+                        num_updated += 1
+                    if not multi:
+                        break
+                    continue
             if needed is not None:  # add the fields the update touches to the filter's
                 spans = _locate(raw, wanted)
                 if spans:

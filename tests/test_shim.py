@@ -556,6 +556,20 @@ FIELD_UPDATES = [
     ({"run": 1}, {"$push": {"inputs": {"$each": ["/a", "/b", "/c"], "$slice": 2}}}),
     ({"run": 1}, {"$push": {"inputs": {"$each": ["/a"], "$slice": 0}}}),
     ({"run": 2}, {"$setOnInsert": {"ingest.first_seen": T0}, "$set": {"x": 1}}),
+    # written straight into the stored bytes (_patch_leaves), where every path exists
+    ({"run": 1}, {"$set": {"ingest.last_seen": T0 + dt.timedelta(microseconds=1500),
+                           "ingest.first_seen": dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)},
+                  "$inc": {"ingest.times_seen": -3}}),
+    ({"run": 1}, {"$inc": {"ingest.times_seen": 0.5, "attrs.a0": 2, "attrs.a3": -1.25}}),
+    ({"run": 1}, {"$inc": {"ingest.times_seen": 2**31}}),         # beyond int32: int64
+    ({"run": 1}, {"$inc": {"ingest.times_seen": 2**31 - 2}}),     # 1 + that: still int32
+    ({"run": 1}, {"$set": {"status": "moved", "size": 2**40, "name": None, "detector": True}}),
+    ({"run": 1}, {"$set": {"checksum.sha256": "é" * 70}}),         # on a quarter of them only
+    ({"run": 1}, {"$set": {"ingest.times_seen": "many", "cfg.model.name": ""}}),
+    ({"run": 1}, {"$set": {"cfg.model.modules.m1.w": 7.5, "cfg.model.name": "y", "cfg.io.batch": 8},
+                  "$inc": {"cfg.model.depth": 1, "cfg.model.modules.m3.w": 1}}),
+    ({"run": 1}, {"$set": {"ingest.times_seen": bson.int64.Int64(5)}}),  # not a plain value
+    ({"run": 1}, {"$set": {"ingest.history": []}, "$setOnInsert": {"ingest.first_seen": T0}}),
     # not for the fast path: mongomock's own handling must be what happens
     ({"run": 1}, {"$inc": {"status": 1}}),                        # a string
     ({"run": 1}, {"$inc": {"size": True}}),                       # a bool
@@ -581,6 +595,50 @@ def test_field_updates_give_mongomocks_documents(case, upsert):
         except Exception as exc:  # the same refusal on both
             results.append(type(exc).__name__)
     assert results[1] == results[0]
+
+
+def test_leaf_updates_write_into_the_stored_bytes(monkeypatch):
+    # what a re-scan sends for unchanged files: no decoding, updating and encoding of the
+    # document (mongomock's updater is not called), and the bytes are those of doing it
+    coll = shim_collection(40)
+    calls = Count(monkeypatch, store._Collection, "_apply_update_document")
+    coll.update_many({}, {"$set": {"ingest.run_id": "r-old"}})  # missing: the general way
+    assert calls.calls == 40
+    calls.calls = 0
+    before = {d["_id"]: d for d in coll.find()}
+    update = {"$set": {"ingest.last_seen": T0 + dt.timedelta(days=1), "ingest.run_id": "r-new"},
+              "$inc": {"ingest.times_seen": 1}}
+    coll.update_many({"_id": {"$in": list(before)}}, copy.deepcopy(update))
+    assert calls.calls == 0
+    for key, raw in coll._store._documents.items():
+        want = before[key]
+        want["ingest"].update(last_seen=T0 + dt.timedelta(days=1), run_id="r-new",
+                              times_seen=want["ingest"]["times_seen"] + 1)
+        assert raw == bson.encode(want)
+    # a path that is missing, or runs through an array, goes the general way
+    coll.update_many({}, {"$set": {"ingest.brand_new": 1}})
+    coll.update_many({"run": 1}, {"$set": {"inputs.0": "/x"}})
+    assert calls.calls == 40 + 10
+    assert all(d["ingest"]["brand_new"] == 1 for d in coll.find())
+
+
+def test_a_write_that_no_unique_index_reads_builds_no_unique_maps(monkeypatch, tmp_path):
+    db = store.connect(str(tmp_path / "cat"))
+    with store.writing(db):
+        db.files.create_index([("site", 1), ("path", 1)], unique=True)
+        db.files.insert_many([file_doc(i) for i in range(30)])
+    store.close(db)
+    db = store.connect(str(tmp_path / "cat"))  # as a fresh process: nothing built yet
+    builds = Count(monkeypatch, store._CollectionStore, "_build_unique")
+    with store.writing(db):
+        db.files.update_many({}, {"$inc": {"ingest.times_seen": 1}})
+        db.files.update_one({"_id": file_doc(3)["_id"]}, {"$set": {"status": "x"}})
+    assert builds.calls == 0
+    assert db.files.count_documents({"ingest.times_seen": 2}) == 30
+    with store.writing(db), pytest.raises(DuplicateKeyError):  # a write that reads them does
+        db.files.update_one({"_id": file_doc(3)["_id"]}, {"$set": {"path": file_doc(4)["path"]}})
+    assert builds.calls == 1
+    assert db.files.find_one({"_id": file_doc(3)["_id"]})["path"] == file_doc(3)["path"]
 
 
 def test_equality_on_a_string_field_matches_as_mongomock(monkeypatch):
