@@ -173,12 +173,14 @@ def base_document(site: str, path: str) -> dict[str, Any]:
         "_id": doc_id(site, path),
         "site": site,
         "path": path,
-        "name": os.path.basename(path),
-        "dir": os.path.dirname(path),
+        # what a re-scan reads of every document comes first: the embedded catalog's field
+        # picker walks the BSON from the start and stops at the last field it wants
         "size": None,
         "mtime": None,
-        "checksum": None,
         "status": "error",
+        "name": os.path.basename(path),
+        "dir": os.path.dirname(path),
+        "checksum": None,
         "error": None,
     }
     for name in PROMOTED:

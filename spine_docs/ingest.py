@@ -140,31 +140,34 @@ def is_unchanged(known: tuple[int | None, int | None, str | None] | None, st: os
     return status != "error" and size == st.st_size and mtime == st.st_mtime_ns // 1_000_000
 
 
-def _bookkeeping(now: datetime, run_id: str, status: str, change: str) -> dict[str, Any]:
-    return {
-        "$setOnInsert": {"ingest.first_seen": now},
-        "$inc": {"ingest.times_seen": 1},
-        "$push": {"ingest.history": {"$each": [{"at": now, "run_id": run_id, "status": status,
-                                                 "change": change}], "$slice": -HISTORY_LENGTH}},
-    }
-
-
 def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str) -> UpdateOne:
     """The write for one extracted document, keyed by ``_id`` (site + path).
 
     An ``error`` document only updates status, error, size and mtime of a document that
     exists already, so what an earlier run read from the file is not lost.
+
+    The order of the operators and fields is the order of a new document's fields on the
+    embedded catalog (a server orders them its own way): ``ingest`` right after ``_id``,
+    and in it first the three fields a re-scan rewrites (see :func:`seen_op`), so that
+    finding them in the BSON is short.
     """
-    update = _bookkeeping(now, run_id, doc["status"], change)
-    bookkeeping = {"ingest.last_seen": now, "ingest.extractor_version": EXTRACTOR_VERSION,
-                   "ingest.run_id": run_id}
+    bookkeeping = {"ingest.last_seen": now, "ingest.run_id": run_id,
+                   "ingest.extractor_version": EXTRACTOR_VERSION}
     body = {k: v for k, v in doc.items() if k != "_id"}
+    on_insert = {"ingest.first_seen": now}
     if doc["status"] == "error":
-        keep = {"status", "error", "size", "mtime"}
-        update["$set"] = {**{k: body[k] for k in keep}, **bookkeeping}
-        update["$setOnInsert"].update({k: v for k, v in body.items() if k not in keep})
+        keep = ("size", "mtime", "status", "error")
+        fields = {**bookkeeping, **{k: body[k] for k in keep}}
+        on_insert.update({k: v for k, v in body.items() if k not in keep})
     else:
-        update["$set"] = {**body, **bookkeeping}
+        fields = {**bookkeeping, **body}
+    update = {
+        "$set": fields,
+        "$inc": {"ingest.times_seen": 1},
+        "$setOnInsert": on_insert,
+        "$push": {"ingest.history": {"$each": [{"at": now, "run_id": run_id, "status": doc["status"],
+                                                 "change": change}], "$slice": -HISTORY_LENGTH}},
+    }
     return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
 
 
