@@ -25,6 +25,16 @@ DOCS = [
 ]
 
 
+def test_a_collection_of_many_blocks_is_written_and_hashed_in_order(tmp_path):
+    # the save writes 1 MB blocks and hashes all but the first in a helper thread
+    docs = [{"_id": i, "pad": bytes([i % 251]) * (100_000 + i)} for i in range(45)]
+    info = dumpfmt.write_collection(tmp_path, "files", iter(docs))
+    data = (tmp_path / "files.bson").read_bytes()
+    assert len(data) > 4 * (1 << 20)
+    assert info == {"count": 45, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert list(dumpfmt.read_collection(tmp_path, "files")) == docs
+
+
 def test_write_and_read_round_trip(tmp_path):
     info = dumpfmt.write_collection(tmp_path, "files", (d for d in DOCS),
                                     indexes=[{"v": 2, "key": {"site": 1, "path": -1}, "name": "sp", "unique": True}],
