@@ -521,15 +521,18 @@ def _leaf_plan(plan: list[tuple[str, Any, Any]] | None) -> dict | None:
     the update is anything else. Depends on the update only: made once per update."""
     if plan is None:
         return None
-    tree: dict = {}
-    for op, arg, targets in plan:
+    leaf_types = _LEAF_VALUE_TYPES
+    for op, _arg, targets in plan:  # look before encoding anything
         if op == "$setOnInsert" and targets is not None:
             continue
-        if op not in ("$set", "$inc") or targets is None:
+        if op not in ("$set", "$inc") or targets is None \
+                or not all(type(value) in leaf_types for _p, _n, value in targets):
             return None
+    tree: dict = {}
+    for op, _arg, targets in plan:
+        if op == "$setOnInsert":
+            continue
         for parts, name, value in targets:
-            if type(value) not in _LEAF_VALUE_TYPES:
-                return None
             path = [name] if parts is None else parts
             try:
                 names = [p.encode("utf-8") for p in path]
@@ -2040,10 +2043,12 @@ class _Collection(mm_collection.Collection):
         if needed is not None:
             wanted = {f.encode("utf-8", "surrogatepass") for f in touched}
         memo = self._plan_for
-        leaves = _leaf_plan(memo[1]) if memo is not None and memo[0] is document else None
+        leaves: Any = _MISSING  # made at the first match (an upsert may match nothing)
         for key, raw, doc in self._scan(spec, needed, patched=True, ordered=not multi):
             num_matched += 1
             updated_existing = True
+            if leaves is _MISSING:
+                leaves = _leaf_plan(memo[1]) if memo is not None and memo[0] is document else None
             if leaves is not None:  # e.g. a re-scan's "seen again": a few leaves, in place
                 new_raw = _patch_leaves(raw, leaves)
                 if new_raw is not None:
