@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import UpdateMany, UpdateOne
+from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import __version__, schema, store
@@ -171,6 +171,36 @@ def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str
     return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
 
 
+def insert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str) -> InsertOne:
+    """The write for a file the catalog does not hold yet: its whole document, with the
+    ``ingest`` a new document gets from :func:`upsert_op` (same fields, same order), inserted
+    as it is: a worker's BSON is not decoded here. Should the catalog hold the file after all
+    (``--no-skip-existing``, or another run indexed it meanwhile), the insert fails with a
+    duplicate key and the writer sends :func:`upsert_op` instead."""
+    raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
+    status = doc_facts(doc)["status"]
+    ingest = bson.encode({"ingest": {
+        "last_seen": now, "run_id": run_id, "extractor_version": EXTRACTOR_VERSION, "times_seen": 1,
+        "first_seen": now, "history": [{"at": now, "run_id": run_id, "status": status, "change": "new"}],
+    }})[4:-1]
+    if raw[4] == 0x02 and raw[5:9] == b"_id\x00":  # what extract makes: _id first, a string
+        after_id = 13 + int.from_bytes(raw[9:13], "little")
+        body = b"".join((raw[4:after_id], ingest, raw[after_id:-1]))
+    else:
+        fields = bson.decode(raw)
+        body = b"".join((bson.encode({"_id": fields.pop("_id")})[4:-1], ingest,
+                         bson.encode(fields)[4:-1]))
+    return InsertOne(RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\0"))
+
+
+def doc_facts(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``path``, ``status`` and ``error`` of an extracted document (a worker's BSON is not
+    decoded whole for them)."""
+    if isinstance(doc, RawBSONDocument):
+        return store.raw_fields(doc.raw, ("path", "status", "error"))
+    return doc
+
+
 def seen_op(ids: Sequence[str], *, now: datetime, run_id: str) -> UpdateMany:
     """The write for a batch of unchanged files: they were seen again (one op per batch)."""
     return UpdateMany({"_id": {"$in": list(ids)}},
@@ -186,17 +216,22 @@ class _Writer:
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
         self.report = report
-        self.ops: list[UpdateOne] = []
+        self.ops: list[Any] = []
         self.paths: list[str] = []
         self.kinds: list[str] = []
+        self.fallbacks: list[Callable[[], UpdateOne] | None] = []
         self.seen_ids: list[str] = []
         self.last = time.monotonic()
 
-    def add(self, op: UpdateOne, path: str, kind: str) -> None:
-        """``kind`` is how the report counted this file: indexed, unchanged or failed."""
+    def add(self, op: Any, path: str, kind: str,
+            on_duplicate: Callable[[], UpdateOne] | None = None) -> None:
+        """``kind`` is how the report counted this file: indexed, unchanged or failed.
+        ``on_duplicate``: the write to send instead when ``op`` (an insert) finds the
+        document there already."""
         self.ops.append(op)
         self.paths.append(path)
         self.kinds.append(kind)
+        self.fallbacks.append(on_duplicate)
         if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
             self.flush()
 
@@ -215,20 +250,34 @@ class _Writer:
     def flush(self) -> None:
         if not self.ops:
             return
-        ops, paths, kinds = self.ops, self.paths, self.kinds
-        self.ops, self.paths, self.kinds = [], [], []
+        ops, paths, kinds, fallbacks = self.ops, self.paths, self.kinds, self.fallbacks
+        self.ops, self.paths, self.kinds, self.fallbacks = [], [], [], []
+        with store.writing(self.db):
+            again = self._bulk(ops, paths, kinds, fallbacks)
+            if again:  # inserts of documents that were there after all: upserts instead
+                self._bulk([fallbacks[i]() for i in again], [paths[i] for i in again],
+                           [kinds[i] for i in again], [None] * len(again))
+        self.last = time.monotonic()
+        self.interval = store.commit_interval(self.db)  # grows with an embedded catalog
+
+    def _bulk(self, ops: list[Any], paths: list[str], kinds: list[str],
+              fallbacks: list[Callable[[], UpdateOne] | None]) -> list[int]:
+        """One unordered bulk write; reports what the database refused, and returns the
+        positions of the inserts that found their document there (to send again)."""
+        again: list[int] = []
         try:
-            with store.writing(self.db):
-                self.db.files.bulk_write(ops, ordered=False)
+            self.db.files.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             for err in exc.details.get("writeErrors", []):
                 i = err.get("index", 0)
+                if err.get("code") == 11000 and fallbacks[i] is not None:
+                    again.append(i)
+                    continue
                 self.report.problems.append(Problem(paths[i], f"database refused the document: {err.get('errmsg')}"))
                 if kinds[i] == "indexed":  # now a failure; "failed" ones were counted already,
                     self.report.indexed -= 1  # and an unchanged file's document is intact
                     self.report.failed += 1
-        self.last = time.monotonic()
-        self.interval = store.commit_interval(self.db)  # grows with an embedded catalog
+        return sorted(again)
 
 
 # --------------------------------------------------------------------------- workers
@@ -327,15 +376,22 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     try:
         for doc in extract_many(todo, site=settings.site, limits=limits, checksum=settings.checksum,
                                 workers=settings.workers):
-            if doc["status"] == "error":
+            facts = doc_facts(doc)
+            path, status = facts["path"], facts["status"]
+            if status == "error":
                 report.failed += 1
-                report.problems.append(Problem(doc["path"], doc["error"]))
+                report.problems.append(Problem(path, facts["error"]))
             else:
                 report.indexed += 1
-                report.incomplete += doc["status"] == "incomplete"
-            writer.add(upsert_op(doc, now=now, run_id=report.run_id,
-                                 change=changes.get(doc["path"], "new")), doc["path"],
-                       "failed" if doc["status"] == "error" else "indexed")
+                report.incomplete += status == "incomplete"
+            kind = "failed" if status == "error" else "indexed"
+            change = changes.get(path, "new")
+            if change == "new":  # as far as this run knows: inserted whole, not decoded
+                writer.add(insert_op(doc, now=now, run_id=report.run_id), path, kind,
+                           partial(upsert_op, doc, now=now, run_id=report.run_id,
+                                   change="new" if skip_existing else "reindexed"))
+            else:
+                writer.add(upsert_op(doc, now=now, run_id=report.run_id, change=change), path, kind)
             done += 1
             if progress:
                 progress(done, total)

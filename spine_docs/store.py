@@ -135,6 +135,7 @@ from mongomock import database as mm_database
 from mongomock import filtering as mm_filtering
 from mongomock import helpers as mm_helpers
 from mongomock import mongo_client as mm_client
+from mongomock import results as mm_results
 from mongomock import store as mm_store
 from mongomock.command_cursor import CommandCursor
 from mongomock.not_implemented import raise_for_feature as _raise_not_implemented
@@ -272,6 +273,11 @@ def _fields_decoder(fields: set | frozenset | None) -> Callable[[bytes], dict]:
     wanted = frozenset(f.encode("utf-8", "surrogatepass") for f in fields if isinstance(f, str))
     decode = bson.decode
     return lambda raw: decode(_pick(raw, wanted))
+
+
+def raw_fields(raw: bytes, fields: Iterable[str]) -> dict:
+    """The top-level ``fields`` of a BSON document, decoded (the others are skipped)."""
+    return _fields_decoder(set(fields))(raw)
 
 
 def _decode_fields(raw: bytes, fields: set | frozenset | None) -> dict:
@@ -1933,21 +1939,27 @@ class _Collection(mm_collection.Collection):
             _raise_not_implemented("session", "Mongomock does not handle sessions yet")
         if not isinstance(data, Mapping):
             return super()._insert(data, session, ordered=ordered)
-        if not isinstance(data, RawBSONDocument):
-            if not all(isinstance(k, str) for k in data):
-                raise ValueError("Document keys must be strings")
-            for k in data:  # nested keys with NUL: bson.encode raises the same InvalidDocument
-                if k.startswith("$") or "\0" in k:
-                    raise bson.errors.InvalidDocument(
-                        f'Top-level field names cannot start with the "$" sign nor contain the '
-                        f'null character (found: {k})')
-            if "_id" not in data:
-                data["_id"] = ObjectId()
-        elif "_id" not in data:
-            raise ValueError("a RawBSONDocument to insert must have an _id")
-        object_id = data["_id"]
-        key = _store_key(_materialize(object_id))
-        raw = _encode(data)
+        if isinstance(data, RawBSONDocument) and data.raw[5:9] == b"_id\x00" \
+                and data.raw[4] in (0x02, 0x07):
+            # a string or ObjectId _id first (what ingest inserts): no inflating the document
+            raw = data.raw
+            object_id = key = _raw_id(raw)
+        else:
+            if not isinstance(data, RawBSONDocument):
+                if not all(isinstance(k, str) for k in data):
+                    raise ValueError("Document keys must be strings")
+                for k in data:  # nested keys with NUL: bson.encode raises the same InvalidDocument
+                    if k.startswith("$") or "\0" in k:
+                        raise bson.errors.InvalidDocument(
+                            f'Top-level field names cannot start with the "$" sign nor contain '
+                            f'the null character (found: {k})')
+                if "_id" not in data:
+                    data["_id"] = ObjectId()
+            elif "_id" not in data:
+                raise ValueError("a RawBSONDocument to insert must have an _id")
+            object_id = data["_id"]
+            key = _store_key(_materialize(object_id))
+            raw = _encode(data)
         store = self._store
         if key in store._documents:
             raise DuplicateKeyError(
@@ -1956,12 +1968,24 @@ class _Collection(mm_collection.Collection):
         store.put(key, raw)
         return object_id
 
+    # pymongo inserts a RawBSONDocument as it is (ingest sends new files' documents so);
+    # mongomock refuses anything but a mutable mapping
     def insert_one(self, document, bypass_document_validation=False, session=None, comment=None):
+        if isinstance(document, RawBSONDocument):
+            return mm_results.InsertOneResult(self._insert(document, session), acknowledged=True)
         return super().insert_one(document, bypass_document_validation=bypass_document_validation,
                                   session=session)
 
     def insert_many(self, documents, ordered=True, bypass_document_validation=False, session=None,
                     comment=None):
+        if isinstance(documents, Iterable) and not isinstance(documents, Mapping):
+            documents = list(documents)
+            if documents and any(isinstance(d, RawBSONDocument) for d in documents):
+                for d in documents:
+                    if not isinstance(d, RawBSONDocument):
+                        mm_collection.validate_is_mutable_mapping("document", d)
+                return mm_results.InsertManyResult(self._insert(documents, session, ordered=ordered),
+                                                   acknowledged=True)
         return super().insert_many(documents, ordered=ordered,
                                    bypass_document_validation=bypass_document_validation,
                                    session=session)

@@ -59,8 +59,59 @@ def test_rescan_skips_unchanged_and_reindexes_changed(db, tmp_path):
     assert doc["ingest"]["times_seen"] == 3
     assert [h["change"] for h in doc["ingest"]["history"]] == ["new", "changed"]
 
+    # forced: every insert finds its document, and becomes an upsert (nothing is refused)
+    first_seen = db.files.find_one({"path": str(paths[1])})["ingest"]["first_seen"]
     rep = ingest.inject(db, settings=settings(), sources=src, skip_existing=False)
     assert rep.indexed == len(paths) and rep.unchanged == 0
+    assert (rep.failed, rep.problems) == (0, [])
+    assert db.files.count_documents({}) == len(paths)
+    doc = db.files.find_one({"path": str(paths[1])})
+    assert doc["ingest"]["times_seen"] == 4 and doc["ingest"]["first_seen"] == first_seen
+    assert [h["change"] for h in doc["ingest"]["history"]] == ["new", "reindexed"]
+
+
+def test_new_files_are_inserted_with_what_an_upsert_gives_them(tmp_path):
+    from datetime import datetime, timezone
+
+    from bson.raw_bson import RawBSONDocument
+
+    from spine_docs.extract import Limits, extract, extract_bson
+
+    paths = tree(tmp_path, n=5)
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    paths.append(tmp_path / "bad.h5")
+    now, run = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc), "r-1"
+    limits = Limits.from_settings(settings())
+    for form in ("bson", "dict"):
+        inserted = store.connect(f"mongomock://insert-{form}")
+        upserted = store.connect(f"mongomock://upsert-{form}")
+        for p in paths:
+            doc = (RawBSONDocument(extract_bson(p, site=SITE, limits=limits)) if form == "bson"
+                   else extract(p, site=SITE, limits=limits))
+            inserted.files.bulk_write([ingest.insert_op(doc, now=now, run_id=run)])
+            upserted.files.bulk_write([ingest.upsert_op(doc, now=now, run_id=run, change="new")])
+        a = sorted(inserted.files.find(), key=lambda d: d["_id"])
+        b = sorted(upserted.files.find(), key=lambda d: d["_id"])
+        assert len(a) == len(paths) and a == b
+        for x, y in zip(a, b):
+            if x["status"] != "error":  # an error upsert sets its four fields first
+                assert list(x) == list(y) and list(x["ingest"]) == list(y["ingest"])
+
+
+def test_new_files_are_not_decoded_to_be_written(tmp_path, monkeypatch):
+    paths = tree(tmp_path, n=10)
+    db = store.connect("mongomock://insert-first")
+    upserts = []
+    real = ingest.upsert_op
+    monkeypatch.setattr(ingest, "upsert_op", lambda *a, **k: upserts.append(1) or real(*a, **k))
+    rep = ingest.inject(db, settings=settings(workers=2), sources=[str(tmp_path / "prod")])
+    assert rep.indexed == len(paths) and upserts == []
+    # a run that did not know them (another run indexed them meanwhile): upserts after all
+    monkeypatch.setattr(ingest, "existing_index", lambda db, site: {})
+    rep = ingest.inject(db, settings=settings(workers=2), sources=[str(tmp_path / "prod")])
+    assert (rep.indexed, rep.failed, rep.problems) == (len(paths), 0, [])
+    assert len(upserts) == len(paths) == db.files.count_documents({"ingest.times_seen": 2})
+    assert {len(d["ingest"]["history"]) for d in db.files.find()} == {2}
 
 
 def test_bad_input_is_reported_and_the_rest_indexed(db, tmp_path):

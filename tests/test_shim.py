@@ -756,10 +756,23 @@ def test_ttl_expiry_runs_at_most_once_per_interval(monkeypatch):
 
 
 def test_raw_documents_can_be_inserted():
+    # as pymongo does (mongomock refuses anything but a mutable mapping), without decoding
     coll = shim_collection()
+    coll.create_index([("site", 1), ("path", 1)], unique=True)
     raw = RawBSONDocument(bson.encode(file_doc(4)))
     coll.insert_many([raw], bypass_document_validation=True)
     assert coll.find_one() == bson.decode(raw.raw)
+    assert coll.insert_one(RawBSONDocument(bson.encode(file_doc(5)))).inserted_id == file_doc(5)["_id"]
+    assert coll.insert_many([RawBSONDocument(bson.encode(file_doc(6))), file_doc(7)]).inserted_ids \
+        == [file_doc(6)["_id"], file_doc(7)["_id"]]
+    assert coll._store._documents[file_doc(5)["_id"]] == bson.encode(file_doc(5))
+    with pytest.raises(DuplicateKeyError):  # the _id
+        coll.insert_one(RawBSONDocument(bson.encode(file_doc(5))))
+    with pytest.raises(DuplicateKeyError):  # the unique index
+        coll.insert_one(RawBSONDocument(bson.encode({**file_doc(5), "_id": "other"})))
+    with pytest.raises(TypeError):
+        coll.insert_many([RawBSONDocument(bson.encode(file_doc(8))), ("not", "a", "document")])
+    assert coll.count_documents({}) == 4
 
 
 # --------------------------------------------------------------------------- key-based sorting, partial updates
