@@ -75,8 +75,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import bson
 import h5py
