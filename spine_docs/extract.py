@@ -159,7 +159,10 @@ def _copy_tree(value: Any) -> Any:
 
 def normalise_path(path: str | os.PathLike[str]) -> str:
     """Absolute, normalised path (symbolic links are kept: sites address files through them)."""
-    return os.path.normpath(os.path.abspath(os.fspath(path)))
+    path = os.fspath(path)
+    if os.path.isabs(path):  # what abspath would do to it, minus a second normpath
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.abspath(path))
 
 
 def doc_id(site: str, path: str) -> str:

@@ -17,7 +17,7 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -126,9 +126,17 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
 def existing_index(db: Any, site: str) -> dict[str, tuple[int | None, int | None, str | None]]:
     """path -> (size, mtime in ms, status) of every document of a site (one projected scan)."""
     out: dict[str, tuple[int | None, int | None, str | None]] = {}
-    cursor = db.files.find({"site": site}, {"_id": 0, "path": 1, "size": 1, "mtime": 1, "status": 1})
+    cursor = db.files.find({"site": site},
+                           {"_id": 0, "site": 1, "path": 1, "size": 1, "mtime": 1, "status": 1})
+    epoch, ms = datetime(1970, 1, 1), timedelta(milliseconds=1)  # site asked for too: then
+    # the embedded catalog hands each decoded document over as it is
     for d in cursor:
-        out[d["path"]] = (d.get("size"), mtime_ms(d.get("mtime")), d.get("status"))
+        mtime = d.get("mtime")
+        if type(mtime) is datetime and mtime.tzinfo is None:  # as pymongo returns dates
+            mtime = (mtime - epoch) // ms
+        else:
+            mtime = mtime_ms(mtime)
+        out[d["path"]] = (d.get("size"), mtime, d.get("status"))
     return out
 
 
@@ -211,8 +219,9 @@ def seen_op(ids: Sequence[str], *, now: datetime, run_id: str) -> UpdateMany:
 class _Writer:
     """Buffers writes and sends them as unordered bulk upserts, batch by batch."""
 
-    def __init__(self, db: Any, batch_size: int, report: InjectReport):
+    def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime):
         self.db = db
+        self.now = now  # the run's time, in every write's bookkeeping
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
         self.report = report
@@ -235,16 +244,17 @@ class _Writer:
         if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
             self.flush()
 
-    def seen(self, _id: str, *, now: datetime, run_id: str) -> None:
+    def seen(self, _id: str) -> None:
         """An unchanged file: buffered and written as one UpdateMany per batch."""
         self.seen_ids.append(_id)
         if len(self.seen_ids) >= SEEN_BATCH:
-            self._seen_flush(now, run_id)
+            self.seen_flush()
 
-    def _seen_flush(self, now: datetime, run_id: str) -> None:
+    def seen_flush(self) -> None:
         if self.seen_ids:
             n = len(self.seen_ids)
-            self.add(seen_op(self.seen_ids, now=now, run_id=run_id), f"({n} unchanged files)", "unchanged")
+            self.add(seen_op(self.seen_ids, now=self.now, run_id=self.report.run_id),
+                     f"({n} unchanged files)", "unchanged")
             self.seen_ids = []
 
     def flush(self) -> None:
@@ -353,22 +363,23 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         progress(0, total)
 
     known = existing_index(db, settings.site) if skip_existing else {}
-    writer = _Writer(db, settings.batch_size, report)
+    writer = _Writer(db, settings.batch_size, report, now)
     todo: list[str] = []
     changes: dict[str, str] = {}
+    seen, site = writer.seen, settings.site
     for path in paths:
         st, problem = stat_problem(path)
         prior = known.get(path)
-        if problem is None and skip_existing and is_unchanged(prior, st):
+        if prior is not None and problem is None and is_unchanged(prior, st):
             report.unchanged += 1
-            writer.seen(doc_id(settings.site, path), now=now, run_id=report.run_id)
+            seen(doc_id(site, path))
             done += 1
             if progress and done % 1000 == 0:
                 progress(done, total)
             continue
         changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
         todo.append(path)
-    writer._seen_flush(now, report.run_id)
+    writer.seen_flush()
     if progress:
         progress(done, total)
 

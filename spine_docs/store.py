@@ -1771,6 +1771,8 @@ class _Collection(mm_collection.Collection):
                     yield key, raw, decode(raw)
             return
         match = mm_filtering.filter_applies
+        ffields = _filter_fields(spec)
+        text = None
         if len(spec) == 1:
             (field, want), = spec.items()
             if type(want) is str and type(field) is str and not field.startswith("$") \
@@ -1778,6 +1780,7 @@ class _Collection(mm_collection.Collection):
                 # {field: "text"} (e.g. one site's documents): a string field equal to it
                 # matches, a string field not equal does not; anything else (arrays, other
                 # types, missing) is mongomock's to decide
+                text = field, want
                 real = match
 
                 def match(spec, doc, _f=field, _w=want):  # noqa: F811
@@ -1785,15 +1788,21 @@ class _Collection(mm_collection.Collection):
                     if type(v) is str:
                         return v == _w
                     return real(spec, doc)
-        ffields = _filter_fields(spec)
         if needed is None and ffields is not None:
             decode = _fields_decoder(ffields)
             for key, raw in items:  # filter on a partial decode, decode whole only matches
                 if match(spec, decode(raw)):
                     yield key, raw, _decode_full(raw)
             return
-        fields = _union(needed, ffields)
-        decode = _fields_decoder(fields)
+        decode = _fields_decoder(_union(needed, ffields))
+        if text is not None:  # the same test as match(), without a call per document
+            field, want = text
+            for key, raw in items:
+                doc = decode(raw)
+                v = doc.get(field)
+                if v == want if type(v) is str else real(spec, doc):
+                    yield key, raw, doc
+            return
         for key, raw in items:
             doc = decode(raw)
             if match(spec, doc):
@@ -1824,6 +1833,8 @@ class _Collection(mm_collection.Collection):
             keep_id = bool(proj.get("_id", 1))
 
             def shape(doc):
+                if doc.keys() <= include:  # nothing to drop, no _id to move last
+                    return doc
                 out = {k: v for k, v in doc.items() if k in include}
                 if keep_id and "_id" in doc:
                     out["_id"] = doc["_id"]
