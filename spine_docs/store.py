@@ -577,7 +577,8 @@ def _leaf_edits(raw: bytes, start: int, tree: dict, edits: list) -> int | None:
     ``tree`` into the document at ``raw[start:]``, in the order of their positions; return
     how many bytes longer the document gets (None: a path is missing or runs through
     anything but embedded documents, or an ``$inc`` meets what :func:`_inc_element` leaves
-    alone)."""
+    alone). Walks the elements as :func:`_pick` and :func:`_locate` do, inline: built on
+    :func:`_locate` it took 20-30% longer (measured), and this is a re-scan's hot path."""
     need = len(tree)
     delta = 0
     pos = start + 4
