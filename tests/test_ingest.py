@@ -227,3 +227,48 @@ def test_refused_documents_are_counted_once(tmp_path, monkeypatch):
     assert (rep.indexed, rep.failed) == (3, 1)
     assert any("refused" in p.reason for p in rep.problems)
     assert db.files.count_documents({}) == len(good)
+
+
+def test_stat_many_keeps_order_and_goes_to_threads_only_when_stat_is_slow():
+    import threading
+
+    paths = [f"/p/{i:04d}" for i in range(1000)]
+    used = set()
+
+    def fast(p):
+        used.add(threading.get_ident())
+        return p, None
+
+    def slow(p):
+        used.add(threading.get_ident())
+        time.sleep(0.0002)
+        return p, "slow"
+
+    # a filesystem that answers fast: one thread (this one), in order
+    assert list(ingest.stat_many(paths, stat=fast, probe=100, slow_s=1.0)) == [(p, None) for p in paths]
+    assert used == {threading.get_ident()}
+    # a slow one (GPFS, Lustre, NFS): after the probe, threads; still in order
+    used.clear()
+    assert list(ingest.stat_many(paths, stat=slow, probe=100, slow_s=1e-4, threads=8)) \
+        == [(p, "slow") for p in paths]
+    assert len(used) > 2
+    # fewer paths than the probe, or no threads allowed: no threads
+    used.clear()
+    assert list(ingest.stat_many(paths[:50], stat=slow, probe=100, slow_s=1e-4)) == [(p, "slow") for p in paths[:50]]
+    assert list(ingest.stat_many(paths[:300], stat=slow, probe=100, slow_s=1e-4, threads=1)) \
+        == [(p, "slow") for p in paths[:300]]
+    assert used == {threading.get_ident()}
+
+
+def test_a_rescan_on_a_slow_filesystem_stats_in_threads(db, tmp_path, monkeypatch):
+    paths = tree(tmp_path, n=12)
+    src = [str(tmp_path / "prod")]
+    ingest.inject(db, settings=settings(), sources=src)
+    real = ingest.stat_many
+    monkeypatch.setattr(ingest, "stat_many", lambda ps: real(ps, probe=4, slow_s=0.0, threads=4))
+    rep = ingest.inject(db, settings=settings(), sources=src)
+    assert (rep.indexed, rep.unchanged, rep.failed) == (0, len(paths), 0)
+    os.remove(paths[7])  # still reported by path, from a thread
+    rep = ingest.inject(db, settings=settings(), sources=src + [str(paths[7])])
+    assert (rep.unchanged, rep.failed) == (len(paths) - 1, 1)
+    assert rep.problems[0].path == str(paths[7]) and "vanished" in rep.problems[0].reason
