@@ -167,10 +167,10 @@ def stat_many(paths: Sequence[str], *, stat: Callable[[str], Any] = stat_problem
 def existing_index(db: Any, site: str) -> dict[str, tuple[int | None, int | None, str | None]]:
     """path -> (size, mtime in ms, status) of every document of a site (one projected scan)."""
     out: dict[str, tuple[int | None, int | None, str | None]] = {}
+    # site is asked for too: the embedded catalog then hands each decoded document over as is
     cursor = db.files.find({"site": site},
                            {"_id": 0, "site": 1, "path": 1, "size": 1, "mtime": 1, "status": 1})
-    epoch, ms = datetime(1970, 1, 1), timedelta(milliseconds=1)  # site asked for too: then
-    # the embedded catalog hands each decoded document over as it is
+    epoch, ms = datetime(1970, 1, 1), timedelta(milliseconds=1)
     for d in cursor:
         mtime = d.get("mtime")
         if type(mtime) is datetime and mtime.tzinfo is None:  # as pymongo returns dates
@@ -258,7 +258,8 @@ def seen_op(ids: Sequence[str], *, now: datetime, run_id: str) -> UpdateMany:
 
 
 class _Writer:
-    """Buffers writes and sends them as unordered bulk upserts, batch by batch."""
+    """Buffers writes and sends them as unordered bulk writes, batch by batch: an insert
+    that finds its document there already is sent again as the upsert it came with."""
 
     def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime):
         self.db = db
