@@ -1,7 +1,7 @@
 """Shared pieces of the spine-docs explorer, imported by ``explorer.py`` and ``views/*.py``.
 
 The explorer only renders: every query is a function of :mod:`spine_docs.queries` (or of
-``store``/``schema``/``ingest`` for the connection, the version gate and the last run). This
+``store``/``schema``/``runs`` for the connection, the version gate and the last run). This
 module holds what every page needs:
 
 * :func:`open_catalog` connects once per URL (``st.cache_resource``), picks up files other
@@ -35,7 +35,7 @@ import streamlit as st
 from bson import json_util
 from pymongo.errors import PyMongoError
 
-from spine_docs import ingest, queries, schema, store
+from spine_docs import queries, runs, schema, store
 from spine_docs.settings import Settings
 
 #: Seconds a query result is reused before it is asked again. Results are also keyed by a
@@ -113,8 +113,8 @@ def _stop(kind: str, message: str, command: str | None = None, note: str | None 
 
 def _stamp(db: Any, total: int) -> str:
     """Changes whenever files are added or an inject run starts or ends (cache key part)."""
-    runs = ingest.last_runs(db, 1)  # TODO(queries): catalog_stamp(db) -> str
-    last = runs[0] if runs else {}
+    newest = runs.last(db, 1)  # TODO(queries): catalog_stamp(db) -> str
+    last = newest[0] if newest else {}
     return f"{total}|{last.get('_id')}|{last.get('state')}|{last.get('finished')}"
 
 

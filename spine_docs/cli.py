@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -19,9 +18,9 @@ from bson import json_util
 
 from pydantic import ValidationError
 
-from . import __version__, ingest, schema, store
+from . import __version__, ingest, runs, schema, store
 from .queries import QueryError, QueryTimeout
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 app = typer.Typer(
     name="spine-docs",
@@ -51,7 +50,7 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except store.StoreError as exc:
+        except (store.StoreError, SettingsError) as exc:
             raise fail(str(exc))
         except schema.SchemaError as exc:
             raise fail(str(exc))
@@ -65,6 +64,9 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(f"invalid filter{' ' + where if where else ''}: {first.get('msg', exc)}")
         except KeyboardInterrupt:
             raise fail("interrupted", 130)
+        except OSError as exc:  # a full disk, a read-only or vanished directory: say which
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise fail(f"{where}{exc.strerror or exc}")
 
     return wrapper
 
@@ -77,11 +79,16 @@ def print_json(value: Any) -> None:
     typer.echo(json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS, indent=2))
 
 
-@app.callback()
-def _main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(f"spine-docs {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
+    """A MongoDB metadata catalog for the HDF5 files SPINE writes."""
 
 
 # --------------------------------------------------------------------------- setup / inject
@@ -161,6 +168,33 @@ def inject(
             typer.echo(f"error: {p.path}: {p.reason}", err=True)
         typer.echo(f"{store.describe(database)}: {report.summary()}")
     raise typer.Exit(report.exit_code)
+
+
+@app.command("runs")
+@handled
+def runs_cmd(db: Optional[str] = DbOpt,
+             limit: int = typer.Option(10, "--limit", min=1, help="The newest N runs."),
+             as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON.")) -> None:
+    """The newest inject runs: state, counts, speed (a killed run shows as interrupted)."""
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    try:
+        runs.reap(database)  # record what we can see; a read-only catalog is only shown
+    except store.StoreError:
+        pass
+    rows = runs.last(database, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = _table("started", "kind", "site", "state", "indexed", "unchanged", "failed", "files/s", "host", "pid")
+    for r in rows:
+        c = r.get("counts") or {}
+        table.add_row(_cell(r.get("started")), r.get("kind"), r.get("site"), r.get("state"),
+                      _cell(c.get("indexed")), _cell(c.get("unchanged")), _cell(c.get("failed")),
+                      _cell(r.get("files_per_s")), r.get("host"), _cell(r.get("pid")))
+    _print_table(table)
+    if not rows:
+        typer.echo("no runs yet", err=True)
 
 
 # --------------------------------------------------------------------------- read back
@@ -243,6 +277,24 @@ PathOpt = typer.Option(None, "--path-contains", help="Substring of the path.")
 SavedOpt = typer.Option(None, "--saved", help="Start from a saved query.")
 
 
+def _table(*columns: str) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    return table
+
+
+def _print_table(table: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: one line per row, whatever its width
+        console = Console(width=100_000)
+    console.print(table)
+
+
 def _cell(value: Any) -> str:
     from datetime import datetime
 
@@ -276,13 +328,12 @@ def query(
         page = queries.page(database, flt, sort=sort, size=min(size, queries.MAX_PAGE_SIZE),
                             max_time_ms=settings.query_timeout_ms)
         cols = ("path", "site", "spine_version", "model", "dataset", "run", "num_events", "status", "mtime")
-        rows = [[_cell(r.get(c)) for c in cols] for r in page.rows]
-        widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-        for row in rows:
-            typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        table = _table(*cols)
+        for r in page.rows:
+            table.add_row(*(_cell(r.get(c)) for c in cols))
+        _print_table(table)
         matched = queries.count(database, flt, max_time_ms=settings.query_timeout_ms)
-        typer.echo(f"{len(rows)} of {matched} matching files ({queries.total(database)} in the catalog)", err=True)
+        typer.echo(f"{len(page.rows)} of {matched} matching files ({queries.total(database)} in the catalog)", err=True)
         return
     if fmt not in queries.EXPORT_FORMATS:
         raise fail(f"unknown --format {fmt!r}: choose table, jsonl, csv or paths")
@@ -354,7 +405,7 @@ def demo(files: int = typer.Option(200, min=1, help="How many sample files to ge
          dir: Optional[Path] = typer.Option(None, "--dir", help="Where to write them (default .spine_docs/demo)."),
          db: Optional[str] = DbOpt,
          no_app: bool = typer.Option(False, "--no-app", help="Do not start the explorer."),
-         port: int = typer.Option(8501, help="Explorer port.")) -> None:
+         port: int = typer.Option(8501, min=1, max=65535, help="Explorer port.")) -> None:
     """Generate SPINE-like sample files, index them, and start the explorer."""
     from . import samples
 
@@ -375,26 +426,45 @@ def demo(files: int = typer.Option(200, min=1, help="How many sample files to ge
 @app.command("app")
 @handled
 def app_cmd(db: Optional[str] = DbOpt, host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-            port: int = typer.Option(8501, help="Port to listen on.")) -> None:
+            port: int = typer.Option(8501, min=1, max=65535, help="Port to listen on.")) -> None:
     """Start the Streamlit explorer."""
     settings = Settings.load(db=db)
     store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms)  # fail fast, one line
     _run_app(settings.db_url, host, port)
 
 
+def _check_port(host: str, port: int) -> None:
+    """One clear line now rather than Streamlit's traceback later: a port we cannot listen on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc}")
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 def _run_app(db_url: str, host: str, port: int) -> None:
+    """Become the Streamlit server (exec, not a child process: whoever stops this process,
+    Ctrl-C or kill, stops the explorer; nothing is left serving the port)."""
     from .resources import app_dir
 
+    _check_port(host, port)
     entry = app_dir() / "explorer.py"
     env = dict(os.environ, SPINE_DOCS_DB=db_url)
     cmd = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", host,
            "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
     typer.echo(f"explorer on http://{host}:{port}  (Ctrl-C to stop)")
-    try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
 
 
 # --------------------------------------------------------------------------- migrate
@@ -692,8 +762,32 @@ def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup 
 # MIGRATE-SECTION-END
 
 
-def main() -> None:
-    app()
+def _terminated(signum: int, frame: Any) -> None:
+    # SIGTERM (kill, a batch system's time limit) unwinds like Ctrl-C: worker processes are
+    # stopped and the run is logged as interrupted instead of staying "running"
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The ``spine-docs`` entry point: usage errors are one line on stderr (exit 2), as every
+    other error is; a SIGTERM unwinds like Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        rv = app(args=argv, prog_name="spine-docs", standalone_mode=False)
+    except typer.TyperException as exc:  # Typer's (vendored click's) usage errors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"spine-docs: {exc.format_message()}{hint}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("spine-docs: aborted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,12 @@ for one bad file: every problem is reported by path with its reason (and recorde
 
 from __future__ import annotations
 
-import getpass
 import glob
-import multiprocessing
 import os
-import socket
 import time
 import uuid
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -28,7 +25,8 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from . import __version__, schema, store
+from . import runs, schema, store
+from .pool import parallel_map
 from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
                       extract_bson, mtime_ms, normalise_path, stat_problem)
 
@@ -273,6 +271,7 @@ class _Writer:
         self.fallbacks: list[Callable[[], UpdateOne] | None] = []
         self.seen_ids: list[str] = []
         self.last = time.monotonic()
+        self.beat = now  # the run's last heartbeat
 
     def add(self, op: Any, path: str, kind: str,
             on_duplicate: Callable[[], UpdateOne] | None = None) -> None:
@@ -309,6 +308,10 @@ class _Writer:
             if again:  # inserts of documents that were there after all: upserts instead
                 self._bulk([fallbacks[i]() for i in again], [paths[i] for i in again],
                            [kinds[i] for i in again], [None] * len(again))
+            beat = datetime.now(timezone.utc)
+            if beat - self.beat >= runs.HEARTBEAT_EVERY:
+                runs.heartbeat(self.db, self.report.run_id, beat)  # in the same save
+                self.beat = beat
         self.last = time.monotonic()
         self.interval = store.commit_interval(self.db)  # grows with an embedded catalog
 
@@ -370,9 +373,8 @@ def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: b
             yield fn(p, cache=cache)
         return
     chunksize = max(1, min(64, len(paths) // (workers * 8)))
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        yield from pool.map(partial(fn, raw=True), paths, chunksize=chunksize)
+    yield from parallel_map(partial(fn, raw=True), paths, workers=workers, chunksize=chunksize,
+                            initializer=_init_worker)
 
 
 # --------------------------------------------------------------------------- the run
@@ -392,7 +394,11 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     started = time.monotonic()
     now = datetime.now(timezone.utc).replace(microsecond=0)
     report = InjectReport(run_id=f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", site=settings.site)
-    log_run_start(db, report, settings, sources, source_list, skip_existing, now)
+    runs.start(db, report.run_id, kind="inject", site=report.site, started=now, details={
+        "extractor_version": EXTRACTOR_VERSION, "sources": list(sources),
+        "source_list": str(source_list) if source_list else None,
+        "options": {"workers": settings.workers, "batch_size": settings.batch_size,
+                    "checksum": settings.checksum, "skip_existing": skip_existing}})
 
     paths, problems = discover(sources, source_list)
     for p in problems:
@@ -450,51 +456,16 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         writer.flush()
     except BaseException:
         report.seconds = time.monotonic() - started
-        _safe_log_end(db, report, "interrupted")
+        runs.end_quietly(db, report.run_id, "interrupted", _run_end_fields(report))
         raise
     report.seconds = time.monotonic() - started
-    log_run_end(db, report, "failed" if report.failed else "done")
+    runs.end(db, report.run_id, "failed" if report.failed else "done", _run_end_fields(report))
     return report
 
 
-def log_run_start(db: Any, report: InjectReport, settings: Any, sources: Sequence[str],
-                  source_list: Any, skip_existing: bool, now: datetime) -> None:
-    doc = {
-        "_id": report.run_id, "kind": "inject", "site": report.site, "state": "running",
-        "started": now, "finished": None, "host": socket.gethostname(), "pid": os.getpid(),
-        "user": _user(), "spine_docs_version": __version__, "extractor_version": EXTRACTOR_VERSION,
-        "sources": list(sources), "source_list": str(source_list) if source_list else None,
-        "options": {"workers": settings.workers, "batch_size": settings.batch_size,
-                    "checksum": settings.checksum, "skip_existing": skip_existing},
-    }
-    with store.writing(db):
-        db.runs.insert_one(doc)
-
-
-def log_run_end(db: Any, report: InjectReport, state: str) -> None:
+def _run_end_fields(report: InjectReport) -> dict[str, Any]:
     counts = {k: getattr(report, k) for k in ("candidates", "indexed", "incomplete", "unchanged", "failed")}
-    with store.writing(db):
-        db.runs.update_one({"_id": report.run_id}, {"$set": {
-            "state": state, "finished": datetime.now(timezone.utc), "counts": counts,
-            "seconds": round(report.seconds, 3), "files_per_s": round(report.files_per_s, 1),
+    return {"counts": counts, "seconds": round(report.seconds, 3),
+            "files_per_s": round(report.files_per_s, 1),
             "problems": [{"path": p.path, "reason": p.reason} for p in report.problems[:MAX_LOGGED_PROBLEMS]],
-            "problems_count": len(report.problems),
-        }})
-
-
-def _safe_log_end(db: Any, report: InjectReport, state: str) -> None:
-    try:
-        log_run_end(db, report, state)
-    except (PyMongoError, OSError, store.StoreError):
-        pass
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
-
-
-def last_runs(db: Any, limit: int = 10) -> list[dict[str, Any]]:
-    return list(db.runs.find({}, {"problems": 0}).sort("started", -1).limit(limit))
+            "problems_count": len(report.problems)}

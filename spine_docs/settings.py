@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 ENV_PREFIX = "SPINE_DOCS_"
 
@@ -26,6 +26,10 @@ DEFAULT_PATH_PATTERNS: list[str] = [
     r"[/_-]run[_-]?(?P<run>\d+)(?:[/_-]subrun[_-]?(?P<subrun>\d+))?",
     r"/v(?P<spine_version>\d+\.\d+(?:\.\d+)?)/",
 ]
+
+
+class SettingsError(ValueError):
+    """A setting has a value it cannot take; the message names where it came from."""
 
 
 def _default_site() -> str:
@@ -75,9 +79,22 @@ class Settings(BaseModel):
         """Flags (non-None values) override ``SPINE_DOCS_*`` variables, which override defaults."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        origin: dict[str, str] = {}
         for name in cls.model_fields:
             raw = env.get(ENV_PREFIX + name.upper())
             if raw not in (None, ""):
                 values[name] = raw
-        values.update({k: v for k, v in flags.items() if v is not None})
-        return cls(**values)
+                origin[name] = f"{ENV_PREFIX}{name.upper()}={raw!r}"
+        for k, v in flags.items():
+            if v is not None:
+                values[k] = v
+                origin[k] = f"--{k.replace('_', '-')} {v!r}"
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first.get("loc") else ""
+            where = origin.get(name, name)
+            raise SettingsError(f"{where}: {first['msg'][0].lower()}{first['msg'][1:]}") from None
+        except (ValueError, TypeError) as exc:  # a path-patterns JSON that does not parse
+            raise SettingsError(f"invalid setting: {exc}") from None

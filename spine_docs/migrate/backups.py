@@ -119,7 +119,13 @@ def _sha256(path: Path) -> str:
 
 
 def _new_dir(root: Path, db_name: str, when: datetime) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise BackupError(f"cannot back up into {root}: it is a file, not a directory "
+                          "(--out names the directory that holds the backups)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backups directory {root}: {exc.strerror or exc}") from None
     base = f"{db_name}_{when.strftime('%Y%m%d_%H%M%S')}"
     # the counter only grows within a second, so names always sort in creation order
     taken = [int(m.group("n") or 1) for p in root.iterdir()
@@ -132,6 +138,8 @@ def _new_dir(root: Path, db_name: str, when: datetime) -> Path:
             return p
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise BackupError(f"cannot create a backup directory under {root}: {exc.strerror or exc}") from None
     raise BackupError(f"cannot create a backup directory under {root}")
 
 

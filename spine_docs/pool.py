@@ -1,0 +1,111 @@
+"""Worker processes that never outlive the process that started them.
+
+:func:`parallel_map` is ``map`` over a forkserver process pool, with two guarantees that
+``concurrent.futures`` alone does not give:
+
+* when the caller stops early (an exception, Ctrl-C, ``SIGTERM`` turned into an exception by
+  the CLI), the workers are killed at once instead of finishing their queued chunks;
+* when the calling process dies without cleaning up (``kill -9``, a batch system's hard
+  limit), every worker notices within about half a second and exits: each one watches the
+  caller's pid from a daemon thread (its parent is the forkserver, so the kernel's
+  parent-death signal is set as well, for when the forkserver goes first). The forkserver
+  and the resource tracker exit by themselves once no worker holds their pipes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: how often a worker checks that the process that started it is still there (seconds)
+WATCH_INTERVAL_S = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a pid taken by another user's process: ours is gone
+        return False
+    return True
+
+
+def _watch(pid: int, interval: float) -> None:
+    while _parent_alive(pid):
+        time.sleep(interval)
+    os._exit(1)  # no cleanup: nobody is left to receive what this worker would send
+
+
+def _set_parent_death_signal() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog thread alone does it
+        pass
+
+
+def _init_worker(caller_pid: int, interval: float, initializer: Callable[[], None] | None) -> None:
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    threading.Thread(target=_watch, args=(caller_pid, interval), name="spine-docs-watchdog",
+                     daemon=True).start()
+    if initializer is not None:
+        initializer()
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, chunksize: int = 1,
+                 initializer: Callable[[], None] | None = None,
+                 interval: float = WATCH_INTERVAL_S) -> Iterator[R]:
+    """``fn`` over ``items`` in ``workers`` forkserver processes; results in input order.
+
+    ``fn`` and ``initializer`` must be picklable (module-level functions or partials of
+    them). The pool lives as long as the returned iterator: closing it early (or an exception
+    in the consumer, which closes it) cancels what is queued and kills the workers.
+
+    Example::
+
+        for doc in parallel_map(partial(extract, site="s3df"), paths, workers=4, chunksize=16):
+            ...
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(), interval, initializer))
+    finished = False
+    try:
+        yield from pool.map(fn, items, chunksize=chunksize)
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _kill(pool)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Stop at once: cancel what is queued, kill the workers, reap them."""
+    # ProcessPoolExecutor has no public way to kill its workers; _processes (pid -> Process)
+    # has been there since Python 3.2
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        try:
+            p.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
+    for p in processes:
+        try:
+            p.join(timeout=5)
+        except (OSError, ValueError, AssertionError):
+            pass

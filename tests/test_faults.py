@@ -1,0 +1,217 @@
+"""The fault suite: kills, full disks and dead processes end in a catalog that loads, a run log
+that tells the truth, and no process of ours left alive.
+
+Processes are started in a session of their own, so "nothing left" is checked on the whole
+process group (main process, forkserver, resource tracker, workers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from spine_docs import runs, samples, store
+
+CLI = [sys.executable, "-m", "spine_docs.cli"]
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "prod"
+    samples.write_prod_tree(root, 600, seed=3)
+    return root
+
+
+def start_inject(catalog: Path, source: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, SPINE_DOCS_SITE="faultsite", SPINE_DOCS_WORKERS="2",
+               SPINE_DOCS_BATCH_SIZE="50")
+    return subprocess.Popen(CLI + ["inject", "--db", str(catalog), "--source", str(source),
+                                   "--no-progress", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def wait_for_workers(proc: subprocess.Popen) -> None:
+    # main + resource tracker + forkserver + 2 workers
+    assert wait_until(lambda: len(group_pids(proc.pid)) >= 5 or proc.poll() is not None, 60), \
+        "the worker pool never started"
+    assert proc.poll() is None, proc.communicate()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill"])
+def test_killed_inject_leaves_no_process_and_a_loadable_catalog(many_files, tmp_path, sig):
+    catalog = tmp_path / "catalog"
+    proc = start_inject(catalog, many_files)
+    wait_for_workers(proc)
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert wait_until(lambda: not group_pids(proc.pid), 15), \
+        f"left running after {sig.name}: {group_pids(proc.pid)}"
+    if sig == signal.SIGTERM:
+        assert proc.returncode != 0
+        assert b"Traceback" not in proc.stderr.read()
+
+    db = store.connect(str(catalog))  # loads: one complete generation
+    (run,) = list(db.runs.find())
+    if sig == signal.SIGTERM:  # the process said so itself
+        assert run["state"] == "interrupted"
+    else:  # nobody could: the next reader sees it gone, the next writer records it
+        assert run["state"] == "running"
+        assert [r["state"] for r in runs.last(db)] == ["interrupted"]
+    store.close(db)
+
+    # a re-run indexes every file exactly once and records the dead run
+    rerun = subprocess.run(CLI + ["inject", "--db", str(catalog), "--source", str(many_files),
+                                  "--no-progress", "--workers", "1"],
+                           env=dict(os.environ, SPINE_DOCS_SITE="faultsite"),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    db = store.connect(str(catalog))
+    assert db.files.count_documents({}) == 600
+    assert len(db.files.distinct("path")) == 600
+    states = {r["_id"]: r["state"] for r in db.runs.find()}
+    assert states[run["_id"]] == "interrupted" and sorted(states.values()) == ["done", "interrupted"]
+    store.close(db)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "kill"])
+def test_killed_app_leaves_nothing_serving(tmp_path, sig):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(CLI + ["app", "--db", f"mongomock://faultapp", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def serving() -> bool:
+        with socket.socket() as c:
+            return c.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        assert wait_until(lambda: serving() or proc.poll() is not None, 60)
+        assert proc.poll() is None
+        os.kill(proc.pid, sig)  # the pid the user started, not a child's
+        proc.wait(timeout=30)
+        assert wait_until(lambda: not group_pids(proc.pid), 15), group_pids(proc.pid)
+        assert not serving()
+    finally:
+        for pid in group_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- the run log
+
+def _run_doc(**kw):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    doc = {"_id": kw.pop("_id"), "kind": "inject", "state": "running", "started": now,
+           "heartbeat": now, "host": socket.gethostname(), "pid": os.getpid(),
+           "pid_started": runs._process_start(os.getpid())}
+    doc.update(kw)
+    return doc
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.skip_backends("server")
+def test_reap_marks_only_runs_whose_process_is_gone(db):
+    old = datetime.now(timezone.utc) - runs.STALE_AFTER - timedelta(minutes=1)
+    docs = [
+        _run_doc(_id="alive"),                                    # this very process
+        _run_doc(_id="dead-pid", pid=_dead_pid()),                # same host, pid gone
+        _run_doc(_id="reused-pid", pid_started=1.0),              # pid now someone else's
+        _run_doc(_id="other-host-fresh", host="elsewhere", pid=1),
+        _run_doc(_id="other-host-stale", host="elsewhere", pid=1, heartbeat=old),
+        _run_doc(_id="finished", state="done", host="elsewhere", heartbeat=old),
+    ]
+    with store.writing(db):
+        db.runs.insert_many(docs)
+    assert sorted(runs.reap(db)) == ["dead-pid", "other-host-stale", "reused-pid"]
+    states = {d["_id"]: d["state"] for d in db.runs.find()}
+    assert states == {"alive": "running", "dead-pid": "interrupted", "reused-pid": "interrupted",
+                      "other-host-fresh": "running", "other-host-stale": "interrupted",
+                      "finished": "done"}
+    assert runs.reap(db) == []
+
+
+# --------------------------------------------------------------------------- full disk
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (CI runs as root); skipped where mounting is not permitted."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_during_inject_is_one_line_and_the_catalog_survives(tiny_disk, many_files, tmp_path):
+    catalog = tiny_disk / "catalog"
+    r = subprocess.run(CLI + ["setup", "--db", str(catalog)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(CLI + ["inject", "--db", str(catalog), "--source", str(many_files),
+                              "--no-progress", "--workers", "1"],
+                       env=dict(os.environ, SPINE_DOCS_SITE="faultsite"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0], r.stderr
+    db = store.connect(str(catalog))  # still loads, whatever generation it holds
+    assert db.files.count_documents({}) in range(0, 601)
+    assert not [p for p in (catalog / "spine_docs").iterdir() if ".part" in p.name]
+    store.close(db)
+
+
+def test_full_disk_during_setup_is_one_line(tiny_disk):
+    filler = tiny_disk / "filler"
+    with open(filler, "wb") as f:  # leave almost nothing
+        try:
+            f.write(b"\0" * (1024 * 1024))
+        except OSError:
+            pass
+    r = subprocess.run(CLI + ["setup", "--db", str(tiny_disk / "catalog")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "No space left" in r.stderr, r.stderr
