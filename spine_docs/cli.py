@@ -720,6 +720,7 @@ def migrate_ack(versions: List[int] = typer.Argument(None, help="Versions to acc
     """Accept the edited file of an applied migration (after reviewing the change)."""
     settings, database = _mig_open(db, schema_file, migrations_dir)
     acked = mig.acknowledge(database, list(versions or []) or None, **_mig_paths(settings))
+    _warn(acked.warnings)
     for c in acked:
         typer.echo(f"acknowledged {c.name}")
     if not acked:
@@ -744,6 +745,7 @@ def migrate_backup(db: Optional[str] = DbOpt,
     """Take a verified backup now (mongodump when installed for a server, else built-in; same layout)."""
     settings, database = _mig_open(db)
     b = mig.backup(database, out=_backup_root(settings, out), db_url=settings.db_url, keep=keep)
+    _warn(b.warnings)
     typer.echo(f"backup {b.path} ({b.method}, {b.documents} documents in {len(b.collections)} collections, verified)")
     for p in b.rotated:
         typer.echo(f"rotated out {p}")
@@ -756,6 +758,7 @@ def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup 
     """Put a backup back (collections created since are dropped; the migration history is kept)."""
     settings, database = _mig_open(db)
     r = mig.restore(database, from_dir, db_url=settings.db_url)
+    _warn(r.warnings)
     typer.echo(f"restored {len(r.restored)} collections ({r.documents} documents) from {r.path}"
                + (f"; dropped {', '.join(r.dropped)}" if r.dropped else ""))
 

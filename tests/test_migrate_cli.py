@@ -125,3 +125,35 @@ def test_inject_refuses_a_mismatched_database_with_the_fixing_command(cat, tmp_p
     res = CliRunner().invoke(app, ["inject", "--db", cat, "--source", str(tmp_path / "h5")])
     assert res.exit_code == 2
     assert "database schema version 1, this spine-docs needs 2: run `spine-docs migrate up" in res.stderr
+
+
+def _dead_holder_lock(cat):
+    """A lock of a process of this host that is gone (its lease still running)."""
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    db = store.connect(cat)
+    with schema.writing(db):
+        db.meta.replace_one({"_id": "migration_lock"}, {
+            "_id": "migration_lock", "token": "gone", "user": "carol", "host": socket.gethostname(),
+            "pid": p.pid, "command": "migrate up", "acquired": schema.now(),
+            "expires": schema.now() + timedelta(hours=1)}, upsert=True)
+
+
+@pytest.mark.parametrize("command", ["up", "stamp", "ack", "backup", "restore"])
+def test_every_locking_command_warns_when_it_takes_over_a_dead_holders_lock(cat, tmp_path, command):
+    code, out, err = run("backup", "--db", cat, "--out", str(tmp_path / "bk"))
+    assert code == 0, err
+    (backup_dir,) = (tmp_path / "bk").iterdir()
+    _dead_holder_lock(cat)
+    args = {"up": ["up", "--no-backup"], "stamp": ["stamp", "1"], "ack": ["ack"],
+            "backup": ["backup", "--out", str(tmp_path / "bk2")],
+            "restore": ["restore", "--from", str(backup_dir)]}[command]
+    code, out, err = run(*args, "--db", cat)
+    assert code == 0, err
+    assert "warning: took over a stale migration lock (dead pid) from carol@" in err
+    assert store.connect(cat).meta.find_one({"_id": "migration_lock"}) is None  # released after

@@ -71,6 +71,7 @@ class BackupResult:
     collections: dict                # name -> {"count", "bson_sha256", "metadata_sha256"}
     verified: bool = False
     rotated: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
 
     @property
     def documents(self) -> int:
@@ -91,6 +92,7 @@ class RestoreResult:
     restored: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     documents: int = 0
+    warnings: list[str] = field(default_factory=list)  # e.g. a stale lock taken over
 
 
 @dataclass

@@ -611,8 +611,21 @@ def stamp(db, version: int, *, schema_file=None, migrations_dir=None,
         lock.release()
 
 
+@dataclass
+class AckResult:
+    """What ``acknowledge`` accepted (iterates like the list of changed migrations)."""
+    changed: list[ChangedMigration]
+    warnings: list[str] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.changed)
+
+    def __len__(self) -> int:
+        return len(self.changed)
+
+
 def acknowledge(db, versions: list[int] | None = None, *, schema_file=None, migrations_dir=None,
-                lock_wait_s: float = lk.DEFAULT_WAIT_S) -> list[ChangedMigration]:
+                lock_wait_s: float = lk.DEFAULT_WAIT_S) -> AckResult:
     """Accept the current file of changed applied migrations (all when ``versions`` is None):
     records their new checksums so ``up`` proceeds. Returns what was acknowledged."""
     _, migs = load(schema_file, migrations_dir)
@@ -632,7 +645,7 @@ def acknowledge(db, versions: list[int] | None = None, *, schema_file=None, migr
                                 direction="ack", state="running",
                                 checksums={str(c.version): c.current for c in changed})
                 _finish(db, entry, "applied", t0)
-        return changed
+        return AckResult(changed, list(lock.warnings))
     finally:
         lock.release()
 
@@ -650,7 +663,9 @@ def backup(db, *, out=None, db_url: str | None = None, keep: int | None = None,
     taken under the migration lock so no migration runs meanwhile."""
     lock = lk.acquire(db, command="migrate backup")
     try:
-        return bk.backup(db, out, db_url=db_url, keep=keep, use_mongodump=use_mongodump)
+        res = bk.backup(db, out, db_url=db_url, keep=keep, use_mongodump=use_mongodump)
+        res.warnings += lock.warnings
+        return res
     finally:
         lock.release()
 
@@ -665,6 +680,7 @@ def restore(db, from_dir, *, db_url: str | None = None, lock_wait_s: float = lk.
             res = bk.restore(db, from_dir, db_url=db_url)
             _finish(db, _record(db, version=sch.db_version(db), name=f"restore {Path(from_dir).name}",
                                 direction="restore", state="running"), "applied", t0)
+        res.warnings += lock.warnings
         return res
     finally:
         lock.release()
