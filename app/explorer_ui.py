@@ -349,7 +349,9 @@ def human_bytes(n: Any) -> str:
 
 
 def facet_label(value: Any) -> str:
-    return queries.NONE_TOKEN if value is None or value == _NULL else str(value)
+    """A facet value as shown; no value (None, or the NaN pandas makes of it) is "(none)"."""
+    missing = value is None or value == _NULL or (isinstance(value, float) and value != value)
+    return queries.NONE_TOKEN if missing else str(value)
 
 
 def to_json_text(value: Any, indent: int | None = None) -> str:
