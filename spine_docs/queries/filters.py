@@ -17,7 +17,7 @@ query documents.
 - ``path_contains`` (literal, case-sensitive substring) and ``path_regex`` (a regular expression)
 - ``attr_filters``: ``[AttrFilter(key, op, value)]`` on root attributes; ``key`` is the original
   HDF5 attribute name (escaped here with :func:`spine_docs.convert.escape_key`), ``op`` one of
-  ``eq ne gt gte lt lte exists in regex`` (MongoDB semantics: ``ne`` also matches files without
+  ``ATTR_OPS`` (see :data:`ATTR_OP_TABLE`; MongoDB semantics: ``ne`` also matches files without
   the key). Build typed values with :meth:`AttrFilter.parse` / :func:`coerce_value` using the
   type label from :func:`attribute_keys`.
 - ``where``: a raw MongoDB query document (the CLI's ``--where`` JSON, Extended JSON accepted);
@@ -35,6 +35,7 @@ cleared. Invalid input raises ``ValueError`` (pydantic's ``ValidationError`` or
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Iterable, Literal, Mapping
 
@@ -50,10 +51,6 @@ from .values import UTC, _format_when, _from_json, _to_json, coerce_value, parse
 FACET_FIELDS: tuple[str, ...] = (
     "site", "status", "spine_version", "model", "dataset", "detector", "config", "prod_version",
 )
-
-ATTR_OPS: tuple[str, ...] = ("eq", "ne", "gt", "gte", "lt", "lte", "exists", "in", "regex")
-_OP_SYMBOLS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
-               "in": "in", "regex": "~", "exists": "exists"}
 
 # A facet selection of None (the field is null) in URL parameters.
 NONE_TOKEN = "(none)"
@@ -91,13 +88,73 @@ def _forbidden(obj: Any) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------
+# attribute conditions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttrOp:
+    """One operator of attribute conditions. :data:`ATTR_OP_TABLE` is the only list of them:
+    :class:`AttrFilter` validates, parses, builds its query and describes itself from it, and
+    the explorer's operator picker shows its labels (``app/explorer_ui.py``).
+
+    ``symbols`` are the spellings :meth:`AttrFilter.parse_expr` accepts between key and value,
+    spaces optional (``"k>=1"``); a word such as ``in`` needs spaces around it and is tried
+    before the symbols, so that its values may contain them (``"k in a=b,c"``). A flag's two
+    symbols mark true after the key and false before it (``"k?"``; ``"!k"`` unless a symbol
+    follows).
+
+    ``takes`` is the kind of value: ``value`` is :func:`coerce_value` of the text, typed with
+    the key's type label; ``values`` a list of them (comma-separated text); ``pattern`` the text
+    as it is, a regular expression; ``flag`` a bool (no text means true).
+    """
+
+    name: str                  # AttrFilter.op, also in the URL's [key, op, value]
+    mongo: str                 # the query operator: {"attrs.<key>": {mongo: value}}
+    symbols: tuple[str, ...]   # parse_expr's spellings (see above)
+    label: str                 # the explorer's operator picker
+    phrase: str                # describe(): {key} and {value} (shortened) are filled in
+    takes: Literal["value", "values", "pattern", "flag"] = "value"
+    phrase_false: str = ""     # describe() of a flag that is false
+
+
+ATTR_OP_TABLE: tuple[AttrOp, ...] = (
+    #      name      mongo      symbols      label             phrase
+    AttrOp("eq",     "$eq",     ("=", "=="), "=",              "{key} = {value}"),
+    AttrOp("ne",     "$ne",     ("!=",),     "≠",              "{key} != {value}"),
+    AttrOp("gt",     "$gt",     (">",),      ">",              "{key} > {value}"),
+    AttrOp("gte",    "$gte",    (">=",),     "≥",              "{key} >= {value}"),
+    AttrOp("lt",     "$lt",     ("<",),      "<",              "{key} < {value}"),
+    AttrOp("lte",    "$lte",    ("<=",),     "≤",              "{key} <= {value}"),
+    AttrOp("in",     "$in",     ("in",),     "in (a, b, ...)", "{key} in {value}", "values"),
+    AttrOp("regex",  "$regex",  ("~",),      "matches regex",  "{key} ~ {value}", "pattern"),
+    AttrOp("exists", "$exists", ("?", "!"),  "exists",         "has {key}", "flag", "no {key}"),
+)
+ATTR_OPS: tuple[str, ...] = tuple(o.name for o in ATTR_OP_TABLE)
+_ATTR_OP: dict[str, AttrOp] = {o.name: o for o in ATTR_OP_TABLE}
+
+# parse_expr's grammar, derived from the table (longest symbols first: ">=" before ">")
+_FLAG_OPS = tuple(o for o in ATTR_OP_TABLE if o.takes == "flag")
+_OP_OF_SYMBOL = {sym: o for o in ATTR_OP_TABLE if o.takes != "flag" for sym in o.symbols}
+_WORD_SYMBOLS = sorted((sym for sym in _OP_OF_SYMBOL if sym.isalpha()), key=len, reverse=True)
+_MARK_SYMBOLS = sorted((sym for sym in _OP_OF_SYMBOL if not sym.isalpha()), key=len, reverse=True)
+_WORD_RE = re.compile(r"^(.*?)\s+(%s)\s+(.*)$" % "|".join(map(re.escape, _WORD_SYMBOLS)))
+_MARK_RE = re.compile(r"^(.*?)\s*(%s)\s*(.*)$" % "|".join(map(re.escape, _MARK_SYMBOLS)))
+
+
+def _op(name: Any) -> AttrOp | None:
+    """The table entry of an operator name (None for anything else: the model refuses it)."""
+    return _ATTR_OP.get(name) if isinstance(name, str) else None
+
+
 class AttrFilter(BaseModel):
     """One condition on a root attribute: ``key`` is the original (unescaped) attribute name."""
 
     model_config = ConfigDict(frozen=True)
 
     key: str
-    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "exists", "in", "regex"] = "eq"
+    op: Literal[ATTR_OPS] = "eq"  # type: ignore[valid-type]  # the names of ATTR_OP_TABLE
     value: Any = None
 
     @model_validator(mode="before")
@@ -107,21 +164,22 @@ class AttrFilter(BaseModel):
             data = dict(zip(("key", "op", "value"), data))
         if isinstance(data, Mapping):
             data = dict(data)
-            op, v = data.get("op", "eq"), data.get("value")
-            if op == "exists" and not isinstance(v, bool):
+            spec, v = _op(data.get("op", "eq")), data.get("value")
+            takes = spec.takes if spec else None
+            if takes == "flag" and not isinstance(v, bool):
                 data["value"] = True if v is None else (
                     coerce_value(v, "bool") if isinstance(v, str) else bool(v))
-            elif op == "in" and not isinstance(v, (list, tuple)):
+            elif takes == "values" and not isinstance(v, (list, tuple)):
                 data["value"] = [v]
-            elif op == "in":
+            elif takes == "values":
                 data["value"] = list(v)
         return data
 
     @model_validator(mode="after")
     def _check(self) -> "AttrFilter":
-        if self.op == "regex":
+        if _ATTR_OP[self.op].takes == "pattern":
             if not isinstance(self.value, str):
-                raise ValueError("a regex attribute filter needs a string pattern")
+                raise ValueError(f"a {self.op} attribute filter needs a string pattern")
             _check_regex(self.value)
         _check_bson(self.value, f"value of attribute filter on {self.key!r}")
         return self
@@ -132,21 +190,23 @@ class AttrFilter(BaseModel):
         return "attrs." + convert.escape_key(self.key)
 
     def to_mongo(self) -> dict:
-        return {self.field: {"$" + self.op: self.value}}
+        return {self.field: {_ATTR_OP[self.op].mongo: self.value}}
 
     def describe(self) -> str:
-        if self.op == "exists":
-            return f"has {self.key}" if self.value else f"no {self.key}"
-        return f"{self.key} {_OP_SYMBOLS[self.op]} {_short(self.value)}"
+        spec = _ATTR_OP[self.op]
+        phrase = spec.phrase_false if spec.takes == "flag" and not self.value else spec.phrase
+        return phrase.format(key=self.key, value=_short(self.value))
 
     @classmethod
     def parse(cls, key: str, op: str, text: Any, type_label: str | None = None) -> "AttrFilter":
         """Build a typed filter from user text (``in`` takes comma-separated values)."""
-        if op == "regex":
+        spec = _op(op)
+        takes = spec.takes if spec else "value"
+        if takes == "pattern":
             return cls(key=key, op=op, value=text)
-        if op == "exists":
+        if takes == "flag":
             return cls(key=key, op=op, value=True if text in (None, "") else coerce_value(text, "bool"))
-        if op == "in":
+        if takes == "values":
             items = text if isinstance(text, (list, tuple)) else _split_list(str(text))
             return cls(key=key, op=op, value=[coerce_value(t, type_label) for t in items])
         return cls(key=key, op=op, value=coerce_value(text, type_label))
@@ -157,21 +217,21 @@ class AttrFilter(BaseModel):
         ``"!key"`` (missing). ``types`` maps keys to type labels (see :func:`attribute_keys`)."""
         types = types or {}
         s = expr.strip()
-        if s.endswith("?"):
-            return cls(key=s[:-1].strip(), op="exists", value=True)
-        if s.startswith("!") and not any(o in s for o in ("=", "<", ">", "~")):
-            return cls(key=s[1:].strip(), op="exists", value=False)
-        m = re.match(r"^(.*?)\s+in\s+(.*)$", s)
+        for flag in _FLAG_OPS:
+            true_mark, false_mark = flag.symbols
+            if s.endswith(true_mark):
+                return cls(key=s[:-len(true_mark)].strip(), op=flag.name, value=True)
+            if s.startswith(false_mark) and not any(sym in s for sym in _MARK_SYMBOLS):
+                return cls(key=s[len(false_mark):].strip(), op=flag.name, value=False)
+        m = _WORD_RE.match(s)
         if m:
             key = m.group(1).strip()
-            return cls.parse(key, "in", m.group(2), types.get(key))
-        m = re.match(r"^(.*?)\s*(!=|>=|<=|==|=|>|<|~)\s*(.*)$", s)
+            return cls.parse(key, _OP_OF_SYMBOL[m.group(2)].name, m.group(3), types.get(key))
+        m = _MARK_RE.match(s)
         if not m or not m.group(1):
             raise QueryError(f"cannot parse attribute condition {expr!r} (try key>=value)")
         key, sym, text = m.group(1), m.group(2), m.group(3)
-        op = {"=": "eq", "==": "eq", "!=": "ne", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte",
-              "~": "regex"}[sym]
-        return cls.parse(key, op, text, types.get(key))
+        return cls.parse(key, _OP_OF_SYMBOL[sym].name, text, types.get(key))
 
 
 def _short(value: Any, limit: int = 60) -> str:
