@@ -250,6 +250,11 @@ def test_every_builder_is_walked():
     assert builders <= walked, f"add {builders - walked} to builder_pipelines()"
 
 
+def test_every_attr_op_is_walked():
+    used = {a.op for flt in FILTERS if flt is not None for a in flt.attr_filters}
+    assert used == set(q.ATTR_OPS), f"add {set(q.ATTR_OPS) - used} to FILTERS"
+
+
 def test_builder_pipelines_use_only_allowed_operators():
     found: set = set()
     pipelines = builder_pipelines()
