@@ -473,8 +473,7 @@ def _on_refresh() -> None:
     refresh_caches()
 
 
-ATTR_OP_LABELS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
-                  "in": "in (a, b, ...)", "regex": "matches regex", "exists": "exists"}
+ATTR_OP_LABELS = {op.name: op.label for op in queries.ATTR_OP_TABLE}  # in the table's order
 
 
 def _as_date(value: Any) -> date | None:

@@ -19,7 +19,7 @@ pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from spine_docs import ingest, queries, resources, samples, schema, store  # noqa: E402
+from spine_docs import convert, ingest, queries, resources, samples, schema, store  # noqa: E402
 from spine_docs.queries import AttrFilter, Filter  # noqa: E402
 from spine_docs.settings import Settings  # noqa: E402
 
@@ -238,7 +238,7 @@ def test_detail_panel_shows_everything_about_a_file(app):
                                           "Configuration", "Sidecars", "Document"]
     frames = {tuple(d.value.columns): d.value for d in at.dataframe}
     attrs = frames[("attribute", "type", "value")]
-    assert set(attrs["attribute"]) == {queries.convert.unescape_key(k) for k in doc["attrs"]}
+    assert set(attrs["attribute"]) == {convert.unescape_key(k) for k in doc["attrs"]}
     structure = frames[tuple(next(k for k in frames if "kind" in k))]
     assert list(structure["path"]) == [i["path"] for i in doc["structure"]["items"]]
     history = frames[tuple(next(k for k in frames if "run_id" in k))]

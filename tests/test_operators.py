@@ -11,8 +11,10 @@ proven to be one.
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import itertools
+import pkgutil
 import re
 from datetime import date, datetime, timedelta, timezone
 
@@ -22,6 +24,7 @@ import pytest
 
 from spine_docs import queries as q, spine
 from spine_docs.queries import AttrFilter, Filter
+from spine_docs.queries.filters import _query
 
 UTC = timezone.utc
 
@@ -49,7 +52,7 @@ EXPRESSIONS = frozenset({
     # strings
     "$concat", "$toLower", "$toUpper", "$split", "$substr", "$regexMatch",
     # conversion and types ($toString: never on dates, which mongomock formats differently;
-    # queries.py applies it to decimals only)
+    # spine_docs.queries applies it to decimals only)
     "$toString", "$toInt", "$toLong", "$toDecimal", "$objectToArray", "$arrayToObject",
     "$isNumber", "$isArray",
 })
@@ -208,7 +211,7 @@ def builder_pipelines():
     """(builder name, pipeline or query) for every combination of parameters."""
     out = []
     for flt in FILTERS:
-        out.append(("to_mongo", [{"$match": q._query(flt)}]))
+        out.append(("to_mongo", [{"$match": _query(flt)}]))
         for fields in (q.DEFAULT_FACETS, q.FACET_FIELDS, ("model",)):
             for _, pipeline in q.facets_pipelines(flt, fields, 10):
                 out.append(("facets_pipelines", pipeline))
@@ -236,11 +239,20 @@ def builder_pipelines():
 
 
 def test_every_builder_is_walked():
-    builders = {name for name, obj in inspect.getmembers(q, inspect.isfunction)
-                if obj.__module__ == q.__name__
+    modules = [importlib.import_module(f"{q.__name__}.{m.name}")
+               for m in pkgutil.iter_modules(q.__path__)]
+    assert len(modules) > 5  # the package's modules were found
+    builders = {name for module in modules
+                for name, obj in inspect.getmembers(module, inspect.isfunction)
+                if obj.__module__ == module.__name__
                 and (name.endswith(("_pipeline", "_pipelines")) or name == "page_query")}
     walked = {name for name, _ in builder_pipelines()}
     assert builders <= walked, f"add {builders - walked} to builder_pipelines()"
+
+
+def test_every_attr_op_is_walked():
+    used = {a.op for flt in FILTERS if flt is not None for a in flt.attr_filters}
+    assert used == set(q.ATTR_OPS), f"add {set(q.ATTR_OPS) - used} to FILTERS"
 
 
 def test_builder_pipelines_use_only_allowed_operators():
@@ -631,7 +643,7 @@ def test_known_quirks_of_mongomock():
                 [{"_id": 1, "x": 0}, {"_id": 2, "x": ""}])
     assert rows[0]["s"] == [None]  # MongoDB: [0, ""]
     assert _run([{"$project": {"v": {"$strcasecmp": ["a", "A"]}}}])[0]["v"] != 0  # MongoDB: 0
-    # $toString of a date (so queries.py applies $toString to decimals only)
+    # $toString of a date (so spine_docs.queries applies $toString to decimals only)
     whole_second = [{"_id": 1, "d": datetime(2024, 3, 5, 6, 7, 8)}]
     assert _run([{"$project": {"v": {"$toString": "$d"}}}], whole_second)[0]["v"] != \
         "2024-03-05T06:07:08.000Z"

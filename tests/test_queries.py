@@ -162,6 +162,57 @@ def test_attr_filter_parse_and_escaping():
         AttrFilter(key="v", op="between", value=1)
 
 
+# Every attribute operator as a user types it, with the query document and the summary expected
+# (written out here, independently of ATTR_OP_TABLE).
+OP_ROUND_TRIPS = [
+    ("eq", "k=5", {"attrs.k": {"$eq": 5}}, "k = 5"),
+    ("eq", "k == x", {"attrs.k": {"$eq": "x"}}, "k = x"),
+    ("ne", "k!=x", {"attrs.k": {"$ne": "x"}}, "k != x"),
+    ("gt", "k>1.5", {"attrs.k": {"$gt": 1.5}}, "k > 1.5"),
+    ("gte", "a.b >= 2", {"attrs.a%2Eb": {"$gte": 2}}, "a.b >= 2"),
+    ("lt", "k<-1", {"attrs.k": {"$lt": -1}}, "k < -1"),
+    ("lte", "k<=true", {"attrs.k": {"$lte": True}}, "k <= true"),
+    ("in", "k in 1, x,null", {"attrs.k": {"$in": [1, "x", None]}}, 'k in [1,"x",null]'),
+    ("regex", "k~^a.b$", {"attrs.k": {"$regex": "^a.b$"}}, "k ~ ^a.b$"),
+    ("exists", "k?", {"attrs.k": {"$exists": True}}, "has k"),
+    ("exists", "!k", {"attrs.k": {"$exists": False}}, "no k"),
+]
+
+
+def test_every_attr_op_round_trips():
+    assert {op for op, *_ in OP_ROUND_TRIPS} == set(q.ATTR_OPS), "a new operator needs a line here"
+    for op, expr, query, text in OP_ROUND_TRIPS:
+        f = AttrFilter.parse_expr(expr)
+        assert f.op == op, expr
+        assert f.to_mongo() == query, expr
+        assert f.describe() == text, expr
+        flt = Filter(attr_filters=[f])
+        assert flt.to_mongo() == query and flt.describe() == text
+        assert Filter.from_params(flt.to_params()) == flt
+
+
+def test_every_spelling_in_the_operator_table_parses():
+    for op in q.ATTR_OP_TABLE:
+        if op.takes == "flag":
+            true_mark, false_mark = op.symbols
+            assert AttrFilter.parse_expr(f"k{true_mark}") == AttrFilter(key="k", op=op.name, value=True)
+            assert AttrFilter.parse_expr(f"{false_mark}k") == AttrFilter(key="k", op=op.name, value=False)
+            continue
+        for sym in op.symbols:
+            space = " " if sym.isalpha() else ""
+            f = AttrFilter.parse_expr(f"k{space}{sym}{space}7")
+            assert (f.key, f.op) == ("k", op.name), sym
+
+
+def test_operator_labels():
+    # the explorer's picker (app/explorer_ui.py ATTR_OP_LABELS); the attribute page lists them
+    # reversed, so that "exists" is its default
+    labels = {op.name: op.label for op in q.ATTR_OP_TABLE}
+    assert list(labels.items()) == [
+        ("eq", "="), ("ne", "≠"), ("gt", ">"), ("gte", "≥"), ("lt", "<"), ("lte", "≤"),
+        ("in", "in (a, b, ...)"), ("regex", "matches regex"), ("exists", "exists")]
+
+
 WEIRD_KEYS = ["a.b", "$x", "%", "", "nul\x00key", "ünï cødé", "comma,key", "x%2Ey", "[0]"]
 
 

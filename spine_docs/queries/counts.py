@@ -1,0 +1,91 @@
+"""How many files match: in all (:func:`count`, :func:`total`) and per value of the facet
+fields (:func:`facets`, Datasette style).
+
+- ``count(db, flt) -> int``, ``total(db) -> int`` (estimated, O(1) on a server)
+- ``facets(db, flt, fields=DEFAULT_FACETS, limit=50) -> {field: [{"value", "count"}]}``: each
+  field counted under the filter minus its own selection (Datasette style); the selected values
+  always appear. Facets sharing the same effective filter run in one ``$facet`` aggregation
+  (no selection at all: one query).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .errors import QueryError
+from ._run import _aggregate, _collection, _is_server, _timeouts
+from .filters import FACET_FIELDS, Filter, _as_filter, _query
+from .values import _to_json
+
+DEFAULT_FACETS: tuple[str, ...] = ("site", "spine_version", "model", "dataset", "status")
+
+
+def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None) -> int:
+    """Number of files matching the filter (exact; the empty filter reads the collection's
+    metadata count like :func:`total`)."""
+    coll = _collection(db)
+    query = _query(flt)
+    if not query:
+        return total(db)
+    kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
+    with _timeouts(max_time_ms):
+        return coll.count_documents(query, **kwargs)
+
+
+def total(db: Any) -> int:
+    """Number of files in the catalog (collection metadata on a server: O(1))."""
+    return _collection(db).estimated_document_count()
+
+
+def _facet_fields(fields: Sequence[str]) -> list[str]:
+    bad = [f for f in fields if f not in FACET_FIELDS]
+    if bad:
+        raise QueryError(f"not a facet field: {', '.join(bad)} (choose from {', '.join(FACET_FIELDS)})")
+    return list(dict.fromkeys(fields))
+
+
+def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
+                     limit: int = 50) -> list[tuple[list[str], list[dict]]]:
+    """``[(fields, pipeline)]``: facets whose effective filter (the filter minus their own
+    selection) is the same share one ``$facet`` aggregation. Each facet lists values by count,
+    the field's selected values first so that they survive the limit."""
+    flt = _as_filter(flt)
+    groups: dict[str, tuple[dict, list[str]]] = {}
+    for f in _facet_fields(fields):
+        q = flt.without(f).to_mongo()
+        key = _to_json(q)
+        groups.setdefault(key, (q, []))[1].append(f)
+    out = []
+    for q, group_fields in groups.values():
+        facet: dict[str, list[dict]] = {}
+        for f in group_fields:
+            selected = list(getattr(flt, f))
+            sub: list[dict] = [{"$group": {"_id": "$" + f, "count": {"$sum": 1}}}]
+            if selected:
+                sub.append({"$addFields": {"selected": {"$in": ["$_id", selected]}}})
+                sub.append({"$sort": {"selected": -1, "count": -1, "_id": 1}})
+            else:
+                sub.append({"$sort": {"count": -1, "_id": 1}})
+            sub.append({"$limit": int(limit)})
+            facet[f] = sub
+        pipeline = ([{"$match": q}] if q else []) + [{"$facet": facet}]
+        out.append((group_fields, pipeline))
+    return out
+
+
+def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_FACETS,
+           limit: int = 50, *, max_time_ms: int | None = None) -> dict[str, list[dict]]:
+    """``{field: [{"value": v, "count": n}, ...]}`` by decreasing count (ties by value), at most
+    ``limit`` values per field, each counted under the filter minus the field's own selection."""
+    if limit < 1:
+        raise QueryError("limit must be at least 1")
+    coll = _collection(db)
+    result: dict[str, list[dict]] = {}
+    for group_fields, pipeline in facets_pipelines(flt, fields, limit):
+        rows = _aggregate(coll, pipeline, max_time_ms)
+        doc = rows[0] if rows else {}
+        for f in group_fields:
+            values = [{"value": r["_id"], "count": r["count"]} for r in doc.get(f, [])]
+            values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
+            result[f] = values
+    return {f: result[f] for f in _facet_fields(fields)}

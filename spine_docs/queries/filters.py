@@ -1,0 +1,609 @@
+"""The filter: :class:`Filter` and :class:`AttrFilter` select files, give their MongoDB query
+document, a one-line description and a flat URL-parameter form; :func:`and_queries` combines
+query documents.
+
+:class:`Filter` (pydantic) is the shared currency between the URL, the CLI and every query:
+
+- facet selections (lists; ``None`` selects files where the field is null):
+  ``site, status, spine_version, model, dataset, detector, config, prod_version``
+- ``version_min`` / ``version_max``: SPINE version range, compared on ``spine_version_key``
+  with :func:`spine_docs.spine.semver_key` (both ends inclusive; pre-releases of a release sort
+  before it)
+- ``run_min/run_max``, ``subrun_min/subrun_max``: files whose range ``[run, run_max]``
+  (``run_max`` null means ``run``) overlaps the given range (either end may be open)
+- ``events_min/events_max`` on ``num_events`` (inclusive)
+- ``mtime_from`` (inclusive) / ``mtime_to``: a ``date`` means the whole day (UTC, inclusive), a
+  ``datetime`` is an inclusive instant; naive datetimes are UTC
+- ``path_contains`` (literal, case-sensitive substring) and ``path_regex`` (a regular expression)
+- ``attr_filters``: ``[AttrFilter(key, op, value)]`` on root attributes; ``key`` is the original
+  HDF5 attribute name (escaped here with :func:`spine_docs.convert.escape_key`), ``op`` one of
+  ``ATTR_OPS`` (see :data:`ATTR_OP_TABLE`; MongoDB semantics: ``ne`` also matches files without
+  the key). Build typed values with :meth:`AttrFilter.parse` / :func:`coerce_value` using the
+  type label from :func:`attribute_keys`.
+- ``where``: a raw MongoDB query document (the CLI's ``--where`` JSON, Extended JSON accepted);
+  server-side JavaScript (``$where``, ``$function``, ``$accumulator``) is refused.
+
+``Filter.to_mongo()`` gives the query document, ``to_params()``/``from_params()`` round-trip
+through a flat ``{str: str}`` dict (URL query parameters, keys in ``PARAM_KEYS``: lists are
+comma-joined with ``\\`` escapes and ``(none)`` for null, dates ISO 8601, ``attr`` and ``where``
+relaxed Extended JSON; unknown keys are ignored so the same dict can hold page/sort state),
+``describe()`` a one-line summary (export headers), ``without()`` a copy with some fields
+cleared. Invalid input raises ``ValueError`` (pydantic's ``ValidationError`` or
+:class:`QueryError`, both subclasses).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Iterable, Literal, Mapping
+
+import bson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from spine_docs import convert, spine
+
+from .errors import QueryError
+from .values import UTC, _format_when, _from_json, _to_json, coerce_value, parse_datetime
+
+# Facet (multi-select) fields of the Filter; all are promoted string fields.
+FACET_FIELDS: tuple[str, ...] = (
+    "site", "status", "spine_version", "model", "dataset", "detector", "config", "prod_version",
+)
+
+# A facet selection of None (the field is null) in URL parameters.
+NONE_TOKEN = "(none)"
+FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator"})
+
+
+def _check_bson(value: Any, what: str) -> None:
+    try:
+        bson.encode({"v": value})
+    except Exception as exc:  # noqa: BLE001 - any encoding failure is a user error here
+        raise ValueError(f"{what} cannot be stored in BSON: {exc}") from None
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
+def _forbidden(obj: Any) -> str | None:
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if k in FORBIDDEN_OPERATORS:
+                return k
+            found = _forbidden(v)
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found = _forbidden(v)
+            if found:
+                return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# attribute conditions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttrOp:
+    """One operator of attribute conditions. :data:`ATTR_OP_TABLE` is the only list of them:
+    :class:`AttrFilter` validates, parses, builds its query and describes itself from it, and
+    the explorer's operator picker shows its labels (``app/explorer_ui.py``).
+
+    ``symbols`` are the spellings :meth:`AttrFilter.parse_expr` accepts between key and value,
+    spaces optional (``"k>=1"``); a word such as ``in`` needs spaces around it and is tried
+    before the symbols, so that its values may contain them (``"k in a=b,c"``). A flag's two
+    symbols mark true after the key and false before it (``"k?"``; ``"!k"`` unless a symbol
+    follows).
+
+    ``takes`` is the kind of value: ``value`` is :func:`coerce_value` of the text, typed with
+    the key's type label; ``values`` a list of them (comma-separated text); ``pattern`` the text
+    as it is, a regular expression; ``flag`` a bool (no text means true).
+    """
+
+    name: str                  # AttrFilter.op, also in the URL's [key, op, value]
+    mongo: str                 # the query operator: {"attrs.<key>": {mongo: value}}
+    symbols: tuple[str, ...]   # parse_expr's spellings (see above)
+    label: str                 # the explorer's operator picker
+    phrase: str                # describe(): {key} and {value} (shortened) are filled in
+    takes: Literal["value", "values", "pattern", "flag"] = "value"
+    phrase_false: str = ""     # describe() of a flag that is false
+
+
+ATTR_OP_TABLE: tuple[AttrOp, ...] = (
+    #      name      mongo      symbols      label             phrase
+    AttrOp("eq",     "$eq",     ("=", "=="), "=",              "{key} = {value}"),
+    AttrOp("ne",     "$ne",     ("!=",),     "≠",              "{key} != {value}"),
+    AttrOp("gt",     "$gt",     (">",),      ">",              "{key} > {value}"),
+    AttrOp("gte",    "$gte",    (">=",),     "≥",              "{key} >= {value}"),
+    AttrOp("lt",     "$lt",     ("<",),      "<",              "{key} < {value}"),
+    AttrOp("lte",    "$lte",    ("<=",),     "≤",              "{key} <= {value}"),
+    AttrOp("in",     "$in",     ("in",),     "in (a, b, ...)", "{key} in {value}", "values"),
+    AttrOp("regex",  "$regex",  ("~",),      "matches regex",  "{key} ~ {value}", "pattern"),
+    AttrOp("exists", "$exists", ("?", "!"),  "exists",         "has {key}", "flag", "no {key}"),
+)
+ATTR_OPS: tuple[str, ...] = tuple(o.name for o in ATTR_OP_TABLE)
+_ATTR_OP: dict[str, AttrOp] = {o.name: o for o in ATTR_OP_TABLE}
+
+# parse_expr's grammar, derived from the table (longest symbols first: ">=" before ">")
+_FLAG_OPS = tuple(o for o in ATTR_OP_TABLE if o.takes == "flag")
+_OP_OF_SYMBOL = {sym: o for o in ATTR_OP_TABLE if o.takes != "flag" for sym in o.symbols}
+_WORD_SYMBOLS = sorted((sym for sym in _OP_OF_SYMBOL if sym.isalpha()), key=len, reverse=True)
+_MARK_SYMBOLS = sorted((sym for sym in _OP_OF_SYMBOL if not sym.isalpha()), key=len, reverse=True)
+_WORD_RE = re.compile(r"^(.*?)\s+(%s)\s+(.*)$" % "|".join(map(re.escape, _WORD_SYMBOLS)))
+_MARK_RE = re.compile(r"^(.*?)\s*(%s)\s*(.*)$" % "|".join(map(re.escape, _MARK_SYMBOLS)))
+
+
+def _op(name: Any) -> AttrOp | None:
+    """The table entry of an operator name (None for anything else: the model refuses it)."""
+    return _ATTR_OP.get(name) if isinstance(name, str) else None
+
+
+class AttrFilter(BaseModel):
+    """One condition on a root attribute: ``key`` is the original (unescaped) attribute name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    op: Literal[ATTR_OPS] = "eq"  # type: ignore[valid-type]  # the names of ATTR_OP_TABLE
+    value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize(cls, data: Any) -> Any:
+        if isinstance(data, (list, tuple)):
+            data = dict(zip(("key", "op", "value"), data))
+        if isinstance(data, Mapping):
+            data = dict(data)
+            spec, v = _op(data.get("op", "eq")), data.get("value")
+            takes = spec.takes if spec else None
+            if takes == "flag" and not isinstance(v, bool):
+                data["value"] = True if v is None else (
+                    coerce_value(v, "bool") if isinstance(v, str) else bool(v))
+            elif takes == "values" and not isinstance(v, (list, tuple)):
+                data["value"] = [v]
+            elif takes == "values":
+                data["value"] = list(v)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "AttrFilter":
+        if _ATTR_OP[self.op].takes == "pattern":
+            if not isinstance(self.value, str):
+                raise ValueError(f"a {self.op} attribute filter needs a string pattern")
+            _check_regex(self.value)
+        _check_bson(self.value, f"value of attribute filter on {self.key!r}")
+        return self
+
+    @property
+    def field(self) -> str:
+        """The document field: ``attrs.<escaped key>``."""
+        return "attrs." + convert.escape_key(self.key)
+
+    def to_mongo(self) -> dict:
+        return {self.field: {_ATTR_OP[self.op].mongo: self.value}}
+
+    def describe(self) -> str:
+        spec = _ATTR_OP[self.op]
+        phrase = spec.phrase_false if spec.takes == "flag" and not self.value else spec.phrase
+        return phrase.format(key=self.key, value=_short(self.value))
+
+    @classmethod
+    def parse(cls, key: str, op: str, text: Any, type_label: str | None = None) -> "AttrFilter":
+        """Build a typed filter from user text (``in`` takes comma-separated values)."""
+        spec = _op(op)
+        takes = spec.takes if spec else "value"
+        if takes == "pattern":
+            return cls(key=key, op=op, value=text)
+        if takes == "flag":
+            return cls(key=key, op=op, value=True if text in (None, "") else coerce_value(text, "bool"))
+        if takes == "values":
+            items = text if isinstance(text, (list, tuple)) else _split_list(str(text))
+            return cls(key=key, op=op, value=[coerce_value(t, type_label) for t in items])
+        return cls(key=key, op=op, value=coerce_value(text, type_label))
+
+    @classmethod
+    def parse_expr(cls, expr: str, types: Mapping[str, str] | None = None) -> "AttrFilter":
+        """``"key>=0.5"``, ``"key!=x"``, ``"key~regex"``, ``"key in a,b"``, ``"key?"`` (exists),
+        ``"!key"`` (missing). ``types`` maps keys to type labels (see :func:`attribute_keys`)."""
+        types = types or {}
+        s = expr.strip()
+        for flag in _FLAG_OPS:
+            true_mark, false_mark = flag.symbols
+            if s.endswith(true_mark):
+                return cls(key=s[:-len(true_mark)].strip(), op=flag.name, value=True)
+            if s.startswith(false_mark) and not any(sym in s for sym in _MARK_SYMBOLS):
+                return cls(key=s[len(false_mark):].strip(), op=flag.name, value=False)
+        m = _WORD_RE.match(s)
+        if m:
+            key = m.group(1).strip()
+            return cls.parse(key, _OP_OF_SYMBOL[m.group(2)].name, m.group(3), types.get(key))
+        m = _MARK_RE.match(s)
+        if not m or not m.group(1):
+            raise QueryError(f"cannot parse attribute condition {expr!r} (try key>=value)")
+        key, sym, text = m.group(1), m.group(2), m.group(3)
+        return cls.parse(key, _OP_OF_SYMBOL[sym].name, text, types.get(key))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else _to_json(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_RANGE_PAIRS = (("run_min", "run_max"), ("subrun_min", "subrun_max"),
+                ("events_min", "events_max"))
+
+
+class Filter(BaseModel):
+    """Everything that selects files; see the module docstring for the meaning of each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: list[str | None] = Field(default_factory=list)
+    status: list[str | None] = Field(default_factory=list)
+    spine_version: list[str | None] = Field(default_factory=list)
+    model: list[str | None] = Field(default_factory=list)
+    dataset: list[str | None] = Field(default_factory=list)
+    detector: list[str | None] = Field(default_factory=list)
+    config: list[str | None] = Field(default_factory=list)
+    prod_version: list[str | None] = Field(default_factory=list)
+    version_min: str | None = None
+    version_max: str | None = None
+    run_min: int | None = None
+    run_max: int | None = None
+    subrun_min: int | None = None
+    subrun_max: int | None = None
+    events_min: int | None = None
+    events_max: int | None = None
+    mtime_from: datetime | date | None = None
+    mtime_to: datetime | date | None = None
+    path_contains: str | None = None
+    path_regex: str | None = None
+    attr_filters: list[AttrFilter] = Field(default_factory=list)
+    where: dict[str, Any] | None = None
+
+    # -- validation ------------------------------------------------------------------------
+
+    @field_validator(*FACET_FIELDS, mode="before")
+    @classmethod
+    def _facet_list(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):
+            v = [v]
+        out: list = []
+        for item in v:
+            if item not in out:
+                out.append(item)
+        return out
+
+    @field_validator("version_min", "version_max", "path_contains", "path_regex", mode="before")
+    @classmethod
+    def _blank_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.strip() == "" else v
+
+    @field_validator("version_min", "version_max")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and spine.semver_key(v) is None:
+            raise ValueError(f"{v!r} is not a version number (e.g. 0.5 or 0.5.1rc1)")
+        return v
+
+    @field_validator("path_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        return None if v is None else _check_regex(v)
+
+    @field_validator("mtime_from", "mtime_to", mode="before")
+    @classmethod
+    def _when(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        if isinstance(v, str):
+            s = v.strip()
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+                return date.fromisoformat(s)
+            return parse_datetime(s)
+        if isinstance(v, datetime):
+            return parse_datetime(v)
+        return v
+
+    @field_validator("attr_filters", mode="before")
+    @classmethod
+    def _attrs(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        out = []
+        for item in v:
+            if isinstance(item, (list, tuple)):
+                item = dict(zip(("key", "op", "value"), item))
+            out.append(item)
+        return out
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _where(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        if isinstance(v, str):
+            try:
+                v = _from_json(v)
+            except Exception as exc:  # noqa: BLE001 - json or bson errors
+                raise ValueError(f"where is not valid JSON: {exc}") from None
+        if not isinstance(v, Mapping):
+            raise ValueError("where must be a JSON object (a MongoDB query document)")
+        bad = _forbidden(v)
+        if bad:
+            raise ValueError(f"{bad} (server-side JavaScript) is not allowed in where")
+        _check_bson(dict(v), "where")
+        return dict(v) or None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "Filter":
+        for lo, hi in _RANGE_PAIRS:
+            a, b = getattr(self, lo), getattr(self, hi)
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} ({a}) is greater than {hi} ({b})")
+        if self.version_min and self.version_max:
+            if spine.semver_key(self.version_min) > spine.semver_key(self.version_max):
+                raise ValueError(f"version_min {self.version_min} is above version_max {self.version_max}")
+        lo, hi = self._mtime_bounds()
+        if lo is not None and hi is not None and lo >= hi:
+            raise ValueError("mtime_from is after mtime_to")
+        return self
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return not self.to_mongo()
+
+    def without(self, *fields: str) -> "Filter":
+        """A copy with the given fields back to their defaults (e.g. one facet's selection)."""
+        unknown = set(fields) - set(type(self).model_fields)
+        if unknown:
+            raise QueryError(f"unknown filter field(s): {', '.join(sorted(unknown))}")
+        data = self.model_dump()
+        for f in fields:
+            data.pop(f)
+        return type(self).model_validate(data)
+
+    def _mtime_bounds(self) -> tuple[datetime | None, datetime | None]:
+        """(inclusive lower, exclusive upper) bounds."""
+        lo = hi = None
+        if self.mtime_from is not None:
+            lo = parse_datetime(self.mtime_from)
+        if self.mtime_to is not None:
+            if isinstance(self.mtime_to, datetime):
+                hi = self.mtime_to + timedelta(milliseconds=1)
+            else:
+                hi = datetime.combine(self.mtime_to + timedelta(days=1), time(), UTC)
+        return lo, hi
+
+    def clauses(self) -> list[dict]:
+        """The conditions of the filter, one small query document each (implicitly AND-ed)."""
+        out: list[dict] = []
+        for f in FACET_FIELDS:
+            values = getattr(self, f)
+            if values:
+                out.append({f: {"$in": list(values)}})
+        vkey: dict = {}
+        if self.version_min:
+            vkey["$gte"] = spine.semver_key(self.version_min)
+        if self.version_max:
+            vkey["$lte"] = spine.semver_key(self.version_max)
+        if vkey:
+            out.append({"spine_version_key": vkey})
+        out += _overlap("run", "run_max", self.run_min, self.run_max)
+        out += _overlap("subrun", "subrun_max", self.subrun_min, self.subrun_max)
+        ev: dict = {}
+        if self.events_min is not None:
+            ev["$gte"] = self.events_min
+        if self.events_max is not None:
+            ev["$lte"] = self.events_max
+        if ev:
+            out.append({"num_events": ev})
+        lo, hi = self._mtime_bounds()
+        when: dict = {}
+        if lo is not None:
+            when["$gte"] = lo
+        if hi is not None:
+            when["$lt"] = hi
+        if when:
+            out.append({"mtime": when})
+        if self.path_contains:
+            out.append({"path": {"$regex": re.escape(self.path_contains)}})
+        if self.path_regex:
+            out.append({"path": {"$regex": self.path_regex}})
+        out += [a.to_mongo() for a in self.attr_filters]
+        if self.where:
+            out.append(dict(self.where))
+        return out
+
+    def to_mongo(self) -> dict:
+        """The MongoDB query document (``{}`` when the filter is empty)."""
+        return and_queries(*self.clauses())
+
+    # -- URL parameters --------------------------------------------------------------------
+
+    def to_params(self) -> dict[str, str]:
+        """A flat ``{name: string}`` dict (URL query parameters); empty fields are left out."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or value == [] or value == {}:
+                continue
+            if name in FACET_FIELDS:
+                out[name] = _join_list(value)
+            elif name in ("mtime_from", "mtime_to"):
+                out[name] = _format_when(value)
+            elif name == "attr_filters":
+                out["attr"] = _to_json([[a.key, a.op, a.value] for a in value], ascii=True)
+            elif name == "where":
+                out["where"] = _to_json(value, ascii=True)
+            else:
+                out[name] = str(value)
+        return out
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Filter":
+        """Inverse of :meth:`to_params`. Unknown keys are ignored; a list value (repeated URL
+        parameter) is read as its items concatenated. Raises ``ValueError`` on bad values."""
+        data: dict[str, Any] = {}
+        for key, raw in params.items():
+            items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+            items = [str(i) for i in items if i is not None]
+            if not items:
+                continue
+            if key in FACET_FIELDS:
+                values: list = []
+                for item in items:
+                    values += _split_list(item, none_token=True)
+                data[key] = values
+            elif key == "attr":
+                conditions: list = []
+                for item in items:
+                    if item.strip():
+                        try:
+                            parsed = _from_json(item)
+                        except Exception as exc:  # noqa: BLE001
+                            raise QueryError(f"attr parameter is not valid JSON: {exc}") from None
+                        if not isinstance(parsed, list):
+                            raise QueryError("attr parameter must be a JSON list of [key, op, value]")
+                        conditions += parsed
+                data["attr_filters"] = conditions
+            elif key in cls.model_fields and key != "attr_filters":
+                data[key] = items[-1]
+        return cls.model_validate(data)
+
+    # -- text ------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """A one-line human summary, e.g. ``model = uresnet; spine_version >= 0.5``."""
+        parts: list[str] = []
+        for f in FACET_FIELDS:
+            values = getattr(self, f)
+            if values:
+                shown = [NONE_TOKEN if v is None else v for v in values]
+                parts.append(f"{f} = {shown[0]}" if len(shown) == 1
+                             else f"{f} in {{{', '.join(shown)}}}")
+        if self.version_min:
+            parts.append(f"spine_version >= {self.version_min}")
+        if self.version_max:
+            parts.append(f"spine_version <= {self.version_max}")
+        for label, lo, hi in (("runs", self.run_min, self.run_max),
+                              ("subruns", self.subrun_min, self.subrun_max),
+                              ("events", self.events_min, self.events_max)):
+            if lo is not None or hi is not None:
+                a = "" if lo is None else lo
+                b = "" if hi is None else hi
+                parts.append(f"{label} {a}..{b}")
+        if self.mtime_from is not None or self.mtime_to is not None:
+            a = "" if self.mtime_from is None else _format_when(self.mtime_from)
+            b = "" if self.mtime_to is None else _format_when(self.mtime_to)
+            parts.append(f"modified {a}..{b}")
+        if self.path_contains:
+            parts.append(f"path contains {self.path_contains!r}")
+        if self.path_regex:
+            parts.append(f"path ~ {self.path_regex!r}")
+        parts += [a.describe() for a in self.attr_filters]
+        if self.where:
+            parts.append(f"where {_short(self.where, 200)}")
+        return "; ".join(parts) if parts else "all files"
+
+
+PARAM_KEYS: frozenset[str] = frozenset(
+    (set(Filter.model_fields) - {"attr_filters"}) | {"attr"}
+)
+
+
+def _overlap(lo_field: str, hi_field: str, a: int | None, b: int | None) -> list[dict]:
+    """Documents whose [lo_field, hi_field or lo_field] range overlaps [a, b]."""
+    out: list[dict] = []
+    if b is not None:
+        out.append({lo_field: {"$lte": b}})
+    if a is not None:
+        out.append({"$or": [{hi_field: {"$gte": a}}, {hi_field: None, lo_field: {"$gte": a}}]})
+    return out
+
+
+def and_queries(*queries: Mapping | None) -> dict:
+    """AND query documents together: distinct top-level keys are merged into one document,
+    the rest goes into ``$and`` (so simple filters stay readable in mongosh)."""
+    merged: dict = {}
+    rest: list[dict] = []
+    for q in queries:
+        if not q:
+            continue
+        if len(q) == 1:
+            (k, v), = q.items()
+            if k not in merged and k != "$and":
+                merged[k] = v
+                continue
+        rest.append(dict(q))
+    if rest:
+        merged["$and"] = rest
+    return merged
+
+
+def _query(flt: Filter | Mapping | None) -> dict:
+    if flt is None:
+        return {}
+    if isinstance(flt, Filter):
+        return flt.to_mongo()
+    return dict(flt)
+
+
+def _as_filter(flt: Filter | None) -> Filter:
+    return Filter() if flt is None else flt
+
+
+def _join_list(values: Iterable[str | None]) -> str:
+    out = []
+    for v in values:
+        if v is None:
+            out.append(NONE_TOKEN)
+        elif v == "":
+            out.append("\\")
+        else:
+            token = v.replace("\\", "\\\\").replace(",", "\\,")
+            out.append("\\" + token if token == NONE_TOKEN else token)
+    return ",".join(out)
+
+
+def _split_list(text: str, none_token: bool = False) -> list:
+    """Split on unescaped commas; ``\\x`` is a literal x; a lone ``\\`` is the empty string."""
+    items: list = []
+    raw, cooked = [], []
+    chars = iter(text)
+    for ch in chars:
+        if ch == "\\":
+            nxt = next(chars, None)
+            raw.append(ch)
+            if nxt is not None:
+                raw.append(nxt)
+                cooked.append(nxt)
+        elif ch == ",":
+            items.append(("".join(raw), "".join(cooked)))
+            raw, cooked = [], []
+        else:
+            raw.append(ch)
+            cooked.append(ch)
+    items.append(("".join(raw), "".join(cooked)))
+    out: list = []
+    for r, c in items:
+        if none_token and r == NONE_TOKEN:
+            out.append(None)
+        elif r == "":
+            continue  # stray comma
+        else:
+            out.append(c if none_token else c.strip())
+    return out

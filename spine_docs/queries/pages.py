@@ -1,0 +1,242 @@
+"""Browsing: keyset pages of the matching files in a chosen order, their opaque cursors, and
+one file's document (:func:`get_file`).
+
+- ``page(db, flt, sort=("mtime", -1), size=50, after=None, before=None, columns=TABLE_COLUMNS)
+  -> Page(rows, next_after, prev_before, sort, size)``: keyset pagination on (sort field, _id),
+  nulls first ascending / last descending like MongoDB; cursors are opaque URL-safe strings
+  bound to their sort order. ``sort`` is a name of ``SORT_FIELDS`` with a direction, or text
+  (``"-mtime"``; :func:`parse_sort` / :func:`format_sort`). ``iter_pages`` walks all pages.
+- ``get_file(db, id_or_path, site=None, unescape=False) -> dict | None``;
+  ``unescape_document(doc)`` gives attrs/cfg/... back their original keys for display.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Iterator, Mapping, Sequence
+
+from bson import json_util
+
+from spine_docs import convert
+
+from .errors import QueryError
+from ._run import _collection, _find, _get, _projection, _timeouts
+from .filters import Filter, _query, and_queries
+from .values import _from_json
+
+# User-facing sort name -> document field (spine_version sorts by its semver key). Only
+# fields holding one BSON type (plus null): keyset conditions ($gt/$lt) never cross types, so a
+# mixed-type field such as format_version would lose rows between pages.
+SORT_FIELDS: dict[str, str] = {
+    "mtime": "mtime", "path": "path", "name": "name", "dir": "dir", "site": "site",
+    "size": "size", "status": "status", "spine_version": "spine_version_key",
+    "prod_version": "prod_version", "model": "model", "dataset": "dataset",
+    "detector": "detector", "config": "config", "run": "run", "subrun": "subrun",
+    "event_min": "event_min", "event_max": "event_max", "num_events": "num_events",
+    "first_seen": "ingest.first_seen", "last_seen": "ingest.last_seen",
+    "times_seen": "ingest.times_seen", "_id": "_id",
+}
+DEFAULT_SORT: tuple[str, int] = ("mtime", -1)
+MAX_PAGE_SIZE = 1000
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "_id", "site", "path", "name", "size", "mtime", "status", "spine_version", "model",
+    "dataset", "detector", "run", "subrun", "num_events",
+)
+
+
+@dataclass
+class Page:
+    """One page of files. ``next_after`` / ``prev_before`` are cursors for :func:`page`
+    (``after=`` / ``before=``), None on the last / first page."""
+
+    rows: list[dict]
+    next_after: str | None
+    prev_before: str | None
+    sort: tuple[str, int]
+    size: int
+    columns: tuple[str, ...] = dc_field(default=TABLE_COLUMNS)
+
+
+def parse_sort(sort: str | Sequence | None) -> tuple[str, int]:
+    """``"-mtime"``/``"mtime"``/``("mtime", -1)``/``"mtime:desc"`` -> ``("mtime", -1)``."""
+    if sort is None or sort == "":
+        return DEFAULT_SORT
+    if isinstance(sort, str):
+        s = sort.strip()
+        direction = 1
+        if s.startswith("-"):
+            s, direction = s[1:], -1
+        elif s.startswith("+"):
+            s = s[1:]
+        if ":" in s:
+            s, d = s.split(":", 1)
+            direction = -1 if d.lower() in ("desc", "-1", "descending") else 1
+        name = s
+    else:
+        name, direction = sort[0], int(sort[1])
+    if name not in SORT_FIELDS:
+        raise QueryError(f"cannot sort by {name!r} (choose from {', '.join(SORT_FIELDS)})")
+    if direction not in (1, -1):
+        raise QueryError("sort direction must be 1 or -1")
+    return name, direction
+
+
+def format_sort(sort: tuple[str, int]) -> str:
+    """Inverse of :func:`parse_sort` (``("mtime", -1)`` -> ``"-mtime"``)."""
+    return ("-" if sort[1] < 0 else "") + sort[0]
+
+
+def encode_cursor(sort: tuple[str, int], value: Any, _id: Any) -> str:
+    raw = json_util.dumps([sort[0], sort[1], value, _id],
+                          json_options=json_util.CANONICAL_JSON_OPTIONS, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: tuple[str, int]) -> tuple[Any, Any]:
+    """-> (sort value, _id). Raises QueryError on garbage or a cursor of another sort order."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        name, direction, value, _id = _from_json(raw)
+    except Exception:  # noqa: BLE001 - any decoding failure
+        raise QueryError("invalid page cursor") from None
+    if (name, direction) != tuple(sort):
+        raise QueryError("the page cursor belongs to another sort order")
+    return value, _id
+
+
+def _after_clause(field: str, direction: int, value: Any, _id: Any) -> dict:
+    """Documents strictly after (value, _id) in the order {field: direction, _id: direction}
+    (MongoDB sorts null and missing as the lowest value)."""
+    if field == "_id":
+        return {"_id": {"$gt" if direction > 0 else "$lt": _id}}
+    if direction > 0:
+        if value is None:
+            return {"$or": [{field: None, "_id": {"$gt": _id}}, {field: {"$ne": None}}]}
+        return {"$or": [{field: {"$gt": value}}, {field: value, "_id": {"$gt": _id}}]}
+    if value is None:
+        return {field: None, "_id": {"$lt": _id}}
+    return {"$or": [{field: {"$lt": value}}, {field: value, "_id": {"$lt": _id}}, {field: None}]}
+
+
+def page_query(flt: Filter | None, sort: tuple[str, int] = DEFAULT_SORT, *,
+               after: tuple[Any, Any] | None = None,
+               backward: bool = False) -> tuple[dict, list[tuple[str, int]]]:
+    """(query, sort spec) for one keyset page. ``after`` is the (value, _id) of the row the page
+    starts after (``backward``: ends before; the sort spec is then reversed)."""
+    name, direction = parse_sort(sort)
+    field = SORT_FIELDS[name]
+    if backward:
+        direction = -direction
+    query = _query(flt)
+    if after is not None:
+        query = and_queries(query, _after_clause(field, direction, after[0], after[1]))
+    spec = [(field, direction)] if field == "_id" else [(field, direction), ("_id", direction)]
+    return query, spec
+
+
+def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_SORT,
+         size: int = 50, after: str | None = None, before: str | None = None,
+         columns: Sequence[str] = TABLE_COLUMNS, max_time_ms: int | None = None) -> Page:
+    """One page of matching files (``columns`` projected, plus ``_id`` and the sort field).
+
+    Without a cursor: the first page. ``after``: the page following the row the cursor names;
+    ``before``: the page preceding it (when fewer than ``size`` rows precede it, the first page).
+    """
+    sort = parse_sort(sort)
+    if not 1 <= int(size) <= MAX_PAGE_SIZE:
+        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
+    if after and before:
+        raise QueryError("give after or before, not both")
+    size = int(size)
+    field = SORT_FIELDS[sort[0]]
+    coll = _collection(db)
+    projection = _projection([*columns, field])
+    cursor = after or before
+    position = decode_cursor(cursor, sort) if cursor else None
+    backward = bool(before)
+    query, spec = page_query(flt, sort, after=position, backward=backward)
+    with _timeouts(max_time_ms):
+        rows = list(_find(coll, query, projection, sort=spec, limit=size + 1,
+                          max_time_ms=max_time_ms))
+    more = len(rows) > size
+    rows = rows[:size]
+
+    def key(row: dict) -> str:
+        return encode_cursor(sort, _get(row, field), row["_id"])
+
+    def exists_beyond(row: dict, reverse: bool) -> bool:
+        q, _ = page_query(flt, sort, after=(_get(row, field), row["_id"]), backward=reverse)
+        with _timeouts(max_time_ms):
+            return bool(list(_find(coll, q, {"_id": 1}, limit=1, max_time_ms=max_time_ms)))
+
+    if backward:
+        rows.reverse()
+        if not more:  # reached the start: show a full first page instead
+            return page(db, flt, sort=sort, size=size, columns=columns, max_time_ms=max_time_ms)
+        has_prev = True
+        has_next = bool(rows) and exists_beyond(rows[-1], False)
+    else:
+        has_next = more
+        has_prev = bool(rows) and position is not None and exists_beyond(rows[0], True)
+    prev_before = key(rows[0]) if rows and has_prev else None
+    if not rows and after:  # past the end (rows deleted since): offer the way back
+        prev_before = after
+    return Page(
+        rows=rows,
+        next_after=key(rows[-1]) if rows and has_next else None,
+        prev_before=prev_before,
+        sort=sort, size=size, columns=tuple(columns),
+    )
+
+
+def iter_pages(db: Any, flt: Filter | None = None, **kwargs: Any) -> Iterator[Page]:
+    """Every page in order (follows ``next_after``)."""
+    after = None
+    while True:
+        p = page(db, flt, after=after, **kwargs)
+        yield p
+        if not p.next_after:
+            return
+        after = p.next_after
+
+
+ESCAPED_SUBDOCUMENTS: tuple[str, ...] = ("attrs", "attr_types", "info", "cfg", "sidecar", "job")
+
+
+def _unescape_keys(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {convert.unescape_key(k): _unescape_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unescape_keys(v) for v in obj]
+    return obj
+
+
+def unescape_document(doc: Mapping) -> dict:
+    """A copy of a file document whose attrs/attr_types/info/cfg/sidecar/job have their
+    original (unescaped) keys again, for display. Do not write it back."""
+    out = dict(doc)
+    for name in ESCAPED_SUBDOCUMENTS:
+        if isinstance(out.get(name), Mapping):
+            out[name] = _unescape_keys(out[name])
+    return out
+
+
+def get_file(db: Any, id_or_path: str, *, site: str | None = None,
+             unescape: bool = False) -> dict | None:
+    """The document of one file by ``_id`` (``site:path``) or by path (optionally at ``site``;
+    the first site in alphabetical order when the path is catalogued at several)."""
+    coll = _collection(db)
+    doc = None
+    if site is None:
+        doc = coll.find_one({"_id": id_or_path})
+    if doc is None:
+        q: dict = {"path": id_or_path}
+        if site is not None:
+            q["site"] = site
+        docs = list(_find(coll, q, sort=[("site", 1), ("_id", 1)], limit=1))
+        doc = docs[0] if docs else None
+    if doc is not None and unescape:
+        doc = unescape_document(doc)
+    return doc
