@@ -79,7 +79,7 @@ def test_setup_creates_indexes(db_url):
     db = store.connect(db_url)
     keys = [tuple(ix["key"].items()) if isinstance(ix["key"], dict) else tuple(ix["key"])
             for ix in db.files.index_information().values()]
-    assert (("site", 1), ("path", 1)) in keys
+    assert (("path", 1), ("site", 1)) in keys
 
 
 def test_demo_without_app(tmp_path):

@@ -11,7 +11,7 @@ from spine_docs import migrate, schema
 from spine_docs.migrate import reconcile
 from spine_docs.spine import semver_key
 
-from test_migrate_helpers import (BACKENDS, db, kind, dump, legacy_documents, load_legacy, migrations_copy,
+from test_migrate_helpers import (BACKENDS, HEAD, NEXT, SHIPPED, db, kind, dump, legacy_documents, load_legacy, migrations_copy,
                                   open_backend, reopen, writing)
 
 
@@ -28,12 +28,12 @@ def test_full_upgrade_from_version_0_with_data(kind, db, tmp_path):
 
     res = migrate.up(db, backup_root=tmp_path / "backups")
     assert res.ok, res.message
-    assert [s.name for s in res.steps] == ["0001_initial", "0002_backfill_spine_version_key"]
+    assert [s.name for s in res.steps] == SHIPPED
     assert res.backup is not None and res.backup.verified
     assert res.backup.collections["files"]["count"] == len(docs)
 
     db = reopen(kind, db, tmp_path)
-    assert schema.db_version(db) == 2
+    assert schema.db_version(db) == HEAD
     after = {d["_id"]: d for d in db.files.find({})}
     assert after.keys() == before.keys()
     for _id, old in before.items():
@@ -50,7 +50,7 @@ def test_full_upgrade_from_version_0_with_data(kind, db, tmp_path):
     chk = migrate.check(db)
     assert chk.ok, chk.problems
     hist = migrate.history(db)
-    assert [(h.version, h.direction, h.state) for h in hist] == [(1, "up", "applied"), (2, "up", "applied")]
+    assert [(h.version, h.direction, h.state) for h in hist] == [(v, "up", "applied") for v in range(1, HEAD + 1)]
     assert all(h.host and h.user and h.checksum and h.duration_s is not None for h in hist)
     # a second run has nothing to do, and takes no backup
     again = migrate.up(db, backup_root=tmp_path / "backups")
@@ -60,7 +60,7 @@ def test_full_upgrade_from_version_0_with_data(kind, db, tmp_path):
 
 def test_fresh_empty_database_is_initialised_by_up(db, tmp_path):
     res = migrate.up(db, backup_root=tmp_path / "b")
-    assert res.ok and res.final_version == 2 and res.backup is None
+    assert res.ok and res.final_version == HEAD and res.backup is None
     assert "empty" in res.backup_note
     assert not (tmp_path / "b").exists()
     assert migrate.check(db).ok
@@ -89,47 +89,48 @@ def up(db):
 
 
 def test_failing_step_restores_byte_for_byte(kind, db, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": FAILING})
     load_legacy(db, legacy_documents(tmp_path, n_extra=30))
-    ok = migrate.up(db, to=2, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
-    assert ok.ok and ok.final_version == 2
+    ok = migrate.up(db, to=HEAD, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert ok.ok and ok.final_version == HEAD
     before = dump(db, tmp_path / "dump_before")
 
     res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
     assert not res.ok and res.exit_code == 1
-    assert res.failed.name == "0003_fail" and "boom half-way" in res.failed.error
+    assert res.failed.name == f"{NEXT}_fail" and "boom half-way" in res.failed.error
     assert res.restored is not None and "scratch" in res.restored.dropped
-    assert "restored from" in res.message and "0003_fail failed" in res.message
+    assert "restored from" in res.message and f"{NEXT}_fail failed" in res.message
 
     db = reopen(kind, db, tmp_path)
     after = dump(db, tmp_path / "dump_after")
     assert after.keys() == before.keys()
     for name in before:
         assert after[name] == before[name], name
-    assert schema.db_version(db) == 2
+    assert schema.db_version(db) == HEAD
     assert "scratch" not in db.list_collection_names()
     last = migrate.history(db)[-1]
-    assert (last.version, last.state) == (3, "failed") and "RuntimeError: boom half-way" in last.error
+    assert (last.version, last.state) == (HEAD + 1, "failed") and "RuntimeError: boom half-way" in last.error
     st = migrate.status(db, migrations_dir=mdir, schema_file=sfile)
-    assert st.last_failure["version"] == 3 and [p.version for p in st.pending] == [3]
+    assert st.last_failure["version"] == HEAD + 1 and [p.version for p in st.pending] == [HEAD + 1]
     assert st.lock is None
 
 
 def test_failure_in_a_later_step_rolls_back_the_whole_run(db, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": FAILING})
     load_legacy(db, legacy_documents(tmp_path))
     before = dump(db, tmp_path / "d0")
     res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
     assert not res.ok
-    assert [(s.version, s.state) for s in res.steps] == [(1, "rolled_back"), (2, "rolled_back"), (3, "failed")]
+    expected = [(v, "rolled_back") for v in range(1, HEAD + 1)] + [(HEAD + 1, "failed")]
+    assert [(s.version, s.state) for s in res.steps] == expected
     assert res.final_version == 0
     assert dump(db, tmp_path / "d1") == before
     states = [(h.version, h.state) for h in migrate.history(db)]
-    assert states == [(1, "rolled_back"), (2, "rolled_back"), (3, "failed")]
+    assert states == expected
 
 
 def test_failure_on_empty_database_drops_what_was_created(db, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": FAILING})
     res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
     assert not res.ok and res.final_version == 0
     assert set(schema.collection_names(db)) <= {"meta", "changelog"}
@@ -137,7 +138,7 @@ def test_failure_on_empty_database_drops_what_was_created(db, tmp_path):
 
 
 def test_no_backup_failure_says_so(db, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": FAILING})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": FAILING})
     load_legacy(db, legacy_documents(tmp_path))
     res = migrate.up(db, backup=False, migrations_dir=mdir, schema_file=sfile)
     assert not res.ok and res.restored is None
@@ -152,15 +153,15 @@ def test_plan_writes_nothing(kind, db, tmp_path):
         root = tmp_path / "catalog"
         files_before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
     p = migrate.plan(db, backup_root=tmp_path / "b")
-    assert (p.from_version, p.to_version) == (0, 2)
-    assert [s.name for s in p.steps] == ["0001_initial", "0002_backfill_spine_version_key"]
+    assert (p.from_version, p.to_version) == (0, HEAD)
+    assert [s.name for s in p.steps] == SHIPPED
     cmds = p.commands()
     verbs = [next(iter(c)) for c in cmds]
     assert "collMod" in verbs and "createIndexes" in verbs and "bulkWrite" in verbs
     bulk = next(c for c in cmds if "bulkWrite" in c)
     assert bulk["documents"] == 15
     assert p.reconcile == []              # the migrations already cover schema.json
-    assert p.stamp == 2 and "built-in dump" in p.backup
+    assert p.stamp == HEAD and "built-in dump" in p.backup
     for c in cmds:
         bson.encode({k: v for k, v in c.items()})
     # nothing changed: data, bookkeeping, lock, files on disk, no backup taken
@@ -236,16 +237,16 @@ def test_down_and_up_again(db, tmp_path):
     assert res.ok and migrate.check(db).ok
     with pytest.raises(migrate.MigrationError, match="down --to"):
         migrate.up(db, to=1)
-    with pytest.raises(migrate.MigrationError, match="choose 0..2"):
-        migrate.down(db, to=3)
+    with pytest.raises(migrate.MigrationError, match=f"choose 0..{HEAD}"):
+        migrate.down(db, to=HEAD + 1)
 
 
 def test_down_refuses_irreversible_before_changing_anything(db, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_oneway.py": 'description = "one way"\ndef up(db):\n    pass\n'})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_oneway.py": 'description = "one way"\ndef up(db):\n    pass\n'})
     migrate.up(db, migrations_dir=mdir, schema_file=sfile)
-    with pytest.raises(migrate.MigrationError, match="0003_oneway cannot be undone"):
+    with pytest.raises(migrate.MigrationError, match=f"{NEXT}_oneway cannot be undone"):
         migrate.down(db, to=1, migrations_dir=mdir, schema_file=sfile)
-    assert schema.db_version(db) == 3 and migrate.holder(db) is None
+    assert schema.db_version(db) == HEAD + 1 and migrate.holder(db) is None
 
 
 def test_stamp_adopts_an_existing_database(db, tmp_path):
@@ -253,8 +254,8 @@ def test_stamp_adopts_an_existing_database(db, tmp_path):
     with writing(db):
         db.meta.delete_one({"_id": "schema"})
     assert schema.db_version(db) == 0
-    res = migrate.stamp(db, 2)
-    assert res.ok and schema.db_version(db) == 2
+    res = migrate.stamp(db, HEAD)
+    assert res.ok and schema.db_version(db) == HEAD
     assert migrate.check(db).ok
     assert migrate.history(db)[-1].direction == "stamp"
     with pytest.raises(migrate.MigrationError):
@@ -276,7 +277,7 @@ def test_changed_migration_blocks_up_until_acknowledged(db, tmp_path):
     acked = migrate.acknowledge(db, migrations_dir=mdir, schema_file=sfile)
     assert [c.version for c in acked] == [1]
     res = migrate.up(db, migrations_dir=mdir, schema_file=sfile)
-    assert res.ok and res.final_version == 2
+    assert res.ok and res.final_version == HEAD
     # CRLF line endings are not a change
     f.write_bytes(f.read_bytes().replace(b"\n", b"\r\n"))
     assert migrate.status(db, migrations_dir=mdir, schema_file=sfile).changed == []
@@ -285,8 +286,8 @@ def test_changed_migration_blocks_up_until_acknowledged(db, tmp_path):
 def test_status_reports_everything(db, tmp_path):
     load_legacy(db, legacy_documents(tmp_path))
     st = migrate.status(db)
-    assert (st.db_version, st.code_version, st.empty) == (0, 2, False)
-    assert [p.version for p in st.pending] == [1, 2]
+    assert (st.db_version, st.code_version, st.empty) == (0, HEAD, False)
+    assert [p.version for p in st.pending] == list(range(1, HEAD + 1))
     assert st.lock is None and st.lock_text == "nobody"
     assert st.drift_summary.get("missing_collection") and st.drift_summary.get("missing_index")
     assert not st.current
@@ -294,8 +295,8 @@ def test_status_reports_everything(db, tmp_path):
 
 def test_schema_and_migrations_must_agree(db, tmp_path):
     mdir, sfile = migrations_copy(tmp_path)
-    (mdir / "0003_more.py").write_text('description = "x"\ndef up(db):\n    pass\n')
-    with pytest.raises(migrate.MigrationError, match="schema_version 2 but the highest migration is 0003"):
+    (mdir / f"{NEXT}_more.py").write_text('description = "x"\ndef up(db):\n    pass\n')
+    with pytest.raises(migrate.MigrationError, match=f"schema_version {HEAD} but the highest migration is {NEXT}"):
         migrate.up(db, migrations_dir=mdir, schema_file=sfile)
 
 
@@ -354,17 +355,17 @@ def up(db):
 
 
 def test_interrupted_step_is_recorded_and_resumed(kind, db, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_tag.py": INTERRUPTIBLE})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_tag.py": INTERRUPTIBLE})
     (mdir / "interrupt.flag").write_text("")
     docs = legacy_documents(tmp_path, n_extra=15)
     load_legacy(db, docs)
     with pytest.raises(KeyboardInterrupt):
         migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
     db = reopen(kind, db, tmp_path)
-    assert schema.db_version(db) == 2 and migrate.holder(db) is None
+    assert schema.db_version(db) == HEAD and migrate.holder(db) is None
     last = migrate.history(db)[-1]
-    assert (last.version, last.state) == (3, "interrupted") and "again to resume" in last.error
+    assert (last.version, last.state) == (HEAD + 1, "interrupted") and "again to resume" in last.error
     assert db.files.count_documents({"tagged": True}) == 6             # two whole batches went in
     res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
-    assert res.ok and res.final_version == 3
+    assert res.ok and res.final_version == HEAD + 1
     assert db.files.count_documents({"tagged": True}) == len(docs)

@@ -13,7 +13,7 @@ import pytest
 from spine_docs import migrate, schema
 from spine_docs.migrate import backups as bk
 
-from test_migrate_helpers import BACKENDS, db, dump, kind, legacy_documents, load_legacy, open_backend, reopen
+from test_migrate_helpers import BACKENDS, HEAD, NEXT, db, dump, kind, legacy_documents, load_legacy, open_backend, reopen
 
 
 @pytest.fixture()
@@ -34,10 +34,10 @@ def test_backup_layout_manifest_and_verify(catalog, tmp_path):
     docs = list(bson.decode_file_iter(open(d / "files.bson", "rb")))
     assert len(docs) == catalog.files.count_documents({}) == res.collections["files"]["count"]
     meta = json.loads((d / "files.metadata.json").read_text())
-    assert {i["name"] for i in meta["indexes"]} >= {"_id_", "site_1_path_1", "attrs.$**_1"}
+    assert {i["name"] for i in meta["indexes"]} >= {"_id_", "path_1_site_1", "attrs.$**_1"}
     assert meta["options"]["validationAction"] == "warn"
     manifest = json.loads((res.path / "manifest.json").read_text())
-    assert manifest["verified"] and manifest["schema_version"] == 2
+    assert manifest["verified"] and manifest["schema_version"] == HEAD
     assert bk.verify(res.path).ok
     assert migrate.holder(catalog) is None
     # the backup was taken under the lock; restoring it never brings that lock back
@@ -112,7 +112,7 @@ def test_restore_failing_midway_drops_nothing_and_gives_manual_command(catalog, 
 
 def test_failed_restore_during_up_reports_manual_command(catalog, tmp_path, monkeypatch):
     from test_migrate_helpers import migrations_copy
-    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": 'description = "x"\ndef up(db):\n    db.files.delete_many({})\n    raise ValueError("bad")\n'})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": 'description = "x"\ndef up(db):\n    db.files.delete_many({})\n    raise ValueError("bad")\n'})
     monkeypatch.setattr(bk, "_replace_collection", lambda *a: (_ for _ in ()).throw(OSError("no space")))
     r = migrate.up(catalog, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
     assert not r.ok and r.restore_error and "no space" in r.restore_error

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from spine_docs import schema, store
 from spine_docs.cli import app
 
-from test_migrate_helpers import legacy_documents, load_legacy, migrations_copy
+from test_migrate_helpers import HEAD, NEXT, legacy_documents, load_legacy, migrations_copy
 
 
 @pytest.fixture()
@@ -30,7 +30,7 @@ def run(*args):
 def test_status_check_plan_up_history(cat, tmp_path):
     code, out, _ = run("status", "--db", cat)
     assert code == 0
-    assert "database 0, code 2" in out and "0001_initial" in out and "lock:      nobody" in out
+    assert f"database 0, code {HEAD}" in out and "0001_initial" in out and "lock:      nobody" in out
 
     code, _, err = run("check", "--db", cat)
     assert code == 1 and "spine-docs migrate up" in err
@@ -38,7 +38,7 @@ def test_status_check_plan_up_history(cat, tmp_path):
     before = sorted((p.name, p.read_bytes()) for p in (tmp_path / "catalog").rglob("*") if p.is_file())
     code, out, _ = run("plan", "--db", cat)
     assert code == 0
-    assert "plan: up 0 -> 2" in out and '"createIndexes": "files"' in out and '"bulkWrite": "files"' in out
+    assert f"plan: up 0 -> {HEAD}" in out and '"createIndexes": "files"' in out and '"bulkWrite": "files"' in out
     code, out2, _ = run("up", "--dry-run", "--db", cat)
     assert code == 0 and out2 == out
     after = sorted((p.name, p.read_bytes()) for p in (tmp_path / "catalog").rglob("*") if p.is_file())
@@ -46,7 +46,7 @@ def test_status_check_plan_up_history(cat, tmp_path):
 
     code, out, err = run("up", "--db", cat)
     assert code == 0, err
-    assert "0001_initial: applied" in out and "up 0 -> 2" in out
+    assert "0001_initial: applied" in out and f"up 0 -> {HEAD}" in out
     assert len(list((tmp_path / ".spine_docs" / "backups").iterdir())) == 1
 
     code, out, _ = run("check", "--db", cat)
@@ -58,10 +58,10 @@ def test_status_check_plan_up_history(cat, tmp_path):
 
 
 def test_failing_migration_exits_1_and_says_restored(cat, tmp_path):
-    mdir, sfile = migrations_copy(tmp_path, {"0003_fail.py": 'description = "x"\ndef up(db):\n    raise ValueError("no")\n'})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": 'description = "x"\ndef up(db):\n    raise ValueError("no")\n'})
     code, out, err = run("up", "--db", cat, "--migrations-dir", str(mdir), "--schema-file", str(sfile))
     assert code == 1
-    assert "0003_fail failed: ValueError: no" in err and "restored from" in err
+    assert f"{NEXT}_fail failed: ValueError: no" in err and "restored from" in err
     db = store.connect(cat)
     assert schema.db_version(db) == 0
 
@@ -102,20 +102,20 @@ def test_stamp_down_ack_new(cat, tmp_path):
     common = ["--db", cat, "--migrations-dir", str(mdir), "--schema-file", str(sfile)]
     assert run("up", *common)[0] == 0
     code, out, _ = run("down", "--to", "1", *common)
-    assert code == 0 and "down 2 -> 1" in out
-    code, out, _ = run("stamp", "2", *common)
-    assert code == 0 and "stamped version 2 (was 1)" in out
+    assert code == 0 and f"down {HEAD} -> 1" in out
+    code, out, _ = run("stamp", str(HEAD), *common)
+    assert code == 0 and f"stamped version {HEAD} (was 1)" in out
     f = mdir / "0002_backfill_spine_version_key.py"
     f.write_text(f.read_text() + "# edit\n")
     code, _, err = run("check", *common)
     assert code == 1 and "changed" in err
     code, out, _ = run("ack", *common)
     assert code == 0 and "acknowledged 0002" in out
-    assert run("check", *common)[0] == 1            # stamped at 2 but the key index was dropped by down
+    assert run("check", *common)[0] == 1            # stamped at HEAD but down dropped indexes
     assert run("up", *common)[0] == 0               # reconcile puts it back
     assert run("check", *common)[0] == 0
     code, out, _ = run("new", "add thing", "--migrations-dir", str(mdir), "--schema-file", str(sfile))
-    assert code == 0 and "0003_add_thing.py" in out and (mdir / "0003_add_thing.py").is_file()
+    assert code == 0 and f"{NEXT}_add_thing.py" in out and (mdir / f"{NEXT}_add_thing.py").is_file()
 
 
 def test_inject_refuses_a_mismatched_database_with_the_fixing_command(cat, tmp_path):
@@ -124,7 +124,7 @@ def test_inject_refuses_a_mismatched_database_with_the_fixing_command(cat, tmp_p
         schema.stamp_version(db, 1)
     res = CliRunner().invoke(app, ["inject", "--db", cat, "--source", str(tmp_path / "h5")])
     assert res.exit_code == 2
-    assert "database schema version 1, this spine-docs needs 2: run `spine-docs migrate up" in res.stderr
+    assert f"database schema version 1, this spine-docs needs {HEAD}: run `spine-docs migrate up" in res.stderr
 
 
 def _dead_holder_lock(cat):

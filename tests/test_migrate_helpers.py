@@ -107,6 +107,14 @@ def dump(db, out: Path, *, skip=("changelog",)) -> dict[str, object]:
     return res
 
 
+#: the shipped migrations' head, pinned here (test_schema checks it against schema.json):
+#: bump it with every shipped migration
+HEAD = 3
+SHIPPED = ["0001_initial", "0002_backfill_spine_version_key", "0003_indexes_for_a_million_files"]
+#: the number of a test-only migration placed after the shipped ones
+NEXT = f"{HEAD + 1:04d}"
+
+
 def migrations_copy(tmp_path: Path, extra: dict[str, str] | None = None) -> tuple[Path, Path]:
     """A copy of the shipped migrations (plus ``extra`` files) and a schema.json whose
     schema_version is the new head."""

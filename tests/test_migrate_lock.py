@@ -13,7 +13,7 @@ import pytest
 from spine_docs import migrate, schema, store
 from spine_docs.migrate import lock as lk
 
-from test_migrate_helpers import BACKENDS, db, kind, legacy_documents, load_legacy, open_backend
+from test_migrate_helpers import BACKENDS, HEAD, NEXT, db, kind, legacy_documents, load_legacy, open_backend
 
 
 def _put_lock(db, **fields):
@@ -87,7 +87,7 @@ def test_dead_pid_on_this_host_is_taken_over(db):
 def test_stale_lock_recovered_by_migrate_up(db, tmp_path):
     _put_lock(db, expires=schema.now() - timedelta(minutes=5))
     res = migrate.up(db, backup_root=tmp_path / "b")
-    assert res.ok and res.final_version == 2
+    assert res.ok and res.final_version == HEAD
     assert any("stale migration lock" in w for w in res.warnings)
     assert migrate.holder(db) is None
 
@@ -132,11 +132,11 @@ def test_two_processes_apply_each_step_exactly_once(tmp_path):
         assert p.exitcode == 0
     assert all(ok for ok, _, _ in results), results
     applied = sorted(v for _, vs, _ in results for v in vs)
-    assert applied == [1, 2]                              # each step once, in one process or the other
+    assert applied == list(range(1, HEAD + 1))                              # each step once, in one process or the other
     db = open_backend("embedded", tmp_path)
     hist = migrate.history(db)
-    assert sorted((h.version, h.state) for h in hist if h.direction == "up") == [(1, "applied"), (2, "applied")]
-    assert schema.db_version(db) == 2 and migrate.holder(db) is None
+    assert sorted((h.version, h.state) for h in hist if h.direction == "up") == [(v, "applied") for v in range(1, HEAD + 1)]
+    assert schema.db_version(db) == HEAD and migrate.holder(db) is None
     assert db.files.count_documents({"spine_version_key": {"$exists": False}}) == 0
 
 
@@ -173,12 +173,12 @@ def test_lease_is_kept_alive_during_a_long_step_on_a_server(tmp_path, monkeypatc
             'EVENT = None\n'
             'def up(db):\n'
             '    assert EVENT.wait(20), "no heartbeat"\n')
-    mdir, sfile = migrations_copy(tmp_path, {"0003_slow.py": slow})
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_slow.py": slow})
     orig_load = runner.Migration.load
 
     def load(self):
         mod = orig_load(self)
-        if self.version == 3:
+        if self.version == HEAD + 1:
             mod.EVENT = renewed
         return mod
 

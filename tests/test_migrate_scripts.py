@@ -9,15 +9,14 @@ import pytest
 from spine_docs import schema, store
 from spine_docs.migrate import ops, reconcile, scripts
 
-from test_migrate_helpers import migrations_copy
+from test_migrate_helpers import HEAD, NEXT, SHIPPED, migrations_copy
 
 
 def test_shipped_migrations():
     migs = scripts.discover()
-    assert [m.version for m in migs] == [1, 2]
-    assert migs[0].name == "0001_initial"
+    assert [m.name for m in migs] == SHIPPED and [m.version for m in migs] == list(range(1, HEAD + 1))
     assert all(m.description and len(m.checksum) == 64 for m in migs)
-    assert migs[0].reversible and migs[1].reversible
+    assert all(m.reversible for m in migs)
 
 
 def test_discover_rejects_duplicates_and_gaps(tmp_path):
@@ -48,8 +47,8 @@ def test_load_requires_up_and_description(tmp_path):
 def test_new_scaffolds_next_file_and_bumps_schema(tmp_path):
     mdir, sfile = migrations_copy(tmp_path)
     path, version = scripts.new_migration("Add run index!", mdir, schema_file=sfile)
-    assert version == 3 and path.name == "0003_add_run_index.py"
-    assert json.loads(sfile.read_text())["schema_version"] == 3
+    assert version == HEAD + 1 and path.name == f"{NEXT}_add_run_index.py"
+    assert json.loads(sfile.read_text())["schema_version"] == HEAD + 1
     migs = scripts.discover(mdir)
     assert migs[-1].description == "Add run index!" and migs[-1].reversible
     db = store.connect("mongomock://")

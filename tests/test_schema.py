@@ -10,6 +10,8 @@ import pytest
 
 from spine_docs import resources, schema, store
 
+from test_migrate_helpers import HEAD
+
 
 @pytest.fixture()
 def db():
@@ -22,7 +24,7 @@ def _migration_versions():
 
 def test_shipped_schema_is_consistent():
     data = schema.load_schema()
-    assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 2
+    assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 3 == HEAD
     assert {"files", "runs", "meta", "saved_queries", "changelog"} <= set(data["collections"])
     # the highest migration equals schema_version
     assert _migration_versions()[-1] == data["schema_version"]
@@ -31,11 +33,11 @@ def test_shipped_schema_is_consistent():
     assert set(js["required"]) == {"_id", "site", "path", "name", "dir", "status", "ingest"}
     assert files["validationLevel"] == "moderate" and files["validationAction"] == "warn"
     keys = [tuple(schema.index_key(i)) for i in files["indexes"]]
-    assert (("site", 1), ("path", 1)) in keys
+    assert (("path", 1), ("site", 1)) in keys
     assert (("attrs.$**", 1),) in keys
     assert (("mtime", -1), ("_id", -1)) in keys
     unique = [i for i in files["indexes"] if i.get("unique")]
-    assert [schema.index_key(i) for i in unique] == [[("site", 1), ("path", 1)]]
+    assert [schema.index_key(i) for i in unique] == [[("path", 1), ("site", 1)]]
     # the validator is a valid BSON document (what collMod sends)
     bson.encode(files["validator"])
 
@@ -54,20 +56,20 @@ def test_load_schema_errors(tmp_path):
 
 def test_setup_fresh_then_idempotent(db):
     rep = schema.setup(db)
-    assert rep.action == "initialised" and rep.version == 2
+    assert rep.action == "initialised" and rep.version == HEAD
     assert set(rep.created_collections) == set(schema.load_schema()["collections"])
-    assert "files.site_1_path_1" in rep.created_indexes
+    assert "files.path_1_site_1" in rep.created_indexes
     assert "files" in rep.validators_set
-    assert schema.db_version(db) == 2
+    assert schema.db_version(db) == HEAD
     opts = schema.collection_options(db, "files")
     assert opts["validationAction"] == "warn" and "$jsonSchema" in opts["validator"]
     info = {i["name"]: i for i in schema.list_indexes(db, "files")}
-    assert info["site_1_path_1"]["unique"] is True
+    assert info["path_1_site_1"]["unique"] is True
     assert info["checksum.sha256_1"]["partialFilterExpression"] == {"checksum.sha256": {"$exists": True}}
-    assert rep.summary().startswith("initialised at schema version 2: created 5 collections, ")
+    assert rep.summary().startswith(f"initialised at schema version {HEAD}: created 5 collections, ")
     again = schema.setup(db)
     assert again.action == "current" and again.commands == [] and again.drift == []
-    assert again.summary() == "schema version 2: nothing to create"
+    assert again.summary() == f"schema version {HEAD}: nothing to create"
 
 
 def test_setup_completes_missing_index_and_reports_drift(db):
@@ -98,18 +100,18 @@ def test_check_version_messages(db):
     with pytest.raises(schema.SchemaMismatch) as exc:
         schema.check_version(db, db_url="mongodb://h/db")
     msg = str(exc.value)
-    assert msg == "database schema version 1, this spine-docs needs 2: run `spine-docs migrate up --db mongodb://h/db`"
-    assert "\n" not in msg and exc.value.db_version == 1 and exc.value.code_version == 2
+    assert msg == f"database schema version 1, this spine-docs needs {HEAD}: run `spine-docs migrate up --db mongodb://h/db`"
+    assert "\n" not in msg and exc.value.db_version == 1 and exc.value.code_version == HEAD
 
     with pytest.raises(schema.SchemaMismatch, match="migrate up"):   # the explorer's call
         schema.check_version(db, db_url="mongodb://h/db", allow_empty=True)
 
-    db.meta.update_one({"_id": "schema"}, {"$set": {"version": 3}})
-    with pytest.raises(schema.SchemaMismatch, match=re.escape("spine-docs migrate down --to 2")):
+    db.meta.update_one({"_id": "schema"}, {"$set": {"version": HEAD + 1}})
+    with pytest.raises(schema.SchemaMismatch, match=re.escape(f"spine-docs migrate down --to {HEAD}")):
         schema.check_version(db)
 
-    db.meta.update_one({"_id": "schema"}, {"$set": {"version": 2}})
-    assert schema.check_version(db) == 2
+    db.meta.update_one({"_id": "schema"}, {"$set": {"version": HEAD}})
+    assert schema.check_version(db) == HEAD
 
 
 def test_index_comparison_by_spec_not_name():

@@ -1,0 +1,68 @@
+"""Migration 0003: a catalog made at schema version 2 gets the index design for a million
+files (backup first, one createIndexes, the replaced indexes dropped), and ``down`` gives the
+version-2 indexes back exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from spine_docs import migrate, schema
+from spine_docs.migrate import reconcile
+
+from test_migrate_helpers import db, kind, legacy_documents, load_legacy, reopen  # noqa: F401
+
+
+V2_FILES_INDEXES = {  # schema.json of version 2, written out
+    (("site", 1), ("path", 1)), (("spine_version_key", 1),), (("model", 1),),
+    (("dataset", 1), ("run", 1), ("subrun", 1)), (("status", 1),), (("mtime", -1), ("_id", -1)),
+    (("fingerprint", 1),), (("checksum.sha256", 1),), (("ingest.last_seen", -1),), (("detector", 1),),
+    (("config", 1),), (("prod_version", 1),), (("site", 1), ("dir", 1)), (("attrs.$**", 1),), (("_id", 1),),
+}
+ADDED = {
+    (("path", 1), ("site", 1)), (("size", 1), ("_id", 1)), (("spine_version_key", 1), ("_id", 1)),
+    (("run", 1), ("_id", 1)), (("num_events", 1), ("_id", 1)), (("ingest.first_seen", 1), ("_id", 1)),
+    (("ingest.last_seen", -1), ("_id", -1)), (("spine_version", 1),),
+}
+DROPPED = {(("site", 1), ("path", 1)), (("spine_version_key", 1),), (("ingest.last_seen", -1),)}
+
+
+def file_indexes(db):
+    return {tuple(schema.index_key(i)): i for i in schema.list_indexes(db, "files")}
+
+
+def test_0003_upgrades_a_version_2_catalog_and_down_reverses_it(kind, db, tmp_path):
+    load_legacy(db, legacy_documents(tmp_path, n_extra=20))
+    assert migrate.up(db, to=2, backup_root=tmp_path / "b").ok
+    assert set(file_indexes(db)) == V2_FILES_INDEXES
+    docs_before = sorted(db.files.find({}), key=lambda d: d["_id"])
+
+    res = migrate.up(db, backup_root=tmp_path / "b")
+    assert res.ok, res.message
+    assert [s.name for s in res.steps] == ["0003_indexes_for_a_million_files"]
+    assert res.backup is not None and res.backup.verified
+    db = reopen(kind, db, tmp_path)
+    assert schema.db_version(db) == 3
+    assert set(file_indexes(db)) == (V2_FILES_INDEXES - DROPPED) | ADDED
+    assert file_indexes(db)[(("path", 1), ("site", 1))].get("unique") is True
+    assert migrate.check(db).ok
+    assert reconcile.diff(schema.load_schema(), reconcile.snapshot(db)) == []
+    assert sorted(db.files.find({}), key=lambda d: d["_id"]) == docs_before     # no document changed
+    last = migrate.history(db)[-1]
+    assert (last.version, last.direction, last.state) == (3, "up", "applied")
+
+    down = migrate.down(db, to=2, backup_root=tmp_path / "b")
+    assert down.ok, down.message
+    db = reopen(kind, db, tmp_path)
+    assert schema.db_version(db) == 2
+    assert set(file_indexes(db)) == V2_FILES_INDEXES
+    assert file_indexes(db)[(("site", 1), ("path", 1))].get("unique") is True
+    assert sorted(db.files.find({}), key=lambda d: d["_id"]) == docs_before
+
+
+def test_0003_keeps_paths_unique_per_site(kind, db, tmp_path):
+    assert migrate.up(db, backup_root=tmp_path / "b").ok
+    with schema.writing(db):
+        db.files.insert_one({"_id": "a:/x.h5", "site": "a", "path": "/x.h5"})
+        db.files.insert_one({"_id": "b:/x.h5", "site": "b", "path": "/x.h5"})   # another site: fine
+        with pytest.raises(Exception, match="(?i)duplicate"):
+            db.files.insert_one({"_id": "other-id", "site": "a", "path": "/x.h5"})
