@@ -144,7 +144,7 @@ from pymongo.errors import (CollectionInvalid, DuplicateKeyError, InvalidOperati
                             OperationFailure, PyMongoError, WriteError)
 from sentinels import NOTHING
 
-from . import dumpfmt
+from .. import dumpfmt
 
 DEFAULT_DB = "spine_docs"
 #: how long writing() waits for another process's lock before giving up (seconds)
