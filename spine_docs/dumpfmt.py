@@ -43,6 +43,8 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 
+from .store.engine import raw_documents
+
 MANIFEST = "manifest.json"
 DUMP_FORMAT = "spine-docs-dump"
 _BUF = 1 << 20
@@ -410,10 +412,9 @@ def _collection_info(db: Any, name: str) -> tuple[dict, str | None]:
 
 
 def _raw_documents(coll: Any) -> Iterator[Any]:
-    store = getattr(coll, "_store", None)
-    if hasattr(store, "raw_items"):  # spine-docs' mongomock shim keeps documents as BSON
-        for _key, raw in store.raw_items():
-            yield raw
+    raws = raw_documents(coll)
+    if raws is not None:  # spine-docs' in-memory engine keeps documents as BSON
+        yield from raws
         return
     try:
         import pymongo.collection
