@@ -17,7 +17,7 @@ document count and SHA-256 of every collection). :func:`verify_dump` recounts an
 :func:`restore_database` verifies first and only then replaces collection by collection.
 
 Writers stream (no collection is ever held encoded in memory) and are atomic per file
-(temporary name, fsync, rename). The embedded catalog (``store.py``) uses
+(temporary name, fsync, rename). The embedded catalog (``store/embedded.py``) uses
 :func:`write_collection_temp` and renames the files itself, so that a whole multi-collection
 save commits at once.
 """

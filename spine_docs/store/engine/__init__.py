@@ -120,7 +120,7 @@ __all__ = ["Client", "CollectionStore", "DatabaseStore", "database_store", "raw_
 def database_store(db: Any) -> DatabaseStore | None:
     """The store behind the engine database ``db`` (one per database, shared by every view
     of it: ``with_options``, ``client[name]``, ``collection.database``), where whoever
-    opened it sets ``owner`` and ``label``; None for any other database (a server's, plain
+    opened it sets ``opened_by`` and ``label``; None for any other database (a server's, plain
     mongomock's)."""
     return db._store if isinstance(db, Database) else None
 

@@ -360,12 +360,12 @@ class CollectionStore(mm_store.CollectionStore):
 class DatabaseStore(mm_store.DatabaseStore):
     """mongomock's database store, making :class:`CollectionStore` objects. Every view of a
     database (``with_options``, ``client[name]``) shares it, so it carries what whoever opened
-    the database set: ``owner`` (the embedded catalog) and ``label`` (a description)."""
+    the database set: ``opened_by`` (the embedded catalog) and ``label`` (a description)."""
 
     def __init__(self, guard: Any = None):
         super().__init__()
         self._guard = guard
-        self.owner: Any = None
+        self.opened_by: Any = None
         self.label: str | None = None
 
     def created(self) -> dict[str, CollectionStore]:
