@@ -186,7 +186,8 @@ class Database(mm_database.Database):
 
 
 class Client(mm_client.MongoClient):
-    """mongomock's client creating the shim's databases over BSON-bytes stores."""
+    """mongomock's client, making the engine's databases over BSON-bytes stores; ``guard`` goes
+    to every collection store (see :class:`.stores.CollectionStore`)."""
 
     def __init__(self, *, guard: Any = None, **kwargs):
         super().__init__(_store=ServerStore(guard), **kwargs)
