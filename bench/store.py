@@ -144,7 +144,7 @@ def embedded(n: int, root: str, conn) -> None:
     for start in range(0, n, 5000):
         with store.writing(db):
             db.files.insert_many([make_doc(i) for i in range(start, min(n, start + 5000))])
-        saves.append(store._catalog(db).last_save_s)
+        saves.append(store.embedded.catalog_of(db).last_save_s)
     fill = time.perf_counter() - t
     store.close(db)
     del db

@@ -17,7 +17,7 @@ document count and SHA-256 of every collection). :func:`verify_dump` recounts an
 :func:`restore_database` verifies first and only then replaces collection by collection.
 
 Writers stream (no collection is ever held encoded in memory) and are atomic per file
-(temporary name, fsync, rename). The embedded catalog (``store.py``) uses
+(temporary name, fsync, rename). The embedded catalog (``store/embedded.py``) uses
 :func:`write_collection_temp` and renames the files itself, so that a whole multi-collection
 save commits at once.
 """
@@ -42,6 +42,8 @@ from bson import json_util
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
+
+from .store.engine import raw_documents
 
 MANIFEST = "manifest.json"
 DUMP_FORMAT = "spine-docs-dump"
@@ -410,10 +412,9 @@ def _collection_info(db: Any, name: str) -> tuple[dict, str | None]:
 
 
 def _raw_documents(coll: Any) -> Iterator[Any]:
-    store = getattr(coll, "_store", None)
-    if hasattr(store, "raw_items"):  # spine-docs' mongomock shim keeps documents as BSON
-        for _key, raw in store.raw_items():
-            yield raw
+    raws = raw_documents(coll)
+    if raws is not None:  # spine-docs' in-memory engine keeps documents as BSON
+        yield from raws
         return
     try:
         import pymongo.collection

@@ -9,7 +9,7 @@ every index with its full options. This module
   they are compared **by spec, never by name** (:func:`index_identity`, :func:`index_option_diff`);
 * sends the few schema commands there are (``create``, ``collMod``, ``createIndexes``,
   ``dropIndexes``) through one function, :func:`execute`, which works on a real server, on
-  mongomock and on the embedded catalog (through the store shim);
+  mongomock and on the embedded catalog (through the store's engine);
 * initialises a fresh database (:func:`setup`) and stamps/reads its version
   (:func:`db_version`, :func:`stamp_version`);
 * refuses to work against a database whose version differs from the code's
@@ -271,7 +271,7 @@ def validator_matches(desired: Mapping, actual_options: Mapping | None) -> bool:
 # Every kind of database spine-docs opens (store.connect: a server, mongomock://, the
 # embedded catalog) answers the same pymongo calls: create_collection(name, **options),
 # command("collMod", ...), list_collections(), list_indexes(). On mongomock and the embedded
-# catalog the store shim accepts and records validators and index options.
+# catalog the store's engine accepts and records validators and index options.
 
 def _store():
     from . import store  # store is above schema in the module order

@@ -1,5 +1,6 @@
-"""The mongomock shim of store.py: every measured mongomock 4.3.0 problem is gone (shown by
-behaviour and by counting work, never by timing), and results stay those of mongomock.
+"""The in-memory engine (spine_docs.store.engine): every measured mongomock 4.3.0 problem is
+gone (shown by behaviour and by counting work, never by timing), and results stay those of
+mongomock.
 
 Each work-counting test also runs the same operation on plain mongomock where that is cheap,
 to show that the counter does see the problem there (so the test can fail)."""
@@ -24,6 +25,10 @@ from pymongo.errors import (BulkWriteError, CollectionInvalid, DuplicateKeyError
                             InvalidOperation, OperationFailure, WriteError)
 
 from spine_docs import store
+from spine_docs.store.engine import rawbson
+from spine_docs.store.engine.collection import Collection
+from spine_docs.store.engine.stores import CollectionStore
+from spine_docs.store.engine.updates import paths_disjoint
 
 T0 = dt.datetime(2024, 3, 1, 12, 0, 0)
 
@@ -132,7 +137,7 @@ def test_cursor_behaviour():
 def test_rescan_projection_does_not_copy_documents(monkeypatch):
     n = 80
     coll = shim_collection(n)
-    full = Count(monkeypatch, store, "_decode_full")
+    full = Count(monkeypatch, rawbson, "decode_full")
     copies = Count(monkeypatch, mongomock.collection, "_copy_field")
     deep = Count(monkeypatch, copy, "deepcopy")
     rows = list(coll.find({"site": "s1"}, {"path": 1, "size": 1, "mtime": 1, "_id": 0}))
@@ -146,7 +151,7 @@ def test_rescan_projection_does_not_copy_documents(monkeypatch):
 
 def test_find_decodes_each_returned_document_once(monkeypatch):
     coll = shim_collection(50)
-    full = Count(monkeypatch, store, "_decode_full")
+    full = Count(monkeypatch, rawbson, "decode_full")
     copies = Count(monkeypatch, mongomock.collection, "_copy_field")
     assert len(list(coll.find())) == 50
     assert full.calls == 50 and copies.calls == 0
@@ -269,8 +274,8 @@ def test_bulk_upserts_by_id_cost_does_not_grow_with_the_collection(monkeypatch, 
     coll = shim_collection(n)
     coll.create_index([("site", 1), ("path", 1)], unique=True)
     matches = count_filter_applies(monkeypatch)
-    full = Count(monkeypatch, store, "_decode_full")
-    partial = Count(monkeypatch, store, "_decode_fields")
+    full = Count(monkeypatch, rawbson, "decode_full")
+    partial = Count(monkeypatch, rawbson, "decode_fields")
     ids = [file_doc(i)["_id"] for i in range(0, n, n // 100)] + [f"s1:/new/{i}" for i in range(100)]
     result = coll.bulk_write(_ingest_ops(ids, T0), ordered=False)
     assert (result.matched_count, result.upserted_count) == (100, 100)
@@ -370,7 +375,7 @@ def test_update_semantics():
 
 def test_delete_and_count_decode_only_what_they_need(monkeypatch):
     coll = shim_collection(60)
-    full = Count(monkeypatch, store, "_decode_full")
+    full = Count(monkeypatch, rawbson, "decode_full")
     assert coll.count_documents({}) == 60
     assert coll.estimated_document_count() == 60
     assert coll.count_documents({"detector": "sbnd"}) == 20
@@ -383,7 +388,7 @@ def test_delete_and_count_decode_only_what_they_need(monkeypatch):
 
 def test_aggregation_decodes_only_the_fields_it_uses(monkeypatch):
     coll = shim_collection(40)
-    full = Count(monkeypatch, store, "_decode_full")
+    full = Count(monkeypatch, rawbson, "decode_full")
     out = list(coll.aggregate([{"$match": {"run": {"$lt": 3}}},
                                {"$group": {"_id": "$detector", "n": {"$sum": 1}, "s": {"$sum": "$size"}}},
                                {"$sort": {"_id": 1}}]))
@@ -601,7 +606,7 @@ def test_leaf_updates_write_into_the_stored_bytes(monkeypatch):
     # what a re-scan sends for unchanged files: no decoding, updating and encoding of the
     # document (mongomock's updater is not called), and the bytes are those of doing it
     coll = shim_collection(40)
-    calls = Count(monkeypatch, store._Collection, "_apply_update_document")
+    calls = Count(monkeypatch, Collection, "_apply_update_document")
     coll.update_many({}, {"$set": {"ingest.run_id": "r-old"}})  # missing: the general way
     assert calls.calls == 40
     calls.calls = 0
@@ -629,7 +634,7 @@ def test_a_write_that_no_unique_index_reads_builds_no_unique_maps(monkeypatch, t
         db.files.insert_many([file_doc(i) for i in range(30)])
     store.close(db)
     db = store.connect(str(tmp_path / "cat"))  # as a fresh process: nothing built yet
-    builds = Count(monkeypatch, store._CollectionStore, "_build_unique")
+    builds = Count(monkeypatch, CollectionStore, "_build_unique")
     with store.writing(db):
         db.files.update_many({}, {"$inc": {"ingest.times_seen": 1}})
         db.files.update_one({"_id": file_doc(3)["_id"]}, {"$set": {"status": "x"}})
@@ -659,10 +664,10 @@ def test_equality_on_a_string_field_matches_as_mongomock(monkeypatch):
 def test_paths_that_overlap_are_left_to_mongomock():
     # MongoDB refuses them; mongomock applies them (its answer then aliases one value
     # across documents), the shim never takes its own path for them
-    assert store._paths_disjoint({"$set": {"a": 1, "b.c": 2}, "$inc": {"b.d": 1}})
-    assert not store._paths_disjoint({"$set": {"ingest": {}}, "$inc": {"ingest.n": 1}})
-    assert not store._paths_disjoint({"$set": {"a": 1}, "$inc": {"a": 1}})
-    assert store._paths_disjoint({"$set": {"ab": 1, "a.b": 2}})
+    assert paths_disjoint({"$set": {"a": 1, "b.c": 2}, "$inc": {"b.d": 1}})
+    assert not paths_disjoint({"$set": {"ingest": {}}, "$inc": {"ingest.n": 1}})
+    assert not paths_disjoint({"$set": {"a": 1}, "$inc": {"a": 1}})
+    assert paths_disjoint({"$set": {"ab": 1, "a.b": 2}})
 
 
 def test_ingest_updates_do_not_go_through_mongomocks_field_updater(monkeypatch):
@@ -817,7 +822,7 @@ def test_field_updates_reencode_only_the_fields_they_touch(monkeypatch):
     """An update of a few fields decodes and re-encodes only those (no whole decode); the
     stored bytes equal encoding the whole updated document, field order included."""
     vanilla, shim = vanilla_collection(12), shim_collection(12)
-    full = Count(monkeypatch, store, "_decode_full")
+    full = Count(monkeypatch, rawbson, "decode_full")
     updates = [
         ({"_id": file_doc(3)["_id"]}, {"$set": {"ingest.last_seen": T0, "ingest.run_id": "r2"},
                                         "$inc": {"ingest.times_seen": 1}}),
@@ -848,6 +853,6 @@ def test_splice_equals_a_whole_encode():
     del doc["name"]
     doc["zz"] = [1, {"a": None}]
     touched = {"ingest", "name", "zz"}
-    assert store._splice(raw, {k: v for k, v in doc.items() if k in touched}, touched) == bson.encode(doc)
-    assert store._decode_fields(raw, {"mtime", "status", "nope"}) == \
+    assert rawbson.splice(raw, {k: v for k, v in doc.items() if k in touched}, touched) == bson.encode(doc)
+    assert rawbson.decode_fields(raw, {"mtime", "status", "nope"}) == \
         {k: v for k, v in bson.decode(raw).items() if k in ("mtime", "status")}

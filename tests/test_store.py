@@ -1,4 +1,4 @@
-"""store.py: connect(), the embedded catalog (persistence, atomic saves, locking, refresh)."""
+"""spine_docs.store: connect(), the embedded catalog (persistence, atomic saves, locking, refresh)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,163 @@
+"""Where the catalog lives: ``connect(url) -> Database``, and the calls that work on every
+kind of database (``writing``, ``save``, ``refresh``, ``describe``, ``close``, ...).
+
+URLs (``--db`` / ``SPINE_DOCS_DB``)
+    ``mongodb://...`` / ``mongodb+srv://...``
+        A real server (pymongo). The database name comes from the URI path (default
+        ``spine_docs``). :func:`connect` pings the server and raises :class:`StoreError` (one
+        line, password hidden) when it cannot.
+    ``mongomock://[name][/db]``
+        In memory. ``mongomock://`` is a fresh database on every call. ``mongomock://name`` is
+        shared by every :func:`connect` of the same name *in this process* (so a test and the
+        CLI runner it drives see the same data); it lives until the process ends (drop the
+        database to free it).
+    anything else
+        A directory: the **embedded catalog** (the default). In memory it is an engine
+        database; on disk it is mongodump's layout, ``<dir>/spine_docs/<coll>.bson`` +
+        ``<coll>.metadata.json``, so ``mongorestore --dir <dir>`` loads it into a server.
+        :func:`connect` on the same directory twice in one process returns the same catalog
+        (``close(db)`` first to read the files afresh). Every write goes inside
+        ``with store.writing(db):``.
+
+Where each part lives
+    :mod:`.server` (a real server: connect, ping, one-line errors), :mod:`.memory`
+    (``mongomock://``), :mod:`.embedded` (the embedded catalog: locking, loading, the atomic
+    save), :mod:`.engine` (the in-memory engine serving the last two: mongomock 4.3 made
+    fast; its docstring lists every change to mongomock and every known difference from a
+    real server), :mod:`.common` (:class:`StoreError`, :data:`DEFAULT_DB`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import embedded, memory, server
+from .common import DEFAULT_DB, StoreError
+from .embedded import LOCK_TIMEOUT_S
+from .engine import raw_fields
+from .server import is_server
+
+__all__ = [
+    "StoreError", "connect", "writing", "refresh", "save", "describe", "is_server", "is_embedded",
+    "close", "commit_interval", "catalog_path", "collection_options", "create_collection",
+    "coll_mod", "forget_collection", "DEFAULT_DB", "LOCK_TIMEOUT_S", "raw_fields",
+]
+
+
+def connect(url: str | os.PathLike, *, timeout_ms: int = 5000) -> Any:
+    """A Database for a ``mongodb://``/``mongodb+srv://`` URI, a ``mongomock://`` URL or an
+    embedded-catalog directory (see the module docstring). Raises :class:`StoreError`."""
+    if url is None or not str(os.fspath(url)).strip():
+        raise StoreError("no catalog given: pass --db (mongodb://..., mongomock://... or a directory)")
+    text = str(os.fspath(url)).strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("mongodb", "mongodb+srv"):
+        return server.connect(text, timeout_ms)
+    if scheme == "mongomock":
+        return memory.connect(text)
+    if scheme:
+        raise StoreError(f"unsupported catalog URL scheme {scheme!r}: use mongodb://, "
+                         "mongodb+srv://, mongomock:// or a directory path")
+    return embedded.open_catalog(text).db
+
+
+@contextlib.contextmanager
+def writing(db: Any, *, timeout: float | None = None) -> Iterator[Any]:
+    """Wrap every write. Embedded catalog: exclusive file lock (bounded wait), reload what
+    others saved, run the block, save atomically (also when the block raises: like a server,
+    what was written stays written), release. Nested calls in one thread only save at the
+    outermost. Server and mongomock: nothing."""
+    cat = embedded.catalog_of(db)
+    if cat is None:
+        yield db
+        return
+    with cat.writing(timeout):
+        yield db
+
+
+def save(db: Any) -> bool:
+    """Checkpoint inside a long ``writing()`` block (embedded catalog); True if it wrote."""
+    cat = embedded.catalog_of(db)
+    return cat.checkpoint() if cat is not None else False
+
+
+def refresh(db: Any) -> bool:
+    """Embedded catalog: load what other processes saved since we loaded (a cheap check when
+    nothing changed); True when something was reloaded. Elsewhere: nothing."""
+    cat = embedded.catalog_of(db)
+    return cat.refresh() if cat is not None else False
+
+
+def commit_interval(db: Any) -> float:
+    """Seconds a bulk writer should let pass between ``writing()`` blocks: 0 for a server or
+    mongomock; for the embedded catalog ~10x the duration of a save (the last one, or an
+    estimate from the catalog's size), between 1 and 30 s, so that rewriting the files stays
+    a small part of the work. Ask again after each block: it grows with the catalog."""
+    cat = embedded.catalog_of(db)
+    return cat.commit_interval() if cat is not None else 0.0
+
+
+def describe(db: Any) -> str:
+    """``embedded catalog at /x``, ``mongomock://name/db`` or the server URI (password hidden)."""
+    cat = embedded.catalog_of(db)
+    if cat is not None:
+        return f"embedded catalog at {cat.root}"
+    if is_server(db):
+        return server.describe(db)
+    return memory.describe(db)
+
+
+def is_embedded(db: Any) -> bool:
+    return embedded.catalog_of(db) is not None
+
+
+def catalog_path(db: Any) -> Path | None:
+    """The embedded catalog's directory (None for other databases)."""
+    cat = embedded.catalog_of(db)
+    return cat.root if cat is not None else None
+
+
+def close(db: Any) -> None:
+    """Server: close the client. Embedded: forget the catalog (the next connect() reloads it
+    from disk). mongomock://name: nothing (its data lives as long as the process)."""
+    cat = embedded.catalog_of(db)
+    if cat is not None:
+        cat.close()
+        return
+    if is_server(db):
+        db.client.close()
+
+
+def collection_options(db: Any, name: str) -> dict:
+    """``{"validator", "validationLevel", "validationAction"}`` of a collection - the ones it
+    has (server: listCollections; engine: what was recorded); {} for a missing collection."""
+    try:
+        infos = list(db.list_collections(filter={"name": name}))
+    except NotImplementedError:
+        return {}
+    if not infos:
+        return {}
+    opts = infos[0].get("options") or {}
+    return {k: copy.deepcopy(opts[k]) for k in ("validator", "validationLevel", "validationAction")
+            if k in opts}
+
+
+def create_collection(db: Any, name: str, **options: Any) -> Any:
+    """``create`` with options (validator, ...) on any kind of database."""
+    return db.create_collection(name, **options)
+
+
+def coll_mod(db: Any, name: str, **options: Any) -> dict:
+    """``collMod`` on any kind of database (on the engine: recorded; ``None`` removes an option)."""
+    return db.command("collMod", name, **options)
+
+
+def forget_collection(db: Any, name: str) -> None:
+    """Nothing to do: dropping a collection forgets its recorded options (kept for callers
+    written before the engine recorded options)."""
+    return None
