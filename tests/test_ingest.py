@@ -357,6 +357,33 @@ def test_history_keeps_the_newest_entries(db, tmp_path):
         "retried" if i % 5 == 0 else "changed" for i in range(5, 25)]
 
 
+def test_a_directory_whose_name_looks_like_a_glob_is_a_directory(db_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from spine_docs.cli import app
+
+    wanted = []
+    for name in ("dir[1]", "a*b", "c?d"):
+        d = tmp_path / name / "sub"
+        d.mkdir(parents=True)
+        wanted.append(samples.write_spine_file(d / "f.h5", seed=len(wanted)))
+    # what the names would match as globs: decoys that must not be indexed
+    for name in ("dir1", "aXYZb", "cXd"):
+        (tmp_path / name).mkdir()
+        samples.write_spine_file(tmp_path / name / "decoy.h5", seed=9)
+    paths, problems = ingest.discover([str(tmp_path / "dir[1]")])
+    assert (paths, problems) == ([str(wanted[0])], [])
+
+    env = {"SPINE_DOCS_SITE": SITE, "SPINE_DOCS_WORKERS": "1"}
+    for name, path in zip(("dir[1]", "a*b", "c?d"), wanted):
+        r = CliRunner().invoke(app, ["inject", "--db", db_url, "--source", str(tmp_path / name),
+                                     "--no-progress", "--json"], env=env)
+        assert r.exit_code == 0, r.output
+        assert '"indexed": 1' in r.stdout and '"failed": 0' in r.stdout, r.stdout
+    db = store.connect(db_url)
+    assert sorted(d["path"] for d in db.files.find({})) == sorted(map(str, wanted))
+
+
 def test_an_error_reindex_records_the_new_size_and_mtime(db, tmp_path):
     p = samples.write_spine_file(tmp_path / "a.h5", model="m1")
     _set_mtime(p, 1_700_000_000)
