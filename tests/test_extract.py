@@ -225,6 +225,22 @@ def test_unreadable_file(tmp_path, monkeypatch):
     assert d["status"] == "error" and "permission denied" in d["error"]
 
 
+def test_unreadable_file_for_real(tmp_path):
+    """Without h5py patched: a chmod 000 file, extracted by an ordinary user (as root too)."""
+    from unprivileged import run_python
+
+    p = samples.write_spine_file(tmp_path / "locked.h5")
+    p.chmod(0)
+    try:
+        out = run_python(_EXTRACT_BOTH, p)
+    finally:
+        p.chmod(0o644)
+    assert out.returncode == 0, out.stderr
+    for d in json.loads(out.stdout):
+        assert d["status"] == "error" and d["error"] == "permission denied (cannot read)"
+        assert d["size"] == os.path.getsize(p)
+
+
 def test_fit_shrinks_an_oversized_document():
     doc = ex.base_document(SITE, "/x.h5")
     doc["cfg"] = {"k%d" % i: "v" * 1000 for i in range(6000)}  # ~6 MB
