@@ -89,6 +89,8 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
     Returns the sorted, de-duplicated, normalised candidate paths and the problems found
     (a glob that matches nothing, an unreadable list file). Directories *matched by a glob*
     stay candidates, so that they are reported as "is a directory" like any other bad path.
+    A source that is an existing directory is read as one even when its name holds glob
+    characters (``dir[1]``, ``a*b``).
     """
     problems: list[Problem] = []
     found: set[str] = set()
@@ -104,15 +106,15 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
             problems.append(Problem(str(source_list), f"cannot read the source list: {exc.strerror or exc}"))
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
-        if glob.has_magic(expanded):
-            matches = glob.glob(expanded, recursive=True)
-            if not matches:
-                problems.append(Problem(pattern, "the pattern matched no files"))
-            found.update(normalise_path(m) for m in matches)
-        elif os.path.isdir(expanded):
+        if os.path.isdir(expanded):  # first: a directory named "dir[1]" is not a glob
             matches = glob.glob(os.path.join(glob.escape(expanded), "**", "*.h5"), recursive=True)
             if not matches:
                 problems.append(Problem(pattern, "the directory holds no .h5 files"))
+            found.update(normalise_path(m) for m in matches)
+        elif glob.has_magic(expanded):
+            matches = glob.glob(expanded, recursive=True)
+            if not matches:
+                problems.append(Problem(pattern, "the pattern matched no files"))
             found.update(normalise_path(m) for m in matches)
         else:
             # a plain path: keep it even if it is missing, so it is reported by path

@@ -1,15 +1,20 @@
 """The Streamlit explorer, driven with Streamlit's AppTest (in-process, no browser).
 
-Every expectation is computed with ``spine_docs.queries`` on the same catalog, so the pages
-are checked to show what the library returns: facet counts, a facet and URL filters changing
-the counts, keyset pagination to the last page, the detail panel, exports equal to the query
-result, analytics, the attribute dictionary, replicas, saved queries, the messages for a
-wrong URL, an empty catalog, a schema mismatch and a query time limit, and new files showing
-up without a restart.
+The catalog is indexed from files whose facts are known before indexing
+(``known_files.write_known_files``), and every expectation is counted from that list in plain
+Python, never with ``spine_docs.queries`` on the same catalog (a query bug would move the
+expectation along with the page): facet counts, a facet and URL filters changing the counts,
+keyset pagination to the last page, the detail panel, exports, analytics, the attribute
+dictionary, replicas, saved queries, the messages for a wrong URL, an empty catalog, an
+unversioned catalog, a schema mismatch and a query time limit, and new files showing up
+without a restart.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import uuid
 
@@ -19,27 +24,36 @@ pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from spine_docs import convert, ingest, queries, resources, samples, schema, store  # noqa: E402
+from spine_docs import ingest, queries, resources, schema, store  # noqa: E402
 from spine_docs.queries import AttrFilter, Filter  # noqa: E402
 from spine_docs.settings import Settings  # noqa: E402
+
+from known_files import attribute_counts, facet_counts, write_known_files  # noqa: E402
 
 ENTRY = str(resources.app_dir() / "explorer.py")
 TIMEOUT = 60
 N_FILES = 48
+SITE = "s1"
+NONE = "(none)"  # how the explorer labels a missing value
+FACETS = ("site", "spine_version", "model", "dataset", "status")  # the sidebar's, in order
 
 
 def _settings(**kw):
-    return Settings.load(env={}, site=kw.pop("site", "s1"), workers=1, **kw)
+    return Settings.load(env={}, site=kw.pop("site", SITE), workers=1, **kw)
 
 
-def build_catalog(root, n=N_FILES, seed=11, name=None):
-    """A mongomock catalog (shared in-process by URL) indexed from sample files."""
+def build_catalog(root, n=N_FILES, name=None):
+    """A mongomock catalog (shared in-process by URL) indexed from files of known facts;
+    returns (url, db, the files' facts: see known_files.write_known_files)."""
     url = f"mongomock://app-{name or uuid.uuid4().hex[:10]}"
-    samples.write_prod_tree(root, n, seed=seed)
+    specs = write_known_files(root, n)
+    for s in specs:
+        s["_id"] = f"{SITE}:{s['path']}"
+        s["site"] = SITE
     db = store.connect(url)
     report = ingest.inject(db, settings=_settings(), sources=[str(root)])
-    assert report.failed == 0
-    return url, db
+    assert (report.indexed, report.failed) == (n, 0)
+    return url, db, specs
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +63,13 @@ def catalog(tmp_path_factory):
 
 @pytest.fixture
 def app(catalog, monkeypatch):
-    """An AppTest of the explorer on the shared catalog; returns (AppTest, db)."""
-    url, db = catalog
+    """An AppTest of the explorer on the shared catalog; returns (AppTest, db, specs)."""
+    url, db, specs = catalog
     for key in list(__import__("os").environ):
         if key.startswith("SPINE_DOCS_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("SPINE_DOCS_DB", url)
-    return AppTest.from_file(ENTRY, default_timeout=TIMEOUT), db
+    return AppTest.from_file(ENTRY, default_timeout=TIMEOUT), db, specs
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,49 +102,58 @@ def page_info(at):
     return [m.value for m in at.markdown if m.value.startswith(("Page ", "No file"))][0]
 
 
-def newest_first_ids(db, flt=None):
-    query = (flt or Filter()).to_mongo()
-    return [d["_id"] for d in db.files.find(query, {"_id": 1}).sort([("mtime", -1), ("_id", -1)])]
+def newest_first(specs):
+    """The files' facts, newest first (their mtimes all differ)."""
+    return sorted(specs, key=lambda s: -s["mtime"])
+
+
+def newest_first_ids(specs):
+    return [s["_id"] for s in newest_first(specs)]
+
+
+def shown_counts(entries):
+    """facet_counts() as the sidebar labels them: {label: count}."""
+    return {NONE if e["value"] is None else str(e["value"]): e["count"] for e in entries}
 
 
 # --------------------------------------------------------------------------- Files page
 
 def test_facet_counts_equal_the_catalog(app):
-    at, db = app
+    at, db, specs = app
     ok(at.run())
     assert as_int(metric(at, "Matching files")) == as_int(metric(at, "In the catalog")) == N_FILES
-    expected = queries.facets(db, Filter())
-    for field in queries.DEFAULT_FACETS:
+    for field in FACETS:
         widget = at.pills(key=f"w:facet:{field}")
         shown = dict(re.fullmatch(r"(.*) · ([\d,]+)", o).groups() for o in widget.options)
         more = [m for m in at.multiselect if m.key == f"w:facet_more:{field}"]
         for m in more:
             shown.update(dict(re.fullmatch(r"(.*) · ([\d,]+)", o).groups() for o in m.options))
-        want = {queries.NONE_TOKEN if v["value"] is None else str(v["value"]): v["count"]
-                for v in expected[field]}
+        want = shown_counts(facet_counts(specs, field))
         assert {k: as_int(v) for k, v in shown.items()} == want, field
-    # the table: newest first, one page of the default size
+    # the table: newest first, one page of the default size (50: every file)
     df = table(at)
-    assert list(df["_id"]) == newest_first_ids(db)[:len(df)]
+    assert list(df["_id"]) == newest_first_ids(specs)
     assert page_info(at).startswith("Page 1 · rows 1–")
 
 
 def test_facet_click_filters_counts_table_and_url(app):
-    at, db = app
+    at, db, specs = app
     ok(at.run())
-    dataset = queries.facets(db, Filter())["dataset"][0]["value"]
+    dataset = "bnb_nu"
+    chosen = [s for s in specs if s["dataset"] == dataset]
     at.pills(key="w:facet:dataset").set_value([dataset]).run()
     ok(at)
-    flt = Filter(dataset=[dataset])
-    assert as_int(metric(at, "Matching files")) == queries.count(db, flt) < N_FILES
+    assert as_int(metric(at, "Matching files")) == len(chosen) < N_FILES
     assert as_int(metric(at, "In the catalog")) == N_FILES
-    assert set(table(at)["dataset"]) == {dataset}
+    assert list(table(at)["_id"]) == newest_first_ids(chosen)
     assert at.query_params["dataset"] == dataset
-    # other facets are counted under the filter (minus their own selection)
+    # other facets are counted under the filter; the dataset facet minus its own selection
     model_counts = {o.rsplit(" · ", 1)[0]: as_int(o.rsplit(" · ", 1)[1])
                     for o in at.pills(key="w:facet:model").options}
-    assert model_counts == {queries.NONE_TOKEN if v["value"] is None else v["value"]: v["count"]
-                            for v in queries.facets(db, flt)["model"]}
+    assert model_counts == shown_counts(facet_counts(chosen, "model"))
+    dataset_counts = {o.rsplit(" · ", 1)[0]: as_int(o.rsplit(" · ", 1)[1])
+                      for o in at.pills(key="w:facet:dataset").options}
+    assert dataset_counts == shown_counts(facet_counts(specs, "dataset"))
     # Clear removes every condition
     at.button(key="w:clear").click().run()
     assert as_int(metric(ok(at), "Matching files")) == N_FILES
@@ -138,28 +161,32 @@ def test_facet_click_filters_counts_table_and_url(app):
 
 
 def test_filters_from_a_shared_url(app):
-    at, db = app
-    doc = db.files.find_one({"run": {"$ne": None}, "num_events": {"$gte": 1}, "path": {"$regex": "/runs/"},
-                             "spine_version": {"$ne": None}})
-    params = {"run_min": str(doc["run"]), "run_max": str(doc["run"] + 1),
+    at, db, specs = app
+    run = 104  # bnb_nu holds runs 100.. (file i: run 100 + i // 3), mpv_mix and numi_data 200.., 300..
+    params = {"run_min": str(run), "run_max": str(run + 1),
               "events_min": "1", "path_contains": "/runs/", "version_min": "0.1"}
     for k, v in params.items():
         at.query_params[k] = v
     ok(at.run())
-    flt = Filter.from_params(params)
-    assert 0 < as_int(metric(at, "Matching files")) == queries.count(db, flt) < N_FILES
-    assert at.number_input(key="w:run_min").value == doc["run"]
+    # every known version is >= 0.1: the version condition keeps the files that have one
+    chosen = [s for s in specs if s["run"] is not None and run <= s["run"] <= run + 1
+              and s["num_events"] >= 1 and "/runs/" in s["path"] and s["spine_version"] is not None]
+    assert 1 < len(chosen) < N_FILES
+    assert as_int(metric(at, "Matching files")) == len(chosen)
+    assert at.number_input(key="w:run_min").value == run
     assert at.text_input(key="w:path").value == "/runs/"
     assert {k: at.query_params[k] for k in params} == params
     # a widget change narrows further and rewrites the URL
-    at.number_input(key="w:events_min").set_value(20).run()
-    flt2 = Filter.from_params({**params, "events_min": "20"})
-    assert as_int(metric(ok(at), "Matching files")) == queries.count(db, flt2)
-    assert at.query_params["events_min"] == "20"
+    events_min = sorted(s["num_events"] for s in chosen)[-1]
+    at.number_input(key="w:events_min").set_value(events_min).run()
+    fewer = [s for s in chosen if s["num_events"] >= events_min]
+    assert 0 < len(fewer) < len(chosen)
+    assert as_int(metric(ok(at), "Matching files")) == len(fewer)
+    assert at.query_params["events_min"] == str(events_min)
 
 
 def test_an_invalid_filter_in_the_url_is_reported_not_raised(app):
-    at, db = app
+    at, db, specs = app
     at.query_params["run_min"] = "10"
     at.query_params["run_max"] = "5"
     at.run()
@@ -169,13 +196,16 @@ def test_an_invalid_filter_in_the_url_is_reported_not_raised(app):
 
 
 def test_attribute_condition_from_the_sidebar(app):
-    at, db = app
+    at, db, specs = app
     ok(at.run())
     at.text_input(key="w:attr_expr").input("num_events>=20")
     at.button(key="w:attr_add").click().run()
     ok(at)
     flt = Filter(attr_filters=[AttrFilter(key="num_events", op="gte", value=20)])
-    assert 0 < as_int(metric(at, "Matching files")) == queries.count(db, flt) < N_FILES
+    # a root attribute num_events: the other producer's files have one
+    chosen = [s for s in specs if s["attrs"].get("num_events", 0) >= 20]
+    assert 0 < len(chosen) < len([s for s in specs if "num_events" in s["attrs"]])
+    assert as_int(metric(at, "Matching files")) == len(chosen)
     assert Filter.from_params({"attr": at.query_params["attr"]}) == flt
     assert at.text_input(key="w:attr_expr").value == ""
     # a condition that cannot be parsed is refused with a message, the filter is unchanged
@@ -189,10 +219,10 @@ def test_attribute_condition_from_the_sidebar(app):
 
 
 def test_pagination_reaches_the_last_page_and_back(app):
-    at, db = app
+    at, db, specs = app
     at.query_params["size"] = "10"
     ok(at.run())
-    ids = newest_first_ids(db)
+    ids = newest_first_ids(specs)
     seen = list(table(at)["_id"])
     pages = 1
     while not at.button(key="w:next").disabled:
@@ -213,22 +243,23 @@ def test_pagination_reaches_the_last_page_and_back(app):
 
 
 def test_sort_order_and_page_size(app):
-    at, db = app
+    at, db, specs = app
     ok(at.run())
     at.selectbox(key="w:sort_field").set_value("size").run()
     at.segmented_control(key="w:sort_desc").set_value(False).run()
     ok(at)
     assert at.query_params["sort"] == "size"
     df = table(at)
-    expected = [d["_id"] for d in db.files.find({}, {"_id": 1}).sort([("size", 1), ("_id", 1)])]
-    assert list(df["_id"]) == expected[:len(df)]
+    expected = [s["_id"] for s in sorted(specs, key=lambda s: (s["size"], s["_id"]))]
+    assert list(df["_id"]) == expected
     at.selectbox(key="w:size").set_value(25).run()
     assert len(table(ok(at))) == 25 and at.query_params["size"] == "25"
 
 
 def test_detail_panel_shows_everything_about_a_file(app):
-    at, db = app
-    doc = db.files.find_one({"attr_types": {"$ne": {}}, "status": "ok"})
+    at, db, specs = app
+    spec = next(s for s in specs if len(s["attrs"]) >= 2 and s["status"] == "ok")
+    doc = db.files.find_one({"_id": spec["_id"]})
     at.query_params["file"] = doc["_id"]
     ok(at.run())
     assert doc["name"] in [s.value for s in at.subheader]
@@ -238,7 +269,7 @@ def test_detail_panel_shows_everything_about_a_file(app):
                                           "Configuration", "Sidecars", "Document"]
     frames = {tuple(d.value.columns): d.value for d in at.dataframe}
     attrs = frames[("attribute", "type", "value")]
-    assert set(attrs["attribute"]) == {convert.unescape_key(k) for k in doc["attrs"]}
+    assert set(attrs["attribute"]) == set(spec["attrs"])
     structure = frames[tuple(next(k for k in frames if "kind" in k))]
     assert list(structure["path"]) == [i["path"] for i in doc["structure"]["items"]]
     history = frames[tuple(next(k for k in frames if "run_id" in k))]
@@ -250,7 +281,7 @@ def test_detail_panel_shows_everything_about_a_file(app):
 
 
 def test_detail_of_a_file_that_vanished(app):
-    at, db = app
+    at, db, specs = app
     at.query_params["file"] = "s1:/no/such/file.h5"
     ok(at.run())
     assert any("not in the catalog" in w.value for w in at.warning)
@@ -259,25 +290,31 @@ def test_detail_of_a_file_that_vanished(app):
 # --------------------------------------------------------------------------- Export
 
 def test_export_downloads_equal_the_query_result(app):
-    at, db = app
-    dataset = queries.facets(db, Filter())["dataset"][1]["value"]
+    at, db, specs = app
+    dataset = "numi_data"
     at.query_params["dataset"] = dataset
     at.run()
     at.switch_page("views/export.py").run()
     ok(at)
-    flt = Filter(dataset=[dataset])
+    chosen = newest_first([s for s in specs if s["dataset"] == dataset])
+    assert 0 < len(chosen) < N_FILES
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Download CSV", "Download JSON lines", "Download Paths"]
     jobs = at.session_state["_export_jobs"]
-    for fmt in ("csv", "jsonl", "paths"):
-        content = jobs[fmt]().decode("utf-8")
-        assert content == "".join(queries.export(db, flt, fmt, sort="-mtime"))
-    paths = [line for line in jobs["paths"]().decode().splitlines() if not line.startswith("#")]
-    assert sorted(paths) == sorted(d["path"] for d in db.files.find(flt.to_mongo()))
-    assert jobs["paths"]().decode().startswith(f"# spine-docs export: dataset = {dataset}")
+    # each format holds the chosen files, newest first
+    text = jobs["paths"]().decode("utf-8")
+    assert text.startswith(f"# spine-docs export: dataset = {dataset}\n")
+    assert [line for line in text.splitlines() if not line.startswith("#")] == [s["path"] for s in chosen]
+    rows = [json.loads(line) for line in jobs["jsonl"]().decode("utf-8").splitlines()]
+    assert [(r["_id"], r["path"], r["dataset"], r["num_events"]) for r in rows] == \
+        [(s["_id"], s["path"], dataset, s["num_events"]) for s in chosen]
+    csv_text = jobs["csv"]().decode("utf-8")
+    table_rows = list(csv.DictReader(line for line in io.StringIO(csv_text) if not line.startswith("#")))
+    assert [(r["_id"], r["path"], r["dataset"], r["size"], r["run"]) for r in table_rows] == \
+        [(s["_id"], s["path"], dataset, str(s["size"]), str(s["run"])) for s in chosen]
     # the preview is the start of the same export; the shell command selects the same files
     preview = [c.value for c in at.code if c.language != "bash"][0]
-    assert "".join(queries.export(db, flt, "csv", sort="-mtime")).startswith(preview)
+    assert preview and csv_text.startswith(preview)
     command = [c.value for c in at.code if c.language == "bash"][0]
     assert f"--dataset {dataset}" in command and "--format csv" in command
 
@@ -285,13 +322,12 @@ def test_export_downloads_equal_the_query_result(app):
 # --------------------------------------------------------------------------- Analytics
 
 def test_analytics_views_draw_charts(app):
-    at, db = app
+    at, db, specs = app
     at.run()
     at.switch_page("views/analytics.py").run()
     ok(at)
-    docs = list(db.files.find({}, {"num_events": 1, "size": 1}))
-    assert as_int(metric(at, "Files")) == len(docs)
-    assert as_int(metric(at, "Events")) == sum(d["num_events"] or 0 for d in docs)
+    assert as_int(metric(at, "Files")) == len(specs)
+    assert as_int(metric(at, "Events")) == sum(s["num_events"] for s in specs)
     assert len(at.get("vega_lite_chart")) == 2  # stacked timeline and totals by dataset
     at.selectbox(key="w:group").set_value("model").run()
     at.segmented_control(key="w:by").set_value("day").run()
@@ -302,7 +338,7 @@ def test_analytics_views_draw_charts(app):
     ok(at)
     assert at.query_params["view"] == "dist" and len(at.get("vega_lite_chart")) == 1
     caption = [c.value for c in at.caption if c.value.endswith("zero sizes")][0]
-    assert caption.startswith(f"{len(docs):,} files")
+    assert caption.startswith(f"{len(specs):,} files")
     at.segmented_control(key="w:hist").set_value("num_events").run()
     assert len(ok(at).get("vega_lite_chart")) == 1
 
@@ -310,35 +346,43 @@ def test_analytics_views_draw_charts(app):
     ok(at)
     assert len(at.get("vega_lite_chart")) == 2  # datasets' runs and the chosen dataset's subruns
     coverage = [d.value for d in at.dataframe if "missing runs" in d.value.columns][0]
-    expected = queries.run_coverage(db)
-    assert list(coverage["missing runs"]) == [d["missing_runs"] for d in expected]
-    assert list(coverage["files"]) == [d["files"] for d in expected]
+    expected = {}
+    for name in {s["dataset"] for s in specs}:
+        files = [s for s in specs if s["dataset"] == name]
+        runs = {s["run"] for s in files if s["run"] is not None}
+        missing = max(runs) - min(runs) + 1 - len(runs) if runs else 0
+        expected[NONE if name is None else name] = (
+            len(files), missing, sum(s["run"] is None for s in files))
+    assert sum(m for _, m, _ in expected.values()) > 0  # known_files leaves gaps
+    assert {row["dataset"]: (row["files"], row["missing runs"], row["files without run"])
+            for row in coverage.to_dict("records")} == expected
 
 
 # --------------------------------------------------------------------------- Attributes
 
 def test_attribute_dictionary_and_filter_on_a_key(app):
-    at, db = app
+    at, db, specs = app
     at.run()
     at.switch_page("views/attributes.py").run()
     ok(at)
     df = [d.value for d in at.dataframe if "key" in d.value.columns][0]
-    expected = queries.attribute_dictionary(db)
-    assert list(df["key"]) == [e["key"] for e in expected]
-    assert list(df["files"]) == [e["files"] for e in expected]
-    rare = min(expected, key=lambda e: e["files"])
-    at.selectbox(key="w:dict_key").set_value(rare["key"])
+    expected = attribute_counts(specs)
+    assert list(df["key"]) == sorted(expected)
+    assert list(df["files"]) == [expected[k] for k in sorted(expected)]
+    rare = "rare_flag"
+    assert expected[rare] == 1 == min(expected.values())
+    at.selectbox(key="w:dict_key").set_value(rare)
     at.selectbox(key="w:dict_op").set_value("exists")
     at.button(key="FormSubmitter:dict_filter-Show the files").click().run()
     ok(at)
-    flt = Filter(attr_filters=[AttrFilter(key=rare["key"], op="exists", value=True)])
-    assert as_int(metric(at, "Matching files")) == queries.count(db, flt) == rare["files"]
+    assert as_int(metric(at, "Matching files")) == 1
+    assert list(table(at)["_id"]) == [s["_id"] for s in specs if rare in s["attrs"]]
 
 
 # --------------------------------------------------------------------------- Replicas
 
 def test_replicas_page_lists_copies(tmp_path, monkeypatch):
-    url, db = build_catalog(tmp_path / "prod", n=12, seed=3)
+    url, db, _ = build_catalog(tmp_path / "prod", n=12)
     doc = db.files.find_one({"status": "ok"})
     copy = {**doc, "_id": "other:" + doc["path"], "site": "other"}
     with store.writing(db):
@@ -356,10 +400,12 @@ def test_replicas_page_lists_copies(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- Saved queries
 
 def test_saved_queries_save_list_load_delete(tmp_path, monkeypatch):
-    url, db = build_catalog(tmp_path / "prod", n=16, seed=5)
+    url, db, specs = build_catalog(tmp_path / "prod", n=16)
     monkeypatch.setenv("SPINE_DOCS_DB", url)
     at = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
-    model = queries.facets(db, Filter())["model"][0]["value"]
+    model = "uresnet_ppn"
+    with_model = [s for s in specs if s["model"] == model]
+    assert 0 < len(with_model) < len(specs)
     at.query_params["model"] = model
     at.query_params["sort"] = "path"
     at.run()
@@ -375,7 +421,7 @@ def test_saved_queries_save_list_load_delete(tmp_path, monkeypatch):
     at.button(key="w:clear").click().run()
     at.button(key="w:load:my files").click().run()
     ok(at)
-    assert as_int(metric(at, "Matching files")) == queries.count(db, Filter(model=[model]))
+    assert as_int(metric(at, "Matching files")) == len(with_model)
     assert at.query_params["model"] == model and at.query_params["sort"] == "path"
     at.switch_page("views/saved.py").run()
     at.button(key="w:delete:my files").click().run()
@@ -409,8 +455,25 @@ def test_empty_catalog_says_how_to_fill_it(monkeypatch):
     assert any(c.value.startswith("spine-docs inject") for c in at.code)
 
 
+@pytest.mark.parametrize("how", ["no schema document", "no meta collection"])
+def test_an_unversioned_catalog_with_files_shows_the_migrate_command(tmp_path, monkeypatch, how):
+    url, db, _ = build_catalog(tmp_path / "prod", n=4)
+    with store.writing(db):
+        if how == "no meta collection":  # a catalog indexed before schema versions existed
+            db.drop_collection("meta")
+        else:
+            db.meta.delete_one({"_id": "schema"})
+    assert schema.db_version(db) == 0 and db.files.count_documents({}) == 4
+    at = _app_on(url, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "schema version 0" in at.error[0].value
+    assert [c.value for c in at.code] == [f"spine-docs migrate up --db {url}"]
+    assert not at.dataframe and not at.metric and not at.info
+
+
 def test_schema_mismatch_shows_the_migrate_command(tmp_path, monkeypatch):
-    url, db = build_catalog(tmp_path / "prod", n=4, seed=2)
+    url, db, _ = build_catalog(tmp_path / "prod", n=4)
     with store.writing(db):
         schema.stamp_version(db, schema.CODE_SCHEMA_VERSION - 1)
     at = _app_on(url, monkeypatch)
@@ -421,7 +484,7 @@ def test_schema_mismatch_shows_the_migrate_command(tmp_path, monkeypatch):
 
 
 def test_database_going_away_mid_session(app, monkeypatch):
-    at, db = app
+    at, db, specs = app
     ok(at.run())
     from pymongo.errors import ServerSelectionTimeoutError
 
@@ -435,7 +498,7 @@ def test_database_going_away_mid_session(app, monkeypatch):
 
 
 def test_time_limit_is_reported_and_the_page_still_renders(app, monkeypatch):
-    at, db = app
+    at, db, specs = app
     st.cache_data.clear()  # results of the other tests on this catalog are cached
 
     def too_slow(*a, max_time_ms=None, **k):
@@ -457,11 +520,11 @@ def test_time_limit_is_reported_and_the_page_still_renders(app, monkeypatch):
 
 
 def test_new_files_appear_without_restart(tmp_path, monkeypatch):
-    url, db = build_catalog(tmp_path / "a", n=6, seed=1)
+    url, db, _ = build_catalog(tmp_path / "a", n=6)
     at = _app_on(url, monkeypatch)
     at.run()
     assert as_int(metric(ok(at), "In the catalog")) == 6
-    samples.write_prod_tree(tmp_path / "b", 5, seed=9)
+    write_known_files(tmp_path / "b", 5)
     ingest.inject(db, settings=_settings(), sources=[str(tmp_path / "b")])
     at.run()
     assert as_int(metric(ok(at), "In the catalog")) == 11

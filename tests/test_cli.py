@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from spine_docs import samples, store
 from spine_docs.cli import app
 
+from known_files import attribute_counts, facet_counts, write_known_files
+
 runner = CliRunner()
 
 
@@ -98,20 +100,56 @@ def test_unknown_saved_query_is_one_line(db_url):
     assert "Traceback" not in r.output
 
 
-def test_facets_and_attrs_match_the_library(db_url, tmp_path):
-    from spine_docs import queries
-
-    samples.write_prod_tree(tmp_path / "t", 12, seed=9)
-    samples.write_spine_file(tmp_path / "t" / "extra.h5", root_attrs={"beam.energy": 1.5})
+def test_facets_counts_and_attrs_match_the_files(db_url, tmp_path):
+    # expectations come from the files as written (known_files), not from spine_docs.queries
+    specs = write_known_files(tmp_path / "t", 20)
     assert run("inject", "--db", db_url, "--source", tmp_path / "t", "--no-progress").exit_code == 0
-    db = store.connect(db_url)
-    r = run("facets", "--db", db_url, "--field", "model", "--json")
+    r = run("facets", "--db", db_url, "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == queries.facets(db, queries.Filter(), ("model",), 20)
-    model = queries.facets(db, queries.Filter(), ("model",))["model"][0]
-    r = run("facets", "--db", db_url, "--model", model["value"], "--field", "status", "--json")
-    assert sum(v["count"] for v in json.loads(r.stdout)["status"]) == model["count"]
+    site = [{"value": "clisite", "count": len(specs)}]
+    assert json.loads(r.stdout) == {"site": site, **{f: facet_counts(specs, f) for f in (
+        "spine_version", "model", "dataset", "status")}}
+    r = run("facets", "--db", db_url, "--field", "model", "--json")
+    assert json.loads(r.stdout) == {"model": facet_counts(specs, "model")}
+    # under a filter: the other facets count the matching files; the field's own selection
+    # is left out of its own counts
+    some = [s for s in specs if s["dataset"] == "bnb_nu"]
+    r = run("facets", "--db", db_url, "--dataset", "bnb_nu", "--field", "model", "--field", "dataset", "--json")
+    assert json.loads(r.stdout) == {"model": facet_counts(some, "model"),
+                                    "dataset": facet_counts(specs, "dataset")}
+
+    # counts: the table's last line, with and without a filter
+    newest_first = sorted(specs, key=lambda s: -s["mtime"])
+    for args, chosen in [((), newest_first),
+                         (("--dataset", "bnb_nu"), [s for s in newest_first if s["dataset"] == "bnb_nu"]),
+                         (("--model", "grappa", "--run-min", "105"),
+                          [s for s in newest_first if s["model"] == "grappa" and s["run"] >= 105])]:
+        assert 0 < len(chosen)
+        r = run("query", "--db", db_url, *args)
+        assert r.exit_code == 0, r.output
+        assert r.stderr.strip().splitlines()[-1] == \
+            f"{len(chosen)} of {len(chosen)} matching files ({len(specs)} in the catalog)"
+        rows = r.stdout.splitlines()[1:]
+        assert [row.split()[0] for row in rows] == [s["path"] for s in chosen]
+
     r = run("attrs", "--db", db_url, "--json")
     assert r.exit_code == 0
-    keys = [a["key"] for a in json.loads(r.stdout)]
-    assert "beam.energy" in keys and keys == [a["key"] for a in queries.attribute_dictionary(db)]
+    rows = json.loads(r.stdout)
+    counts = attribute_counts(specs)
+    assert "beam.energy" in counts and [a["key"] for a in rows] == sorted(counts)
+    assert {a["key"]: a["files"] for a in rows} == counts
+
+
+def test_path_contains_is_literal_text(db_url, tmp_path):
+    names = ["a.b", "axb", "a*b", "aab", "x(1)", "x1", "g[1]", "g1"]
+    made = {n: samples.write_spine_file((tmp_path / "t" / n).mkdir(parents=True) or
+                                        tmp_path / "t" / n / "f.h5", seed=k)
+            for k, n in enumerate(names)}
+    r = run("inject", "--db", db_url, "--source", tmp_path / "t", "--no-progress")
+    assert r.exit_code == 0 and f"indexed {len(names)}" in r.stdout, r.output
+    for text, want in [("a.b", "a.b"), ("a*b", "a*b"), ("x(1)", "x(1)"), ("(", "x(1)"),
+                       ("g[1]", "g[1]"), ("[", "g[1]")]:
+        r = run("query", "--db", db_url, "--path-contains", text, "--format", "paths")
+        assert r.exit_code == 0, (text, r.output)
+        listed = [line for line in r.stdout.splitlines() if line and not line.startswith("#")]
+        assert listed == [str(made[want])], text

@@ -177,6 +177,39 @@ def test_bad_input_gives_error_documents(tmp_path):
         assert d["path"] == str(tmp_path / name)
 
 
+_EXTRACT_BOTH = """
+import json, sys, bson
+from spine_docs.extract import extract, extract_bson
+doc = extract(sys.argv[1], site="testsite")
+raw = bson.decode(extract_bson(sys.argv[1], site="testsite"))
+print(json.dumps([{k: d[k] for k in ("path", "status", "error", "size")} for d in (doc, raw)]))
+"""
+
+
+def _extract_in_a_child(path):
+    """extract() and extract_bson() of ``path`` in a child process, which is killed (and the
+    test fails) should it block, e.g. opening a FIFO that has no writer."""
+    try:
+        out = subprocess.run([sys.executable, "-c", _EXTRACT_BOTH, str(path)], capture_output=True,
+                             text=True, timeout=60)  # a bound against hanging, not a timing check
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"extract blocked on {path}")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "char device", "symlink to a fifo"])
+def test_non_regular_files_are_refused_by_extract_itself(tmp_path, kind):
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    path = {"fifo": fifo, "char device": "/dev/null", "symlink to a fifo": tmp_path / "link.h5"}[kind]
+    if kind == "symlink to a fifo":
+        os.symlink(fifo, path)
+    for d in _extract_in_a_child(path):
+        assert d["status"] == "error" and d["error"] == "not a regular file", (kind, d["error"])
+        assert d["path"] == os.path.abspath(path) and d["size"] == 0
+
+
 def test_unreadable_file(tmp_path, monkeypatch):
     p = samples.write_spine_file(tmp_path / "a.h5")
     real = h5py.h5f.open
@@ -190,6 +223,22 @@ def test_unreadable_file(tmp_path, monkeypatch):
     monkeypatch.setattr(h5py.h5f, "open", deny)
     d = doc_of(p)
     assert d["status"] == "error" and "permission denied" in d["error"]
+
+
+def test_unreadable_file_for_real(tmp_path):
+    """Without h5py patched: a chmod 000 file, extracted by an ordinary user (as root too)."""
+    from unprivileged import run_python
+
+    p = samples.write_spine_file(tmp_path / "locked.h5")
+    p.chmod(0)
+    try:
+        out = run_python(_EXTRACT_BOTH, p)
+    finally:
+        p.chmod(0o644)
+    assert out.returncode == 0, out.stderr
+    for d in json.loads(out.stdout):
+        assert d["status"] == "error" and d["error"] == "permission denied (cannot read)"
+        assert d["size"] == os.path.getsize(p)
 
 
 def test_fit_shrinks_an_oversized_document():

@@ -272,3 +272,128 @@ def test_a_rescan_on_a_slow_filesystem_stats_in_threads(db, tmp_path, monkeypatc
     rep = ingest.inject(db, settings=settings(), sources=src + [str(paths[7])])
     assert (rep.unchanged, rep.failed) == (len(paths) - 1, 1)
     assert rep.problems[0].path == str(paths[7]) and "vanished" in rep.problems[0].reason
+
+
+# --------------------------------------------------------------------------- behaviours a
+# small mistake would break silently (each was broken on purpose once to see the test fail)
+
+def _ms(value):
+    """Milliseconds since the epoch of a stored date (naive dates are UTC)."""
+    from datetime import timezone
+
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return round(value.timestamp() * 1000)
+
+
+def _set_mtime(path, seconds):
+    os.utime(path, ns=(seconds * 1_000_000_000, seconds * 1_000_000_000))
+
+
+def test_the_same_paths_under_two_sites_are_two_sets_of_documents(db, tmp_path):
+    paths = tree(tmp_path, n=6)
+    src = [str(tmp_path / "prod")]
+    first = ingest.inject(db, settings=settings(site="site_a"), sources=src)
+    second = ingest.inject(db, settings=settings(site="site_b"), sources=src)
+    assert (first.indexed, first.unchanged) == (len(paths), 0)
+    # what site_a holds is no reason to skip site_b's copies
+    assert (second.indexed, second.unchanged, second.failed) == (len(paths), 0, 0)
+    for site in ("site_a", "site_b"):
+        got = sorted(d["path"] for d in db.files.find({"site": site}))
+        assert got == sorted(str(p) for p in paths), site
+        assert db.files.count_documents({"_id": {"$in": [f"{site}:{p}" for p in paths]}}) == len(paths)
+    # and a re-scan of each site sees its own documents unchanged
+    again = ingest.inject(db, settings=settings(site="site_b"), sources=src)
+    assert (again.indexed, again.unchanged) == (0, len(paths))
+
+
+def test_a_size_change_alone_or_an_mtime_change_alone_reindexes(db, tmp_path):
+    a = samples.write_spine_file(tmp_path / "a.h5", model="before", seed=1)
+    b = samples.write_spine_file(tmp_path / "b.h5", model="before", seed=2)
+    _set_mtime(a, 1_700_000_000)
+    _set_mtime(b, 1_700_000_000)
+    src = [str(tmp_path / "*.h5")]
+    ingest.inject(db, settings=settings(), sources=src)
+    old_size = os.path.getsize(a)
+
+    # a: new content of another size, but the same mtime as before
+    samples.write_spine_file(a, model="bigger", n_events=200, seed=1)
+    _set_mtime(a, 1_700_000_000)
+    assert os.path.getsize(a) != old_size
+    rep = ingest.inject(db, settings=settings(), sources=src)
+    assert (rep.indexed, rep.unchanged) == (1, 1)
+    doc = db.files.find_one({"path": str(a)})
+    assert doc["model"] == "bigger" and doc["size"] == os.path.getsize(a)
+    assert [h["change"] for h in doc["ingest"]["history"]] == ["new", "changed"]
+
+    # b: only its mtime moves (same bytes, same size)
+    size_b = os.path.getsize(b)
+    _set_mtime(b, 1_700_000_600)
+    rep = ingest.inject(db, settings=settings(), sources=src)
+    assert (rep.indexed, rep.unchanged) == (1, 1)
+    doc = db.files.find_one({"path": str(b)})
+    assert doc["size"] == size_b and _ms(doc["mtime"]) == 1_700_000_600_000
+    assert [h["change"] for h in doc["ingest"]["history"]] == ["new", "changed"]
+
+
+def test_history_keeps_the_newest_entries(db, tmp_path):
+    assert ingest.HISTORY_LENGTH == 20
+    p = tmp_path / "a.h5"
+    runs = []
+    for i in range(25):
+        if i % 5 == 4:
+            p.write_bytes(b"not HDF5, this time " + bytes(i))  # an error entry every fifth run
+        else:
+            samples.write_spine_file(p, model=f"m{i}", seed=1)
+        _set_mtime(p, 1_700_000_000 + 60 * i)
+        rep = ingest.inject(db, settings=settings(), sources=[str(p)])
+        runs.append((rep.run_id, "error" if i % 5 == 4 else "ok"))
+    doc = db.files.find_one({"path": str(p)})
+    history = doc["ingest"]["history"]
+    assert doc["ingest"]["times_seen"] == 25
+    assert [(h["run_id"], h["status"]) for h in history] == runs[5:]
+    # the first entry ("new") is among those dropped; an error is retried as "retried"
+    assert [h["change"] for h in history] == [
+        "retried" if i % 5 == 0 else "changed" for i in range(5, 25)]
+
+
+def test_a_directory_whose_name_looks_like_a_glob_is_a_directory(db_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from spine_docs.cli import app
+
+    wanted = []
+    for name in ("dir[1]", "a*b", "c?d"):
+        d = tmp_path / name / "sub"
+        d.mkdir(parents=True)
+        wanted.append(samples.write_spine_file(d / "f.h5", seed=len(wanted)))
+    # what the names would match as globs: decoys that must not be indexed
+    for name in ("dir1", "aXYZb", "cXd"):
+        (tmp_path / name).mkdir()
+        samples.write_spine_file(tmp_path / name / "decoy.h5", seed=9)
+    paths, problems = ingest.discover([str(tmp_path / "dir[1]")])
+    assert (paths, problems) == ([str(wanted[0])], [])
+
+    env = {"SPINE_DOCS_SITE": SITE, "SPINE_DOCS_WORKERS": "1"}
+    for name, path in zip(("dir[1]", "a*b", "c?d"), wanted):
+        r = CliRunner().invoke(app, ["inject", "--db", db_url, "--source", str(tmp_path / name),
+                                     "--no-progress", "--json"], env=env)
+        assert r.exit_code == 0, r.output
+        assert '"indexed": 1' in r.stdout and '"failed": 0' in r.stdout, r.stdout
+    db = store.connect(db_url)
+    assert sorted(d["path"] for d in db.files.find({})) == sorted(map(str, wanted))
+
+
+def test_an_error_reindex_records_the_new_size_and_mtime(db, tmp_path):
+    p = samples.write_spine_file(tmp_path / "a.h5", model="m1")
+    _set_mtime(p, 1_700_000_000)
+    ingest.inject(db, settings=settings(), sources=[str(p)])
+    assert db.files.find_one({"path": str(p)})["status"] == "ok"
+    p.write_bytes(p.read_bytes()[:100])  # truncated: another size ...
+    _set_mtime(p, 1_700_003_600)         # ... and another mtime
+    rep = ingest.inject(db, settings=settings(), sources=[str(p)])
+    assert rep.failed == 1
+    doc = db.files.find_one({"path": str(p)})
+    assert doc["status"] == "error"
+    assert doc["size"] == 100 and _ms(doc["mtime"]) == 1_700_003_600_000
+    assert doc["model"] == "m1"  # what was read before stays

@@ -137,6 +137,45 @@ def test_failure_on_empty_database_drops_what_was_created(db, tmp_path):
     assert db.meta.count_documents({}) == 0
 
 
+FIRST_FAILS = '''"""The first migration itself fails, half-way."""
+description = "creates a collection, then raises"
+
+def up(db):
+    db.create_collection("files")
+    db.files.insert_one({"_id": "x"})
+    raise RuntimeError("the very first step fails")
+'''
+
+
+def test_a_failing_first_migration_on_an_empty_database_keeps_its_record(kind, db, tmp_path):
+    import json
+
+    from spine_docs import resources
+
+    mdir = tmp_path / "only_one"
+    mdir.mkdir()
+    (mdir / "0001_first.py").write_text(FIRST_FAILS)
+    data = json.loads(resources.schema_file().read_text())
+    data["schema_version"] = 1
+    sfile = tmp_path / "schema1.json"
+    sfile.write_text(json.dumps(data))
+    assert db.list_collection_names() == []
+
+    res = migrate.up(db, migrations_dir=mdir, schema_file=sfile, backup_root=tmp_path / "b")
+    assert not res.ok and res.final_version == 0 and res.backup is None
+    assert [(s.version, s.state) for s in res.steps] == [(1, "failed")]
+
+    db = reopen(kind, db, tmp_path)   # what was saved, on the embedded catalog
+    assert "files" not in db.list_collection_names()
+    assert schema.db_version(db) == 0
+    entries = list(db.changelog.find({}))
+    assert [(e["version"], e["name"], e["direction"], e["state"]) for e in entries] == \
+        [(1, "0001_first", "up", "failed")]
+    assert "RuntimeError: the very first step fails" in entries[0]["error"]
+    st = migrate.status(db, migrations_dir=mdir, schema_file=sfile)
+    assert st.last_failure["version"] == 1 and "very first step" in st.last_failure["error"]
+
+
 def test_no_backup_failure_says_so(db, tmp_path):
     mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_fail.py": FAILING})
     load_legacy(db, legacy_documents(tmp_path))

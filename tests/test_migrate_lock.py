@@ -99,6 +99,42 @@ def test_renew_fails_when_taken_over(db):
         lock.renew()
 
 
+def _expire(db, token):
+    """The lease of the lock ``token`` runs out (as if its holder had stalled)."""
+    with schema.writing(db):
+        assert db.meta.update_one({"_id": "migration_lock", "token": token},
+                                  {"$set": {"expires": schema.now() - timedelta(seconds=1)}}).modified_count == 1
+
+
+@pytest.mark.parametrize("drop_if_alone", [False, True])
+def test_an_old_holder_never_touches_the_lock_taken_over_from_it(db, drop_if_alone):
+    old = lk.acquire(db, command="old")
+    _expire(db, old.token)
+    new = lk.acquire(db, command="new", wait_s=0)   # a takeover, not a forced unlock
+    assert new.warnings and "expired" in new.warnings[0]
+    taken = migrate.holder(db)
+    assert taken["token"] == new.token and taken["command"] == "new"
+
+    # the old holder's renewal fails and leaves the new lease as it was
+    with pytest.raises(lk.LockError, match="taken over"):
+        old.renew()
+    with pytest.raises(lk.LockError, match="taken over"):
+        old.renew(nested=True)
+    assert old.lost
+    assert migrate.holder(db) == taken
+    # its release removes nothing (nor drops meta, whose only document is the new lock)
+    old.release(drop_if_alone=drop_if_alone)
+    assert "meta" in db.list_collection_names()
+    assert migrate.holder(db) == taken
+    with pytest.raises(lk.LockBusy):
+        lk.acquire(db, wait_s=0)
+    # the new holder's own renew and release still work
+    new.renew()
+    assert migrate.holder(db)["expires"] >= taken["expires"]
+    new.release(drop_if_alone=drop_if_alone)
+    assert migrate.holder(db) is None
+
+
 def test_unlock_requires_force(db):
     _put_lock(db)
     with pytest.raises(migrate.MigrationError, match="--force"):

@@ -354,6 +354,31 @@ def test_filters_select_exactly(cat, flt, pred):
     assert q.count(db, flt) == len(expected)
 
 
+LITERAL_PATHS = ["/d/a.b/f.h5", "/d/axb/f.h5", "/d/a*b/f.h5", "/d/aab/f.h5", "/d/b/f.h5",
+                 "/d/x(1)/f.h5", "/d/x1/f.h5", "/d/g[1]/f.h5", "/d/g1/f.h5", "/d/p+q/f.h5",
+                 "/d/ppq/f.h5", "/d/u?v/f.h5", "/d/uv/f.h5", "/d/e$/f.h5", "/d/back\\slash/f.h5"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a.b", ["/d/a.b/f.h5"]),            # "." is a dot, not any character
+    ("a*b", ["/d/a*b/f.h5"]),            # "*" is a star (a*b as a regex matches "b")
+    ("x(1)", ["/d/x(1)/f.h5"]),          # parentheses are not a group
+    ("(", ["/d/x(1)/f.h5"]),             # ... nor an unbalanced one (an invalid regex)
+    ("g[1]", ["/d/g[1]/f.h5"]),          # brackets are not a class
+    ("[", ["/d/g[1]/f.h5"]),
+    ("p+q", ["/d/p+q/f.h5"]),
+    ("u?v", ["/d/u?v/f.h5"]),
+    ("e$/", ["/d/e$/f.h5"]),
+    ("^/d", []),                         # no anchors either
+    ("k\\s", ["/d/back\\slash/f.h5"]),
+    ("/f.h5", LITERAL_PATHS),
+])
+def test_path_contains_is_literal_text(catalog_db, text, expected):
+    load(catalog_db, [make_doc(p) for p in LITERAL_PATHS])
+    assert found(catalog_db, Filter(path_contains=text)) == sorted(f"nersc:{p}" for p in expected)
+    assert q.count(catalog_db, Filter(path_contains=text)) == len(expected)
+
+
 def test_run_range_overlap(catalog_db):
     docs = load(catalog_db, [
         make_doc("/a", run=1), make_doc("/b", run=5, run_max=9), make_doc("/c", run=10),

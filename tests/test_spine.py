@@ -490,3 +490,41 @@ def test_semver_agrees_with_packaging():
         for b in pep440:
             ka, kb = spine.semver_key(a), spine.semver_key(b)
             assert (ka < kb) == (version.Version(a) < version.Version(b)), (a, b)
+
+
+# Pre-release spellings, each group equal, the groups in this order (written by hand).
+PRE_RELEASE_ORDER = [
+    ["0.4.9"],
+    ["0.5.0.dev0", "0.5.0.dev", "0.5.0dev0"],
+    ["0.5.0.dev1", "0.5.0-dev1", "0.5.0dev1"],
+    ["0.5.0a0", "0.5.0a", "0.5.0alpha", "0.5.0-alpha.0"],
+    ["0.5.0a1", "0.5.0alpha1", "0.5.0-alpha.1", "0.5.0.a1", "0.5.0_a1"],
+    ["0.5.0a2", "0.5.0alpha2"],
+    ["0.5.0b0", "0.5.0b", "0.5.0beta"],
+    ["0.5.0b1", "0.5.0beta1", "0.5.0-beta.1"],
+    ["0.5.0rc0", "0.5.0rc", "0.5.0c", "0.5.0-rc", "0.5.0pre", "0.5.0preview", "0.5.0c0"],
+    ["0.5.0rc1.dev1"],
+    ["0.5.0rc1", "0.5.0c1", "0.5.0-rc.1", "0.5.0pre1", "0.5.0preview1", "0.5.0-c1"],
+    ["0.5.0rc2", "0.5.0c2"],
+    ["0.5.0", "0.5", "v0.5.0", "0.5.0+build.7"],
+    ["0.5.0.post1", "0.5.0-1-gabc123"],
+    ["0.5.1a1"],
+    ["0.5.1"],
+]
+
+
+def test_pre_release_spellings_sort_as_written_by_hand():
+    keys = [[spine.semver_key(v) for v in group] for group in PRE_RELEASE_ORDER]
+    for group, ks in zip(PRE_RELEASE_ORDER, keys):
+        assert None not in ks, group
+        assert len(set(ks)) == 1, dict(zip(group, ks))  # spellings of one version are equal
+    firsts = [ks[0] for ks in keys]
+    assert all(a < b for a, b in zip(firsts, firsts[1:])), \
+        [g[0] for g in PRE_RELEASE_ORDER]
+    flat = [v for group in PRE_RELEASE_ORDER for v in group]
+    for seed in range(3):
+        shuffled = flat[:]
+        random.Random(seed).shuffle(shuffled)
+        ranks = [next(i for i, g in enumerate(PRE_RELEASE_ORDER) if v in g)
+                 for v in sorted(shuffled, key=spine.semver_key)]
+        assert ranks == sorted(ranks)

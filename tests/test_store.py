@@ -71,22 +71,50 @@ def test_connect_errors_are_one_line(url, needle):
     assert needle in message and "\n" not in message and "s3cret" not in message
 
 
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody can write in. Root writes through permission bits, so as root it
+    is a read-only bind mount of itself (unmounted afterwards); the test is skipped, saying
+    why, where mounting is not allowed (a container without CAP_SYS_ADMIN)."""
+    import shutil
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o500)
+        yield ro
+        ro.chmod(0o700)
+        return
+    if not shutil.which("mount"):
+        pytest.skip("running as root without a mount command: a read-only directory cannot be made")
+    bound = subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"running as root and mount is not allowed here ({bound.stderr.strip()}): "
+                    "a read-only directory cannot be made")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True, text=True)
+        if remount.returncode != 0:
+            pytest.skip(f"running as root and cannot remount read-only ({remount.stderr.strip()})")
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
 def test_connect_refuses_an_unusable_directory(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="not a directory"):
         store.connect(tmp_path / "file")
     with pytest.raises(StoreError, match="not writable"):
         store.connect(tmp_path / "file" / "catalog")
-    if os.geteuid() == 0:
-        return  # root writes anywhere: the permission case cannot be shown
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        with pytest.raises(StoreError, match="not writable"):
-            store.connect(ro / "catalog")
-    finally:
-        ro.chmod(0o700)
+
+
+def test_connect_refuses_a_read_only_directory(read_only_dir):
+    with pytest.raises(OSError):
+        (read_only_dir / "probe").write_text("x")   # the directory is read-only indeed
+    with pytest.raises(StoreError, match="not writable"):
+        store.connect(read_only_dir / "catalog")
+    assert list(read_only_dir.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- persistence
