@@ -20,7 +20,7 @@ V2_FILES_INDEXES = {  # schema.json of version 2, written out
 }
 ADDED = {
     (("path", 1), ("site", 1)), (("size", 1), ("_id", 1)), (("spine_version_key", 1), ("_id", 1)),
-    (("run", 1), ("_id", 1)), (("num_events", 1), ("_id", 1)), (("ingest.first_seen", 1), ("_id", 1)),
+    (("run", 1), ("_id", 1)), (("run_max", 1),), (("num_events", 1), ("_id", 1)), (("ingest.first_seen", 1), ("_id", 1)),
     (("ingest.last_seen", -1), ("_id", -1)), (("spine_version", 1),),
 }
 DROPPED = {(("site", 1), ("path", 1)), (("spine_version_key", 1),), (("ingest.last_seen", -1),)}

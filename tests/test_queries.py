@@ -441,12 +441,32 @@ def test_facets_limit_keeps_selection(cat):
         q.facets(db, fields=["path"])
 
 
-def test_facets_share_one_query_when_possible():
-    plans = q.facets_pipelines(Filter(run_min=1), q.DEFAULT_FACETS)
-    assert len(plans) == 1 and plans[0][0] == list(q.DEFAULT_FACETS)
-    plans = q.facets_pipelines(Filter(model=["x"], site=["y"]), q.DEFAULT_FACETS)
-    assert sorted(map(tuple, (p[0] for p in plans))) == [
-        ("model",), ("site",), ("spine_version", "dataset", "status")]
+def test_timeline_counts_missing_and_null_groups_as_one(db):
+    day = datetime(2024, 3, 1, 12, 0)
+    docs = [{"_id": "a", "mtime": day, "dataset": None, "size": 1, "num_events": 1},
+            {"_id": "b", "mtime": day, "size": 2, "num_events": 2},          # no dataset at all
+            {"_id": "c", "mtime": day, "dataset": "bnb", "size": 4, "num_events": 4}]
+    with store.writing(db):
+        db.files.insert_many(docs)
+    rows = q.timeline(db, group="dataset")
+    assert [(r["group"], r["files"], r["bytes"]) for r in rows] == [(None, 2, 3), ("bnb", 1, 4)]
+
+
+def test_each_facet_is_one_index_friendly_aggregation_never_a_facet_stage():
+    # nothing selected: each facet walks its own field's index ($sort first), no $match
+    plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(), q.DEFAULT_FACETS))
+    assert list(plans) == [(f,) for f in q.DEFAULT_FACETS]
+    for (f,), p in plans.items():
+        assert p[0] == {"$sort": {f: 1}} and p[1] == {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}
+        assert not any("$facet" in stage for stage in p)
+    # a selection: the facet of that field ignores it, the others match on it
+    plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(model=["x"], site=["y"]), q.DEFAULT_FACETS))
+    assert plans[("model",)][0] == {"$match": {"site": {"$in": ["y"]}}}
+    assert plans[("site",)][0] == {"$match": {"model": {"$in": ["x"]}}}
+    assert plans[("dataset",)][0] == {"$match": {"site": {"$in": ["y"]}, "model": {"$in": ["x"]}}}
+    # a selected value is a literal, even when it looks like a field path
+    sel = q.facets_pipelines(Filter(dataset=["$oops"]), ["dataset"])[0][1]
+    assert {"$addFields": {"selected": {"$in": ["$_id", {"$literal": ["$oops"]}]}}} in sel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,18 +478,20 @@ def reference_order(docs, sort):
     name, direction = q.parse_sort(sort)
     field = q.SORT_FIELDS[name]
 
+    tie = "site" if field == "path" else "_id"   # path and site are unique together
+
     def key(d):
         v = d
         for part in field.split("."):
             v = v.get(part) if isinstance(v, dict) else None
-        return ((0,) if v is None else (1, v), d["_id"])
+        return ((0,) if v is None else (1, v), d[tie])
 
     return [d["_id"] for d in sorted(docs, key=key, reverse=direction < 0)]
 
 
 SORTS = [("mtime", -1), ("mtime", 1), ("size", 1), ("size", -1), ("spine_version", -1),
-         ("model", 1), ("run", -1), ("num_events", 1), ("path", 1), ("_id", -1),
-         ("last_seen", 1)]
+         ("run", -1), ("num_events", 1), ("path", 1), ("path", -1), ("_id", -1),
+         ("last_seen", 1), ("first_seen", -1)]
 
 
 @pytest.mark.parametrize("sort", SORTS)
@@ -497,6 +519,22 @@ def test_keyset_pages_visit_everything_once(cat, sort, size):
         assert p.next_after is not None
         before = p.prev_before
     assert back[::-1] == pages
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_path_pages_break_ties_by_site(db, direction):
+    # the same paths at three sites (replicas): ties of the path sort cross page boundaries
+    sites = ["a", "a-b", "b"]          # _id order ("a-b:" < "a:") differs from site order
+    docs = [{"_id": f"{s}:/d/f{i}.h5", "site": s, "path": f"/d/f{i}.h5", "status": "ok"}
+            for i in range(4) for s in sites]
+    with store.writing(db):
+        db.files.insert_many(docs)
+    expected = sorted(((d["path"], d["site"]) for d in docs), reverse=direction < 0)
+    for size in (1, 2, 5):
+        rows = [(r["path"], r["site"]) for p in q.iter_pages(db, sort=("path", direction), size=size)
+                for r in p.rows]
+        assert rows == expected, size
+    assert q.sort_spec(("path", direction)) == [("path", direction), ("site", direction)]
 
 
 def test_keyset_pages_with_filter_and_columns(cat):

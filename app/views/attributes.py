@@ -15,14 +15,16 @@ import streamlit as st
 
 import explorer_ui as ui
 
-SAMPLES = {"": "all matching files", "1000": "the newest 1,000", "10000": "the newest 10,000"}
+# the newest 10,000 by default: on a million files the whole dictionary reads every document
+SAMPLES = {"10000": "the newest 10,000", "1000": "the newest 1,000", "all": "all matching files"}
+DEFAULT_SAMPLE = "10000"
 
 if st.session_state.pop("_goto_files", False):
     ui.switch_to("views/files.py")
 
 cat, flt = ui.bootstrap("attributes")
 view = ui.state()
-docs = view.get("docs") if view.get("docs") in SAMPLES else ""
+docs = view.get("docs") if view.get("docs") in SAMPLES else DEFAULT_SAMPLE
 
 
 def _filter_on(key: str, op: str = "exists", text: object = None, type_label: str | None = None) -> None:
@@ -49,10 +51,11 @@ st.session_state["w:docs"] = docs
 a, b = st.columns([3, 2], vertical_alignment="bottom")
 a.caption(f"Root attributes of the files matching: {flt.describe()}")
 b.selectbox("Analyse", list(SAMPLES), format_func=SAMPLES.get, key="w:docs",
-            on_change=lambda: ui.set_view(docs=st.session_state.get("w:docs") or None))
+            on_change=lambda: ui.set_view(docs=None if st.session_state.get("w:docs") == DEFAULT_SAMPLE
+                                          else st.session_state.get("w:docs")))
 
 entries = ui.fetch("Attribute dictionary", "attribute_dictionary", cat, flt,
-                   max_docs=int(docs) if docs else None)
+                   max_docs=None if docs == "all" else int(docs))
 matched = ui.fetch("Count", "count", cat, flt)
 if entries is not None:
     if not entries:

@@ -54,9 +54,9 @@ from .filters import (
     AttrOp, Filter, and_queries,
 )
 from .pages import (
-    DEFAULT_SORT, ESCAPED_SUBDOCUMENTS, MAX_PAGE_SIZE, SORT_FIELDS, TABLE_COLUMNS, Page,
-    decode_cursor, encode_cursor, format_sort, get_file, iter_pages, page, page_query,
-    parse_sort, unescape_document,
+    DEFAULT_SORT, ESCAPED_SUBDOCUMENTS, MAX_PAGE_SIZE, SORT_FIELDS, TABLE_COLUMNS, TIE_BREAKERS,
+    Page, decode_cursor, encode_cursor, format_sort, get_file, iter_pages, page, page_query,
+    parse_sort, sort_spec, tie_breaker, unescape_document,
 )
 from ._run import FILES
 from .saved import SAVED_QUERIES, delete_query, list_queries, load_query, save_query
@@ -76,8 +76,9 @@ __all__ = [
     "DEFAULT_FACETS", "count", "total", "facets", "facets_pipelines",
     # pages
     "DEFAULT_SORT", "ESCAPED_SUBDOCUMENTS", "MAX_PAGE_SIZE", "SORT_FIELDS", "TABLE_COLUMNS",
-    "Page", "decode_cursor", "encode_cursor", "format_sort", "get_file", "iter_pages", "page",
-    "page_query", "parse_sort", "unescape_document",
+    "TIE_BREAKERS", "Page", "decode_cursor", "encode_cursor", "format_sort", "get_file",
+    "iter_pages", "page", "page_query", "parse_sort", "sort_spec", "tie_breaker",
+    "unescape_document",
     # exporting
     "EXPORT_COLUMNS", "EXPORT_FORMATS", "export", "export_header",
     # analytics

@@ -48,7 +48,7 @@ def timeline_pipeline(flt: Filter | None, by: str = "day", group: str | None = N
         raise QueryError(f"time_field must be one of {', '.join(TIME_FIELDS)}")
     key: dict = {"p": {"$dateToString": {"format": _PERIOD_FORMATS[by], "date": "$" + time_field}}}
     if group is not None:
-        key["g"] = "$" + group
+        key["g"] = {"$ifNull": ["$" + group, None]}  # missing and null: one "(none)" group
     return [
         {"$match": and_queries(_query(flt), {time_field: {"$gte": _OLDEST_DATE}})},
         {"$group": {"_id": key, "files": {"$sum": 1}, "events": {"$sum": "$num_events"},

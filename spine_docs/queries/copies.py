@@ -21,13 +21,13 @@ def replicas_pipeline(flt: Filter | None = None, limit: int = 100,
     if key not in REPLICA_KEYS:
         raise QueryError(f"key must be one of {', '.join(REPLICA_KEYS)}")
     f = REPLICA_KEYS[key]
-    q = _query(flt)
-    # one $group on the key alone (the sites are read with the members); keys that are not
-    # non-empty strings (missing, null, "") are dropped after grouping, which is the same as
-    # matching {f: {$gt: ""}} first but spares a filter per document when there is no filter
-    return ([{"$match": q}] if q else []) + [
+    # only non-empty string keys ({$gt: ""} also bounds a scan of the key's index, so a server
+    # never reads the whole collection: files without a key are not even fetched); one
+    # $group on the key alone (the sites are read with the members)
+    return [
+        {"$match": and_queries(_query(flt), {f: {"$gt": ""}})},
         {"$group": {"_id": "$" + f, "count": {"$sum": 1}}},
-        {"$match": {"count": {"$gt": 1}, "_id": {"$gt": ""}}},
+        {"$match": {"count": {"$gt": 1}}},
         {"$sort": {"count": -1, "_id": 1}},
         {"$limit": int(limit)},
     ]

@@ -4,8 +4,8 @@ fields (:func:`facets`, Datasette style).
 - ``count(db, flt) -> int``, ``total(db) -> int`` (estimated, O(1) on a server)
 - ``facets(db, flt, fields=DEFAULT_FACETS, limit=50) -> {field: [{"value", "count"}]}``: each
   field counted under the filter minus its own selection (Datasette style); the selected values
-  always appear. Facets sharing the same effective filter run in one ``$facet`` aggregation
-  (no selection at all: one query).
+  always appear. One index-backed aggregation per facet (never a ``$facet`` over the
+  collection: its sub-pipelines use no index).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any, Sequence
 from .errors import QueryError
 from ._run import _aggregate, _collection, _is_server, _timeouts
 from .filters import FACET_FIELDS, Filter, _as_filter, _query
-from .values import _to_json
 
 DEFAULT_FACETS: tuple[str, ...] = ("site", "spine_version", "model", "dataset", "status")
 
@@ -46,30 +45,27 @@ def _facet_fields(fields: Sequence[str]) -> list[str]:
 
 def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
                      limit: int = 50) -> list[tuple[list[str], list[dict]]]:
-    """``[(fields, pipeline)]``: facets whose effective filter (the filter minus their own
-    selection) is the same share one ``$facet`` aggregation. Each facet lists values by count,
-    the field's selected values first so that they survive the limit."""
+    """``[([field], pipeline)]``: one aggregation per facet, each served by an index.
+
+    A facet is counted under the filter minus its own selection. With no other condition the
+    pipeline starts with ``$sort`` on the field, so that a server walks the field's index in
+    order instead of scanning the collection (no ``$facet``: its sub-pipelines can use no
+    index); otherwise with the ``$match``, which the filter's index serves. Values come by
+    count, the field's selected values first so that they survive the limit."""
     flt = _as_filter(flt)
-    groups: dict[str, tuple[dict, list[str]]] = {}
+    out = []
     for f in _facet_fields(fields):
         q = flt.without(f).to_mongo()
-        key = _to_json(q)
-        groups.setdefault(key, (q, []))[1].append(f)
-    out = []
-    for q, group_fields in groups.values():
-        facet: dict[str, list[dict]] = {}
-        for f in group_fields:
-            selected = list(getattr(flt, f))
-            sub: list[dict] = [{"$group": {"_id": "$" + f, "count": {"$sum": 1}}}]
-            if selected:
-                sub.append({"$addFields": {"selected": {"$in": ["$_id", selected]}}})
-                sub.append({"$sort": {"selected": -1, "count": -1, "_id": 1}})
-            else:
-                sub.append({"$sort": {"count": -1, "_id": 1}})
-            sub.append({"$limit": int(limit)})
-            facet[f] = sub
-        pipeline = ([{"$match": q}] if q else []) + [{"$facet": facet}]
-        out.append((group_fields, pipeline))
+        selected = list(getattr(flt, f))
+        pipeline: list[dict] = [{"$match": q}] if q else [{"$sort": {f: 1}}]
+        pipeline.append({"$group": {"_id": "$" + f, "count": {"$sum": 1}}})
+        if selected:
+            pipeline.append({"$addFields": {"selected": {"$in": ["$_id", {"$literal": selected}]}}})
+            pipeline.append({"$sort": {"selected": -1, "count": -1, "_id": 1}})
+        else:
+            pipeline.append({"$sort": {"count": -1, "_id": 1}})
+        pipeline.append({"$limit": int(limit)})
+        out.append(([f], pipeline))
     return out
 
 
@@ -81,11 +77,9 @@ def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_F
         raise QueryError("limit must be at least 1")
     coll = _collection(db)
     result: dict[str, list[dict]] = {}
-    for group_fields, pipeline in facets_pipelines(flt, fields, limit):
+    for (f,), pipeline in facets_pipelines(flt, fields, limit):
         rows = _aggregate(coll, pipeline, max_time_ms)
-        doc = rows[0] if rows else {}
-        for f in group_fields:
-            values = [{"value": r["_id"], "count": r["count"]} for r in doc.get(f, [])]
-            values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
-            result[f] = values
+        values = [{"value": r["_id"], "count": r["count"]} for r in rows]
+        values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
+        result[f] = values
     return {f: result[f] for f in _facet_fields(fields)}

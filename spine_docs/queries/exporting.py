@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 from .errors import QueryError
 from ._run import _collection, _find, _get, _projection, _timeouts
 from .filters import Filter, _as_filter, _query
-from .pages import SORT_FIELDS, parse_sort
+from .pages import sort_spec
 from .values import _format_when, _to_json
 
 EXPORT_COLUMNS: tuple[str, ...] = (
@@ -70,9 +70,7 @@ def export(db: Any, flt: Filter | None = None, fmt: str = "jsonl", *,
     query = _query(flt)
     spec = None
     if sort is not None:
-        name, direction = parse_sort(sort)
-        f = SORT_FIELDS[name]
-        spec = [(f, direction)] if f == "_id" else [(f, direction), ("_id", direction)]
+        spec = sort_spec(sort)
     if fmt == "paths":
         cols: Sequence[str] = ("path",)
         projection: Any = _projection(cols, with_id=False)

@@ -2,10 +2,14 @@
 one file's document (:func:`get_file`).
 
 - ``page(db, flt, sort=("mtime", -1), size=50, after=None, before=None, columns=TABLE_COLUMNS)
-  -> Page(rows, next_after, prev_before, sort, size)``: keyset pagination on (sort field, _id),
-  nulls first ascending / last descending like MongoDB; cursors are opaque URL-safe strings
-  bound to their sort order. ``sort`` is a name of ``SORT_FIELDS`` with a direction, or text
-  (``"-mtime"``; :func:`parse_sort` / :func:`format_sort`). ``iter_pages`` walks all pages.
+  -> Page(rows, next_after, prev_before, sort, size)``: keyset pagination on (sort field,
+  tie-breaker) - the tie-breaker is ``_id``, or ``site`` for the path sort (path and site are
+  unique together) - nulls first ascending / last descending like MongoDB; cursors are opaque
+  URL-safe strings bound to their sort order. ``sort`` is a name of ``SORT_FIELDS`` with a
+  direction, or text (``"-mtime"``; :func:`parse_sort` / :func:`format_sort`). ``iter_pages``
+  walks all pages. Every sort is served by a schema.json index on (field, tie-breaker), walked
+  forwards or backwards: a page is an index walk, never a collection scan and an in-memory
+  sort (``sort_spec`` gives the spec; tests/test_query_plans.py holds it).
 - ``get_file(db, id_or_path, site=None, unescape=False) -> dict | None``;
   ``unescape_document(doc)`` gives attrs/cfg/... back their original keys for display.
 """
@@ -27,16 +31,17 @@ from .values import _from_json
 
 # User-facing sort name -> document field (spine_version sorts by its semver key). Only
 # fields holding one BSON type (plus null): keyset conditions ($gt/$lt) never cross types, so a
-# mixed-type field such as format_version would lose rows between pages.
+# mixed-type field such as format_version would lose rows between pages. Only fields that a
+# schema.json index serves together with their tie-breaker: a sort no index serves is a
+# collection scan and an in-memory sort on a million files, so it is not offered.
 SORT_FIELDS: dict[str, str] = {
-    "mtime": "mtime", "path": "path", "name": "name", "dir": "dir", "site": "site",
-    "size": "size", "status": "status", "spine_version": "spine_version_key",
-    "prod_version": "prod_version", "model": "model", "dataset": "dataset",
-    "detector": "detector", "config": "config", "run": "run", "subrun": "subrun",
-    "event_min": "event_min", "event_max": "event_max", "num_events": "num_events",
-    "first_seen": "ingest.first_seen", "last_seen": "ingest.last_seen",
-    "times_seen": "ingest.times_seen", "_id": "_id",
+    "mtime": "mtime", "path": "path", "size": "size", "spine_version": "spine_version_key",
+    "run": "run", "num_events": "num_events", "first_seen": "ingest.first_seen",
+    "last_seen": "ingest.last_seen", "_id": "_id",
 }
+#: the second sort key that makes an order total (default ``_id``); the path sort uses
+#: ``site``, which the unique {path, site} index holds
+TIE_BREAKERS: dict[str, str] = {"path": "site"}
 DEFAULT_SORT: tuple[str, int] = ("mtime", -1)
 MAX_PAGE_SIZE = 1000
 
@@ -88,14 +93,28 @@ def format_sort(sort: tuple[str, int]) -> str:
     return ("-" if sort[1] < 0 else "") + sort[0]
 
 
-def encode_cursor(sort: tuple[str, int], value: Any, _id: Any) -> str:
-    raw = json_util.dumps([sort[0], sort[1], value, _id],
+def tie_breaker(field: str) -> str:
+    """The field that breaks ties of ``field`` in a sort (``_id`` unless said otherwise)."""
+    return TIE_BREAKERS.get(field, "_id")
+
+
+def sort_spec(sort: str | Sequence | None) -> list[tuple[str, int]]:
+    """The MongoDB sort spec of a sort choice: ``[(field, d), (tie-breaker, d)]``."""
+    name, direction = parse_sort(sort)
+    field = SORT_FIELDS[name]
+    return [(field, direction)] if field == "_id" else [(field, direction), (tie_breaker(field), direction)]
+
+
+def encode_cursor(sort: tuple[str, int], value: Any, tie: Any) -> str:
+    """The cursor of the row with sort value ``value`` and tie-breaker value ``tie``."""
+    raw = json_util.dumps([sort[0], sort[1], value, tie],
                           json_options=json_util.CANONICAL_JSON_OPTIONS, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, sort: tuple[str, int]) -> tuple[Any, Any]:
-    """-> (sort value, _id). Raises QueryError on garbage or a cursor of another sort order."""
+    """-> (sort value, tie-breaker value). Raises QueryError on garbage or a cursor of
+    another sort order."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         name, direction, value, _id = _from_json(raw)
@@ -106,40 +125,41 @@ def decode_cursor(cursor: str, sort: tuple[str, int]) -> tuple[Any, Any]:
     return value, _id
 
 
-def _after_clause(field: str, direction: int, value: Any, _id: Any) -> dict:
-    """Documents strictly after (value, _id) in the order {field: direction, _id: direction}
-    (MongoDB sorts null and missing as the lowest value)."""
+def _after_clause(field: str, direction: int, value: Any, tie: Any) -> dict:
+    """Documents strictly after (value, tie) in the order {field: direction, tie-breaker:
+    direction} (MongoDB sorts null and missing as the lowest value)."""
     if field == "_id":
-        return {"_id": {"$gt" if direction > 0 else "$lt": _id}}
+        return {"_id": {"$gt" if direction > 0 else "$lt": tie}}
+    t = tie_breaker(field)
     if direction > 0:
         if value is None:
-            return {"$or": [{field: None, "_id": {"$gt": _id}}, {field: {"$ne": None}}]}
-        return {"$or": [{field: {"$gt": value}}, {field: value, "_id": {"$gt": _id}}]}
+            return {"$or": [{field: None, t: {"$gt": tie}}, {field: {"$ne": None}}]}
+        return {"$or": [{field: {"$gt": value}}, {field: value, t: {"$gt": tie}}]}
     if value is None:
-        return {field: None, "_id": {"$lt": _id}}
-    return {"$or": [{field: {"$lt": value}}, {field: value, "_id": {"$lt": _id}}, {field: None}]}
+        return {field: None, t: {"$lt": tie}}
+    return {"$or": [{field: {"$lt": value}}, {field: value, t: {"$lt": tie}}, {field: None}]}
 
 
 def page_query(flt: Filter | None, sort: tuple[str, int] = DEFAULT_SORT, *,
                after: tuple[Any, Any] | None = None,
                backward: bool = False) -> tuple[dict, list[tuple[str, int]]]:
-    """(query, sort spec) for one keyset page. ``after`` is the (value, _id) of the row the page
-    starts after (``backward``: ends before; the sort spec is then reversed)."""
-    name, direction = parse_sort(sort)
-    field = SORT_FIELDS[name]
+    """(query, sort spec) for one keyset page. ``after`` is the (value, tie-breaker value) of
+    the row the page starts after (``backward``: ends before; the sort spec is then reversed)."""
+    spec = sort_spec(sort)
     if backward:
-        direction = -direction
+        spec = [(f, -d) for f, d in spec]
+    field, direction = spec[0]
     query = _query(flt)
     if after is not None:
         query = and_queries(query, _after_clause(field, direction, after[0], after[1]))
-    spec = [(field, direction)] if field == "_id" else [(field, direction), ("_id", direction)]
     return query, spec
 
 
 def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_SORT,
          size: int = 50, after: str | None = None, before: str | None = None,
          columns: Sequence[str] = TABLE_COLUMNS, max_time_ms: int | None = None) -> Page:
-    """One page of matching files (``columns`` projected, plus ``_id`` and the sort field).
+    """One page of matching files (``columns`` projected, plus ``_id``, the sort field and
+    its tie-breaker).
 
     Without a cursor: the first page. ``after``: the page following the row the cursor names;
     ``before``: the page preceding it (when fewer than ``size`` rows precede it, the first page).
@@ -151,8 +171,9 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
         raise QueryError("give after or before, not both")
     size = int(size)
     field = SORT_FIELDS[sort[0]]
+    tie = tie_breaker(field)
     coll = _collection(db)
-    projection = _projection([*columns, field])
+    projection = _projection([*columns, field, tie])
     cursor = after or before
     position = decode_cursor(cursor, sort) if cursor else None
     backward = bool(before)
@@ -164,10 +185,10 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
     rows = rows[:size]
 
     def key(row: dict) -> str:
-        return encode_cursor(sort, _get(row, field), row["_id"])
+        return encode_cursor(sort, _get(row, field), _get(row, tie))
 
     def exists_beyond(row: dict, reverse: bool) -> bool:
-        q, _ = page_query(flt, sort, after=(_get(row, field), row["_id"]), backward=reverse)
+        q, _ = page_query(flt, sort, after=(_get(row, field), _get(row, tie)), backward=reverse)
         with _timeouts(max_time_ms):
             return bool(list(_find(coll, q, {"_id": 1}, limit=1, max_time_ms=max_time_ms)))
 
@@ -235,7 +256,7 @@ def get_file(db: Any, id_or_path: str, *, site: str | None = None,
         q: dict = {"path": id_or_path}
         if site is not None:
             q["site"] = site
-        docs = list(_find(coll, q, sort=[("site", 1), ("_id", 1)], limit=1))
+        docs = list(_find(coll, q, sort=[("site", 1)], limit=1))  # {path, site} is unique
         doc = docs[0] if docs else None
     if doc is not None and unescape:
         doc = unescape_document(doc)

@@ -1,0 +1,146 @@
+"""Every query shape the CLI and the explorer send, enumerated from the builders themselves,
+and the plan each gets from schema.json's indexes (:mod:`spine_docs.plans`).
+
+:func:`query_shapes` walks the code's own vocabularies (every sort choice, every ``Filter``
+field, every facet, every pipeline builder) rather than a hand-written copy, so a new filter
+option, sort or facet without an index makes ``tests/test_query_plans.py`` fail. A shape that
+may scan is listed in :data:`ALLOWED` with its reason. ``spine-docs doctor --explain`` runs
+the same shapes on a live server.
+
+``python -m spine_docs.queries.shapes`` prints the table kept in ``docs/query-plans.md``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Mapping, Sequence
+
+from spine_docs import plans, schema
+
+from .analytics import histogram_pipeline, histogram_stats_pipeline, run_coverage_pipeline, timeline_pipeline
+from .copies import REPLICA_KEYS, replicas_pipeline
+from .counts import facets_pipelines
+from .dictionary import attribute_dictionary_pipeline, attribute_keys_pipeline
+from .filters import FACET_FIELDS, AttrFilter, Filter
+from .pages import SORT_FIELDS, format_sort, page_query, sort_spec
+
+#: one sample value per ``Filter`` field: a new field without a sample fails the plan test
+SAMPLES: dict[str, Any] = {
+    **{f: ["x"] for f in FACET_FIELDS},
+    "version_min": "0.5", "version_max": "0.9",
+    "run_min": 100, "run_max": 200, "subrun_min": 1, "subrun_max": 5,
+    "events_min": 10, "events_max": 1000,
+    "mtime_from": date(2024, 1, 1), "mtime_to": date(2024, 2, 1),
+    "path_contains": "chunk_007", "path_regex": "^/data/prod/",
+    "attr_filters": [AttrFilter(key="energy", op="gt", value=1.5)],
+    "where": {"num_events": {"$gt": 5}},
+}
+
+#: shapes that may read every matching document, and why (at most a few)
+ALLOWED: dict[str, str] = {
+    "filter: subrun_min": "a subrun range alone: subruns mean something within a run or a "
+                          "dataset, whose indexes serve the combined filter",
+    "filter: subrun_max": "a subrun range alone (see subrun_min)",
+    "histogram stats: size": "a histogram's min/max/total read the field of every matching "
+                             "file (the explorer shows it for the filtered set, cached)",
+    "run coverage": "coverage reads the run range of every matching file (the explorer shows "
+                    "it for the filtered set, cached)",
+    "replica members by fingerprint": "the copies of at most `limit` contents, found by the "
+                                      "key's index and sorted in memory",
+    "replica members by checksum": "the copies of at most `limit` contents (see fingerprint)",
+    "attribute dictionary": "the full dictionary reads every matching file's attributes: "
+                            "asked for explicitly (`spine-docs attrs`, the explorer's \"all "
+                            "matching files\"); the explorer's default reads the newest 10,000 "
+                            "by the mtime index",
+}
+
+
+def pipeline_shape(name: str, pipeline: Sequence[Mapping[str, Any]], source: str) -> plans.Shape:
+    """The part of a pipeline the query planner sees: a leading ``$match`` and the ``$sort``
+    right after it (or a leading ``$sort``)."""
+    query: Mapping[str, Any] = {}
+    stages = list(pipeline)
+    if stages and "$match" in stages[0]:
+        query = stages.pop(0)["$match"]
+    sort: tuple = ()
+    if stages and "$sort" in stages[0]:
+        sort = tuple(stages[0]["$sort"].items())
+    return plans.Shape(name, query, sort, source)
+
+
+def query_shapes() -> list[plans.Shape]:
+    """Every shape, named for what sends it."""
+    S = plans.Shape
+    shapes: list[plans.Shape] = []
+    for name in SORT_FIELDS:
+        for d in (1, -1):
+            label = format_sort((name, d))
+            q, spec = page_query(None, (name, d))
+            shapes.append(S(f"page sorted {label}", q, tuple(spec), "queries.page"))
+            q, spec = page_query(None, (name, d), after=(1, "x"))
+            shapes.append(S(f"next page sorted {label}", q, tuple(spec), "queries.page"))
+    for field in Filter.model_fields:
+        flt = Filter(**{field: SAMPLES[field]})
+        shapes.append(S(f"filter: {field}", flt.to_mongo(), (), "queries.count"))
+        q, spec = page_query(flt)
+        shapes.append(S(f"first page, filter: {field}", q, tuple(spec), "queries.page"))
+    for f in FACET_FIELDS:
+        (_, pipe), = facets_pipelines(Filter(), [f])
+        shapes.append(pipeline_shape(f"facet {f}", pipe, "queries.facets"))
+        other = "model" if f != "model" else "dataset"
+        (_, pipe), = facets_pipelines(Filter(**{other: ["x"], f: ["y"]}), [f])
+        shapes.append(pipeline_shape(f"facet {f}, {other} selected", pipe, "queries.facets"))
+    shapes += [
+        S("file by _id", {"_id": "s3df:/data/f.h5"}, (), "queries.get_file"),
+        S("file by path", {"path": "/data/f.h5"}, (("site", 1),), "queries.get_file"),
+        S("file by path at a site", {"path": "/data/f.h5", "site": "s3df"}, (("site", 1),),
+          "queries.get_file"),
+        S("export sorted by _id", {}, tuple(sort_spec("_id")), "queries.export"),
+        S("ingest: a site's known files", {"site": "s3df"}, (), "ingest.existing_index"),
+        pipeline_shape("timeline", timeline_pipeline(None, "month", "dataset"), "queries.timeline"),
+        pipeline_shape("histogram stats: size", histogram_stats_pipeline(None, "size"),
+                       "queries.histogram"),
+        pipeline_shape("histogram bins: size", histogram_pipeline(None, "size", 0, 1),
+                       "queries.histogram"),
+        pipeline_shape("run coverage", run_coverage_pipeline(None), "queries.run_coverage"),
+        pipeline_shape("run coverage of a dataset", run_coverage_pipeline(None, "bnb"),
+                       "queries.run_coverage"),
+        pipeline_shape("attribute keys, newest files", attribute_keys_pipeline(None, 5000),
+                       "queries.attribute_keys"),
+        pipeline_shape("attribute dictionary", attribute_dictionary_pipeline(None),
+                       "queries.attribute_dictionary"),
+        pipeline_shape("attribute dictionary, newest files", attribute_dictionary_pipeline(None, max_docs=5000),
+                       "queries.attribute_dictionary"),
+    ]
+    for key, field in REPLICA_KEYS.items():
+        shapes.append(pipeline_shape(f"replicas by {key}", replicas_pipeline(None, key=key),
+                                     "queries.replicas"))
+        shapes.append(S(f"replica members by {key}", {field: {"$in": ["a", "b"]}},
+                        (("site", 1), ("path", 1)), "queries.replicas"))
+    return shapes
+
+
+def verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
+    """The plan of every shape under ``schema.json`` (the shipped one by default)."""
+    schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
+    return plans.check(query_shapes(), plans.indexes_of(schema_doc), ALLOWED)
+
+
+def markdown() -> str:
+    """docs/query-plans.md: what each query shape uses, computed from schema.json."""
+    head = ("# Query plans\n\n"
+            "Generated by `python -m spine_docs.queries.shapes > docs/query-plans.md` from "
+            "schema.json and the query builders (`spine_docs/queries/shapes.py`); "
+            "`tests/test_query_plans.py` fails when it is out of date or when a shape "
+            "scans without a reason. The plans are computed with MongoDB's planner rules "
+            "(`spine_docs/plans.py`), not measured: `spine-docs doctor --explain` asks a "
+            "live server.\n\n"
+            "IXSCAN: an index bounds the scan and gives the order; IXSCAN+SORT: an index "
+            "bounds it, then a blocking in-memory sort; COLLSCAN: every document is read.\n\n")
+    return head + plans.table(verdicts())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.stdout.write(markdown())
