@@ -576,6 +576,14 @@ def migrate_check(db: Optional[str] = DbOpt, schema_file: Optional[Path] = Schem
     raise typer.Exit(r.exit_code)
 
 
+def _print_command(c: dict) -> None:
+    """What a command does, then the command itself as mongosh would take it."""
+    from .migrate.ops import describe_command
+
+    typer.echo(f"  {describe_command(c)}")
+    typer.echo(f"    {_one_json(c)}")
+
+
 def _print_plan(p: Any) -> None:
     if p.empty:
         typer.echo(f"nothing to do (database at version {p.from_version})")
@@ -587,11 +595,11 @@ def _print_plan(p: Any) -> None:
             if s.commands is None:
                 typer.echo("  (no plan(): its code runs as written)")
             for c in s.commands or []:
-                typer.echo(f"  {_one_json(c)}")
+                _print_command(c)
         if p.direction == "up":
             typer.echo("reconcile with schema.json:" + ("" if p.reconcile else " nothing"))
             for c in p.reconcile:
-                typer.echo(f"  {_one_json(c)}")
+                _print_command(c)
         if p.stamp is not None:
             typer.echo(f"then: set the database schema version to {p.stamp}")
     for n in p.notes:

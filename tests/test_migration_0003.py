@@ -66,3 +66,20 @@ def test_0003_keeps_paths_unique_per_site(kind, db, tmp_path):
         db.files.insert_one({"_id": "b:/x.h5", "site": "b", "path": "/x.h5"})   # another site: fine
         with pytest.raises(Exception, match="(?i)duplicate"):
             db.files.insert_one({"_id": "other-id", "site": "a", "path": "/x.h5"})
+
+
+def test_plan_lines_say_what_each_command_does():
+    from spine_docs.migrate.ops import describe_command
+
+    assert describe_command({"createIndexes": "files", "indexes": [
+        {"key": {"path": 1, "site": 1}, "unique": True, "name": "path_1_site_1"},
+        {"key": {"checksum.sha256": 1}, "partialFilterExpression": {"checksum.sha256": {"$exists": True}}}]}) == (
+        "create 2 indexes on files in one pass: path_1_site_1 {path: 1, site: 1} unique, "
+        "checksum.sha256_1 {checksum.sha256: 1} partial")
+    assert describe_command({"dropIndexes": "files", "index": "site_1_path_1"}) == "drop index files.site_1_path_1"
+    assert describe_command({"dropIndexes": "files", "index": {"a": 1}}) == "drop index files.{a: 1}"
+    assert describe_command({"create": "runs"}) == "create collection runs"
+    assert describe_command({"create": "files", "validator": {"$jsonSchema": {}}}) == \
+        "create collection files with its validator"
+    assert describe_command({"bulkWrite": "files", "documents": 15, "batchSize": 500}) == \
+        "update 15 documents of files in batches of 500"

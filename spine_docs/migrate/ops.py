@@ -118,6 +118,43 @@ def inverse(commands: list[Mapping]) -> list[dict]:
     return out
 
 
+def _key_text(key: Mapping) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in dict(key).items()) + "}"
+
+
+def describe_command(command: Mapping) -> str:
+    """One line saying what a schema command (or a plan's ``bulkWrite`` entry) does, for
+    people: ``create 3 indexes on files: path_1_site_1 {path: 1, site: 1} unique, ...``."""
+    cmd = dict(command)
+    verb = next(iter(cmd))
+    name = cmd[verb]
+    if verb == "createIndexes":
+        parts = []
+        for doc in cmd["indexes"]:
+            extra = [k for k in ("unique", "sparse", "hidden") if doc.get(k)]
+            if doc.get("partialFilterExpression"):
+                extra.append("partial")
+            label = doc.get("name") or sch.index_name(doc)
+            parts.append(f"{label} {_key_text(doc['key'])}" + (f" {' '.join(extra)}" if extra else ""))
+        n = len(parts)
+        return f"create {n} index{'es' if n != 1 else ''} on {name} in one pass: " + ", ".join(parts)
+    if verb == "dropIndexes":
+        index = cmd["index"]
+        return f"drop index {name}.{index if isinstance(index, str) else _key_text(index)}"
+    if verb == "create":
+        what = " with its validator" if cmd.get("validator") else ""
+        return f"create collection {name}{what}"
+    if verb == "collMod":
+        if "index" in cmd:
+            return f"change index options on {name}: {cmd['index']}"
+        return f"set the validator of {name}" if cmd.get("validator") else f"remove the validator of {name}"
+    if verb == "drop":
+        return f"drop collection {name}"
+    if verb == "bulkWrite":
+        return f"update {cmd.get('documents', '?')} documents of {name} in batches of {cmd.get('batchSize', '?')}"
+    return f"{verb} {name}"
+
+
 def count(db, collection: str, filter: Mapping) -> int:
     return db[collection].count_documents(dict(filter))
 
