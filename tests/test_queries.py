@@ -788,6 +788,108 @@ def test_attribute_dictionary_newest_docs_only(attr_db):
     assert {e["key"] for e in q.attribute_keys(db, max_docs=1)} == {"n", "mixed", "sum"}
 
 
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 1000, 70_000])
+def test_positional_indices_expression(catalog_db, n):
+    from spine_docs.queries.dictionary import _indices_expr
+    with store.writing(catalog_db):
+        catalog_db["files"].insert_one({"_id": "x", "n": n})
+    out = list(catalog_db["files"].aggregate([{"$project": {"_id": 0, "ix": {"$let": {
+        "vars": {"n": "$n"}, "in": _indices_expr("$$n")}}}}]))
+    assert out == [{"ix": list(range(n))}]
+
+
+def _attr_doc(path, attrs, types):
+    doc = make_doc(path)
+    doc["attrs"], doc["attr_types"] = dict(attrs), dict(types)
+    return doc
+
+
+def _expected_dictionary(docs):
+    """key -> (files, {type: files}, distinct (type, value) pairs), in plain Python."""
+    out = {}
+    for d in docs:
+        for k, v in d["attrs"].items():
+            files, types, values = out.setdefault(k, [0, Counter(), set()])
+            t = d["attr_types"].get(k) or "unknown"
+            out[k][0] = files + 1
+            types[t] += 1
+            values.add((t, v))
+    return {k: (f, dict(t), len(v)) for k, (f, t, v) in out.items()}
+
+
+def test_attribute_dictionary_many_attributes_and_misordered_types(catalog_db):
+    many = 600  # past the first doublings of the positional indices
+    labels = ["int", "double", "string", "long"]
+    docs = load(catalog_db, [
+        # the extractor's shape: the same keys in the same order
+        _attr_doc("/many", {f"a{i}": i for i in range(many)},
+                  {f"a{i}": "int" for i in range(many)}),
+        # the types in another order, one missing, one extra: paired by key, not position
+        _attr_doc("/shuffled", {f"a{i}": 1000 + i for i in range(10)},
+                  {f"a{i}": labels[i % 4] for i in reversed(range(10)) if i != 3} | {"zz": "bool"}),
+        _attr_doc("/fewer", {"x": 1, "y": 2}, {"y": "int"}),
+        _attr_doc("/none", {"x": 3}, {}),
+        _attr_doc("/empty", {}, {}),
+    ])
+    expected = _expected_dictionary(docs)
+    got = {e["key"]: e for e in q.attribute_dictionary(catalog_db)}
+    assert {k: (e["files"], e["types"], e["distinct"]) for k, e in got.items()} == expected
+    assert got["a3"]["types"] == {"int": 1, "unknown": 1}
+    assert got["a5"]["types"] == {"int": 1, "double": 1}
+    assert (got["a599"]["min"], got["a599"]["max"]) == (599, 599)
+    assert (got["x"]["types"], got["x"]["distinct"]) == ({"unknown": 2}, 2)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_attribute_dictionary_work_is_linear_when_aligned(monkeypatch, aligned):
+    """Counted, not timed: the expressions mongomock evaluates for one file of K attributes
+    grow like K when attr_types is in the attrs' order (like K^2 otherwise)."""
+    from mongomock import aggregate as mm_aggregate
+    calls = Counter()
+    parse = mm_aggregate._Parser.parse
+
+    def counting(self, expression):
+        calls["n"] += 1
+        return parse(self, expression)
+
+    monkeypatch.setattr(mm_aggregate._Parser, "parse", counting)
+    work, keys_work = {}, {}
+    for k in (300, 600):
+        db = store.connect("mongomock://")
+        types = {f"a{i}": "int" for i in range(k)}
+        db["files"].insert_one({"_id": k, "attrs": {f"a{i}": i for i in range(k)},
+                                "attr_types": types if aligned else dict(reversed(types.items()))})
+        calls.clear()
+        assert len(q.attribute_dictionary(db)) == k
+        work[k] = calls["n"]
+        calls.clear()
+        assert len(q.attribute_keys(db)) == k
+        keys_work[k] = calls["n"]
+    ratio = work[600] / work[300]
+    assert ratio < 2.5 if aligned else ratio > 3.5, work
+    assert keys_work[600] / keys_work[300] < 2.5, keys_work  # attribute_keys reads attr_types only
+
+
+def _reorder_types(db):
+    """Reverse every document's attr_types (same pairs, another order)."""
+    docs = list(db["files"].find({}, {"attr_types": 1}))
+    with store.writing(db):
+        for d in docs:
+            types = d.get("attr_types") or {}
+            db["files"].update_one({"_id": d["_id"]}, {"$set": {
+                "attr_types": dict(reversed(list(types.items())))}})
+
+
+def test_attribute_dictionary_same_by_position_and_by_key(attr_db, real_docs):
+    db, _ = attr_db
+    load(db, real_docs[0])
+    by_position = q.attribute_dictionary(db)
+    _reorder_types(db)
+    same = bson.encode({"r": q.attribute_dictionary(db)}) == bson.encode({"r": by_position})
+    assert same  # compared as BSON: NaN equals itself there
+    assert len(by_position) > 20
+
+
 # ---------------------------------------------------------------------------------------------
 # replicas
 # ---------------------------------------------------------------------------------------------
