@@ -416,6 +416,36 @@ def test_facets_limit_keeps_selection(cat):
         q.facets(db, fields=["path"])
 
 
+def _expression_strings(expr, out):
+    """Every string an aggregation expression evaluates (not inside $literal)."""
+    if isinstance(expr, list):
+        for item in expr:
+            _expression_strings(item, out)
+    elif isinstance(expr, dict):
+        for key, value in expr.items():
+            if key != "$literal":
+                _expression_strings(value, out)
+    elif isinstance(expr, str):
+        out.add(expr)
+    return out
+
+
+def test_facet_selection_is_a_literal_in_expressions():
+    # MongoDB reads "$oops" in an expression as a field path (mongomock does not)
+    odd = ["$oops", "$$ROOT", "plain"]
+    for _fields, pipeline in q.facets_pipelines(Filter(dataset=odd), ["dataset"]):
+        stages = pipeline[-1]["$facet"]["dataset"]
+        assert not set(odd) & _expression_strings(stages, set()), stages
+
+
+def test_facets_keep_a_selection_that_looks_like_a_field_path(catalog_db):
+    docs = load(catalog_db, [make_doc(f"/{i}", dataset="big" if i < 5 else "$oops")
+                             for i in range(7)])
+    assert len(docs) == 7
+    got = q.facets(catalog_db, Filter(dataset=["$oops"]), fields=["dataset"], limit=1)
+    assert got == {"dataset": [{"value": "$oops", "count": 2}]}
+
+
 def test_facets_share_one_query_when_possible():
     plans = q.facets_pipelines(Filter(run_min=1), q.DEFAULT_FACETS)
     assert len(plans) == 1 and plans[0][0] == list(q.DEFAULT_FACETS)

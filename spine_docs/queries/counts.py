@@ -62,7 +62,8 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
             selected = list(getattr(flt, f))
             sub: list[dict] = [{"$group": {"_id": "$" + f, "count": {"$sum": 1}}}]
             if selected:
-                sub.append({"$addFields": {"selected": {"$in": ["$_id", selected]}}})
+                # $literal: a selected value such as "$oops" is a value, not a field path
+                sub.append({"$addFields": {"selected": {"$in": ["$_id", {"$literal": selected}]}}})
                 sub.append({"$sort": {"selected": -1, "count": -1, "_id": 1}})
             else:
                 sub.append({"$sort": {"count": -1, "_id": 1}})
