@@ -285,6 +285,119 @@ def test_filter_validation(bad):
         Filter(**bad)
 
 
+# ---- statuses: a known set ----
+
+
+def test_status_is_one_of_the_known_set():
+    assert Filter(status=["ok", "incomplete", "error", None]).to_mongo() == \
+        {"status": {"$in": ["ok", "incomplete", "error", None]}}
+    for bad in (["bogus"], ["ok", "OK"], "okay"):
+        with pytest.raises(ValueError, match=r"choose from ok, incomplete, error"):
+            Filter(status=bad)
+    with pytest.raises(ValueError, match="'bogus'"):
+        Filter.from_params({"status": "ok,bogus"})
+
+
+# ---- where: a JSON object of MongoDB query operators ----
+
+
+# MongoDB 6.0's query operators, from https://www.mongodb.com/docs/v6.0/reference/operator/query/
+MONGODB_6_QUERY_OPERATORS = {
+    "$eq", "$gt", "$gte", "$in", "$lt", "$lte", "$ne", "$nin",             # comparison
+    "$and", "$not", "$nor", "$or",                                         # logical
+    "$exists", "$type",                                                    # element
+    "$expr", "$jsonSchema", "$mod", "$regex", "$text", "$where",           # evaluation
+    "$geoIntersects", "$geoWithin", "$near", "$nearSphere",                # geospatial
+    "$box", "$center", "$centerSphere", "$geometry", "$maxDistance", "$minDistance", "$polygon",
+    "$all", "$elemMatch", "$size",                                         # array
+    "$bitsAllClear", "$bitsAllSet", "$bitsAnyClear", "$bitsAnySet",        # bitwise
+    "$comment", "$rand",                                                   # miscellaneous
+}
+SERVER_SIDE_JAVASCRIPT = {"$where", "$function", "$accumulator"}
+
+# one sample per operator, as a user would write it (each valid on MongoDB 6.0)
+WHERE_SAMPLES = {
+    "$eq": {"run": {"$eq": 1}}, "$gt": {"run": {"$gt": 1}}, "$gte": {"run": {"$gte": 1}},
+    "$in": {"run": {"$in": [1, 2]}}, "$lt": {"run": {"$lt": 1}}, "$lte": {"run": {"$lte": 1}},
+    "$ne": {"run": {"$ne": 1}}, "$nin": {"run": {"$nin": [1]}},
+    "$and": {"$and": [{"run": 1}, {"subrun": 2}]}, "$not": {"run": {"$not": {"$gt": 1}}},
+    "$nor": {"$nor": [{"run": 1}]}, "$or": {"$or": [{"run": 1}, {"path": "x"}]},
+    "$exists": {"run": {"$exists": True}}, "$type": {"run": {"$type": "int"}},
+    "$expr": {"$expr": {"$gt": ["$run", "$subrun"]}},
+    "$jsonSchema": {"$jsonSchema": {"required": ["run"]}},
+    "$mod": {"run": {"$mod": [4, 0]}},
+    "$regex": {"path": {"$regex": "^/data", "$options": "i"}},
+    "$text": {"$text": {"$search": "bnb", "$caseSensitive": False}},
+    "$geoIntersects": {"loc": {"$geoIntersects": {"$geometry": {
+        "type": "Point", "coordinates": [0, 0]}}}},
+    "$geoWithin": {"loc": {"$geoWithin": {"$box": [[0, 0], [1, 1]]}}},
+    "$near": {"loc": {"$near": {"$geometry": {"type": "Point", "coordinates": [0, 0]},
+                                "$maxDistance": 10, "$minDistance": 1}}},
+    "$nearSphere": {"loc": {"$nearSphere": [0, 0], "$maxDistance": 0.1}},
+    "$center": {"loc": {"$geoWithin": {"$center": [[0, 0], 1]}}},
+    "$centerSphere": {"loc": {"$geoWithin": {"$centerSphere": [[0, 0], 0.1]}}},
+    "$polygon": {"loc": {"$geoWithin": {"$polygon": [[0, 0], [1, 0], [0, 1]]}}},
+    "$all": {"inputs": {"$all": ["a"]}}, "$elemMatch": {"inputs": {"$elemMatch": {"$eq": "a"}}},
+    "$size": {"inputs": {"$size": 2}},
+    "$bitsAllClear": {"run": {"$bitsAllClear": 3}}, "$bitsAllSet": {"run": {"$bitsAllSet": [0]}},
+    "$bitsAnyClear": {"run": {"$bitsAnyClear": 3}}, "$bitsAnySet": {"run": {"$bitsAnySet": 3}},
+    "$comment": {"run": 1, "$comment": "why"},
+    "$rand": {"$expr": {"$lt": [0.5, {"$rand": {}}]}},
+}
+
+
+def test_every_mongodb_query_operator_is_known():
+    from spine_docs.queries.filters import QUERY_OPERATORS
+    assert (QUERY_OPERATORS - {"$options"}) | {"$where"} == MONGODB_6_QUERY_OPERATORS
+    assert not QUERY_OPERATORS & SERVER_SIDE_JAVASCRIPT
+
+
+@pytest.mark.parametrize("op", sorted(MONGODB_6_QUERY_OPERATORS - SERVER_SIDE_JAVASCRIPT))
+def test_where_takes_every_mongodb_query_operator(op):
+    where = WHERE_SAMPLES.get(op) or next(w for w in WHERE_SAMPLES.values() if op in repr(w))
+    assert op in repr(where)
+    flt = Filter(where=where)
+    assert flt.where == where
+    assert flt.to_mongo() in (where, {"$and": [where]})
+    Filter(where=json_util.dumps(where))  # as the CLI's and the URL's JSON text
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("null", "must be a JSON object (a MongoDB query document), not null"),
+    ('"str"', "not a string"),
+    ("[1]", "not an array"),
+    ("5", "not a number"),
+    ("true", "not a boolean"),
+    ("{not json", "where is not valid JSON"),
+    ('{"$foo": 1}', "unknown query operator in where: $foo"),
+    ('{"a": {"$bar": 1, "$baz": 2}}', "unknown query operators in where: $bar, $baz"),
+    ('{"$or": [{"a": 1}, {"b": {"$nope": 1}}]}', "$nope"),
+    ('{"a": {"$elemMatch": {"$gtt": 1}}}', "$gtt"),
+    ('{"$or": []}', "$or needs a non-empty list of query documents"),
+    ('{"$and": 5}', "$and needs a non-empty list"),
+    ('{"$nor": [5]}', "$nor needs a non-empty list"),
+    ('{"a": {"$in": 5}}', "$in needs a list"),
+    ('{"a": {"$regex": 5}}', "$regex needs a string or a regular expression"),
+    ('{"a": {"$not": 5}}', "$not needs a document or a regular expression"),
+    ('{"a": {"$size": "2"}}', "$size needs a whole number"),
+    ('{"a": {"$mod": [2]}}', "$mod needs a list [divisor, remainder]"),
+    ('{"a": {"$elemMatch": 1}}', "$elemMatch needs a document"),
+    ('{"$where": "sleep(1)"}', "$where (server-side JavaScript)"),
+    ('{"$expr": {"$function": {"body": "x", "args": [], "lang": "js"}}}', "$function"),
+])
+def test_where_is_refused_in_one_line(text, needle):
+    with pytest.raises(ValueError) as err:
+        Filter(where=text)
+    message = err.value.errors()[0]["msg"]
+    assert needle in message and "\n" not in message
+
+
+def test_where_does_not_read_the_arguments_of_expr_or_text_as_query_operators():
+    for where in ({"$expr": {"$add": ["$run", 1]}}, {"$text": {"$search": "x", "$language": "en"}},
+                  {"a": {"$eq": {"$literal_looking": 1}}}, {"a": {"$in": [{"$x": 1}]}}):
+        assert Filter(where=where).where == where
+
+
 def test_filter_without_and_merge():
     f = Filter(model=["uresnet"], dataset=["bnb"], path_contains="x", path_regex="y")
     assert f.without("model") == Filter(dataset=["bnb"], path_contains="x", path_regex="y")

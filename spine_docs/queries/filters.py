@@ -43,6 +43,7 @@ import bson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spine_docs import convert, spine
+from spine_docs.extract import STATUSES
 
 from .errors import QueryError
 from .values import UTC, _format_when, _from_json, _to_json, coerce_value, parse_datetime
@@ -55,6 +56,34 @@ FACET_FIELDS: tuple[str, ...] = (
 # A facet selection of None (the field is null) in URL parameters.
 NONE_TOKEN = "(none)"
 FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator"})
+
+# MongoDB 6.0's query operators (reference/operator/query), server-side JavaScript excepted.
+QUERY_OPERATORS: frozenset[str] = frozenset({
+    # comparison
+    "$eq", "$gt", "$gte", "$in", "$lt", "$lte", "$ne", "$nin",
+    # logical
+    "$and", "$not", "$nor", "$or",
+    # element
+    "$exists", "$type",
+    # evaluation ($regex's $options too)
+    "$expr", "$jsonSchema", "$mod", "$regex", "$options", "$text",
+    # geospatial, and their geometry specifiers
+    "$geoIntersects", "$geoWithin", "$near", "$nearSphere",
+    "$box", "$center", "$centerSphere", "$geometry", "$maxDistance", "$minDistance", "$polygon",
+    # array
+    "$all", "$elemMatch", "$size",
+    # bitwise
+    "$bitsAllClear", "$bitsAllSet", "$bitsAnyClear", "$bitsAnySet",
+    # miscellaneous
+    "$comment", "$rand",
+})
+# Operators whose argument is not a query: an aggregation expression, a JSON schema, text
+# search options, GeoJSON, a comment, or a value to compare with (never read as operators).
+_OPAQUE_OPERATORS = frozenset({
+    "$expr", "$jsonSchema", "$text", "$geometry", "$comment", "$rand",
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$all",
+}) | FORBIDDEN_OPERATORS
+_LOGICAL_OPERATORS = ("$and", "$or", "$nor")
 
 
 def _check_bson(value: Any, what: str) -> None:
@@ -70,6 +99,68 @@ def _check_regex(pattern: str) -> str:
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
     return pattern
+
+
+def _unknown_operators(obj: Any, found: set[str]) -> set[str]:
+    """The ``$names`` of a query document that are not MongoDB query operators (arguments that
+    are not queries, such as ``$expr``'s, are not looked into)."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.startswith("$"):
+                if k not in QUERY_OPERATORS and k not in FORBIDDEN_OPERATORS:
+                    found.add(k)
+                if k in _OPAQUE_OPERATORS:
+                    continue
+            _unknown_operators(v, found)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _unknown_operators(v, found)
+    return found
+
+
+def _query_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, Mapping) for x in v)
+
+
+def _whole_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+
+
+_PATTERN_TYPES = (str, bson.regex.Regex, re.Pattern)
+
+# What a server checks before it runs a query, checked here so that every engine says the same
+# (mongomock does not check these, and fails, or matches nothing, while evaluating them).
+_ARGUMENTS: dict[str, tuple[str, Any]] = {
+    **{op: ("a non-empty list of query documents", _query_list) for op in _LOGICAL_OPERATORS},
+    **{op: ("a list", lambda v: isinstance(v, (list, tuple))) for op in ("$in", "$nin", "$all")},
+    "$regex": ("a string or a regular expression", lambda v: isinstance(v, _PATTERN_TYPES)),
+    "$options": ("a string", lambda v: isinstance(v, str)),
+    "$elemMatch": ("a document", lambda v: isinstance(v, Mapping)),
+    "$not": ("a document or a regular expression",
+             lambda v: isinstance(v, (Mapping, *_PATTERN_TYPES[1:]))),
+    "$size": ("a whole number", _whole_number),
+    "$mod": ("a list [divisor, remainder]", lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
+}
+
+
+def _bad_argument(obj: Any) -> str | None:
+    """The first operator of a query document whose argument is of the wrong kind."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if k in _ARGUMENTS and not _ARGUMENTS[k][1](v):
+                return f"{k} needs {_ARGUMENTS[k][0]}"
+            if k in _OPAQUE_OPERATORS:
+                continue
+            found = _bad_argument(v)
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found = _bad_argument(v)
+            if found:
+                return found
+    return None
 
 
 def _forbidden(obj: Any) -> str | None:
@@ -239,6 +330,20 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
 _RANGE_PAIRS = (("run_min", "run_max"), ("subrun_min", "subrun_max"),
                 ("events_min", "events_max"))
 
@@ -285,6 +390,15 @@ class Filter(BaseModel):
             if item not in out:
                 out.append(item)
         return out
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: list[str | None]) -> list[str | None]:
+        unknown = [s for s in v if s is not None and s not in STATUSES]
+        if unknown:
+            raise ValueError(f"unknown status {', '.join(map(repr, unknown))} "
+                             f"(choose from {', '.join(STATUSES)})")
+        return v
 
     @field_validator("version_min", "version_max", "path_contains", "path_regex", mode="before")
     @classmethod
@@ -339,11 +453,22 @@ class Filter(BaseModel):
                 v = _from_json(v)
             except Exception as exc:  # noqa: BLE001 - json or bson errors
                 raise ValueError(f"where is not valid JSON: {exc}") from None
+            if not isinstance(v, Mapping):
+                raise ValueError(f"where must be a JSON object (a MongoDB query document), "
+                                 f"not {_json_kind(v)}")
         if not isinstance(v, Mapping):
             raise ValueError("where must be a JSON object (a MongoDB query document)")
         bad = _forbidden(v)
         if bad:
             raise ValueError(f"{bad} (server-side JavaScript) is not allowed in where")
+        unknown = _unknown_operators(v, set())
+        if unknown:
+            raise ValueError(f"unknown query operator{'s' if len(unknown) > 1 else ''} in where: "
+                             f"{', '.join(sorted(unknown))} (MongoDB's are listed at "
+                             "https://www.mongodb.com/docs/manual/reference/operator/query/)")
+        problem = _bad_argument(v)
+        if problem:
+            raise ValueError(f"{problem} in where")
         _check_bson(dict(v), "where")
         return dict(v) or None
 
