@@ -40,12 +40,16 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's expected errors into one line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pymongo.errors import PyMongoError
+        from pymongo.errors import ConnectionFailure, PyMongoError
 
         try:
             return fn(*args, **kwargs)
@@ -55,8 +59,10 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(str(exc))
         except schema.SchemaError as exc:
             raise fail(str(exc))
-        except PyMongoError as exc:
-            raise fail(f"database error: {str(exc).splitlines()[0][:300]}")
+        except ConnectionFailure as exc:  # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+            raise fail(f"the database stopped answering: {_first_line(exc)}")
+        except PyMongoError as exc:  # it answered, but refused (a bad query is a QueryError)
+            raise fail(f"database error: {_first_line(exc)}")
         except (QueryError, QueryTimeout) as exc:
             raise fail(str(exc))
         except ValidationError as exc:

@@ -1206,3 +1206,92 @@ def test_every_function_on_extracted_documents(catalog_db, real_docs):
     expected = [d["_id"] for d in docs if d["spine_version_key"] is not None
                 and d["spine_version_key"] >= spine.semver_key("0.11")]
     assert found(catalog_db, with_version) == sorted(expected) and expected
+
+
+# ---------------------------------------------------------------------------------------------
+# queries the database refuses: the filter's error (QueryError), not a traceback
+# ---------------------------------------------------------------------------------------------
+
+
+def _every_executor(db, flt):
+    """Run each executor that takes a filter; -> {name: the exception it raised (or None)}."""
+    calls = {
+        "count": lambda: q.count(db, flt),
+        "facets": lambda: q.facets(db, flt),
+        "page": lambda: q.page(db, flt),
+        "export": lambda: list(q.export(db, flt, "paths")),
+        "timeline": lambda: q.timeline(db, flt),
+        "histogram": lambda: q.histogram(db, flt, "size"),
+        "run_coverage": lambda: q.run_coverage(db, flt),
+        "attribute_keys": lambda: q.attribute_keys(db, flt),
+        "attribute_dictionary": lambda: q.attribute_dictionary(db, flt),
+        "replicas": lambda: q.replicas(db, flt),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = None
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it is
+            out[name] = exc
+    return out
+
+
+@pytest.mark.skip_backends("server")  # a server runs them
+@pytest.mark.parametrize("where,op", [
+    ({"$text": {"$search": "x"}}, "$text"),
+    ({"loc": {"$geoWithin": {"$box": [[0, 0], [1, 1]]}}}, "$geoWithin"),
+    ({"loc": {"$near": [0, 0]}}, "$near"),
+    ({"$jsonSchema": {"required": ["run"]}}, "$jsonSchema"),
+    ({"run": {"$bitsAllSet": 1}}, "$bitsAllSet"),
+    ({"run": {"$mod": [2, 0]}}, "$mod"),
+])
+def test_operators_the_embedded_catalog_lacks_are_one_line(cat, where, op):
+    db, _ = cat
+    raised = _every_executor(db, Filter(where=where))
+    for name, exc in raised.items():
+        assert isinstance(exc, q.QueryError), (name, exc)
+        assert str(exc) == f"{op} is not supported by the embedded catalog (a MongoDB server runs it)"
+
+
+@pytest.mark.skip_backends("server")
+@pytest.mark.parametrize("where", [
+    {"$expr": {"$split": [1, 2]}},        # mongomock: TypeError while evaluating
+    {"inputs": {"$type": []}},            # TypeError (unhashable)
+    {"$expr": {"$add": "x"}},             # mongomock: AssertionError
+    {"$expr": {"$divide": [1, 0]}},       # ZeroDivisionError
+    {"$expr": {"$nosuch": 1}},            # mongomock: OperationFailure
+])
+def test_what_the_embedded_catalog_cannot_evaluate_is_one_line(cat, where):
+    db, _ = cat
+    for name, exc in _every_executor(db, Filter(where=where)).items():
+        assert isinstance(exc, q.QueryError), (name, exc)
+        assert "\n" not in str(exc)
+
+
+def test_a_refused_query_is_the_filters_error(server_files):
+    """A server's OperationFailure (code 2 BadValue) is the filter's error with the server's
+    message; not a time limit, not a lost connection."""
+    from pymongo.errors import AutoReconnect, OperationFailure
+
+    def refuse(self, *args, **kwargs):
+        raise OperationFailure("$in needs an array", code=2,
+                               details={"ok": 0, "errmsg": "$in needs an array", "code": 2})
+
+    names = ("aggregate", "count_documents", "find")
+    with mock.patch.multiple(pymongo.collection.Collection, **{n: refuse for n in names}):
+        raised = _every_executor(server_files, Filter(where={"run": {"$gt": 1}}))
+    for name, exc in raised.items():
+        assert type(exc) is q.QueryError, (name, exc)
+        assert str(exc) == "the database refused the query: $in needs an array", name
+
+    def unauthorized(self, *args, **kwargs):
+        raise OperationFailure("not authorized on spine_docs", code=13)
+
+    def gone(self, *args, **kwargs):
+        raise AutoReconnect("127.0.0.1:27017: connection closed")
+
+    for fail, kind in ((unauthorized, OperationFailure), (gone, AutoReconnect)):
+        with mock.patch.multiple(pymongo.collection.Collection, **{n: fail for n in names}):
+            raised = _every_executor(server_files, Filter(model=["m"]))
+        assert all(type(exc) is kind for exc in raised.values()), raised

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .errors import QueryError
-from ._run import _aggregate, _collection, _is_server, _timeouts
+from ._run import _aggregate, _collection, _is_server, _running
 from .filters import FACET_FIELDS, Filter, _as_filter, _query
 from .values import _to_json
 
@@ -28,7 +28,7 @@ def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None)
     if not query:
         return total(db)
     kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
-    with _timeouts(max_time_ms):
+    with _running(coll, max_time_ms):
         return coll.count_documents(query, **kwargs)
 
 

@@ -21,7 +21,7 @@ from bson import json_util
 from spine_docs import convert
 
 from .errors import QueryError
-from ._run import _collection, _find, _get, _projection, _timeouts
+from ._run import _collection, _find, _get, _projection, _running
 from .filters import Filter, _query, and_queries
 from .values import _from_json
 
@@ -157,7 +157,7 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
     position = decode_cursor(cursor, sort) if cursor else None
     backward = bool(before)
     query, spec = page_query(flt, sort, after=position, backward=backward)
-    with _timeouts(max_time_ms):
+    with _running(coll, max_time_ms):
         rows = list(_find(coll, query, projection, sort=spec, limit=size + 1,
                           max_time_ms=max_time_ms))
     more = len(rows) > size
@@ -168,7 +168,7 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
 
     def exists_beyond(row: dict, reverse: bool) -> bool:
         q, _ = page_query(flt, sort, after=(_get(row, field), row["_id"]), backward=reverse)
-        with _timeouts(max_time_ms):
+        with _running(coll, max_time_ms):
             return bool(list(_find(coll, q, {"_id": 1}, limit=1, max_time_ms=max_time_ms)))
 
     if backward:
