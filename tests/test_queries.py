@@ -162,6 +162,65 @@ def test_attr_filter_parse_and_escaping():
         AttrFilter(key="v", op="between", value=1)
 
 
+# What each expression means: quoting gives exactly the text inside; nothing is read as
+# another condition than the one written.
+EXPR_MEANINGS = [
+    ("x>'>5'", {"attrs.x": {"$gt": ">5"}}),
+    ('x>">5"', {"attrs.x": {"$gt": ">5"}}),
+    ('k=""', {"attrs.k": {"$eq": ""}}),
+    ("k=''", {"attrs.k": {"$eq": ""}}),
+    ('k="12"', {"attrs.k": {"$eq": "12"}}),
+    ("k~'=x'", {"attrs.k": {"$regex": "=x"}}),
+    ('k~"a"', {"attrs.k": {"$regex": "a"}}),
+    ("k in '>5', 6, \"a\\,b\"", {"attrs.k": {"$in": [">5", 6, "a,b"]}}),
+    ("comment=made in Italy", {"attrs.comment": {"$eq": "made in Italy"}}),
+    ("title = what?", {"attrs.title": {"$eq": "what?"}}),
+    ("k>-5", {"attrs.k": {"$gt": -5}}),
+    ("k==5", {"attrs.k": {"$eq": 5}}),
+    ("my key <= 3", {"attrs.my key": {"$lte": 3}}),
+    ("!k=1", {"attrs.!k": {"$eq": 1}}),
+    ("  k?  ", {"attrs.k": {"$exists": True}}),
+]
+
+
+@pytest.mark.parametrize("expr,query", EXPR_MEANINGS)
+def test_attr_expression_meanings(expr, query):
+    assert AttrFilter.parse_expr(expr).to_mongo() == query
+
+
+def test_a_quoted_value_is_text_whatever_the_keys_type():
+    assert AttrFilter.parse_expr('n="12"', {"n": "int"}).value == "12"
+    assert AttrFilter.parse_expr("n=12", {"n": "int"}).value == 12
+    with pytest.raises(q.QueryError, match="not a valid int"):
+        AttrFilter.parse_expr("n=twelve", {"n": "int"})
+
+
+@pytest.mark.parametrize("expr,needle", [
+    ("x>>5", "the value '>5' starts with '>'; quote it (x>'>5')"),
+    ("k===5", "the value '=5' starts with '='"),
+    ("k=>5", "the value '>5' starts with '>'"),
+    ("k<>5", "the value '>5'"),
+    ("k=!x", "the value '!x' starts with '!'"),
+    ("k~=x", "the value '=x'"),
+    ("k in >5,6", "quote it (k in '>5')"),
+    ("k>=", "has no value after '>='"),
+    ("k=", 'write k="" for the empty string'),
+    ("k~", "has no value after '~'"),
+    ("k in ,", "has no values after 'in'"),
+    ("!", "has no key"),
+    ("?", "has no key"),
+    ("=5", "has no key"),
+    (" >= 5", "has no key"),
+    ("!k?", "cannot parse"),
+    ("k", "cannot parse"),
+    ("", "cannot parse"),
+])
+def test_attr_expressions_that_would_be_misread_are_refused(expr, needle):
+    with pytest.raises(q.QueryError) as err:
+        AttrFilter.parse_expr(expr)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
 # Every attribute operator as a user types it, with the query document and the summary expected
 # (written out here, independently of ATTR_OP_TABLE).
 OP_ROUND_TRIPS = [

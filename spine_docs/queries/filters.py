@@ -305,24 +305,69 @@ class AttrFilter(BaseModel):
     @classmethod
     def parse_expr(cls, expr: str, types: Mapping[str, str] | None = None) -> "AttrFilter":
         """``"key>=0.5"``, ``"key!=x"``, ``"key~regex"``, ``"key in a,b"``, ``"key?"`` (exists),
-        ``"!key"`` (missing). ``types`` maps keys to type labels (see :func:`attribute_keys`)."""
+        ``"!key"`` (missing). ``types`` maps keys to type labels (see :func:`attribute_keys`).
+
+        A value is typed like the key (else guessed: null, true/false, numbers, else text); a
+        quoted value (``'...'`` or ``"..."``) is exactly the text inside, also for ``~`` and each
+        item of ``in``. Refused with :class:`QueryError`, never read another way: no key, no
+        value (``k>=``; ``k=""`` is the empty string), a value starting with one of ``= ! < > ~``
+        unless quoted (``x>>5``; ``x>'>5'`` is the text ">5")."""
         types = types or {}
         s = expr.strip()
+        m = _WORD_RE.match(s)
+        if m and any(sym in m.group(1) for sym in _MARK_SYMBOLS):
+            m = None  # "comment=made in Italy" is an equality, not "in"
+        if not m:
+            m = _MARK_RE.match(s)
+        if not m:
+            return cls._parse_flag(expr, s)
+        key, sym, text = m.group(1).strip(), m.group(2), m.group(3).strip()
+        if not key:
+            raise QueryError(f"attribute condition {expr!r} has no key (try key{sym}value)")
+        spec = _OP_OF_SYMBOL[sym]
+        if spec.takes == "values":
+            items = [_expr_value(expr, key, sym, item, types.get(key))
+                     for item in _split_list(text)]
+            if not items:
+                raise QueryError(f"attribute condition {expr!r} has no values after 'in'")
+            return cls(key=key, op=spec.name, value=items)
+        label = "string" if spec.takes == "pattern" else types.get(key)
+        return cls(key=key, op=spec.name, value=_expr_value(expr, key, sym, text, label))
+
+    @classmethod
+    def _parse_flag(cls, expr: str, s: str) -> "AttrFilter":
+        """``key?`` / ``!key`` (no operator in ``s``)."""
         for flag in _FLAG_OPS:
             true_mark, false_mark = flag.symbols
-            if s.endswith(true_mark):
-                return cls(key=s[:-len(true_mark)].strip(), op=flag.name, value=True)
-            if s.startswith(false_mark) and not any(sym in s for sym in _MARK_SYMBOLS):
-                return cls(key=s[len(false_mark):].strip(), op=flag.name, value=False)
-        m = _WORD_RE.match(s)
-        if m:
-            key = m.group(1).strip()
-            return cls.parse(key, _OP_OF_SYMBOL[m.group(2)].name, m.group(3), types.get(key))
-        m = _MARK_RE.match(s)
-        if not m or not m.group(1):
-            raise QueryError(f"cannot parse attribute condition {expr!r} (try key>=value)")
-        key, sym, text = m.group(1), m.group(2), m.group(3)
-        return cls.parse(key, _OP_OF_SYMBOL[sym].name, text, types.get(key))
+            if s.endswith(true_mark) and not s.startswith(false_mark):
+                key, value = s[:-len(true_mark)].strip(), True
+            elif s.startswith(false_mark) and not s.endswith(true_mark):
+                key, value = s[len(false_mark):].strip(), False
+            else:
+                continue
+            if not key:
+                raise QueryError(f"attribute condition {expr!r} has no key (try key? or !key)")
+            return cls(key=key, op=flag.name, value=value)
+        raise QueryError(f"cannot parse attribute condition {expr!r} "
+                         "(try key>=value, key~regex, key in a,b, key? or !key)")
+
+
+# The characters of the operator symbols: a value starting with one is refused unless quoted.
+_OP_CHARS = frozenset("".join(_MARK_SYMBOLS))
+
+
+def _expr_value(expr: str, key: str, sym: str, text: str, type_label: str | None) -> Any:
+    """The value of one condition of :meth:`AttrFilter.parse_expr` (see its rules)."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    op = f" {sym} " if sym.isalpha() else sym
+    if not text:
+        raise QueryError(f"attribute condition {expr!r} has no value after {sym!r} "
+                         f"(write {key}{op}\"\" for the empty string)")
+    if text[0] in _OP_CHARS:
+        raise QueryError(f"attribute condition {expr!r}: the value {text!r} starts with "
+                         f"{text[0]!r}; quote it ({key}{op}'{text}') to mean that text")
+    return text if type_label == "string" else coerce_value(text, type_label)
 
 
 def _short(value: Any, limit: int = 60) -> str:
