@@ -735,6 +735,13 @@ def test_parse_sort():
     assert q.format_sort(("mtime", -1)) == "-mtime"
     with pytest.raises(q.QueryError):
         q.parse_sort(("size", 0))
+    assert q.parse_sort("+run:ASC") == q.parse_sort("run:1") == ("run", 1)
+    assert q.parse_sort("-run:descending") == ("run", -1)
+    # never a silent ascending: an unknown direction, two directions, a bad tuple
+    for bad in ("run:garbage", "run:", "-run:asc", "+run:desc", ("run", "x"), ("run",), 5,
+                "-", " ", "run :desc"):
+        with pytest.raises(q.QueryError):
+            q.parse_sort(bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,23 +59,34 @@ class Page:
     columns: tuple[str, ...] = dc_field(default=TABLE_COLUMNS)
 
 
+# The words of "name:direction" sorts.
+_SORT_DIRECTIONS = {"asc": 1, "ascending": 1, "1": 1, "desc": -1, "descending": -1, "-1": -1}
+
+
 def parse_sort(sort: str | Sequence | None) -> tuple[str, int]:
-    """``"-mtime"``/``"mtime"``/``("mtime", -1)``/``"mtime:desc"`` -> ``("mtime", -1)``."""
+    """``"-mtime"``/``"mtime"``/``"+mtime"``/``("mtime", -1)``/``"mtime:desc"`` -> ``("mtime",
+    -1)`` (after ``:``: ``asc``, ``desc``, ``ascending``, ``descending``, ``1`` or ``-1``);
+    None or ``""``: :data:`DEFAULT_SORT`. Anything else raises :class:`QueryError`."""
     if sort is None or sort == "":
         return DEFAULT_SORT
     if isinstance(sort, str):
         s = sort.strip()
-        direction = 1
-        if s.startswith("-"):
-            s, direction = s[1:], -1
-        elif s.startswith("+"):
+        sign = {"-": -1, "+": 1}.get(s[:1])
+        if sign is not None:
             s = s[1:]
-        if ":" in s:
-            s, d = s.split(":", 1)
-            direction = -1 if d.lower() in ("desc", "-1", "descending") else 1
-        name = s
+        name, colon, word = s.partition(":")
+        direction = sign or 1
+        if colon:
+            direction = _SORT_DIRECTIONS.get(word.lower(), 0)
+            if not direction:
+                raise QueryError(f"unknown sort direction {word!r} in {sort!r} (asc or desc)")
+            if sign is not None and sign != direction:
+                raise QueryError(f"sort {sort!r} gives two directions")
     else:
-        name, direction = sort[0], int(sort[1])
+        try:
+            name, direction = sort[0], int(sort[1])
+        except (TypeError, ValueError, IndexError):
+            raise QueryError(f"cannot read the sort {sort!r} (try -mtime or path)") from None
     if name not in SORT_FIELDS:
         raise QueryError(f"cannot sort by {name!r} (choose from {', '.join(SORT_FIELDS)})")
     if direction not in (1, -1):
