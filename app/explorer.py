@@ -10,7 +10,7 @@ facet counts). Pages only render what ``spine_docs.queries`` returns.
 from __future__ import annotations
 
 import streamlit as st
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 PAGES = [
     st.Page("views/files.py", title="Files", icon=":material/table_view:", default=True),  # at /
@@ -21,9 +21,17 @@ PAGES = [
     st.Page("views/saved.py", title="Saved queries", icon=":material/bookmark:", url_path="saved"),
 ]
 
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 page = st.navigation(PAGES)
 try:
     page.run()
-except PyMongoError as exc:  # the server went away between two queries of a page
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    st.error(f"The database stopped answering: {first}. Reload the page to retry.")
+except ConnectionFailure as exc:  # the server went away between two queries of a page
+    st.error(f"The database stopped answering: {_first_line(exc)}. Reload the page to retry.")
+except OperationFailure as exc:  # it answers, but refused (queries' own refusals are per panel)
+    st.error(f"The database refused a request: {_first_line(exc)}")
+except PyMongoError as exc:
+    st.error(f"Database error: {_first_line(exc)}")

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import streamlit as st
 from bson import json_util
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from spine_docs import queries, runs, schema, store
 from spine_docs.settings import Settings
@@ -140,6 +140,10 @@ def open_catalog() -> Catalog:
         raise
     except schema.SchemaError as exc:
         _stop("error", f"Schema problem: {_first_line(exc)}")
+        raise
+    except OperationFailure as exc:  # it answers, but refuses (permissions, ...)
+        _stop("error", f"The database at {shown} refused a request: {_first_line(exc)}",
+              note="Check the database user's permissions, then reload the page.")
         raise
     except PyMongoError as exc:
         _stop("error", f"The database at {shown} is not answering: {_first_line(exc)}",

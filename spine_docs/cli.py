@@ -19,6 +19,7 @@ from bson import json_util
 from pydantic import ValidationError
 
 from . import __version__, ingest, runs, schema, store
+from .extract import STATUSES
 from .queries import QueryError, QueryTimeout
 from .settings import Settings, SettingsError
 
@@ -39,12 +40,16 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's expected errors into one line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pymongo.errors import PyMongoError
+        from pymongo.errors import ConnectionFailure, PyMongoError
 
         try:
             return fn(*args, **kwargs)
@@ -54,14 +59,17 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(str(exc))
         except schema.SchemaError as exc:
             raise fail(str(exc))
-        except PyMongoError as exc:
-            raise fail(f"database error: {str(exc).splitlines()[0][:300]}")
+        except ConnectionFailure as exc:  # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
+            raise fail(f"the database stopped answering: {_first_line(exc)}")
+        except PyMongoError as exc:  # it answered, but refused (a bad query is a QueryError)
+            raise fail(f"database error: {_first_line(exc)}")
         except (QueryError, QueryTimeout) as exc:
             raise fail(str(exc))
         except ValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {}
             where = ".".join(str(x) for x in first.get("loc", ()))
-            raise fail(f"invalid filter{' ' + where if where else ''}: {first.get('msg', exc)}")
+            msg = str(first.get("msg", exc)).removeprefix("Value error, ")
+            raise fail(f"invalid filter: {msg}" if where in msg else f"invalid filter {where}: {msg}")
         except KeyboardInterrupt:
             raise fail("interrupted", 130)
         except OSError as exc:  # a full disk, a read-only or vanished directory: say which
@@ -231,14 +239,8 @@ def build_filter(where: Optional[str], model: List[str], dataset: List[str], sit
         names = ", ".join(q["name"] for q in queries.list_queries(database)) or "none saved yet"
         raise fail(f"no saved query named {saved!r} (saved: {names})")
     params = base.model_dump()
-    where_doc = None
-    if where:
-        try:
-            where_doc = json_util.loads(where)
-        except ValueError as exc:
-            raise fail(f"--where is not valid JSON: {exc}")
-    updates: dict[str, Any] = {
-        "where": where_doc, "version_min": version_min, "version_max": version_max,
+    updates: dict[str, Any] = {  # --where's JSON is read by the Filter, as a URL's is
+        "where": where or None, "version_min": version_min, "version_max": version_max,
         "run_min": run_min, "run_max": run_max, "path_contains": path_contains,
     }
     for name, values in (("model", model), ("dataset", dataset), ("site", site), ("status", status)):
@@ -267,7 +269,7 @@ WhereOpt = typer.Option(None, "--where", help='A MongoDB query as JSON, e.g. \'{
 ModelOpt = typer.Option([], "--model", help="Model name (repeatable).")
 DatasetOpt = typer.Option([], "--dataset", help="Dataset (repeatable).")
 SiteFOpt = typer.Option([], "--site", help="Site (repeatable).")
-StatusOpt = typer.Option([], "--status", help="ok, incomplete or error (repeatable).")
+StatusOpt = typer.Option([], "--status", help=f"{', '.join(STATUSES[:-1])} or {STATUSES[-1]} (repeatable).")
 VminOpt = typer.Option(None, "--version-min", help="SPINE version >= this (semantic, e.g. 0.5).")
 VmaxOpt = typer.Option(None, "--version-max", help="SPINE version <= this.")
 RminOpt = typer.Option(None, "--run-min", help="Files holding runs >= this.")

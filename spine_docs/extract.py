@@ -33,6 +33,10 @@ PROMOTED_STR = ("spine_version", "prod_version", "model", "dataset", "detector",
 PROMOTED_INT = ("run", "run_max", "subrun", "subrun_max", "event_min", "event_max", "num_events")
 PROMOTED = PROMOTED_STR + PROMOTED_INT
 
+#: Every ``status`` a document can have (schema.json's enum is the same): ``ok``, ``incomplete``
+#: (read, but SPINE had not finished writing the file) or ``error`` (unreadable: see ``error``).
+STATUSES = ("ok", "incomplete", "error")
+
 #: Root attribute names (lower-cased) that fill a promoted field, in order of preference.
 ATTR_ALIASES: dict[str, tuple[str, ...]] = {
     "spine_version": ("spine_version", "spine.version", "version"),

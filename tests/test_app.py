@@ -497,6 +497,60 @@ def test_database_going_away_mid_session(app, monkeypatch):
     assert len(at.error) == 1 and "not answering" in at.error[0].value
 
 
+def test_where_the_embedded_catalog_lacks_is_a_message_per_panel(app):
+    at, db = app
+    st.cache_data.clear()
+    at.query_params["where"] = '{"$text": {"$search": "x"}}'
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors and all("$text is not supported by the embedded catalog" in e for e in errors)
+    assert not any("stopped answering" in e or "not answering" in e for e in errors)
+
+
+def test_a_refused_query_is_not_a_lost_database(app, monkeypatch):
+    """A server refusing a bad filter (OperationFailure) is that panel's error; the rest of the
+    page renders and nothing says the database stopped answering."""
+    at, db = app
+    ok(at.run())
+    st.cache_data.clear()
+    from pymongo.errors import OperationFailure
+    shim = type(db["files"])
+
+    def refusing(method):
+        original = getattr(shim, method)
+
+        def refuse(self, query, *a, **k):  # as a server refuses a filter it cannot use
+            if "bad_field" in repr(query):
+                raise OperationFailure("$in needs an array", code=2)
+            return original(self, query, *a, **k)
+        return refuse
+
+    for method in ("aggregate", "count_documents", "find"):
+        monkeypatch.setattr(shim, method, refusing(method))
+    at.query_params["where"] = '{"bad_field": 1}'
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    for panel in ("Facets", "Count"):
+        assert f"{panel}: the database refused the query: $in needs an array" in errors, errors
+    assert not any("answering" in e for e in errors), errors
+
+
+def test_a_refusal_outside_a_query_is_not_a_lost_database(app, monkeypatch):
+    at, db = app
+    from pymongo.errors import OperationFailure
+
+    def unauthorized(*a, **k):
+        raise OperationFailure("not authorized on spine_docs to execute command", code=13)
+
+    monkeypatch.setattr(queries, "total", unauthorized)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "refused a request: not authorized" in at.error[0].value
+    assert "answering" not in at.error[0].value
+
+
 def test_time_limit_is_reported_and_the_page_still_renders(app, monkeypatch):
     at, db, specs = app
     st.cache_data.clear()  # results of the other tests on this catalog are cached

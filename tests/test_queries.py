@@ -162,6 +162,65 @@ def test_attr_filter_parse_and_escaping():
         AttrFilter(key="v", op="between", value=1)
 
 
+# What each expression means: quoting gives exactly the text inside; nothing is read as
+# another condition than the one written.
+EXPR_MEANINGS = [
+    ("x>'>5'", {"attrs.x": {"$gt": ">5"}}),
+    ('x>">5"', {"attrs.x": {"$gt": ">5"}}),
+    ('k=""', {"attrs.k": {"$eq": ""}}),
+    ("k=''", {"attrs.k": {"$eq": ""}}),
+    ('k="12"', {"attrs.k": {"$eq": "12"}}),
+    ("k~'=x'", {"attrs.k": {"$regex": "=x"}}),
+    ('k~"a"', {"attrs.k": {"$regex": "a"}}),
+    ("k in '>5', 6, \"a\\,b\"", {"attrs.k": {"$in": [">5", 6, "a,b"]}}),
+    ("comment=made in Italy", {"attrs.comment": {"$eq": "made in Italy"}}),
+    ("title = what?", {"attrs.title": {"$eq": "what?"}}),
+    ("k>-5", {"attrs.k": {"$gt": -5}}),
+    ("k==5", {"attrs.k": {"$eq": 5}}),
+    ("my key <= 3", {"attrs.my key": {"$lte": 3}}),
+    ("!k=1", {"attrs.!k": {"$eq": 1}}),
+    ("  k?  ", {"attrs.k": {"$exists": True}}),
+]
+
+
+@pytest.mark.parametrize("expr,query", EXPR_MEANINGS)
+def test_attr_expression_meanings(expr, query):
+    assert AttrFilter.parse_expr(expr).to_mongo() == query
+
+
+def test_a_quoted_value_is_text_whatever_the_keys_type():
+    assert AttrFilter.parse_expr('n="12"', {"n": "int"}).value == "12"
+    assert AttrFilter.parse_expr("n=12", {"n": "int"}).value == 12
+    with pytest.raises(q.QueryError, match="not a valid int"):
+        AttrFilter.parse_expr("n=twelve", {"n": "int"})
+
+
+@pytest.mark.parametrize("expr,needle", [
+    ("x>>5", "the value '>5' starts with '>'; quote it (x>'>5')"),
+    ("k===5", "the value '=5' starts with '='"),
+    ("k=>5", "the value '>5' starts with '>'"),
+    ("k<>5", "the value '>5'"),
+    ("k=!x", "the value '!x' starts with '!'"),
+    ("k~=x", "the value '=x'"),
+    ("k in >5,6", "quote it (k in '>5')"),
+    ("k>=", "has no value after '>='"),
+    ("k=", 'write k="" for the empty string'),
+    ("k~", "has no value after '~'"),
+    ("k in ,", "has no values after 'in'"),
+    ("!", "has no key"),
+    ("?", "has no key"),
+    ("=5", "has no key"),
+    (" >= 5", "has no key"),
+    ("!k?", "cannot parse"),
+    ("k", "cannot parse"),
+    ("", "cannot parse"),
+])
+def test_attr_expressions_that_would_be_misread_are_refused(expr, needle):
+    with pytest.raises(q.QueryError) as err:
+        AttrFilter.parse_expr(expr)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
 # Every attribute operator as a user types it, with the query document and the summary expected
 # (written out here, independently of ATTR_OP_TABLE).
 OP_ROUND_TRIPS = [
@@ -283,6 +342,119 @@ def test_filter_describe():
 def test_filter_validation(bad):
     with pytest.raises(ValueError):
         Filter(**bad)
+
+
+# ---- statuses: a known set ----
+
+
+def test_status_is_one_of_the_known_set():
+    assert Filter(status=["ok", "incomplete", "error", None]).to_mongo() == \
+        {"status": {"$in": ["ok", "incomplete", "error", None]}}
+    for bad in (["bogus"], ["ok", "OK"], "okay"):
+        with pytest.raises(ValueError, match=r"choose from ok, incomplete, error"):
+            Filter(status=bad)
+    with pytest.raises(ValueError, match="'bogus'"):
+        Filter.from_params({"status": "ok,bogus"})
+
+
+# ---- where: a JSON object of MongoDB query operators ----
+
+
+# MongoDB 6.0's query operators, from https://www.mongodb.com/docs/v6.0/reference/operator/query/
+MONGODB_6_QUERY_OPERATORS = {
+    "$eq", "$gt", "$gte", "$in", "$lt", "$lte", "$ne", "$nin",             # comparison
+    "$and", "$not", "$nor", "$or",                                         # logical
+    "$exists", "$type",                                                    # element
+    "$expr", "$jsonSchema", "$mod", "$regex", "$text", "$where",           # evaluation
+    "$geoIntersects", "$geoWithin", "$near", "$nearSphere",                # geospatial
+    "$box", "$center", "$centerSphere", "$geometry", "$maxDistance", "$minDistance", "$polygon",
+    "$all", "$elemMatch", "$size",                                         # array
+    "$bitsAllClear", "$bitsAllSet", "$bitsAnyClear", "$bitsAnySet",        # bitwise
+    "$comment", "$rand",                                                   # miscellaneous
+}
+SERVER_SIDE_JAVASCRIPT = {"$where", "$function", "$accumulator"}
+
+# one sample per operator, as a user would write it (each valid on MongoDB 6.0)
+WHERE_SAMPLES = {
+    "$eq": {"run": {"$eq": 1}}, "$gt": {"run": {"$gt": 1}}, "$gte": {"run": {"$gte": 1}},
+    "$in": {"run": {"$in": [1, 2]}}, "$lt": {"run": {"$lt": 1}}, "$lte": {"run": {"$lte": 1}},
+    "$ne": {"run": {"$ne": 1}}, "$nin": {"run": {"$nin": [1]}},
+    "$and": {"$and": [{"run": 1}, {"subrun": 2}]}, "$not": {"run": {"$not": {"$gt": 1}}},
+    "$nor": {"$nor": [{"run": 1}]}, "$or": {"$or": [{"run": 1}, {"path": "x"}]},
+    "$exists": {"run": {"$exists": True}}, "$type": {"run": {"$type": "int"}},
+    "$expr": {"$expr": {"$gt": ["$run", "$subrun"]}},
+    "$jsonSchema": {"$jsonSchema": {"required": ["run"]}},
+    "$mod": {"run": {"$mod": [4, 0]}},
+    "$regex": {"path": {"$regex": "^/data", "$options": "i"}},
+    "$text": {"$text": {"$search": "bnb", "$caseSensitive": False}},
+    "$geoIntersects": {"loc": {"$geoIntersects": {"$geometry": {
+        "type": "Point", "coordinates": [0, 0]}}}},
+    "$geoWithin": {"loc": {"$geoWithin": {"$box": [[0, 0], [1, 1]]}}},
+    "$near": {"loc": {"$near": {"$geometry": {"type": "Point", "coordinates": [0, 0]},
+                                "$maxDistance": 10, "$minDistance": 1}}},
+    "$nearSphere": {"loc": {"$nearSphere": [0, 0], "$maxDistance": 0.1}},
+    "$center": {"loc": {"$geoWithin": {"$center": [[0, 0], 1]}}},
+    "$centerSphere": {"loc": {"$geoWithin": {"$centerSphere": [[0, 0], 0.1]}}},
+    "$polygon": {"loc": {"$geoWithin": {"$polygon": [[0, 0], [1, 0], [0, 1]]}}},
+    "$all": {"inputs": {"$all": ["a"]}}, "$elemMatch": {"inputs": {"$elemMatch": {"$eq": "a"}}},
+    "$size": {"inputs": {"$size": 2}},
+    "$bitsAllClear": {"run": {"$bitsAllClear": 3}}, "$bitsAllSet": {"run": {"$bitsAllSet": [0]}},
+    "$bitsAnyClear": {"run": {"$bitsAnyClear": 3}}, "$bitsAnySet": {"run": {"$bitsAnySet": 3}},
+    "$comment": {"run": 1, "$comment": "why"},
+    "$rand": {"$expr": {"$lt": [0.5, {"$rand": {}}]}},
+}
+
+
+def test_every_mongodb_query_operator_is_known():
+    from spine_docs.queries.filters import QUERY_OPERATORS
+    assert (QUERY_OPERATORS - {"$options"}) | {"$where"} == MONGODB_6_QUERY_OPERATORS
+    assert not QUERY_OPERATORS & SERVER_SIDE_JAVASCRIPT
+
+
+@pytest.mark.parametrize("op", sorted(MONGODB_6_QUERY_OPERATORS - SERVER_SIDE_JAVASCRIPT))
+def test_where_takes_every_mongodb_query_operator(op):
+    where = WHERE_SAMPLES.get(op) or next(w for w in WHERE_SAMPLES.values() if op in repr(w))
+    assert op in repr(where)
+    flt = Filter(where=where)
+    assert flt.where == where
+    assert flt.to_mongo() in (where, {"$and": [where]})
+    Filter(where=json_util.dumps(where))  # as the CLI's and the URL's JSON text
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("null", "must be a JSON object (a MongoDB query document), not null"),
+    ('"str"', "not a string"),
+    ("[1]", "not an array"),
+    ("5", "not a number"),
+    ("true", "not a boolean"),
+    ("{not json", "where is not valid JSON"),
+    ('{"$foo": 1}', "unknown query operator in where: $foo"),
+    ('{"a": {"$bar": 1, "$baz": 2}}', "unknown query operators in where: $bar, $baz"),
+    ('{"$or": [{"a": 1}, {"b": {"$nope": 1}}]}', "$nope"),
+    ('{"a": {"$elemMatch": {"$gtt": 1}}}', "$gtt"),
+    ('{"$or": []}', "$or needs a non-empty list of query documents"),
+    ('{"$and": 5}', "$and needs a non-empty list"),
+    ('{"$nor": [5]}', "$nor needs a non-empty list"),
+    ('{"a": {"$in": 5}}', "$in needs a list"),
+    ('{"a": {"$regex": 5}}', "$regex needs a string or a regular expression"),
+    ('{"a": {"$not": 5}}', "$not needs a document or a regular expression"),
+    ('{"a": {"$size": "2"}}', "$size needs a whole number"),
+    ('{"a": {"$mod": [2]}}', "$mod needs a list [divisor, remainder]"),
+    ('{"a": {"$elemMatch": 1}}', "$elemMatch needs a document"),
+    ('{"$where": "sleep(1)"}', "$where (server-side JavaScript)"),
+    ('{"$expr": {"$function": {"body": "x", "args": [], "lang": "js"}}}', "$function"),
+])
+def test_where_is_refused_in_one_line(text, needle):
+    with pytest.raises(ValueError) as err:
+        Filter(where=text)
+    message = err.value.errors()[0]["msg"]
+    assert needle in message and "\n" not in message
+
+
+def test_where_does_not_read_the_arguments_of_expr_or_text_as_query_operators():
+    for where in ({"$expr": {"$add": ["$run", 1]}}, {"$text": {"$search": "x", "$language": "en"}},
+                  {"a": {"$eq": {"$literal_looking": 1}}}, {"a": {"$in": [{"$x": 1}]}}):
+        assert Filter(where=where).where == where
 
 
 def test_filter_without_and_merge():
@@ -469,6 +641,36 @@ def test_each_facet_is_one_index_friendly_aggregation_never_a_facet_stage():
     assert {"$addFields": {"selected": {"$in": ["$_id", {"$literal": ["$oops"]}]}}} in sel
 
 
+def _expression_strings(expr, out):
+    """Every string an aggregation expression evaluates (not inside $literal)."""
+    if isinstance(expr, list):
+        for item in expr:
+            _expression_strings(item, out)
+    elif isinstance(expr, dict):
+        for key, value in expr.items():
+            if key != "$literal":
+                _expression_strings(value, out)
+    elif isinstance(expr, str):
+        out.add(expr)
+    return out
+
+
+def test_facet_selection_is_a_literal_in_expressions():
+    # MongoDB reads "$oops" in an expression as a field path (mongomock does not)
+    odd = ["$oops", "$$ROOT", "plain"]
+    for _fields, pipeline in q.facets_pipelines(Filter(dataset=odd), ["dataset"]):
+        stages = [s for s in pipeline if "$addFields" in s]
+        assert stages and not set(odd) & _expression_strings(stages, set()), stages
+
+
+def test_facets_keep_a_selection_that_looks_like_a_field_path(catalog_db):
+    docs = load(catalog_db, [make_doc(f"/{i}", dataset="big" if i < 5 else "$oops")
+                             for i in range(7)])
+    assert len(docs) == 7
+    got = q.facets(catalog_db, Filter(dataset=["$oops"]), fields=["dataset"], limit=1)
+    assert got == {"dataset": [{"value": "$oops", "count": 2}]}
+
+
 # ---------------------------------------------------------------------------------------------
 # keyset pages
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +798,13 @@ def test_parse_sort():
     assert q.format_sort(("mtime", -1)) == "-mtime"
     with pytest.raises(q.QueryError):
         q.parse_sort(("size", 0))
+    assert q.parse_sort("+run:ASC") == q.parse_sort("run:1") == ("run", 1)
+    assert q.parse_sort("-run:descending") == ("run", -1)
+    # never a silent ascending: an unknown direction, two directions, a bad tuple
+    for bad in ("run:garbage", "run:", "-run:asc", "+run:desc", ("run", "x"), ("run",), 5,
+                "-", " ", "run :desc"):
+        with pytest.raises(q.QueryError):
+            q.parse_sort(bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -851,6 +1060,108 @@ def test_attribute_dictionary_newest_docs_only(attr_db):
     assert {e["key"] for e in q.attribute_keys(db, max_docs=1)} == {"n", "mixed", "sum"}
 
 
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 1000, 70_000])
+def test_positional_indices_expression(catalog_db, n):
+    from spine_docs.queries.dictionary import _indices_expr
+    with store.writing(catalog_db):
+        catalog_db["files"].insert_one({"_id": "x", "n": n})
+    out = list(catalog_db["files"].aggregate([{"$project": {"_id": 0, "ix": {"$let": {
+        "vars": {"n": "$n"}, "in": _indices_expr("$$n")}}}}]))
+    assert out == [{"ix": list(range(n))}]
+
+
+def _attr_doc(path, attrs, types):
+    doc = make_doc(path)
+    doc["attrs"], doc["attr_types"] = dict(attrs), dict(types)
+    return doc
+
+
+def _expected_dictionary(docs):
+    """key -> (files, {type: files}, distinct (type, value) pairs), in plain Python."""
+    out = {}
+    for d in docs:
+        for k, v in d["attrs"].items():
+            files, types, values = out.setdefault(k, [0, Counter(), set()])
+            t = d["attr_types"].get(k) or "unknown"
+            out[k][0] = files + 1
+            types[t] += 1
+            values.add((t, v))
+    return {k: (f, dict(t), len(v)) for k, (f, t, v) in out.items()}
+
+
+def test_attribute_dictionary_many_attributes_and_misordered_types(catalog_db):
+    many = 600  # past the first doublings of the positional indices
+    labels = ["int", "double", "string", "long"]
+    docs = load(catalog_db, [
+        # the extractor's shape: the same keys in the same order
+        _attr_doc("/many", {f"a{i}": i for i in range(many)},
+                  {f"a{i}": "int" for i in range(many)}),
+        # the types in another order, one missing, one extra: paired by key, not position
+        _attr_doc("/shuffled", {f"a{i}": 1000 + i for i in range(10)},
+                  {f"a{i}": labels[i % 4] for i in reversed(range(10)) if i != 3} | {"zz": "bool"}),
+        _attr_doc("/fewer", {"x": 1, "y": 2}, {"y": "int"}),
+        _attr_doc("/none", {"x": 3}, {}),
+        _attr_doc("/empty", {}, {}),
+    ])
+    expected = _expected_dictionary(docs)
+    got = {e["key"]: e for e in q.attribute_dictionary(catalog_db)}
+    assert {k: (e["files"], e["types"], e["distinct"]) for k, e in got.items()} == expected
+    assert got["a3"]["types"] == {"int": 1, "unknown": 1}
+    assert got["a5"]["types"] == {"int": 1, "double": 1}
+    assert (got["a599"]["min"], got["a599"]["max"]) == (599, 599)
+    assert (got["x"]["types"], got["x"]["distinct"]) == ({"unknown": 2}, 2)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_attribute_dictionary_work_is_linear_when_aligned(monkeypatch, aligned):
+    """Counted, not timed: the expressions mongomock evaluates for one file of K attributes
+    grow like K when attr_types is in the attrs' order (like K^2 otherwise)."""
+    from mongomock import aggregate as mm_aggregate
+    calls = Counter()
+    parse = mm_aggregate._Parser.parse
+
+    def counting(self, expression):
+        calls["n"] += 1
+        return parse(self, expression)
+
+    monkeypatch.setattr(mm_aggregate._Parser, "parse", counting)
+    work, keys_work = {}, {}
+    for k in (300, 600):
+        db = store.connect("mongomock://")
+        types = {f"a{i}": "int" for i in range(k)}
+        db["files"].insert_one({"_id": k, "attrs": {f"a{i}": i for i in range(k)},
+                                "attr_types": types if aligned else dict(reversed(types.items()))})
+        calls.clear()
+        assert len(q.attribute_dictionary(db)) == k
+        work[k] = calls["n"]
+        calls.clear()
+        assert len(q.attribute_keys(db)) == k
+        keys_work[k] = calls["n"]
+    ratio = work[600] / work[300]
+    assert ratio < 2.5 if aligned else ratio > 3.5, work
+    assert keys_work[600] / keys_work[300] < 2.5, keys_work  # attribute_keys reads attr_types only
+
+
+def _reorder_types(db):
+    """Reverse every document's attr_types (same pairs, another order)."""
+    docs = list(db["files"].find({}, {"attr_types": 1}))
+    with store.writing(db):
+        for d in docs:
+            types = d.get("attr_types") or {}
+            db["files"].update_one({"_id": d["_id"]}, {"$set": {
+                "attr_types": dict(reversed(list(types.items())))}})
+
+
+def test_attribute_dictionary_same_by_position_and_by_key(attr_db, real_docs):
+    db, _ = attr_db
+    load(db, real_docs[0])
+    by_position = q.attribute_dictionary(db)
+    _reorder_types(db)
+    same = bson.encode({"r": q.attribute_dictionary(db)}) == bson.encode({"r": by_position})
+    assert same  # compared as BSON: NaN equals itself there
+    assert len(by_position) > 20
+
+
 # ---------------------------------------------------------------------------------------------
 # replicas
 # ---------------------------------------------------------------------------------------------
@@ -1024,3 +1335,92 @@ def test_every_function_on_extracted_documents(catalog_db, real_docs):
     expected = [d["_id"] for d in docs if d["spine_version_key"] is not None
                 and d["spine_version_key"] >= spine.semver_key("0.11")]
     assert found(catalog_db, with_version) == sorted(expected) and expected
+
+
+# ---------------------------------------------------------------------------------------------
+# queries the database refuses: the filter's error (QueryError), not a traceback
+# ---------------------------------------------------------------------------------------------
+
+
+def _every_executor(db, flt):
+    """Run each executor that takes a filter; -> {name: the exception it raised (or None)}."""
+    calls = {
+        "count": lambda: q.count(db, flt),
+        "facets": lambda: q.facets(db, flt),
+        "page": lambda: q.page(db, flt),
+        "export": lambda: list(q.export(db, flt, "paths")),
+        "timeline": lambda: q.timeline(db, flt),
+        "histogram": lambda: q.histogram(db, flt, "size"),
+        "run_coverage": lambda: q.run_coverage(db, flt),
+        "attribute_keys": lambda: q.attribute_keys(db, flt),
+        "attribute_dictionary": lambda: q.attribute_dictionary(db, flt),
+        "replicas": lambda: q.replicas(db, flt),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = None
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it is
+            out[name] = exc
+    return out
+
+
+@pytest.mark.skip_backends("server")  # a server runs them
+@pytest.mark.parametrize("where,op", [
+    ({"$text": {"$search": "x"}}, "$text"),
+    ({"loc": {"$geoWithin": {"$box": [[0, 0], [1, 1]]}}}, "$geoWithin"),
+    ({"loc": {"$near": [0, 0]}}, "$near"),
+    ({"$jsonSchema": {"required": ["run"]}}, "$jsonSchema"),
+    ({"run": {"$bitsAllSet": 1}}, "$bitsAllSet"),
+    ({"run": {"$mod": [2, 0]}}, "$mod"),
+])
+def test_operators_the_embedded_catalog_lacks_are_one_line(cat, where, op):
+    db, _ = cat
+    raised = _every_executor(db, Filter(where=where))
+    for name, exc in raised.items():
+        assert isinstance(exc, q.QueryError), (name, exc)
+        assert str(exc) == f"{op} is not supported by the embedded catalog (a MongoDB server runs it)"
+
+
+@pytest.mark.skip_backends("server")
+@pytest.mark.parametrize("where", [
+    {"$expr": {"$split": [1, 2]}},        # mongomock: TypeError while evaluating
+    {"inputs": {"$type": []}},            # TypeError (unhashable)
+    {"$expr": {"$add": "x"}},             # mongomock: AssertionError
+    {"$expr": {"$divide": [1, 0]}},       # ZeroDivisionError
+    {"$expr": {"$nosuch": 1}},            # mongomock: OperationFailure
+])
+def test_what_the_embedded_catalog_cannot_evaluate_is_one_line(cat, where):
+    db, _ = cat
+    for name, exc in _every_executor(db, Filter(where=where)).items():
+        assert isinstance(exc, q.QueryError), (name, exc)
+        assert "\n" not in str(exc)
+
+
+def test_a_refused_query_is_the_filters_error(server_files):
+    """A server's OperationFailure (code 2 BadValue) is the filter's error with the server's
+    message; not a time limit, not a lost connection."""
+    from pymongo.errors import AutoReconnect, OperationFailure
+
+    def refuse(self, *args, **kwargs):
+        raise OperationFailure("$in needs an array", code=2,
+                               details={"ok": 0, "errmsg": "$in needs an array", "code": 2})
+
+    names = ("aggregate", "count_documents", "find")
+    with mock.patch.multiple(pymongo.collection.Collection, **{n: refuse for n in names}):
+        raised = _every_executor(server_files, Filter(where={"run": {"$gt": 1}}))
+    for name, exc in raised.items():
+        assert type(exc) is q.QueryError, (name, exc)
+        assert str(exc) == "the database refused the query: $in needs an array", name
+
+    def unauthorized(self, *args, **kwargs):
+        raise OperationFailure("not authorized on spine_docs", code=13)
+
+    def gone(self, *args, **kwargs):
+        raise AutoReconnect("127.0.0.1:27017: connection closed")
+
+    for fail, kind in ((unauthorized, OperationFailure), (gone, AutoReconnect)):
+        with mock.patch.multiple(pymongo.collection.Collection, **{n: fail for n in names}):
+            raised = _every_executor(server_files, Filter(model=["m"]))
+        assert all(type(exc) is kind for exc in raised.values()), raised

@@ -22,6 +22,13 @@ def _migration_versions():
     return sorted(int(p.name[:4]) for p in resources.migrations_dir().glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
+def test_statuses_are_the_schemas_enum():
+    from spine_docs import extract
+    data = schema.load_schema()
+    status = data["collections"]["files"]["validator"]["$jsonSchema"]["properties"]["status"]
+    assert status["enum"] == list(extract.STATUSES) == ["ok", "incomplete", "error"]
+
+
 def test_shipped_schema_is_consistent():
     data = schema.load_schema()
     assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 3 == HEAD

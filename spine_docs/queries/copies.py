@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import QueryError
-from ._run import _aggregate, _collection, _find, _get, _timeouts
+from ._run import _aggregate, _collection, _find, _get, _running
 from .filters import Filter, _query, and_queries
 
 REPLICA_KEYS = {"fingerprint": "fingerprint", "checksum": "checksum.sha256"}
@@ -50,7 +50,7 @@ def replicas(db: Any, flt: Filter | None = None, limit: int = 100, *, key: str =
     q = and_queries(_query(flt), {f: {"$in": values}})
     members: dict[str, list[dict]] = {v: [] for v in values}
     projection = {c: 1 for c in REPLICA_COLUMNS} | {f: 1}
-    with _timeouts(max_time_ms):
+    with _running(coll, max_time_ms):
         for doc in _find(coll, q, projection, sort=[("site", 1), ("path", 1)],
                          max_time_ms=max_time_ms):
             members[_get(doc, f)].append({c: doc.get(c) for c in REPLICA_COLUMNS})

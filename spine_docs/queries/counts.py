@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .errors import QueryError
-from ._run import _aggregate, _collection, _is_server, _timeouts
+from ._run import _aggregate, _collection, _is_server, _running
 from .filters import FACET_FIELDS, Filter, _as_filter, _query
 
 DEFAULT_FACETS: tuple[str, ...] = ("site", "spine_version", "model", "dataset", "status")
@@ -27,7 +27,7 @@ def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None)
     if not query:
         return total(db)
     kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
-    with _timeouts(max_time_ms):
+    with _running(coll, max_time_ms):
         return coll.count_documents(query, **kwargs)
 
 
@@ -60,6 +60,7 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
         pipeline: list[dict] = [{"$match": q}] if q else [{"$sort": {f: 1}}]
         pipeline.append({"$group": {"_id": "$" + f, "count": {"$sum": 1}}})
         if selected:
+            # $literal: a selected value such as "$oops" is a value, not a field path
             pipeline.append({"$addFields": {"selected": {"$in": ["$_id", {"$literal": selected}]}}})
             pipeline.append({"$sort": {"selected": -1, "count": -1, "_id": 1}})
         else:

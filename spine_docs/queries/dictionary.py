@@ -74,22 +74,65 @@ def attribute_types(db: Any, flt: Filter | None = None, **kwargs: Any) -> dict[s
     return {e["key"]: e["type"] for e in attribute_keys(db, flt, **kwargs)}
 
 
+# [0, 1, ..., n-1] without $range (mongomock lacks it, and $zip, $reduce and $indexOfArray):
+# a literal block of _INDEX_BLOCK indices doubled until it holds n, then cut to n. Each level is
+# a $cond whose other branch is only evaluated when needed (MongoDB and mongomock evaluate
+# $cond lazily), so n indices cost O(n). Up to _POSITIONAL_MAX attributes (256 * 2**10).
+_INDEX_BLOCK = 256
+_INDEX_DOUBLINGS = 10
+_POSITIONAL_MAX = _INDEX_BLOCK << _INDEX_DOUBLINGS
+
+
+def _indices_expr(n: str, level: int = 0) -> dict:
+    """The expression ``[0, 1, ..., n-1]`` for the variable ``n`` (e.g. ``"$$n"``), for
+    ``n <= _POSITIONAL_MAX`` (at most ``_POSITIONAL_MAX`` indices beyond it)."""
+    here, size = f"i{level}", _INDEX_BLOCK << level
+    if level == 0:
+        built: Any = {"$literal": list(range(_INDEX_BLOCK))}
+    else:
+        below, half = f"$$i{level - 1}", _INDEX_BLOCK << (level - 1)
+        built = {"$concatArrays": [below, {"$map": {
+            "input": below, "as": "x", "in": {"$add": ["$$x", half]}}}]}
+    cut = {"$filter": {"input": f"$${here}", "as": "x", "cond": {"$lt": ["$$x", n]}}}
+    deeper = _indices_expr(n, level + 1) if level < _INDEX_DOUBLINGS else cut
+    return {"$let": {"vars": {here: built},
+                     "in": {"$cond": [{"$lte": [n, size]}, cut, deeper]}}}
+
+
+def _typed_attrs_expr() -> dict:
+    """``[{k, v, t}]`` of a document: each root attribute with its type label from
+    ``attr_types`` ("unknown" when it has none).
+
+    The extractor writes ``attrs`` and ``attr_types`` with the same keys in the same order: then
+    the i-th type is the i-th attribute's (one O(K) comparison of the key lists, then O(K)
+    pairing by position). Otherwise (or beyond ``_POSITIONAL_MAX`` attributes) each attribute
+    looks its key up among the types (O(K) each, O(K^2) per document)."""
+    by_position = {"$let": {"vars": {"n": {"$size": "$$a"}}, "in": {"$map": {
+        "input": _indices_expr("$$n"), "as": "i", "in": {"$let": {
+            "vars": {"e": {"$arrayElemAt": ["$$a", "$$i"]},
+                     "ty": {"$arrayElemAt": ["$$t", "$$i"]}},
+            "in": {"k": "$$e.k", "v": "$$e.v", "t": {"$ifNull": ["$$ty.v", "unknown"]}}}}}}}}
+    by_key = {"$map": {
+        "input": "$$a", "as": "e",
+        "in": {"k": "$$e.k", "v": "$$e.v", "t": {"$ifNull": [
+            {"$arrayElemAt": [{"$map": {
+                "input": {"$filter": {"input": "$$t", "as": "ty",
+                                      "cond": {"$eq": ["$$ty.k", "$$e.k"]}}},
+                "as": "m", "in": "$$m.v"}}, 0]},
+            "unknown"]}},
+    }}
+    return {"$let": {
+        "vars": {"a": {"$objectToArray": {"$ifNull": ["$attrs", {}]}},
+                 "t": {"$objectToArray": {"$ifNull": ["$attr_types", {}]}}},
+        "in": {"$cond": [{"$and": [{"$lte": [{"$size": "$$a"}, _POSITIONAL_MAX]},
+                                   {"$eq": ["$$a.k", "$$t.k"]}]}, by_position, by_key]},
+    }}
+
+
 def attribute_dictionary_pipeline(flt: Filter | None = None,
                                   max_docs: int | None = None) -> list[dict]:
     """Per (key, type): files, distinct values, min, max and the most common value."""
-    typed_attrs = {"$let": {
-        "vars": {"types": {"$objectToArray": {"$ifNull": ["$attr_types", {}]}}},
-        "in": {"$map": {
-            "input": {"$objectToArray": {"$ifNull": ["$attrs", {}]}},
-            "as": "a",
-            "in": {"k": "$$a.k", "v": "$$a.v", "t": {"$ifNull": [
-                {"$arrayElemAt": [{"$map": {
-                    "input": {"$filter": {"input": "$$types", "as": "t",
-                                          "cond": {"$eq": ["$$t.k", "$$a.k"]}}},
-                    "as": "m", "in": "$$m.v"}}, 0]},
-                "unknown"]}},
-        }},
-    }}
+    typed_attrs = _typed_attrs_expr()
     orderable = {"$in": ["$_id.t", list(ORDERED_TYPES)]}
     return _narrow(flt, max_docs) + [
         {"$project": {"_id": 0, "a": typed_attrs}},

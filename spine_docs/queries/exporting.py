@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 from .errors import QueryError
-from ._run import _collection, _find, _get, _projection, _timeouts
+from ._run import _collection, _find, _get, _projection, _running
 from .filters import Filter, _as_filter, _query
 from .pages import sort_spec
 from .values import _format_when, _to_json
@@ -80,22 +80,27 @@ def export(db: Any, flt: Filter | None = None, fmt: str = "jsonl", *,
     else:
         cols = tuple(columns or ())
         projection = _projection(cols, with_id=False) if cols else None
-    cursor = _find(coll, query, projection, sort=spec, limit=limit or 0,
-                   batch_size=batch_size, max_time_ms=max_time_ms)
-    return _export_lines(cursor, flt, fmt, cols, max_time_ms)
+    with _running(coll, max_time_ms):
+        cursor = _find(coll, query, projection, sort=spec, limit=limit or 0,
+                       batch_size=batch_size, max_time_ms=max_time_ms)
+    return _export_lines(coll, cursor, flt, fmt, cols, max_time_ms)
 
 
-def _export_lines(cursor: Any, flt: Filter | None, fmt: str, cols: Sequence[str],
+def _export_lines(coll: Any, cursor: Any, flt: Filter | None, fmt: str, cols: Sequence[str],
                   max_time_ms: int | None) -> Iterator[str]:
     if fmt in ("csv", "paths"):
         yield from export_header(flt)
     if fmt == "csv":
         yield _csv_line(cols)
-    with _timeouts(max_time_ms):
-        for doc in cursor:
-            if fmt == "jsonl":
-                yield _to_json(doc) + "\n"
-            elif fmt == "csv":
-                yield _csv_line([_get(doc, c) for c in cols])
-            else:
-                yield f"{doc.get('path')}\n"
+    docs = iter(cursor)
+    while True:
+        with _running(coll, max_time_ms):  # only the database's part: not the formatting
+            doc = next(docs, None)
+        if doc is None:
+            return
+        if fmt == "jsonl":
+            yield _to_json(doc) + "\n"
+        elif fmt == "csv":
+            yield _csv_line([_get(doc, c) for c in cols])
+        else:
+            yield f"{doc.get('path')}\n"

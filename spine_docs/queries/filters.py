@@ -43,6 +43,7 @@ import bson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from spine_docs import convert, spine
+from spine_docs.extract import STATUSES
 
 from .errors import QueryError
 from .values import UTC, _format_when, _from_json, _to_json, coerce_value, parse_datetime
@@ -55,6 +56,34 @@ FACET_FIELDS: tuple[str, ...] = (
 # A facet selection of None (the field is null) in URL parameters.
 NONE_TOKEN = "(none)"
 FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator"})
+
+# MongoDB 6.0's query operators (reference/operator/query), server-side JavaScript excepted.
+QUERY_OPERATORS: frozenset[str] = frozenset({
+    # comparison
+    "$eq", "$gt", "$gte", "$in", "$lt", "$lte", "$ne", "$nin",
+    # logical
+    "$and", "$not", "$nor", "$or",
+    # element
+    "$exists", "$type",
+    # evaluation ($regex's $options too)
+    "$expr", "$jsonSchema", "$mod", "$regex", "$options", "$text",
+    # geospatial, and their geometry specifiers
+    "$geoIntersects", "$geoWithin", "$near", "$nearSphere",
+    "$box", "$center", "$centerSphere", "$geometry", "$maxDistance", "$minDistance", "$polygon",
+    # array
+    "$all", "$elemMatch", "$size",
+    # bitwise
+    "$bitsAllClear", "$bitsAllSet", "$bitsAnyClear", "$bitsAnySet",
+    # miscellaneous
+    "$comment", "$rand",
+})
+# Operators whose argument is not a query: an aggregation expression, a JSON schema, text
+# search options, GeoJSON, a comment, or a value to compare with (never read as operators).
+_OPAQUE_OPERATORS = frozenset({
+    "$expr", "$jsonSchema", "$text", "$geometry", "$comment", "$rand",
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$all",
+}) | FORBIDDEN_OPERATORS
+_LOGICAL_OPERATORS = ("$and", "$or", "$nor")
 
 
 def _check_bson(value: Any, what: str) -> None:
@@ -70,6 +99,68 @@ def _check_regex(pattern: str) -> str:
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
     return pattern
+
+
+def _unknown_operators(obj: Any, found: set[str]) -> set[str]:
+    """The ``$names`` of a query document that are not MongoDB query operators (arguments that
+    are not queries, such as ``$expr``'s, are not looked into)."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.startswith("$"):
+                if k not in QUERY_OPERATORS and k not in FORBIDDEN_OPERATORS:
+                    found.add(k)
+                if k in _OPAQUE_OPERATORS:
+                    continue
+            _unknown_operators(v, found)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _unknown_operators(v, found)
+    return found
+
+
+def _query_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, Mapping) for x in v)
+
+
+def _whole_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+
+
+_PATTERN_TYPES = (str, bson.regex.Regex, re.Pattern)
+
+# What a server checks before it runs a query, checked here so that every engine says the same
+# (mongomock does not check these, and fails, or matches nothing, while evaluating them).
+_ARGUMENTS: dict[str, tuple[str, Any]] = {
+    **{op: ("a non-empty list of query documents", _query_list) for op in _LOGICAL_OPERATORS},
+    **{op: ("a list", lambda v: isinstance(v, (list, tuple))) for op in ("$in", "$nin", "$all")},
+    "$regex": ("a string or a regular expression", lambda v: isinstance(v, _PATTERN_TYPES)),
+    "$options": ("a string", lambda v: isinstance(v, str)),
+    "$elemMatch": ("a document", lambda v: isinstance(v, Mapping)),
+    "$not": ("a document or a regular expression",
+             lambda v: isinstance(v, (Mapping, *_PATTERN_TYPES[1:]))),
+    "$size": ("a whole number", _whole_number),
+    "$mod": ("a list [divisor, remainder]", lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+             and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
+}
+
+
+def _bad_argument(obj: Any) -> str | None:
+    """The first operator of a query document whose argument is of the wrong kind."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if k in _ARGUMENTS and not _ARGUMENTS[k][1](v):
+                return f"{k} needs {_ARGUMENTS[k][0]}"
+            if k in _OPAQUE_OPERATORS:
+                continue
+            found = _bad_argument(v)
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found = _bad_argument(v)
+            if found:
+                return found
+    return None
 
 
 def _forbidden(obj: Any) -> str | None:
@@ -214,29 +305,88 @@ class AttrFilter(BaseModel):
     @classmethod
     def parse_expr(cls, expr: str, types: Mapping[str, str] | None = None) -> "AttrFilter":
         """``"key>=0.5"``, ``"key!=x"``, ``"key~regex"``, ``"key in a,b"``, ``"key?"`` (exists),
-        ``"!key"`` (missing). ``types`` maps keys to type labels (see :func:`attribute_keys`)."""
+        ``"!key"`` (missing). ``types`` maps keys to type labels (see :func:`attribute_keys`).
+
+        A value is typed like the key (else guessed: null, true/false, numbers, else text); a
+        quoted value (``'...'`` or ``"..."``) is exactly the text inside, also for ``~`` and each
+        item of ``in``. Refused with :class:`QueryError`, never read another way: no key, no
+        value (``k>=``; ``k=""`` is the empty string), a value starting with one of ``= ! < > ~``
+        unless quoted (``x>>5``; ``x>'>5'`` is the text ">5")."""
         types = types or {}
         s = expr.strip()
+        m = _WORD_RE.match(s)
+        if m and any(sym in m.group(1) for sym in _MARK_SYMBOLS):
+            m = None  # "comment=made in Italy" is an equality, not "in"
+        if not m:
+            m = _MARK_RE.match(s)
+        if not m:
+            return cls._parse_flag(expr, s)
+        key, sym, text = m.group(1).strip(), m.group(2), m.group(3).strip()
+        if not key:
+            raise QueryError(f"attribute condition {expr!r} has no key (try key{sym}value)")
+        spec = _OP_OF_SYMBOL[sym]
+        if spec.takes == "values":
+            items = [_expr_value(expr, key, sym, item, types.get(key))
+                     for item in _split_list(text)]
+            if not items:
+                raise QueryError(f"attribute condition {expr!r} has no values after 'in'")
+            return cls(key=key, op=spec.name, value=items)
+        label = "string" if spec.takes == "pattern" else types.get(key)
+        return cls(key=key, op=spec.name, value=_expr_value(expr, key, sym, text, label))
+
+    @classmethod
+    def _parse_flag(cls, expr: str, s: str) -> "AttrFilter":
+        """``key?`` / ``!key`` (no operator in ``s``)."""
         for flag in _FLAG_OPS:
             true_mark, false_mark = flag.symbols
-            if s.endswith(true_mark):
-                return cls(key=s[:-len(true_mark)].strip(), op=flag.name, value=True)
-            if s.startswith(false_mark) and not any(sym in s for sym in _MARK_SYMBOLS):
-                return cls(key=s[len(false_mark):].strip(), op=flag.name, value=False)
-        m = _WORD_RE.match(s)
-        if m:
-            key = m.group(1).strip()
-            return cls.parse(key, _OP_OF_SYMBOL[m.group(2)].name, m.group(3), types.get(key))
-        m = _MARK_RE.match(s)
-        if not m or not m.group(1):
-            raise QueryError(f"cannot parse attribute condition {expr!r} (try key>=value)")
-        key, sym, text = m.group(1), m.group(2), m.group(3)
-        return cls.parse(key, _OP_OF_SYMBOL[sym].name, text, types.get(key))
+            if s.endswith(true_mark) and not s.startswith(false_mark):
+                key, value = s[:-len(true_mark)].strip(), True
+            elif s.startswith(false_mark) and not s.endswith(true_mark):
+                key, value = s[len(false_mark):].strip(), False
+            else:
+                continue
+            if not key:
+                raise QueryError(f"attribute condition {expr!r} has no key (try key? or !key)")
+            return cls(key=key, op=flag.name, value=value)
+        raise QueryError(f"cannot parse attribute condition {expr!r} "
+                         "(try key>=value, key~regex, key in a,b, key? or !key)")
+
+
+# The characters of the operator symbols: a value starting with one is refused unless quoted.
+_OP_CHARS = frozenset("".join(_MARK_SYMBOLS))
+
+
+def _expr_value(expr: str, key: str, sym: str, text: str, type_label: str | None) -> Any:
+    """The value of one condition of :meth:`AttrFilter.parse_expr` (see its rules)."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    op = f" {sym} " if sym.isalpha() else sym
+    if not text:
+        raise QueryError(f"attribute condition {expr!r} has no value after {sym!r} "
+                         f"(write {key}{op}\"\" for the empty string)")
+    if text[0] in _OP_CHARS:
+        raise QueryError(f"attribute condition {expr!r}: the value {text!r} starts with "
+                         f"{text[0]!r}; quote it ({key}{op}'{text}') to mean that text")
+    return text if type_label == "string" else coerce_value(text, type_label)
 
 
 def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else _to_json(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
 
 
 _RANGE_PAIRS = (("run_min", "run_max"), ("subrun_min", "subrun_max"),
@@ -285,6 +435,15 @@ class Filter(BaseModel):
             if item not in out:
                 out.append(item)
         return out
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: list[str | None]) -> list[str | None]:
+        unknown = [s for s in v if s is not None and s not in STATUSES]
+        if unknown:
+            raise ValueError(f"unknown status {', '.join(map(repr, unknown))} "
+                             f"(choose from {', '.join(STATUSES)})")
+        return v
 
     @field_validator("version_min", "version_max", "path_contains", "path_regex", mode="before")
     @classmethod
@@ -339,11 +498,22 @@ class Filter(BaseModel):
                 v = _from_json(v)
             except Exception as exc:  # noqa: BLE001 - json or bson errors
                 raise ValueError(f"where is not valid JSON: {exc}") from None
+            if not isinstance(v, Mapping):
+                raise ValueError(f"where must be a JSON object (a MongoDB query document), "
+                                 f"not {_json_kind(v)}")
         if not isinstance(v, Mapping):
             raise ValueError("where must be a JSON object (a MongoDB query document)")
         bad = _forbidden(v)
         if bad:
             raise ValueError(f"{bad} (server-side JavaScript) is not allowed in where")
+        unknown = _unknown_operators(v, set())
+        if unknown:
+            raise ValueError(f"unknown query operator{'s' if len(unknown) > 1 else ''} in where: "
+                             f"{', '.join(sorted(unknown))} (MongoDB's are listed at "
+                             "https://www.mongodb.com/docs/manual/reference/operator/query/)")
+        problem = _bad_argument(v)
+        if problem:
+            raise ValueError(f"{problem} in where")
         _check_bson(dict(v), "where")
         return dict(v) or None
 

@@ -25,7 +25,7 @@ from bson import json_util
 from spine_docs import convert
 
 from .errors import QueryError
-from ._run import _collection, _find, _get, _projection, _timeouts
+from ._run import _collection, _find, _get, _projection, _running
 from .filters import Filter, _query, and_queries
 from .values import _from_json
 
@@ -64,23 +64,34 @@ class Page:
     columns: tuple[str, ...] = dc_field(default=TABLE_COLUMNS)
 
 
+# The words of "name:direction" sorts.
+_SORT_DIRECTIONS = {"asc": 1, "ascending": 1, "1": 1, "desc": -1, "descending": -1, "-1": -1}
+
+
 def parse_sort(sort: str | Sequence | None) -> tuple[str, int]:
-    """``"-mtime"``/``"mtime"``/``("mtime", -1)``/``"mtime:desc"`` -> ``("mtime", -1)``."""
+    """``"-mtime"``/``"mtime"``/``"+mtime"``/``("mtime", -1)``/``"mtime:desc"`` -> ``("mtime",
+    -1)`` (after ``:``: ``asc``, ``desc``, ``ascending``, ``descending``, ``1`` or ``-1``);
+    None or ``""``: :data:`DEFAULT_SORT`. Anything else raises :class:`QueryError`."""
     if sort is None or sort == "":
         return DEFAULT_SORT
     if isinstance(sort, str):
         s = sort.strip()
-        direction = 1
-        if s.startswith("-"):
-            s, direction = s[1:], -1
-        elif s.startswith("+"):
+        sign = {"-": -1, "+": 1}.get(s[:1])
+        if sign is not None:
             s = s[1:]
-        if ":" in s:
-            s, d = s.split(":", 1)
-            direction = -1 if d.lower() in ("desc", "-1", "descending") else 1
-        name = s
+        name, colon, word = s.partition(":")
+        direction = sign or 1
+        if colon:
+            direction = _SORT_DIRECTIONS.get(word.lower(), 0)
+            if not direction:
+                raise QueryError(f"unknown sort direction {word!r} in {sort!r} (asc or desc)")
+            if sign is not None and sign != direction:
+                raise QueryError(f"sort {sort!r} gives two directions")
     else:
-        name, direction = sort[0], int(sort[1])
+        try:
+            name, direction = sort[0], int(sort[1])
+        except (TypeError, ValueError, IndexError):
+            raise QueryError(f"cannot read the sort {sort!r} (try -mtime or path)") from None
     if name not in SORT_FIELDS:
         raise QueryError(f"cannot sort by {name!r} (choose from {', '.join(SORT_FIELDS)})")
     if direction not in (1, -1):
@@ -178,7 +189,7 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
     position = decode_cursor(cursor, sort) if cursor else None
     backward = bool(before)
     query, spec = page_query(flt, sort, after=position, backward=backward)
-    with _timeouts(max_time_ms):
+    with _running(coll, max_time_ms):
         rows = list(_find(coll, query, projection, sort=spec, limit=size + 1,
                           max_time_ms=max_time_ms))
     more = len(rows) > size
@@ -189,7 +200,7 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
 
     def exists_beyond(row: dict, reverse: bool) -> bool:
         q, _ = page_query(flt, sort, after=(_get(row, field), _get(row, tie)), backward=reverse)
-        with _timeouts(max_time_ms):
+        with _running(coll, max_time_ms):
             return bool(list(_find(coll, q, {"_id": 1}, limit=1, max_time_ms=max_time_ms)))
 
     if backward:

@@ -26,7 +26,7 @@ from .pages import SORT_FIELDS, format_sort, page_query, sort_spec
 
 #: one sample value per ``Filter`` field: a new field without a sample fails the plan test
 SAMPLES: dict[str, Any] = {
-    **{f: ["x"] for f in FACET_FIELDS},
+    **{f: ["x"] for f in FACET_FIELDS}, "status": ["error"],
     "version_min": "0.5", "version_max": "0.9",
     "run_min": 100, "run_max": 200, "subrun_min": 1, "subrun_max": 5,
     "events_min": 10, "events_max": 1000,
@@ -88,7 +88,7 @@ def query_shapes() -> list[plans.Shape]:
         (_, pipe), = facets_pipelines(Filter(), [f])
         shapes.append(pipeline_shape(f"facet {f}", pipe, "queries.facets"))
         other = "model" if f != "model" else "dataset"
-        (_, pipe), = facets_pipelines(Filter(**{other: ["x"], f: ["y"]}), [f])
+        (_, pipe), = facets_pipelines(Filter(**{other: SAMPLES[other], f: SAMPLES[f]}), [f])
         shapes.append(pipeline_shape(f"facet {f}, {other} selected", pipe, "queries.facets"))
     shapes += [
         S("file by _id", {"_id": "s3df:/data/f.h5"}, (), "queries.get_file"),
