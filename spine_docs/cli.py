@@ -757,9 +757,10 @@ def migrate_backup(db: Optional[str] = DbOpt,
 @_mig_handled
 def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup directory."),
                     db: Optional[str] = DbOpt) -> None:
-    """Put a backup back (collections created since are dropped; the migration history is kept)."""
-    settings, database = _mig_open(db, create=True)
-    r = mig.restore(database, from_dir, db_url=settings.db_url)
+    """Put a backup back (collections created since are dropped; the migration history is kept).
+    Also restores an embedded catalog that no longer loads, or into a new directory."""
+    settings = Settings.load(db=db)
+    r = mig.restore_url(settings.db_url, from_dir, timeout_ms=settings.connect_timeout_ms)
     _warn(r.warnings)
     typer.echo(f"restored {len(r.restored)} collections ({r.documents} documents) from {r.path}"
                + (f"; dropped {', '.join(r.dropped)}" if r.dropped else ""))
