@@ -251,8 +251,11 @@ def backup(db, root: str | Path | None = None, *, db_url: str | None = None,
         manifest["verified"] = True
         df.atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
         collections = manifest["collections"]
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(path, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a vanished or read-only directory
+            gone = "the partial backup was removed" if not path.exists() else f"remove {path} by hand"
+            raise BackupError(f"cannot write the backup {path}: {exc.strerror or exc}; {gone}") from exc
         raise
     result = BackupResult(path=path, db_name=db.name, method=method, created=when,
                           collections=collections, verified=True)
