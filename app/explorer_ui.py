@@ -93,8 +93,9 @@ class Catalog:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _connect(url: str, timeout_ms: int) -> Any:
-    """One connection per catalog URL, shared by every session (errors are not cached)."""
-    return store.connect(url, timeout_ms=timeout_ms)
+    """One connection per catalog URL, shared by every session (errors are not cached).
+    The explorer creates no catalog: where there is none it says so."""
+    return store.connect(url, timeout_ms=timeout_ms, create=False)
 
 
 def _first_line(exc: BaseException) -> str:

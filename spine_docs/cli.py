@@ -79,8 +79,10 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def open_db(settings: Settings) -> Any:
-    return store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms)
+def open_db(settings: Settings, *, create: bool = False) -> Any:
+    """The catalog of ``--db``. Only writing commands pass ``create=True``: a command that
+    reads says "no catalog at ..." where there is none, and writes nothing there."""
+    return store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms, create=create)
 
 
 def print_json(value: Any) -> None:
@@ -107,7 +109,7 @@ def setup(db: Optional[str] = DbOpt,
           schema_file: Optional[Path] = typer.Option(None, help="schema.json to apply (default: the shipped one)")) -> None:
     """Create the collections, indexes and validators declared in schema.json."""
     settings = Settings.load(db=db, schema_file=schema_file)
-    database = open_db(settings)
+    database = open_db(settings, create=True)
     report = schema.setup(database, schema.load_schema(settings.schema_file), db_url=settings.db_url)
     typer.echo(f"{store.describe(database)}: {report.summary()}")
 
@@ -165,7 +167,7 @@ def inject(
     if not source and source_list is None:
         raise fail("nothing to index: give --source GLOB (repeatable) or --source-list FILE")
     settings = Settings.load(db=db, site=site, workers=workers, batch_size=batch_size, checksum=checksum)
-    database = open_db(settings)
+    database = open_db(settings, create=True)
     with _Bar(progress and not as_json) as bar:
         report = ingest.inject(database, settings=settings, sources=source, source_list=source_list,
                                skip_existing=skip_existing, progress=bar)
@@ -415,7 +417,7 @@ def demo(files: int = typer.Option(200, min=1, help="How many sample files to ge
     target = dir or settings.home / "demo"
     paths = samples.write_prod_tree(target, files, seed=0)
     typer.echo(f"wrote {len(paths)} sample files under {target}")
-    database = open_db(settings)
+    database = open_db(settings, create=True)
     with _Bar(True) as bar:
         report = ingest.inject(database, settings=settings, sources=[str(target)], progress=bar)
     typer.echo(f"{store.describe(database)}: {report.summary()}")
@@ -431,7 +433,7 @@ def app_cmd(db: Optional[str] = DbOpt, host: str = typer.Option("127.0.0.1", hel
             port: int = typer.Option(8501, min=1, max=65535, help="Port to listen on.")) -> None:
     """Start the Streamlit explorer."""
     settings = Settings.load(db=db)
-    store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms)  # fail fast, one line
+    open_db(settings)  # fail fast, one line (and create nothing: the explorer only reads)
     _run_app(settings.db_url, host, port)
 
 
@@ -508,9 +510,9 @@ def _mig_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _mig_open(db: Optional[str], schema_file: Optional[Path] = None,
-              migrations_dir: Optional[Path] = None) -> tuple[Settings, Any]:
+              migrations_dir: Optional[Path] = None, *, create: bool = False) -> tuple[Settings, Any]:
     settings = Settings.load(db=db, schema_file=schema_file, migrations_dir=migrations_dir)
-    return settings, open_db(settings)
+    return settings, open_db(settings, create=create)
 
 
 def _mig_paths(settings: Settings) -> dict:
@@ -649,7 +651,7 @@ def migrate_up(db: Optional[str] = DbOpt, to: Optional[int] = typer.Option(None,
                dry_run: bool = typer.Option(False, "--dry-run", help="Same as `migrate plan`."),
                schema_file: Optional[Path] = SchemaFileOpt, migrations_dir: Optional[Path] = MigDirOpt) -> None:
     """Back up, then apply pending migrations and reconcile with schema.json (a fresh database is initialised)."""
-    settings, database = _mig_open(db, schema_file, migrations_dir)
+    settings, database = _mig_open(db, schema_file, migrations_dir, create=not dry_run)
     root = _backup_root(settings, backup_dir)
     if dry_run:
         _print_plan(mig.plan(database, to=to, backup=not no_backup, db_url=settings.db_url,
@@ -667,7 +669,7 @@ def migrate_down(to: int = typer.Option(..., "--to", help="Version to go back to
                  dry_run: bool = typer.Option(False, "--dry-run", help="Same as `migrate plan --down --to N`."),
                  schema_file: Optional[Path] = SchemaFileOpt, migrations_dir: Optional[Path] = MigDirOpt) -> None:
     """Undo applied migrations down to version N (backed up first, like `up`)."""
-    settings, database = _mig_open(db, schema_file, migrations_dir)
+    settings, database = _mig_open(db, schema_file, migrations_dir, create=not dry_run)
     root = _backup_root(settings, backup_dir)
     if dry_run:
         _print_plan(mig.plan(database, to=to, direction="down", backup=not no_backup, db_url=settings.db_url,
@@ -683,7 +685,7 @@ def migrate_stamp(version: int = typer.Argument(..., help="The version the datab
                   db: Optional[str] = DbOpt, schema_file: Optional[Path] = SchemaFileOpt,
                   migrations_dir: Optional[Path] = MigDirOpt) -> None:
     """Record the database's version without running anything (adopt an existing database)."""
-    settings, database = _mig_open(db, schema_file, migrations_dir)
+    settings, database = _mig_open(db, schema_file, migrations_dir, create=True)
     r = mig.stamp(database, version, **_mig_paths(settings))
     _warn(r.warnings)
     typer.echo(f"stamped version {r.final_version} (was {r.from_version})")
@@ -728,7 +730,7 @@ def migrate_ack(versions: List[int] = typer.Argument(None, help="Versions to acc
                 db: Optional[str] = DbOpt, schema_file: Optional[Path] = SchemaFileOpt,
                 migrations_dir: Optional[Path] = MigDirOpt) -> None:
     """Accept the edited file of an applied migration (after reviewing the change)."""
-    settings, database = _mig_open(db, schema_file, migrations_dir)
+    settings, database = _mig_open(db, schema_file, migrations_dir, create=True)
     acked = mig.acknowledge(database, list(versions or []) or None, **_mig_paths(settings))
     _warn(acked.warnings)
     for c in acked:
@@ -742,7 +744,7 @@ def migrate_ack(versions: List[int] = typer.Argument(None, help="Versions to acc
 def migrate_unlock(db: Optional[str] = DbOpt,
                    force: bool = typer.Option(False, "--force", help="Required: the holder must be gone.")) -> None:
     """Remove the migration lock left by a process that is gone."""
-    settings, database = _mig_open(db)
+    settings, database = _mig_open(db, create=True)
     holder = mig.unlock(database, force=force)
     typer.echo(f"removed the lock held by {mig.describe_holder(holder)}" if holder else "the lock was free")
 
@@ -753,7 +755,7 @@ def migrate_backup(db: Optional[str] = DbOpt,
                    out: Optional[Path] = typer.Option(None, "--out", help="Backups directory (default: .spine_docs/backups)."),
                    keep: Optional[int] = KeepOpt) -> None:
     """Take a verified backup now (mongodump when installed for a server, else built-in; same layout)."""
-    settings, database = _mig_open(db)
+    settings, database = _mig_open(db, create=True)
     b = mig.backup(database, out=_backup_root(settings, out), db_url=settings.db_url, keep=keep)
     _warn(b.warnings)
     typer.echo(f"backup {b.path} ({b.method}, {b.documents} documents in {len(b.collections)} collections, verified)")
@@ -765,9 +767,10 @@ def migrate_backup(db: Optional[str] = DbOpt,
 @_mig_handled
 def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup directory."),
                     db: Optional[str] = DbOpt) -> None:
-    """Put a backup back (collections created since are dropped; the migration history is kept)."""
-    settings, database = _mig_open(db)
-    r = mig.restore(database, from_dir, db_url=settings.db_url)
+    """Put a backup back (collections created since are dropped; the migration history is kept).
+    Also restores an embedded catalog that no longer loads, or into a new directory."""
+    settings = Settings.load(db=db)
+    r = mig.restore_url(settings.db_url, from_dir, timeout_ms=settings.connect_timeout_ms)
     _warn(r.warnings)
     typer.echo(f"restored {len(r.restored)} collections ({r.documents} documents) from {r.path}"
                + (f"; dropped {', '.join(r.dropped)}" if r.dropped else ""))

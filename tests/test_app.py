@@ -447,6 +447,17 @@ def test_wrong_url_shows_one_message(monkeypatch):
     assert not at.dataframe and not at.metric
 
 
+def test_a_directory_without_a_catalog_is_one_message_and_stays_untouched(tmp_path, monkeypatch):
+    where = tmp_path / "no-such-catalog"
+    at = _app_on(str(where), monkeypatch)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert at.error[0].value.startswith(f"Cannot open the catalog: no catalog at {where} (create one "
+                                        f"with `spine-docs setup --db {where}`")
+    assert not where.exists()
+
+
 def test_empty_catalog_says_how_to_fill_it(monkeypatch):
     at = _app_on(f"mongomock://empty-{uuid.uuid4().hex[:8]}", monkeypatch)
     at.run()

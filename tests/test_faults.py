@@ -186,6 +186,36 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def _fill(disk: Path, leave: int = 0) -> None:
+    """Fill the tmpfs ``disk`` until at most ``leave`` bytes are free."""
+    with open(disk / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * max(0, os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - leave))
+        except OSError:
+            pass
+
+
+def _files(d: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def _generation_is_intact(d: Path) -> dict:
+    """The manifest on disk, checked without spine-docs: every collection's .bson has the
+    document count and SHA-256 it names; no temporary file and no commit journal is left."""
+    import hashlib
+    import json
+
+    import bson
+
+    manifest = json.loads((d / ".generation").read_text())
+    for name, info in manifest["collections"].items():
+        data = (d / info["bson"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"], name
+        assert len(bson.decode_all(data)) == info["count"], name
+    assert not [p.name for p in d.iterdir() if p.name.endswith(".part") or p.name == ".commit.json"]
+    return manifest
+
+
 def test_full_disk_during_inject_is_one_line_and_the_catalog_survives(tiny_disk, many_files, tmp_path):
     catalog = tiny_disk / "catalog"
     r = subprocess.run(CLI + ["setup", "--db", str(catalog)], capture_output=True, text=True)
@@ -198,10 +228,32 @@ def test_full_disk_during_inject_is_one_line_and_the_catalog_survives(tiny_disk,
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left on device" in lines[0], r.stderr
-    db = store.connect(str(catalog))  # still loads, whatever generation it holds
+    # which catalog could not be saved, and that it is at its previous generation
+    assert lines[0] == (f"spine-docs: cannot save the embedded catalog at {catalog}: No space left "
+                        "on device; it is as it was before this write"), r.stderr
+    manifest = _generation_is_intact(catalog / "spine_docs")
+    db = store.connect(str(catalog), create=False)  # still loads, at that generation
     assert db.files.count_documents({}) in range(0, 601)
-    assert not [p for p in (catalog / "spine_docs").iterdir() if ".part" in p.name]
+    assert db.files.count_documents({}) == manifest["collections"]["files"]["count"]
     store.close(db)
+
+
+def test_full_disk_keeps_the_previous_generation_byte_for_byte(tiny_disk, tmp_path):
+    catalog = tiny_disk / "catalog"
+    r = subprocess.run(CLI + ["setup", "--db", str(catalog)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    before = _files(catalog / "spine_docs")
+    samples.write_prod_tree(tmp_path / "src", 5, seed=0)
+    _fill(tiny_disk)
+    r = subprocess.run(CLI + ["inject", "--db", str(catalog), "--source", str(tmp_path / "src"),
+                              "--no-progress", "--workers", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"spine-docs: cannot save the embedded catalog at {catalog}: No space left on device; "
+        "it is as it was before this write"]
+    assert _files(catalog / "spine_docs") == before
+    _generation_is_intact(catalog / "spine_docs")
 
 
 def test_full_disk_during_setup_is_one_line(tiny_disk):
@@ -215,3 +267,23 @@ def test_full_disk_during_setup_is_one_line(tiny_disk):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "No space left" in r.stderr, r.stderr
+    assert r.stderr.strip() == (f"spine-docs: cannot save the embedded catalog at {tiny_disk / 'catalog'}: "
+                                "No space left on device; nothing was saved")
+    assert [p.name for p in (tiny_disk / "catalog" / "spine_docs").iterdir()] == []
+
+
+def test_full_disk_during_a_backup_is_one_line_and_leaves_no_partial_backup(tiny_disk, tmp_path):
+    catalog = tmp_path / "catalog"
+    db = store.connect(catalog)
+    with store.writing(db):
+        db.files.insert_many([{"_id": i, "blob": "x" * 400} for i in range(1000)])  # ~400 kB
+    store.close(db)
+    out = tiny_disk / "backups"
+    _fill(tiny_disk, leave=64 * 1024)
+    r = subprocess.run(CLI + ["migrate", "backup", "--db", str(catalog), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"spine-docs: cannot write the backup {out}/"), r.stderr
+    assert lines[0].endswith(": No space left on device; the partial backup was removed"), r.stderr
+    assert list(out.iterdir()) == []

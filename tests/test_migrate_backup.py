@@ -10,10 +10,11 @@ from pathlib import Path
 import bson
 import pytest
 
-from spine_docs import migrate, schema
+from spine_docs import migrate, resources, schema, store
 from spine_docs.migrate import backups as bk
 
-from test_migrate_helpers import BACKENDS, HEAD, NEXT, db, dump, kind, legacy_documents, load_legacy, open_backend, reopen
+from test_migrate_helpers import (BACKENDS, HEAD, NEXT, db, dump, kind, legacy_documents, load_legacy, open_backend,
+                                  reopen)
 
 
 @pytest.fixture()
@@ -91,10 +92,11 @@ def test_restore_of_a_bad_backup_changes_nothing(catalog, tmp_path):
     assert migrate.holder(catalog) is None
 
 
-def test_restore_failing_midway_drops_nothing_and_gives_manual_command(catalog, tmp_path, monkeypatch):
+def test_restore_failing_midway_drops_nothing_and_gives_manual_command(kind, catalog, tmp_path, monkeypatch):
     res = migrate.backup(catalog, out=tmp_path / "b")
     with schema.writing(catalog):
         catalog.created_later.insert_one({"a": 1})
+    before = dump(catalog, tmp_path / "d0", skip=())
     real = bk._replace_collection
 
     def flaky(db, name, docs, metadata):
@@ -105,9 +107,14 @@ def test_restore_failing_midway_drops_nothing_and_gives_manual_command(catalog, 
     monkeypatch.setattr(bk, "_replace_collection", flaky)
     with pytest.raises(bk.RestoreError) as exc:
         migrate.restore(catalog, res.path)
-    assert exc.value.changed is True and "disk full" in str(exc.value)
+    assert "disk full" in str(exc.value)
     assert "migrate restore --from" in exc.value.manual_command
     assert "created_later" in catalog.list_collection_names()      # nothing dropped after the failure
+    if kind == "embedded":  # restored at the file level: the commit never came, the files are as they were
+        assert exc.value.changed is False and "nothing was changed" in str(exc.value)
+        assert dump(reopen(kind, catalog, tmp_path), tmp_path / "d1", skip=()) == before
+    else:
+        assert exc.value.changed is True
 
 
 def test_failed_restore_during_up_reports_manual_command(catalog, tmp_path, monkeypatch):
@@ -196,3 +203,140 @@ def test_manual_restore_command_hides_password(tmp_path):
     cmd = bk.manual_restore_command(tmp_path / "x", "mongodb://u:pw@h/db", "db")
     assert cmd.startswith("mongorestore --uri") and "pw" not in cmd and "--drop" in cmd
     assert bk.manual_restore_command(tmp_path / "x", "/srv/cat").startswith("spine-docs migrate restore --from")
+
+
+# --------------------------------------------------------------------------- restore: damaged catalogs, new places
+
+def _embedded_catalog(tmp_path):
+    db = open_backend("embedded", tmp_path)
+    load_legacy(db, legacy_documents(tmp_path, n_extra=20))
+    migrate.up(db, backup=False)
+    return db, tmp_path / "catalog"
+
+
+def _truncate(path: Path, size: int = 100) -> None:
+    path.write_bytes(path.read_bytes()[:size])
+
+
+def _history_names(db) -> list[str]:
+    return [e["name"] for e in db[schema.CHANGELOG].find().sort([("started", 1), ("_id", 1)])]
+
+
+def _changelog_index_names() -> set[str]:
+    """schema.json's changelog indexes, named as pymongo names them ({a: 1, b: -1} -> a_1_b_-1)."""
+    spec = json.loads(resources.schema_file().read_text())
+    return {"_".join(f"{k}_{v}" for k, v in ix["key"].items()) for ix in spec["collections"]["changelog"]["indexes"]}
+
+
+def test_restore_of_a_catalog_that_does_not_load(tmp_path):
+    db, root = _embedded_catalog(tmp_path)
+    res = migrate.backup(db, out=tmp_path / "b")
+    before = dump(db, tmp_path / "d0")
+    with schema.writing(db):
+        db.created_later.insert_one({"a": 1})
+        db.files.update_many({}, {"$set": {"model": "changed since"}})
+        db[schema.CHANGELOG].insert_one({"name": "after the backup", "started": schema.now(),
+                                         "version": HEAD, "direction": "note", "state": "applied"})
+    history = _history_names(db)
+    store.close(db)
+    _truncate(root / "spine_docs" / "files.bson")
+    with pytest.raises(store.StoreError, match="cannot load collection 'files'"):
+        store.connect(root)
+    out = migrate.restore_url(str(root), res.path)
+    assert "created_later" in out.dropped and "files" in out.restored
+    assert any("did not load" in w and "files" in w for w in out.warnings)
+    fresh = store.connect(root, create=False)
+    assert dump(fresh, tmp_path / "d1") == before
+    assert _history_names(fresh) == history + [f"restore {res.path.name}"]   # the catalog's history, kept
+    assert migrate.check(fresh).ok and migrate.holder(fresh) is None
+    d = root / "spine_docs"
+    assert not [p.name for p in d.iterdir() if p.name.endswith(".part") or p.name == ".commit.json"]
+    assert sorted(p.name for p in d.glob("*.bson")) == sorted(f"{n}.bson" for n in fresh.list_collection_names())
+
+
+def test_restore_when_the_changelog_is_damaged_takes_the_backups_and_says_so(tmp_path):
+    db, root = _embedded_catalog(tmp_path)
+    res = migrate.backup(db, out=tmp_path / "b")
+    backup_history = _history_names(db)
+    with schema.writing(db):
+        db[schema.CHANGELOG].insert_one({"name": "lost with the damage", "started": schema.now()})
+    store.close(db)
+    _truncate(root / "spine_docs" / "changelog.bson", 10)
+    out = migrate.restore_url(str(root), res.path)
+    assert any("migration history could not be read" in w and "backup's" in w for w in out.warnings)
+    fresh = store.connect(root, create=False)
+    assert _history_names(fresh) == backup_history + [f"restore {res.path.name}"]
+    assert migrate.check(fresh).ok
+
+
+def test_restore_keeps_the_catalogs_lock_document_not_the_backups(tmp_path):
+    db, root = _embedded_catalog(tmp_path)
+    lock = migrate.acquire(db, command="migrate up")          # the backup holds this lock document
+    res = bk.backup(db, tmp_path / "b")
+    lock.release()
+    theirs = {"_id": "migration_lock", "token": "t", "user": "someone", "host": "elsewhere", "pid": 1,
+              "command": "migrate up", "acquired": schema.now(), "expires": schema.now()}
+    with schema.writing(db):
+        db[schema.META].insert_one(theirs)
+    store.close(db)
+    _truncate(root / "spine_docs" / "files.bson")
+    migrate.restore_url(str(root), res.path)
+    fresh = store.connect(root, create=False)
+    assert migrate.holder(fresh)["token"] == "t"
+
+
+@pytest.mark.parametrize("target", ["missing", "empty directory", "empty mongomock"])
+def test_restore_into_a_new_place_passes_check(catalog, tmp_path, target):
+    res = migrate.backup(catalog, out=tmp_path / "b")
+    backup_history = _history_names(catalog)
+    before = dump(catalog, tmp_path / "d0")
+    if target == "empty mongomock":
+        new = store.connect("mongomock://")
+        migrate.restore(new, res.path)
+    else:
+        where = tmp_path / "new"
+        if target == "empty directory":
+            where.mkdir()
+        out = migrate.restore_url(str(where), res.path)
+        assert out.warnings == []  # no catalog there: nothing to warn about
+        new = store.connect(where, create=False)
+    assert dump(new, tmp_path / "d1") == before
+    assert migrate.check(new).ok, migrate.check(new).problems
+    assert {ix["name"] for ix in new[schema.CHANGELOG].list_indexes()} >= _changelog_index_names()
+    restored_entry = f"restore {res.path.name}"
+    if target == "empty mongomock":  # restored in the database: the history is its own (none yet)
+        assert _history_names(new) == [restored_entry]
+    else:  # restored at the file level: the backup's history comes along
+        assert _history_names(new) == backup_history + [restored_entry]
+
+
+def test_a_failing_migrate_restore_names_another_way_that_works(tmp_path, monkeypatch, capsys):
+    from spine_docs import cli
+
+    db, root = _embedded_catalog(tmp_path)
+    res = migrate.backup(db, out=tmp_path / "b")
+    before = dump(db, tmp_path / "d0")
+    store.close(db)
+    real = bk._replace_collection
+
+    def flaky(db, name, docs, metadata):
+        if name == "meta":
+            raise OSError("disk full")
+        return real(db, name, docs, metadata)
+
+    monkeypatch.setattr(bk, "_replace_collection", flaky)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["migrate", "restore", "--from", str(res.path), "--db", str(root)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "disk full" in err and "nothing was changed" in err
+    hint = err.split("restore by hand with: ")[1].strip()
+    assert f"--db {root}" not in hint      # not the very command that just failed
+    assert hint == (f"spine-docs migrate restore --from {res.path} --db NEWDIR (a new directory), "
+                    "then use NEWDIR as the catalog")
+    monkeypatch.undo()
+    elsewhere = tmp_path / "NEWDIR"       # and the hint works
+    with pytest.raises(SystemExit) as info:
+        cli.main(["migrate", "restore", "--from", str(res.path), "--db", str(elsewhere)])
+    assert info.value.code == 0, capsys.readouterr().err
+    assert dump(store.connect(elsewhere, create=False), tmp_path / "d1") == before

@@ -13,7 +13,9 @@ import bson
 import pytest
 
 from spine_docs import dumpfmt, store
-from spine_docs.store import StoreError
+from spine_docs.store import NoCatalog, StoreError
+
+from unprivileged import read_only
 
 
 def doc(i: int, **extra) -> dict:
@@ -73,32 +75,11 @@ def test_connect_errors_are_one_line(url, needle):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A directory nobody can write in. Root writes through permission bits, so as root it
-    is a read-only bind mount of itself (unmounted afterwards); the test is skipped, saying
-    why, where mounting is not allowed (a container without CAP_SYS_ADMIN)."""
-    import shutil
-    import subprocess
-
+    """An empty directory nobody can write in (see :func:`unprivileged.read_only`)."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    if os.geteuid() != 0:
-        ro.chmod(0o500)
+    with read_only(ro):
         yield ro
-        ro.chmod(0o700)
-        return
-    if not shutil.which("mount"):
-        pytest.skip("running as root without a mount command: a read-only directory cannot be made")
-    bound = subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True, text=True)
-    if bound.returncode != 0:
-        pytest.skip(f"running as root and mount is not allowed here ({bound.stderr.strip()}): "
-                    "a read-only directory cannot be made")
-    try:
-        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True, text=True)
-        if remount.returncode != 0:
-            pytest.skip(f"running as root and cannot remount read-only ({remount.stderr.strip()})")
-        yield ro
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_connect_refuses_an_unusable_directory(tmp_path):
@@ -115,6 +96,93 @@ def test_connect_refuses_a_read_only_directory(read_only_dir):
     with pytest.raises(StoreError, match="not writable"):
         store.connect(read_only_dir / "catalog")
     assert list(read_only_dir.iterdir()) == []
+
+
+def tree(root: Path) -> dict:
+    """Every path under ``root`` with its bytes (files) and mtime: what a read must not change."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (p.read_bytes() if p.is_file() else None, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("place", ["missing", "empty", "other files", "empty spine_docs"])
+def test_connect_without_create_finds_no_catalog_and_writes_nothing(tmp_path, place):
+    where = tmp_path / "somewhere"
+    if place != "missing":
+        where.mkdir()
+    if place == "other files":  # like /etc
+        (where / "passwd").write_text("root:x:0:0\n")
+        (where / "sub").mkdir()
+    if place == "empty spine_docs":  # what a read left behind before read-only commands created nothing
+        (where / "spine_docs").mkdir()
+    before = tree(where) if where.exists() else None
+    with pytest.raises(NoCatalog) as err:
+        store.connect(where, create=False)
+    message = str(err.value)
+    assert isinstance(err.value, StoreError) and "\n" not in message
+    assert message.startswith(f"no catalog at {where} ")
+    assert f"spine-docs setup --db {where}" in message
+    assert (tree(where) if where.exists() else None) == before
+    assert not (where / ".lock").exists()
+    db = store.connect(where)  # a writer creates it
+    assert (where / "spine_docs").is_dir() and (where / ".lock").exists()
+    with store.writing(db):
+        db.files.insert_one({"_id": 1})
+    store.close(db)
+    assert store.connect(where, create=False).files.count_documents({}) == 1
+
+
+def test_connect_without_create_opens_a_plain_mongodump_directory(tmp_path):
+    out = tmp_path / "dump"
+    dumpfmt.write_collection(out / "spine_docs", "files", [doc(i) for i in range(3)])
+    before = tree(out)
+    db = store.connect(out, create=False)
+    assert sorted(d["n"] for d in db.files.find()) == [0, 1, 2]
+    store.refresh(db)
+    assert tree(out) == before  # not even a .lock
+
+
+def test_a_read_only_catalog_is_read_and_a_write_is_one_line(tmp_path):
+    root = tmp_path / "cat"
+    db = store.connect(root)
+    with store.writing(db):
+        db.files.insert_many([doc(i) for i in range(5)])
+        db.runs.insert_one({"_id": "r"})
+    expected = snapshot(db)
+    store.close(db)
+    with read_only(root):
+        before = tree(root)
+        ro = store.connect(root, create=False)
+        assert snapshot(ro) == expected
+        assert store.refresh(ro) is False
+        with pytest.raises(StoreError) as err:
+            with store.writing(ro):
+                ro.files.insert_one(doc(99))
+        assert str(err.value).startswith(f"the embedded catalog at {root} is read-only here: ")
+        assert "\n" not in str(err.value)
+        store.close(ro)
+        assert store.connect(root).files.count_documents({}) == 5  # a writer's connect opens it too
+        assert tree(root) == before
+
+
+def test_a_read_only_catalog_with_an_unfinished_save_says_so(tmp_path, monkeypatch):
+    db, _old = _two_generations(tmp_path)
+    monkeypatch.setattr(os, "replace", ReplaceFails(3))  # after the commit point
+    with pytest.raises(StoreError, match="the save is committed"):
+        with store.writing(db):
+            _second_write(db)
+    monkeypatch.undo()
+    store.close(db)
+    root = tmp_path / "cat"
+    with read_only(root):
+        with pytest.raises(StoreError) as err:
+            store.connect(root, create=False)
+        assert "has an unfinished save" in str(err.value) and "read-only here" in str(err.value)
+        assert "\n" not in str(err.value)
+    fresh = store.connect(root, create=False)  # writable again: the reader completes it
+    assert fresh.files.count_documents({}) == 5 and not (root / "spine_docs" / ".commit.json").exists()
 
 
 # --------------------------------------------------------------------------- persistence
@@ -265,10 +333,16 @@ def test_a_crash_during_a_save_leaves_one_complete_state(tmp_path, monkeypatch, 
     db, _old = _two_generations(tmp_path / "again")
     failing = ReplaceFails(crash_at)
     monkeypatch.setattr(os, "replace", failing)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(StoreError, match="simulated crash") as err:
         with store.writing(db):
             _second_write(db)
     monkeypatch.setattr(os, "replace", failing.real)
+    root = (tmp_path / "again" / "cat").resolve()
+    # one line naming the catalog, true to what happened: the old state, or the committed one
+    assert f"embedded catalog at {root}" in str(err.value) and "\n" not in str(err.value)
+    assert ("as it was before this write" in str(err.value)) == (crash_at == 1)
+    assert ("the save is committed" in str(err.value)) == (crash_at > 1)
+    assert err.value.committed == (crash_at > 1)
     d = tmp_path / "again" / "cat" / "spine_docs"
     assert (d / ".commit.json").exists() == (crash_at > 1)
     fresh = reopen(db)
@@ -283,7 +357,7 @@ def test_a_crash_during_a_save_leaves_one_complete_state(tmp_path, monkeypatch, 
 def test_a_failed_save_in_process_reloads_the_disk_state(tmp_path, monkeypatch):
     db, old = _two_generations(tmp_path)
     monkeypatch.setattr(dumpfmt, "write_collection_temp", _boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="disk full; it is as it was before this write"):
         with store.writing(db):
             _second_write(db)
     monkeypatch.undo()
@@ -305,6 +379,91 @@ def test_a_damaged_file_is_reported(tmp_path):
     store.close(db)
     with pytest.raises(StoreError, match="does not match its manifest|cannot load"):
         store.connect(tmp_path / "cat")
+
+
+def test_a_read_only_reader_waits_for_a_writer_instead_of_locking(tmp_path, monkeypatch):
+    db, _old = _two_generations(tmp_path)
+    monkeypatch.setattr(os, "replace", ReplaceFails(3))  # a writer stopped after its commit point
+    with pytest.raises(StoreError, match="the save is committed"):
+        with store.writing(db):
+            _second_write(db)
+    monkeypatch.undo()
+    store.close(db)
+    root = tmp_path / "cat"
+    monkeypatch.setattr(store.embedded, "LOCK_TIMEOUT_S", 0.2)
+    with read_only(root):
+        fd = os.open(root / ".lock", os.O_RDONLY)  # a writer holds the lock (flock needs no write access)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with pytest.raises(StoreError, match="is locked by another process"):
+                store.connect(root, create=False)
+        finally:
+            os.close(fd)
+
+
+def test_an_unfinished_save_that_cannot_be_completed_is_one_line(tmp_path, monkeypatch):
+    db, _old = _two_generations(tmp_path)
+    monkeypatch.setattr(os, "replace", ReplaceFails(3))
+    with pytest.raises(StoreError, match="the save is committed"):
+        with store.writing(db):
+            _second_write(db)
+    store.close(db)
+    monkeypatch.setattr(os, "replace", ReplaceFails(1))  # and now the disk is full, say
+    with pytest.raises(StoreError) as err:
+        store.connect(tmp_path / "cat")
+    assert str(err.value) == (f"cannot complete the interrupted save of the embedded catalog at "
+                              f"{tmp_path / 'cat'}: simulated crash")
+
+
+# --------------------------------------------------------------------------- replacing a catalog whole
+
+def test_replacing_a_catalog_that_does_not_load(tmp_path):
+    db, _old = _two_generations(tmp_path)
+    root = tmp_path / "cat"
+    d = root / "spine_docs"
+    generation = json.loads((d / ".generation").read_text())["generation"]
+    store.close(db)
+    (d / "files.bson").write_bytes((d / "files.bson").read_bytes()[:50])   # damaged
+    dumpfmt.write_collection(d, "stray", [{"_id": 1}])                     # not in the manifest
+    with pytest.raises(StoreError, match="cannot load collection 'files'"):
+        store.connect(root)
+    before = tree(d)
+    with pytest.raises(RuntimeError):  # a block that raises writes nothing (but takes the .lock)
+        with store.replacing(root) as new:
+            new.db.files.insert_one({"_id": "x"})
+            raise RuntimeError("changed my mind")
+    assert tree(d) == before
+    with store.replacing(root) as new:
+        assert sorted(new.collections) == ["files", "gone", "runs"]   # the manifest's
+        assert new.load("runs") is True and new.load("nope") is False
+        with pytest.raises(StoreError, match="files"):
+            new.load("files")
+        new.db.files.insert_many([doc(i) for i in range(3)])
+    names = sorted(p.name for p in d.iterdir())
+    assert names == [".generation", "files.bson", "files.metadata.json", "runs.bson", "runs.metadata.json"]
+    assert json.loads((d / ".generation").read_text())["generation"] == generation + 1
+    fresh = store.connect(root)
+    assert snapshot(fresh) == {"files": [doc(i) for i in range(3)], "runs": [{"_id": "r1", "n": 1}]}
+
+
+def test_replacing_into_a_new_directory_and_an_open_catalog_reloads(tmp_path):
+    with store.replacing(tmp_path / "new") as new:
+        assert new.collections == []
+        new.db.files.insert_one(doc(1))
+    assert snapshot(store.connect(tmp_path / "new", create=False)) == {"files": [doc(1)]}
+    db = store.connect(tmp_path / "cat")
+    with store.writing(db):
+        db.files.insert_many([doc(i) for i in range(4)])
+    with store.replacing(tmp_path / "cat") as new:
+        new.db.runs.insert_one({"_id": "only"})
+    with store.writing(db):  # reloads first: its old files are not written back
+        db.runs.insert_one({"_id": "after"})
+    db = reopen(db)
+    assert snapshot(db) == {"runs": [{"_id": "only"}, {"_id": "after"}]}
+    with store.writing(db):
+        with pytest.raises(StoreError, match="inside store.writing"):
+            with store.replacing(tmp_path / "cat"):
+                pass
 
 
 # --------------------------------------------------------------------------- locking and other processes
@@ -375,7 +534,7 @@ def test_a_reader_completes_an_interrupted_commit(tmp_path, monkeypatch):
     db, _old = _two_generations(tmp_path)
     failing = ReplaceFails(3)
     monkeypatch.setattr(os, "replace", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="the save is committed"):
         with store.writing(db):
             _second_write(db)
     monkeypatch.undo()

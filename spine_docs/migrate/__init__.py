@@ -20,8 +20,8 @@ from .lock import Lock, LockBusy, LockError, acquire, describe_holder, force_unl
 from .reconcile import Drift, diff, snapshot
 from .runner import (ChangedMigration, CheckResult, ChecksumMismatch, HistoryEntry, MigrationError,
                      MigrationInfo, Plan, PlanStep, RunResult, StatusResult, StepResult, acknowledge,
-                     backup, changed_migrations, check, down, history, load, plan, restore, stamp, status,
-                     unlock, up)
+                     backup, changed_migrations, check, down, history, load, plan, restore, restore_url,
+                     stamp, status, unlock, up)
 from .scripts import Migration, MigrationScriptError, discover, new_migration
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "Drift", "diff", "snapshot",
     "ChangedMigration", "CheckResult", "ChecksumMismatch", "HistoryEntry", "MigrationError",
     "MigrationInfo", "Plan", "PlanStep", "RunResult", "StatusResult", "StepResult", "acknowledge",
-    "backup", "changed_migrations", "check", "down", "history", "load", "plan", "restore", "stamp",
-    "status", "unlock", "up",
+    "backup", "changed_migrations", "check", "down", "history", "load", "plan", "restore", "restore_url",
+    "stamp", "status", "unlock", "up",
     "Migration", "MigrationScriptError", "discover", "new_migration",
 ]

@@ -20,6 +20,12 @@ puts every collection back (documents in their original order, options, indexes)
 all of that succeeded does it drop the collections created since the backup. If writing
 fails part-way it stops (drops nothing more) and raises :class:`RestoreError` whose
 ``manual_command`` restores by hand.
+
+:func:`restore_catalog` restores an embedded catalog at the file level, without loading it
+(so a catalog with a damaged file can be restored): under the catalog's file lock it reads
+only what the restore keeps (the changelog, the lock document), builds the new content in
+memory with :func:`restore`, and commits it as a save commits (temporary files, journal,
+renames, new manifest). Failing before that commit, it changes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import bson
 
@@ -58,6 +64,7 @@ class RestoreError(Exception):
 
     def __init__(self, message: str, *, manual_command: str, changed: bool):
         super().__init__(f"{message}; restore by hand with: {manual_command}")
+        self.reason = message
         self.manual_command = manual_command
         self.changed = changed
 
@@ -244,8 +251,11 @@ def backup(db, root: str | Path | None = None, *, db_url: str | None = None,
         manifest["verified"] = True
         df.atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
         collections = manifest["collections"]
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(path, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a vanished or read-only directory
+            gone = "the partial backup was removed" if not path.exists() else f"remove {path} by hand"
+            raise BackupError(f"cannot write the backup {path}: {exc.strerror or exc}; {gone}") from exc
         raise
     result = BackupResult(path=path, db_name=db.name, method=method, created=when,
                           collections=collections, verified=True)
@@ -329,31 +339,36 @@ def rotate(root: str | Path, keep: int, *, db_name: str | None = None) -> list[P
 
 # --------------------------------------------------------------------------- restore
 
-def manual_restore_command(path: str | Path, db_url: str | None, db_name: str | None = None) -> str:
-    """The command an admin runs to restore ``path`` by hand."""
+def manual_restore_command(path: str | Path, db_url: str | None, db_name: str | None = None, *,
+                           elsewhere: bool = False) -> str:
+    """The command an admin runs to restore ``path`` by hand: ``mongorestore`` for a server;
+    else ``spine-docs migrate restore`` into ``db_url`` - or, with ``elsewhere`` (when that
+    very command is what failed), into a new directory that then serves as the catalog."""
     path = Path(path)
     if db_url and re.match(r"^mongodb(\+srv)?://", db_url):
         ns = f" --nsInclude {shlex.quote(db_name + '.*')}" if db_name else ""
         return (f"mongorestore --uri {shlex.quote(sch.display_url(db_url))} --drop{ns} "
                 f"--dir {shlex.quote(str(path))}")
+    if elsewhere:
+        return (f"spine-docs migrate restore --from {shlex.quote(str(path))} --db NEWDIR "
+                "(a new directory), then use NEWDIR as the catalog")
     target = f" --db {shlex.quote(db_url)}" if db_url else ""
     return f"spine-docs migrate restore --from {shlex.quote(str(path))}{target}"
 
 
 def restore(db, path: str | Path, *, db_url: str | None = None,
-            keep_collections: Iterable[str] = (sch.CHANGELOG,), drop_new: bool = True) -> RestoreResult:
+            keep_collections: Iterable[str] = (sch.CHANGELOG,), drop_new: bool = True,
+            manual_command: str | None = None, verified: bool = False) -> RestoreResult:
     """Put the database back as it was in backup ``path`` (the caller holds :func:`writing`).
 
     Collections named in ``keep_collections`` (the migration changelog) are left as they
-    are; the lock document is kept. The backup is verified first: if that fails nothing is
-    touched. Raises :class:`RestoreError` (with the manual command) on any failure.
+    are; the lock document is kept. The backup is verified first (unless ``verified``: the
+    caller just did): if that fails nothing is touched. Raises :class:`RestoreError` (with
+    ``manual_command``, default :func:`manual_restore_command`) on any failure.
     """
     path = Path(path)
-    manual = manual_restore_command(path, db_url, db.name)
-    check = verify(path)
-    if not check.ok:
-        raise RestoreError("backup does not verify (" + "; ".join(check.problems) + "); nothing was changed",
-                           manual_command=manual, changed=False)
+    manual = manual_command or manual_restore_command(path, db_url, db.name)
+    _check(path, manual)
     df = _dumpfmt()
     manifest = df.read_manifest(path)
     d = path / manifest["database"]
@@ -406,6 +421,59 @@ def restore(db, path: str | Path, *, db_url: str | None = None,
         raise RestoreError(f"restore failed at collection {current!r}: {type(exc).__name__}: {exc}",
                            manual_command=manual, changed=True) from exc
     result.documents = sum(manifest["collections"][n]["count"] for n in names)
+    return result
+
+
+def _check(path: Path, manual: str) -> None:
+    check = verify(path)
+    if not check.ok:
+        raise RestoreError("backup does not verify (" + "; ".join(check.problems) + "); nothing was changed",
+                           manual_command=manual, changed=False)
+
+
+def restore_catalog(root: str | Path, path: str | Path, *, manual_command: str,
+                    before_commit: Callable[[object], None] | None = None) -> RestoreResult:
+    """Put the embedded catalog in directory ``root`` back as it was in backup ``path``, at
+    the file level: the catalog is not loaded, so one that no longer loads is restored too.
+
+    Under the catalog's file lock (``store.replacing``) the new content is built in memory:
+    the catalog's changelog when it can be read (else the backup's, and a warning says so),
+    the lock document of its ``meta`` when that can be read, every other collection from the
+    backup; ``before_commit(db)`` then adds to it (the runner records the restore); then it
+    is committed as a save is, and every other collection of the catalog is dropped. A
+    missing ``root`` is created. Raises :class:`RestoreError`; ``changed`` is True only when
+    the commit itself failed after its commit point.
+    """
+    store = sch._store()
+    path, root = Path(path), Path(root)
+    _check(path, manual_command)
+    result = None
+    warnings: list[str] = []
+    try:
+        with store.replacing(root) as new:
+            keep: tuple[str, ...] = ()
+            for name in (sch.CHANGELOG, sch.META):  # meta only for its lock document
+                try:
+                    if new.load(name) and name == sch.CHANGELOG:
+                        keep = (sch.CHANGELOG,)
+                except store.StoreError as exc:
+                    if name == sch.CHANGELOG:
+                        warnings.append(f"the catalog's migration history could not be read ({exc}): "
+                                        "it is now the backup's, plus this restore")
+            result = restore(new.db, path, keep_collections=keep, manual_command=manual_command,
+                             verified=True)
+            result.dropped = sorted(set(result.dropped) | {
+                n for n in new.collections if n not in new.db.list_collection_names()})
+            if before_commit is not None:
+                before_commit(new.db)
+    except RestoreError as exc:  # raised before the commit: the catalog's files are untouched
+        raise RestoreError(exc.reason if "nothing was changed" in exc.reason
+                           else f"{exc.reason}; nothing was changed",
+                           manual_command=manual_command, changed=False) from exc
+    except store.StoreError as exc:
+        raise RestoreError(f"cannot restore the catalog at {root}: {exc}", manual_command=manual_command,
+                           changed=exc.committed) from exc
+    result.warnings += warnings
     return result
 
 

@@ -670,17 +670,65 @@ def backup(db, *, out=None, db_url: str | None = None, keep: int | None = None,
         lock.release()
 
 
-def restore(db, from_dir, *, db_url: str | None = None, lock_wait_s: float = lk.DEFAULT_WAIT_S) -> bk.RestoreResult:
+def restore(db, from_dir, *, db_url: str | None = None, lock_wait_s: float = lk.DEFAULT_WAIT_S,
+            schema_file=None) -> bk.RestoreResult:
     """``migrate restore --from DIR``: put the database back as in the backup, under the lock.
-    The changelog is kept and a ``restore`` entry added."""
+    The changelog is kept (and has at least schema.json's indexes) and a ``restore`` entry
+    added. An embedded catalog is restored at the file level (:func:`bk.restore_catalog`).
+    On failure the "restore by hand" of :class:`bk.RestoreError` is another way than this
+    one (mongorestore, or a restore into a new directory)."""
+    root = sch._store().catalog_path(db)
+    manual = bk.manual_restore_command(from_dir, db_url, db.name, elsewhere=True)
     lock = lk.acquire(db, command="migrate restore", wait_s=lock_wait_s)
     try:
-        t0 = time.monotonic()
-        with sch.writing(db):
-            res = bk.restore(db, from_dir, db_url=db_url)
-            _finish(db, _record(db, version=sch.db_version(db), name=f"restore {Path(from_dir).name}",
-                                direction="restore", state="running"), "applied", t0)
+        if root is not None:  # the lock document it holds is kept: released below
+            res = _restore_files(root, from_dir, manual, schema_file)
+        else:
+            t0 = time.monotonic()
+            with sch.writing(db):
+                res = bk.restore(db, from_dir, db_url=db_url, manual_command=manual)
+                _record_restore(db, from_dir, t0, schema_file)
         res.warnings += lock.warnings
         return res
     finally:
         lock.release()
+
+
+def restore_url(db_url: str, from_dir, *, lock_wait_s: float = lk.DEFAULT_WAIT_S,
+                timeout_ms: int = 5000, schema_file=None) -> bk.RestoreResult:
+    """:func:`restore` into the database at ``db_url`` (what ``spine-docs migrate restore``
+    calls). An embedded catalog that does not load - a damaged or truncated file - is
+    restored at the file level without the migration lock (it cannot be read; the file lock
+    keeps every other writer out); a directory without a catalog receives the backup."""
+    store = sch._store()
+    root = store.embedded_dir(db_url)
+    if root is None:
+        return restore(store.connect(db_url, timeout_ms=timeout_ms), from_dir, db_url=db_url,
+                       lock_wait_s=lock_wait_s, schema_file=schema_file)
+    try:
+        db = store.connect(root, create=False)
+    except store.StoreError as exc:
+        manual = bk.manual_restore_command(from_dir, db_url, elsewhere=True)
+        res = _restore_files(root, from_dir, manual, schema_file)
+        if not isinstance(exc, store.NoCatalog):
+            res.warnings.insert(0, f"the catalog did not load ({exc}); it was restored file by file")
+        return res
+    return restore(db, from_dir, db_url=db_url, lock_wait_s=lock_wait_s, schema_file=schema_file)
+
+
+def _restore_files(root, from_dir, manual: str, schema_file) -> bk.RestoreResult:
+    t0 = time.monotonic()
+    return bk.restore_catalog(root, from_dir, manual_command=manual,
+                              before_commit=lambda db: _record_restore(db, from_dir, t0, schema_file))
+
+
+def _record_restore(db, from_dir, t0: float, schema_file) -> None:
+    """The changelog after a restore: schema.json's indexes where missing (a restore into a
+    new place has no changelog of its own), then the ``restore`` entry."""
+    spec = sch.load_schema(schema_file)["collections"].get(sch.CHANGELOG)
+    if spec is not None:
+        commands, _drift = sch.setup_commands(db, {"collections": {sch.CHANGELOG: spec}})
+        for c in commands:
+            sch.execute(db, c)
+    _finish(db, _record(db, version=sch.db_version(db), name=f"restore {Path(from_dir).name}",
+                        direction="restore", state="running"), "applied", t0)

@@ -19,6 +19,15 @@ URLs (``--db`` / ``SPINE_DOCS_DB``)
         (``close(db)`` first to read the files afresh). Every write goes inside
         ``with store.writing(db):``.
 
+Creating, or only opening (``create``)
+    ``connect(path)`` creates the embedded catalog when the directory holds none (what
+    ``setup``, ``inject`` and the other writing commands need). ``connect(path,
+    create=False)`` - every command that only reads - raises :class:`NoCatalog` ("no catalog
+    at ...", one line) instead and writes nothing: not the directory, not ``.lock``, not
+    ``spine_docs/``. Opening an existing catalog never writes, so one that is read-only here
+    (a read-only mount, another user's) can be read; a write to it raises "... is read-only
+    here". ``create`` does not matter for a server or ``mongomock://``.
+
 Where each part lives
     :mod:`.server` (a real server: connect, ping, one-line errors), :mod:`.memory`
     (``mongomock://``), :mod:`.embedded` (the embedded catalog: locking, loading, the atomic
@@ -37,33 +46,76 @@ from pathlib import Path
 from typing import Any
 
 from . import embedded, memory, server
-from .common import DEFAULT_DB, StoreError
-from .embedded import LOCK_TIMEOUT_S
+from .common import DEFAULT_DB, NoCatalog, StoreError
+from .embedded import LOCK_TIMEOUT_S, Replacement
 from .engine import raw_fields
 from .server import is_server
 
 __all__ = [
-    "StoreError", "connect", "writing", "refresh", "save", "describe", "is_server", "is_embedded",
+    "StoreError", "NoCatalog", "connect", "embedded_dir", "replacing", "Replacement", "writing", "refresh", "save", "describe", "is_server", "is_embedded",
     "close", "commit_interval", "catalog_path", "collection_options", "create_collection",
     "coll_mod", "forget_collection", "DEFAULT_DB", "LOCK_TIMEOUT_S", "raw_fields",
 ]
 
 
-def connect(url: str | os.PathLike, *, timeout_ms: int = 5000) -> Any:
+def connect(url: str | os.PathLike, *, timeout_ms: int = 5000, create: bool = True) -> Any:
     """A Database for a ``mongodb://``/``mongodb+srv://`` URI, a ``mongomock://`` URL or an
-    embedded-catalog directory (see the module docstring). Raises :class:`StoreError`."""
-    if url is None or not str(os.fspath(url)).strip():
-        raise StoreError("no catalog given: pass --db (mongodb://..., mongomock://... or a directory)")
-    text = str(os.fspath(url)).strip()
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    embedded-catalog directory (see the module docstring). Raises :class:`StoreError`.
+
+    :param create: for a directory that holds no catalog: True (the default, what writers
+        need) creates one; False raises :class:`NoCatalog` and writes nothing. Read-only
+        commands pass False. Servers and ``mongomock://`` ignore it.
+
+    Example: ``db = store.connect("./catalog", create=False)``."""
+    text, scheme = _parse(url)
     if scheme in ("mongodb", "mongodb+srv"):
         return server.connect(text, timeout_ms)
     if scheme == "mongomock":
         return memory.connect(text)
+    return embedded.open_catalog(text, create=create).db
+
+
+def embedded_dir(url: str | os.PathLike) -> Path | None:
+    """The directory of an embedded-catalog URL (absolute), None for a server or
+    ``mongomock://``; opens nothing. Raises :class:`StoreError` for a URL
+    :func:`connect` refuses."""
+    text, scheme = _parse(url)
     if scheme:
+        return None
+    try:
+        return Path(text).expanduser().resolve()
+    except OSError as exc:
+        raise StoreError(f"bad embedded catalog path {text!r}: {exc.strerror or exc}") from None
+
+
+def _parse(url: str | os.PathLike) -> tuple[str, str]:
+    """``(url, scheme)``: scheme "" for a directory; :class:`StoreError` for none or an
+    unsupported one."""
+    if url is None or not str(os.fspath(url)).strip():
+        raise StoreError("no catalog given: pass --db (mongodb://..., mongomock://... or a directory)")
+    text = str(os.fspath(url)).strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme and scheme not in ("mongodb", "mongodb+srv", "mongomock"):
         raise StoreError(f"unsupported catalog URL scheme {scheme!r}: use mongodb://, "
                          "mongodb+srv://, mongomock:// or a directory path")
-    return embedded.open_catalog(text).db
+    return text, scheme
+
+
+def replacing(path: str | os.PathLike, *, timeout: float | None = None) -> Any:
+    """Embedded catalog only: replace the catalog in directory ``path`` whole without
+    loading it first, under its file lock and through the save protocol - how a catalog
+    that no longer loads is restored. A context manager yielding a :class:`Replacement`
+    (``db``: the new content, starting empty; ``collections``: the names on disk now;
+    ``load(name)``: copy one of them into ``db``, :class:`StoreError` when damaged). A
+    clean exit commits ``db`` as the whole catalog; an exception writes nothing.
+
+    Example::
+
+        with store.replacing("./catalog") as new:
+            new.load("changelog")
+            new.db.files.insert_many(docs)
+    """
+    return embedded.replacing(path, timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -18,10 +18,21 @@ Writing to the embedded catalog
     skipped) and releases the lock. Nested ``writing()`` in one thread is free; other
     threads of the process wait. Reads need no lock: ``store.refresh(db)`` picks up other
     processes' saves (a cheap check of ``<dir>/spine_docs/.generation``).
+    A save that fails (a full disk, a directory it may not write) raises a one-line
+    :class:`StoreError` naming the catalog; before the commit point (below) it removes its
+    temporary files and the catalog stays at its previous generation.
     A save rewrites each changed collection whole (mongodump's layout has no deltas), so a
     bulk writer should not open one ``writing()`` per small batch: ``store.commit_interval``
     says how long to accumulate (about 10x the last save's duration); ``store.save`` commits
     inside a long ``writing()`` block.
+
+Opening without creating, and reading without write access
+    ``connect(path, create=False)`` (every command that only reads) opens an existing
+    catalog and raises :class:`NoCatalog` where there is none - a missing directory, an
+    empty one, or one holding other files - without creating or writing anything there.
+    Loading and ``refresh`` take no lock and write nothing, so a catalog on a read-only
+    mount, or another user's, can be read; a write to it (``writing()``) raises "... is
+    read-only here". Only an unfinished commit (below) needs a process that can write.
 
 How a save stays atomic (several collections at once)
     1. each changed collection is written to ``.tmp-<gen>-<file>.part`` files (fsync);
@@ -46,19 +57,20 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import socket
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import dumpfmt
 from . import engine
-from .common import DEFAULT_DB, StoreError
+from .common import DEFAULT_DB, NoCatalog, StoreError
 
 #: how long writing() waits for another process's lock before giving up (seconds)
 LOCK_TIMEOUT_S = 60.0
@@ -66,10 +78,27 @@ GENERATION_FILE = ".generation"
 JOURNAL_FILE = ".commit.json"
 LOCK_FILE = ".lock"
 _CATALOG_FORMAT = "spine-docs-embedded-catalog"
+#: errors that mean "this process may not write here" (a read-only mount, file modes)
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class _Inconsistent(Exception):
     """A lock-free read saw files of two different generations (retry)."""
+
+
+class _ReadOnly(StoreError):
+    """The lock file cannot be opened for writing: this process cannot write the catalog."""
+
+
+class Replacement(NamedTuple):
+    """What :func:`replacing` yields: the catalog's new content (``db``, an engine database
+    that starts empty), the names of the collections the catalog has on disk now, and
+    ``load(name)``, which copies one of them into ``db`` (checked against the manifest;
+    :class:`StoreError` when damaged; False when the catalog has no such collection)."""
+
+    db: Any
+    collections: list[str]
+    load: Callable[[str], bool]
 
 
 def _now_iso() -> str:
@@ -123,6 +152,9 @@ class Catalog:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
+            if exc.errno in _READ_ONLY_ERRNOS:
+                raise _ReadOnly(f"the embedded catalog at {self.root} is read-only here: cannot open "
+                                f"its lock file {self.lock_path} for writing ({exc.strerror})") from exc
             raise StoreError(f"cannot open the lock file {self.lock_path}: {exc.strerror}") from exc
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.002
@@ -152,6 +184,32 @@ class Catalog:
         except OSError:
             pass
         self.lock_fd = fd
+
+    def wait_for_writer(self, timeout: float) -> None:
+        """Wait (bounded) until no process holds the lock, without taking it for writing:
+        a shared ``flock`` on a read-only descriptor (a reader without write access)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # no lock file: no spine-docs process ever wrote here
+        except OSError as exc:
+            raise StoreError(f"cannot open the lock file {self.lock_path}: {exc.strerror}") from exc
+        try:
+            deadline = time.monotonic() + max(0.0, timeout)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise StoreError(f"cannot lock {self.lock_path}: {exc.strerror}") from exc
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"the embedded catalog at {self.root} is locked by another "
+                                     f"process (waited {timeout:g} s); retry when it has finished")
+                time.sleep(0.05)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         fd, self.lock_fd = self.lock_fd, None
@@ -273,9 +331,36 @@ class Catalog:
                 return False
             self._apply(self._plan(disk, locked=True))
             return True
+        done = self._sync_lock_free()
+        if done is not None:
+            return done
+        # a writer is committing, or died doing it: recover under the lock
+        try:
+            self.acquire(self.lock_timeout)
+        except _ReadOnly:
+            # we cannot complete another's commit: wait for the writer, then read again
+            self.wait_for_writer(self.lock_timeout)
+            done = self._sync_lock_free()
+            if done is not None:
+                return done
+            if self._journal_exists():
+                raise StoreError(f"the embedded catalog at {self.root} has an unfinished save (its "
+                                 "writer stopped after the commit point) and is read-only here: "
+                                 "any spine-docs command run by a user who can write there "
+                                 "completes it") from None
+            raise StoreError(f"the embedded catalog at {self.root} kept changing while it was "
+                             "read; retry") from None
+        try:
+            return self.sync(locked=True)
+        finally:
+            self.release()
+
+    def _sync_lock_free(self) -> bool | None:
+        """Load the newest complete generation without the lock (True: reloaded, False:
+        nothing new); None when that takes the lock (a journal, or files kept changing)."""
         for _attempt in range(5):
             if self._journal_exists():
-                break  # a writer is committing, or died doing it: recover under the lock
+                return None
             disk = self._read_generation()
             if not self.broken and self.state is not None and self._stamp(disk) == self._stamp(self.state):
                 return False
@@ -287,11 +372,7 @@ class Catalog:
                 continue
             self._apply(plan)
             return True
-        self.acquire(self.lock_timeout)
-        try:
-            return self.sync(locked=True)
-        finally:
-            self.release()
+        return None
 
     # ------------------------------------------------------------------ writing the disk
     def _clean_temporaries(self) -> None:
@@ -333,13 +414,25 @@ class Catalog:
             return
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot read the commit journal {path}: {exc}") from exc
-        self._apply_journal(journal)
+        try:
+            self._apply_journal(journal)
+        except OSError as exc:
+            raise StoreError(f"cannot complete the interrupted save of the embedded catalog at "
+                             f"{self.root}: {exc.strerror or exc}") from exc
 
-    def save(self) -> bool:
-        """Write every changed collection and commit them at once (under the lock)."""
+    def save(self, *, replace: bool = False) -> bool:
+        """Write every changed collection and commit them at once (under the lock).
+
+        ``replace``: write every collection in memory and delete the files of every other
+        collection in the directory, listed in the manifest or not (:func:`replacing`).
+        An ``OSError`` becomes a one-line :class:`StoreError` naming the catalog; before the
+        commit point the temporary files are removed and the catalog is as it was."""
         current = self._created()
         old = self.state["collections"] if self.state else {}
-        changed = [n for n, st in current.items() if self.saved.get(n) != st.version or n not in old]
+        if replace:
+            changed = list(current)
+        else:
+            changed = [n for n, st in current.items() if self.saved.get(n) != st.version or n not in old]
         dropped = [n for n in old if n not in current]
         if not changed and not dropped:
             return False
@@ -365,28 +458,100 @@ class Catalog:
             live = {f for info in manifest.values() for f in (info["bson"], info["metadata"])}
             deletes = [f for n in dropped for f in (old[n].get("bson"), old[n].get("metadata"))
                        if f and f not in live]
+            if replace:
+                deletes += [p.name for p in self.db_dir.iterdir()
+                            if not p.name.startswith(".") and p.name not in live and p.name not in deletes
+                            and (p.name.endswith(".bson") or p.name.endswith(".metadata.json"))]
             new_state = {"format": _CATALOG_FORMAT, "version": 1, "generation": generation,
                          "token": token, "database": self.db.name, "collections": manifest,
                          "saved_at": _now_iso(), "pid": os.getpid(), "host": socket.gethostname()}
             journal = {"generation": new_state, "renames": renames, "deletes": deletes}
             dumpfmt.fsync_dir(self.db_dir)
             dumpfmt.atomic_write_bytes(self.db_dir / JOURNAL_FILE, json.dumps(journal).encode())
-        except BaseException:
+        except BaseException as exc:
             for f in written:
                 try:
                     (self.db_dir / f).unlink()
                 except OSError:
                     pass
             self.broken = True  # memory holds unsaved changes: the next sync reloads the disk
+            if isinstance(exc, OSError):
+                raise self._save_error(exc, committed=False) from exc
             raise
         try:
             self._apply_journal(journal)
-        except BaseException:
+        except BaseException as exc:
             self.broken = True  # committed: the next writer or reader rolls the journal forward
+            if isinstance(exc, OSError):
+                raise self._save_error(exc, committed=True) from exc
             raise
         self.state = new_state
         self.saved = versions
         self.last_save_s = time.monotonic() - started
+        return True
+
+    def _save_error(self, exc: OSError, *, committed: bool) -> StoreError:
+        reason = exc.strerror or str(exc)
+        if committed:
+            err = StoreError(f"could not finish saving the embedded catalog at {self.root} ({reason}): "
+                             "the save is committed, and the next spine-docs command that opens "
+                             "the catalog completes it")
+            err.committed = True
+            return err
+        if exc.errno in _READ_ONLY_ERRNOS:
+            return StoreError(f"the embedded catalog at {self.root} is read-only here: cannot write "
+                              f"in {self.db_dir} ({reason}); nothing was saved")
+        if not (self.state or {}).get("collections"):
+            return StoreError(f"cannot save the embedded catalog at {self.root}: {reason}; nothing "
+                              "was saved")
+        return StoreError(f"cannot save the embedded catalog at {self.root}: {reason}; it is as it "
+                          "was before this write")
+
+    # ------------------------------------------------------------------ replacing it whole
+    @contextlib.contextmanager
+    def replacing(self, timeout: float | None = None) -> Iterator[Replacement]:
+        """:func:`replacing` on this (unregistered, never loaded) catalog object."""
+        wait = self.lock_timeout if timeout is None else timeout
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the embedded catalog directory {self.root}: "
+                             f"{exc.strerror or exc}") from None
+        self.acquire(wait)
+        self.owner = threading.get_ident()
+        self.depth = 1
+        try:
+            if self._journal_exists():
+                try:
+                    self._roll_forward()
+                except StoreError:
+                    pass  # a commit that cannot complete: the replacement's own journal supersedes it
+            if not self._journal_exists():
+                self._clean_temporaries()
+            try:
+                self.state = self._read_generation()
+            except StoreError:
+                self.state = None  # a corrupt manifest: the replacement writes a new one
+            names = (sorted(self.state["collections"]) if self.state is not None
+                     else dumpfmt.list_collections(self.db_dir))
+            yield Replacement(self.db, names, self._load_from_disk)
+            self.save(replace=True)
+        finally:
+            self.depth = 0
+            self.owner = None
+            self.release()
+
+    def _load_from_disk(self, name: str) -> bool:
+        info = None
+        if self.state is not None:
+            info = self.state["collections"].get(name)
+            if info is None:
+                return False
+        elif not dumpfmt.collection_paths(self.db_dir, name)[0].is_file():
+            return False
+        docs, meta, _computed = self._read_collection(name, info, locked=True)
+        self.store[name].load(docs, _indexes_from_metadata(meta), dict(meta.get("options") or {}),
+                              meta.get("uuid"))
         return True
 
     # ------------------------------------------------------------------ store's calls, here
@@ -480,14 +645,40 @@ _CATALOGS: "weakref.WeakValueDictionary[str, Catalog]" = weakref.WeakValueDictio
 _REGISTRY_LOCK = threading.Lock()
 
 
-def open_catalog(path: str) -> Catalog:
-    """The catalog in directory ``path`` (created if missing), loaded from its files; the
-    same object for the same directory in one process until it is closed."""
-    root = Path(path).expanduser()
+def _root(path: str | os.PathLike) -> Path:
     try:
-        root = root.resolve()
+        return Path(path).expanduser().resolve()
     except OSError as exc:
-        raise StoreError(f"bad embedded catalog path {path!r}: {exc.strerror or exc}") from None
+        raise StoreError(f"bad embedded catalog path {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def holds_catalog(root: Path) -> bool:
+    """Whether directory ``root`` holds an embedded catalog: ``<root>/spine_docs/`` with a
+    manifest, a commit journal or a collection's ``.bson`` file (a mongodump directory
+    counts). An empty ``spine_docs/`` is no catalog."""
+    try:
+        names = os.listdir(root / DEFAULT_DB)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot read the embedded catalog at {root}: {exc.strerror or exc}") from None
+    return (GENERATION_FILE in names or JOURNAL_FILE in names
+            or any(n.endswith(".bson") and not n.startswith(".") for n in names))
+
+
+def no_catalog_message(root: Path) -> str:
+    q = shlex.quote(str(root))
+    return (f"no catalog at {root} (create one with `spine-docs setup --db {q}` or "
+            f"`spine-docs inject --db {q} --source ...`)")
+
+
+def open_catalog(path: str | os.PathLike, *, create: bool = True) -> Catalog:
+    """The catalog in directory ``path``, loaded from its files; the same object for the
+    same directory in one process until it is closed. Where there is no catalog yet,
+    ``create`` makes one (the directory, ``spine_docs/`` and ``.lock``), else
+    :class:`NoCatalog` is raised and nothing is written. Opening an existing catalog
+    writes nothing (it may be read-only here: writes then fail in ``writing()``)."""
+    root = _root(path)
     key = str(root)
     with _REGISTRY_LOCK:
         cat = _CATALOGS.get(key)
@@ -495,19 +686,46 @@ def open_catalog(path: str) -> Catalog:
             return cat
         if root.exists() and not root.is_dir():
             raise StoreError(f"embedded catalog path {root} is not a directory")
-        try:
-            (root / DEFAULT_DB).mkdir(parents=True, exist_ok=True)
-            fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            os.close(fd)
-        except OSError as exc:
-            raise StoreError(f"embedded catalog directory {root} is not writable: "
-                             f"{exc.strerror or exc}") from None
-        if not os.access(root / DEFAULT_DB, os.W_OK | os.X_OK):
-            raise StoreError(f"embedded catalog directory {root} is not writable")
+        if not holds_catalog(root):
+            if not create:
+                raise NoCatalog(no_catalog_message(root))
+            try:
+                (root / DEFAULT_DB).mkdir(parents=True, exist_ok=True)
+                fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                os.close(fd)
+            except OSError as exc:
+                raise StoreError(f"embedded catalog directory {root} is not writable: "
+                                 f"{exc.strerror or exc}") from None
+            if not os.access(root / DEFAULT_DB, os.W_OK | os.X_OK):
+                raise StoreError(f"embedded catalog directory {root} is not writable")
         cat = Catalog(root)
         cat.sync(locked=False)
         _CATALOGS[key] = cat
         return cat
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, *, timeout: float | None = None) -> Iterator[Replacement]:
+    """Replace the catalog in directory ``path`` whole, without loading it (created when
+    missing): under its file lock (bounded wait), a pending commit is completed when it
+    can be, then the block fills ``Replacement.db`` - loading only what it chooses of the
+    old catalog with ``load(name)`` - and on a clean exit that database is committed as the
+    catalog's entire content through the save protocol (temporary files, journal, renames,
+    new manifest); the files of every other collection are deleted. If the block raises,
+    nothing is written. A catalog of that directory open in this process reloads from disk
+    at its next refresh or write. This is how a catalog that no longer loads (a damaged
+    file) is restored from a backup."""
+    root = _root(path)
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"embedded catalog path {root} is not a directory")
+    with _REGISTRY_LOCK:
+        opened = _CATALOGS.get(str(root))
+    if opened is not None and opened.depth and opened.owner == threading.get_ident():
+        raise StoreError(f"cannot replace the embedded catalog at {root} inside store.writing() on it")
+    # a catalog of that directory open here reloads at its next use: the new manifest has
+    # another generation (and each collection new checksums)
+    with Catalog(root).replacing(timeout) as replacement:
+        yield replacement
 
 
 def catalog_of(db: Any) -> Catalog | None:
