@@ -509,7 +509,7 @@ def test_database_going_away_mid_session(app, monkeypatch):
 
 
 def test_where_the_embedded_catalog_lacks_is_a_message_per_panel(app):
-    at, db = app
+    at, db, _ = app
     st.cache_data.clear()
     at.query_params["where"] = '{"$text": {"$search": "x"}}'
     at.run()
@@ -522,7 +522,7 @@ def test_where_the_embedded_catalog_lacks_is_a_message_per_panel(app):
 def test_a_refused_query_is_not_a_lost_database(app, monkeypatch):
     """A server refusing a bad filter (OperationFailure) is that panel's error; the rest of the
     page renders and nothing says the database stopped answering."""
-    at, db = app
+    at, db, _ = app
     ok(at.run())
     st.cache_data.clear()
     from pymongo.errors import OperationFailure
@@ -549,7 +549,7 @@ def test_a_refused_query_is_not_a_lost_database(app, monkeypatch):
 
 
 def test_a_refusal_outside_a_query_is_not_a_lost_database(app, monkeypatch):
-    at, db = app
+    at, db, _ = app
     from pymongo.errors import OperationFailure
 
     def unauthorized(*a, **k):
