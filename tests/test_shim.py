@@ -747,6 +747,38 @@ def test_index_options_are_recorded():
     assert len(list(coll.find({"status": "ok"}))) == 2  # results unaffected by the indexes
 
 
+def test_deliberate_differences_from_mongomock_are_the_servers():
+    """Where the engine departs from plain mongomock on purpose, it answers as a MongoDB
+    server does; the expected values are the server's, written out from its documentation."""
+    got = {}
+    for name, coll in (("mongomock", vanilla_collection()), ("engine", shim_collection())):
+        coll.insert_one({"a": 1, "s": "x", "_id": 1})
+        fields = list(coll.find_one({"_id": 1}))
+        # int32 1 -> double 1.0: the stored type changes, so the document is modified
+        modified = coll.update_one({"_id": 1}, {"$set": {"a": 1.0}}).modified_count
+        with pytest.raises((TypeError, WriteError)):  # $inc of a string: the update fails
+            coll.update_one({"_id": 1}, {"$set": {"a": 5}, "$inc": {"s": 1}})
+        after_failure = coll.find_one({"_id": 1})
+        coll.create_index("a", name="by_a")
+        codes = []
+        for keys, index_name in (("a", "other"), ("s", "by_a")):
+            try:
+                coll.create_index(keys, name=index_name)
+                codes.append("created")
+            except OperationFailure as err:
+                codes.append(err.code)
+        got[name] = (fields, modified, after_failure, codes)
+    server = (
+        ["_id", "a", "s"],                    # _id is always stored first
+        1,                                    # nModified
+        {"_id": 1, "a": 1.0, "s": "x"},       # a failed update changes nothing
+        [85, 86],  # same keys under another name: IndexOptionsConflict; the same name for
+    )              # other keys: IndexKeySpecsConflict (MongoDB >= 5.0)
+    assert got["engine"] == server
+    assert got["mongomock"] != server
+    assert type(got["engine"][2]["a"]) is float
+
+
 def test_ttl_expiry_runs_at_most_once_per_interval(monkeypatch):
     coll = shim_collection()
     coll.create_index("at", expireAfterSeconds=60)

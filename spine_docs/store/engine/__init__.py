@@ -73,9 +73,11 @@ What the engine changes relative to plain mongomock 4.3, and why
       ``buildInfo`` and ``hello``; any other command raises ``NotImplementedError``.
     * deliberate differences from plain mongomock, all towards what a real server does:
       ``_id`` is stored first; ``nModified`` compares BSON bytes (``1`` -> ``1.0`` is a
-      modification); a failed update leaves the document untouched; ``create_index``
-      refuses the same keys and options under another name (both its refusals carry code
-      85).
+      modification); a failed update leaves the document untouched (mongomock kept the
+      operators applied before the failing one); ``create_index`` refuses the same keys and
+      options under another name (code 85, IndexOptionsConflict) and another index under
+      an existing name (code 86, IndexKeySpecsConflict, as MongoDB >= 5.0).
+      [test_deliberate_differences_from_mongomock_are_the_servers]
 
 Where the engine knowingly differs from a real MongoDB server
     * sort keys of arrays: an array sorts as its first element (as in mongomock); a server
