@@ -57,13 +57,22 @@ What the engine changes relative to plain mongomock 4.3, and why
       test_aggregate_results_are_mongomocks]
     * sorts (``find().sort()``, ``$sort``, ``$group``'s output order) compared documents
       pair by pair through ``BsonComparable``: the engine computes one native key per
-      document reproducing that order (BSON type rank, then the value; objects and arrays
-      element by element), one key for all sort fields (a descending field of a
-      mixed-direction sort as minus its rank), and keeps only the first ``skip + limit``
-      with a heap when a limit is given (also ``$sort`` followed by ``$limit``). Values
-      without a native key (tz-aware dates, regexes, ...) fall back to mongomock's comparison.
-      [test_sorts_of_mixed_types_are_mongomocks, test_find_results_are_mongomocks,
-      test_aggregate_results_are_mongomocks]
+      document (BSON type rank, then the value; objects and arrays element by element), one
+      key for all sort fields (a descending field of a mixed-direction sort as minus its
+      rank), and keeps only the first ``skip + limit`` with a heap when a limit is given
+      (also ``$sort`` followed by ``$limit``). Values without a native key (tz-aware dates,
+      regexes, ...) fall back to pairwise comparison under the same rules.
+      [test_sorts_of_mixed_types_are_a_servers, test_find_results_are_mongomocks,
+      test_aggregate_results_are_mongomocks,
+      test_a_value_without_a_native_key_sorts_by_the_same_rule]
+    * sort order, deliberately a server's where mongomock's was not (MongoDB's
+      "Comparison/Sort Order"): a field holding an array sorts by its smallest element
+      ascending and by its largest descending (mongomock: by its first element), an array
+      inside it being one element compared as an array, an empty array below null and
+      missing; a path through an array of documents sorts by the values it reaches (null
+      for a document lacking the field); binary data by length, then subtype, then bytes
+      (mongomock ignored the subtype). [test_sort_order_is_the_servers,
+      test_plain_mongomock_sorts_differently, test_the_oracle_follows_the_documented_rule]
     * updates: ``$set``/``$setOnInsert`` of a plain field is an assignment (mongomock
       encoded and copied each value; the document is encoded once afterwards, with the same
       validation), and so are ``$set``/``$setOnInsert``/``$inc``/``$push`` (``$each``,
@@ -115,11 +124,14 @@ What the engine changes relative to plain mongomock 4.3, and why
       test_unique_indexes_are_enforced]
 
 Where the engine knowingly differs from a real MongoDB server
-    * sort keys of arrays: an array sorts as its first element (as in mongomock); a server
-      uses its smallest element ascending, its largest descending. An empty array sorts
-      before null and missing, as on a server.
-    * binary data sorts by length, then bytes: the subtype is ignored (a server compares it
-      between length and bytes).
+    [test_known_differences_from_a_server pins the engine's side of each item it can]
+    * sorts follow a server's order (the item above) except: a document in which two sort
+      fields both hold arrays is keyed by each field's smallest/largest element on its own,
+      where a server refuses parallel arrays (``BadValue: cannot sort with keys that are
+      parallel arrays``) and pairs two paths through one array (``a.x``, ``a.y``) element by
+      element; a path through an array skips the elements that are not documents
+      (mongomock's path resolution); ties keep the natural order (a server promises none);
+      strings compare by code point, never by a collation.
     * validators (and ``validationLevel``/``validationAction``) are recorded, never
       enforced; ``bypass_document_validation`` is therefore moot.
     * collation is recorded, never applied: unique keys compare binary; ``find(collation=)``
