@@ -21,7 +21,14 @@ import mongomock.store
 import pymongo
 import pytest
 from bson.binary import Binary
+from bson.code import Code
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
 from bson.raw_bson import RawBSONDocument
+from bson.regex import Regex
+from bson.timestamp import Timestamp
 from packaging.version import Version
 from pymongo import DeleteOne, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import (BulkWriteError, CollectionInvalid, DuplicateKeyError,
@@ -1096,11 +1103,11 @@ def test_splice_equals_a_whole_encode():
 # Expected orders written out by hand from MongoDB's documentation ("Comparison/Sort Order":
 # the BSON type order; arrays: an ascending sort compares the smallest element, a
 # descending sort the largest, an empty array is less than null or missing, an array
-# inside an array compares as an array; BinData: length, then subtype, then bytes). These
-# run through the ``db``
+# inside an array compares as an array; BinData: length, then subtype, then bytes) and from
+# MongoDB's own test jstests/sort2.js (NaN below -Infinity). These run through the ``db``
 # fixture: on the engine (its ``mongomock://`` and embedded-catalog backends) and on a real
 # server when SPINE_DOCS_TEST_URI is set. Plain mongomock sorts differently (arrays by their
-# first element, binary without its subtype):
+# first element, binary without its subtype, timestamps and MinKey/MaxKey not at all):
 # test_plain_mongomock_sorts_differently shows it, which is why the engine departs from it.
 
 SERVER_SORTS = {
@@ -1139,6 +1146,23 @@ SERVER_SORTS = {
          {"_id": "b3", "d": Binary(b"\x00\x00", 0)}, {"_id": "b4", "d": Binary(b"\x03", 0)}],
         [([("d", 1)], ["b1", "b4", "b2", "b3"]),    # length, then subtype, then bytes
          ([("d", -1)], ["b3", "b2", "b4", "b1"])]),
+    "BSON types": (
+        [{"_id": "t_max", "v": MaxKey()}, {"_id": "t_code", "v": Code("1")},
+         {"_id": "t_re", "v": Regex("a", "i")}, {"_id": "t_ts", "v": Timestamp(1, 1)},
+         {"_id": "t_date", "v": dt.datetime(2020, 1, 1)}, {"_id": "t_bool", "v": False},
+         {"_id": "t_oid", "v": bson.ObjectId("5f0000000000000000000000")},
+         {"_id": "t_bin", "v": b"\x00"}, {"_id": "t_arr", "v": [[1]]}, {"_id": "t_obj", "v": {"k": 1}},
+         {"_id": "t_str", "v": "s"}, {"_id": "t_num", "v": 3.5}, {"_id": "t_null", "v": None},
+         {"_id": "t_min", "v": MinKey()}],
+        [([("v", 1)], ["t_min", "t_null", "t_num", "t_str", "t_obj", "t_arr", "t_bin", "t_oid",
+                       "t_bool", "t_date", "t_ts", "t_re", "t_code", "t_max"]),
+         ([("v", -1)], ["t_max", "t_code", "t_re", "t_ts", "t_date", "t_bool", "t_oid", "t_bin",
+                        "t_arr", "t_obj", "t_str", "t_num", "t_null", "t_min"])]),
+    "numbers": (
+        [{"_id": "long", "v": Int64(3)}, {"_id": "dbl", "v": 2.5}, {"_id": "dec", "v": Decimal128("2.4")},
+         {"_id": "neg", "v": -1}, {"_id": "ninf", "v": float("-inf")}, {"_id": "nan", "v": float("nan")}],
+        [([("v", 1)], ["nan", "ninf", "neg", "dec", "dbl", "long"]),
+         ([("v", -1)], ["long", "dbl", "dec", "neg", "ninf", "nan"])]),
 }
 
 

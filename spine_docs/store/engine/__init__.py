@@ -61,7 +61,8 @@ What the engine changes relative to plain mongomock 4.3, and why
       key for all sort fields (a descending field of a mixed-direction sort as minus its
       rank), and keeps only the first ``skip + limit`` with a heap when a limit is given
       (also ``$sort`` followed by ``$limit``). Values without a native key (tz-aware dates,
-      regexes, ...) fall back to pairwise comparison under the same rules.
+      code with a scope, DBRefs, ``uuid.UUID`` objects made by a pipeline) fall back to
+      pairwise comparison under the same rules.
       [test_sorts_of_mixed_types_are_a_servers, test_find_results_are_mongomocks,
       test_aggregate_results_are_mongomocks,
       test_a_value_without_a_native_key_sorts_by_the_same_rule]
@@ -71,7 +72,10 @@ What the engine changes relative to plain mongomock 4.3, and why
       inside it being one element compared as an array, an empty array below null and
       missing; a path through an array of documents sorts by the values it reaches (null
       for a document lacking the field); binary data by length, then subtype, then bytes
-      (mongomock ignored the subtype). [test_sort_order_is_the_servers,
+      (mongomock ignored the subtype); NaN below every number (mongomock: no consistent
+      place); timestamps, regular expressions, MinKey and MaxKey in their BSON places
+      (mongomock raised), JavaScript code after regular expressions (mongomock: among the
+      strings). [test_sort_order_is_the_servers,
       test_plain_mongomock_sorts_differently, test_the_oracle_follows_the_documented_rule]
     * updates: ``$set``/``$setOnInsert`` of a plain field is an assignment (mongomock
       encoded and copied each value; the document is encoded once afterwards, with the same

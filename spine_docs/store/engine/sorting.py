@@ -10,12 +10,18 @@ heap. Used by ``find().sort()``, ``$sort`` and ``$group``'s output.
 from __future__ import annotations
 
 import heapq
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from bson.code import Code
 from bson.decimal128 import Decimal128
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
 from bson.objectid import ObjectId
+from bson.regex import Regex
+from bson.timestamp import Timestamp
 from mongomock import filtering as mm_filtering
 from sentinels import NOTHING
 
@@ -28,19 +34,55 @@ _EMPTY_ARRAY_KEY = (0, 0)
 _EMPTY = object()
 
 
+class _NaN:
+    """Sorts below every number and equal to itself: a server's place for NaN."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __lt__(self, other: object) -> bool:
+        return other is not self
+
+    def __gt__(self, other: object) -> bool:
+        return False
+
+    def __le__(self, other: object) -> bool:
+        return True
+
+    def __ge__(self, other: object) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "NaN"
+
+
+_NAN_KEY = (10, _NaN())
+#: a regular expression's flags as BSON writes them (letters in alphabetical order)
+_RE_FLAGS = ((re.IGNORECASE, "i"), (re.LOCALE, "l"), (re.MULTILINE, "m"), (re.DOTALL, "s"),
+             (re.UNICODE, "u"), (re.VERBOSE, "x"))
+
+
 def bson_key(value: Any) -> tuple | None:
     """A native key that orders values as a MongoDB server compares them: BSON type rank
-    first - null < numbers < strings < objects < arrays < binary < ObjectId < bool < date
-    -, then the value: numbers across int/float/Decimal/Decimal128, strings by code point
-    (= UTF-8 bytes), objects field by field as (type rank, name, value), arrays element by
-    element, shorter first on a tie, binary by length, then subtype, then bytes. None for a
-    value it cannot key (tz-aware dates, regexes, NaN decimals, ...: the caller then falls
-    back to mongomock's comparison)."""
+    first - MinKey < null < numbers < strings < objects < arrays < binary < ObjectId < bool <
+    date < timestamp < regex < code < MaxKey -, then the value: numbers across
+    int/float/Decimal/Decimal128 (NaN below all), strings by code point (= UTF-8 bytes),
+    objects field by field as (type rank, name, value), arrays element by element, shorter
+    first on a tie, binary by length, then subtype, then bytes, regexes by pattern, then
+    flags. None for a value it cannot key (tz-aware dates, code with scope, DBRefs, ...: the
+    caller then falls back to mongomock's comparison)."""
     t = type(value)
     if t is str:
         return (15, value)
-    if t is int or t is float:
+    if t is int:
         return (10, value)
+    if t is float:
+        return (10, value) if value == value else _NAN_KEY
     if t is datetime:
         return (45, value)
     if value is None:
@@ -67,11 +109,15 @@ def bson_key(value: Any) -> tuple | None:
         return (25, tuple(parts))
     if isinstance(value, bool):
         return (40, value)
-    if isinstance(value, (int, float, Decimal)):
-        return (10, value)
+    if isinstance(value, (int, float)):
+        return (10, value) if value == value else _NAN_KEY
+    if isinstance(value, Decimal):
+        return _NAN_KEY if value.is_nan() else (10, value)
     if isinstance(value, Decimal128):
         d = value.to_decimal()
-        return None if d.is_nan() else (10, d)
+        return _NAN_KEY if d.is_nan() else (10, d)
+    if isinstance(value, Code):  # a str subclass: before str
+        return (60, str(value)) if value.scope is None else None
     if isinstance(value, str):
         return (15, value)
     if isinstance(value, datetime):
@@ -80,6 +126,18 @@ def bson_key(value: Any) -> tuple | None:
         return (30, (len(value), getattr(value, "subtype", 0), bytes(value)))
     if isinstance(value, ObjectId):
         return (35, value)
+    if isinstance(value, Timestamp):
+        return (47, (value.time, value.inc))
+    if isinstance(value, (Regex, re.Pattern)):
+        pattern = value.pattern
+        if isinstance(pattern, bytes):
+            pattern = pattern.decode("utf-8", "surrogateescape")
+        flags = value.flags
+        return (50, (pattern, "".join(c for bit, c in _RE_FLAGS if flags & bit)))
+    if isinstance(value, MinKey):
+        return (-1, 0)
+    if isinstance(value, MaxKey):
+        return (127, 0)
     return None
 
 
