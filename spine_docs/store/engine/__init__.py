@@ -133,9 +133,13 @@ Where the engine knowingly differs from a real MongoDB server
       fields both hold arrays is keyed by each field's smallest/largest element on its own,
       where a server refuses parallel arrays (``BadValue: cannot sort with keys that are
       parallel arrays``) and pairs two paths through one array (``a.x``, ``a.y``) element by
-      element; a path through an array skips the elements that are not documents
-      (mongomock's path resolution); ties keep the natural order (a server promises none);
-      strings compare by code point, never by a collation.
+      element; a path through an array resolves as mongomock's (elements that are not
+      documents are skipped; a server's key generation may differ there); ties keep the
+      natural order (a server promises none); ``$group``'s output comes sorted by ``_id``
+      (mongomock's; a server's order is unspecified).
+    * ``create_index`` with the keys of an existing index under another name and with other
+      options creates a second index; a server refuses it (code 85) when the options that
+      tell indexes apart (collation, partialFilterExpression, unique, sparse) are the same.
     * validators (and ``validationLevel``/``validationAction``) are recorded, never
       enforced; ``bypass_document_validation`` is therefore moot.
     * collation is recorded, never applied: unique keys compare binary; ``find(collation=)``
