@@ -14,34 +14,69 @@ keys, top-k), :mod:`.aggregation` (pipeline stages over a stream), :mod:`.stores
 
 What the engine changes relative to plain mongomock 4.3, and why
     This is the one list: every change has a reason, a mongomock bug or speed (measured).
+    Each item names, in brackets, the tests in ``tests/test_shim.py`` that hold it: the same
+    operations on the engine and on plain ``mongomock.MongoClient()`` give the same results
+    (or, for a deliberate difference, the result a MongoDB server gives), and a work counter
+    shows the problem on plain mongomock and its absence on the engine. Change an item and
+    its tests together.
 
     * ``Cursor.__next__`` copied the whole result list on every call (iteration and every
       ``aggregate()`` quadratic): the engine's cursor streams.
+      [test_cursor_iteration_is_linear, test_cursor_behaviour]
     * ``find()`` deep-copied every stored document: the engine stores documents as **BSON
       bytes** (memory ~ the BSON size, not 5-7x that as Python objects) and decodes only the
       top-level fields a query needs (filter, projection, sort, pipeline dependencies),
       fully only when the whole document is returned. Decoding makes fresh objects, so
       callers still cannot mutate the store. Decoding a few top-level fields walks the BSON
       element headers and decodes only the wanted elements (one C call).
+      [test_rescan_projection_does_not_copy_documents,
+      test_find_decodes_each_returned_document_once,
+      test_delete_and_count_decode_only_what_they_need, test_returned_documents_are_copies,
+      test_inserted_documents_are_not_aliased, test_store_holds_bson_not_python_objects,
+      test_find_results_are_mongomocks]
     * unique indexes made ``insert_many`` quadratic and upserts by a non-``_id`` filter were
       full scans: unique indexes are hash maps (built with the index, or after a load when
       a write or lookup first needs them - a write that changes no field a unique index
       reads does not -, then maintained on every write); ``_id`` and unique-key equality
-      lookups are O(1).
+      lookups are O(1). [test_insert_many_with_unique_index_does_not_scan,
+      test_unique_indexes_are_enforced, test_partial_unique_index,
+      test_upsert_by_unique_key_is_a_lookup,
+      test_a_write_that_no_unique_index_reads_builds_no_unique_maps]
     * a filter ``{field: "text"}`` on a top-level field decides string values by ``==``
       without calling mongomock's filter (anything else, arrays included, is mongomock's).
+      [test_equality_on_a_string_field_matches_as_mongomock]
     * ``aggregate()``: stages that work one document at a time (``$match``, ``$project``,
       ``$addFields``/``$set``, ``$unwind``, ``$replaceRoot``, ``$limit``, ``$skip``) stream,
       ``$group``/``$count`` consume the stream, a leading ``$match`` uses the lookups above;
       ``$unwind`` no longer deep-copies the unwound array once per element; ``$group`` keys
       and accumulators of the common shapes are compiled once.
+      [test_aggregation_decodes_only_the_fields_it_uses,
+      test_a_leading_match_uses_the_id_and_unique_lookups,
+      test_unwind_does_not_copy_the_array_per_element,
+      test_group_streams_instead_of_holding_unwound_documents,
+      test_aggregate_results_are_mongomocks]
     * sorts (``find().sort()``, ``$sort``, ``$group``'s output order) compared documents
       pair by pair through ``BsonComparable``: the engine computes one native key per
-      document reproducing that order (BSON type rank, then the value; objects and arrays
-      element by element), one key for all sort fields (a descending field of a
-      mixed-direction sort as minus its rank), and keeps only the first ``skip + limit``
-      with a heap when a limit is given (also ``$sort`` followed by ``$limit``). Values
-      without a native key (tz-aware dates, regexes, ...) fall back to mongomock's comparison.
+      document (BSON type rank, then the value; objects and arrays element by element), one
+      key for all sort fields (a descending field of a mixed-direction sort as minus its
+      rank), and keeps only the first ``skip + limit`` with a heap when a limit is given
+      (also ``$sort`` followed by ``$limit``). Values without a native key (tz-aware dates,
+      code with a scope, DBRefs, ``uuid.UUID`` objects made by a pipeline) fall back to
+      pairwise comparison under the same rules.
+      [test_sorts_of_mixed_types_are_a_servers, test_find_results_are_mongomocks,
+      test_aggregate_results_are_mongomocks,
+      test_a_value_without_a_native_key_sorts_by_the_same_rule]
+    * sort order, deliberately a server's where mongomock's was not (MongoDB's
+      "Comparison/Sort Order"): a field holding an array sorts by its smallest element
+      ascending and by its largest descending (mongomock: by its first element), an array
+      inside it being one element compared as an array, an empty array below null and
+      missing; a path through an array of documents sorts by the values it reaches (null
+      for a document lacking the field); binary data by length, then subtype, then bytes
+      (mongomock ignored the subtype); NaN below every number (mongomock: no consistent
+      place); timestamps, regular expressions, MinKey and MaxKey in their BSON places
+      (mongomock raised), JavaScript code after regular expressions (mongomock: among the
+      strings). [test_sort_order_is_the_servers,
+      test_plain_mongomock_sorts_differently, test_the_oracle_follows_the_documented_rule]
     * updates: ``$set``/``$setOnInsert`` of a plain field is an assignment (mongomock
       encoded and copied each value; the document is encoded once afterwards, with the same
       validation), and so are ``$set``/``$setOnInsert``/``$inc``/``$push`` (``$each``,
@@ -57,13 +92,23 @@ What the engine changes relative to plain mongomock 4.3, and why
       they use none of those fields). An update made only of ``$set``/``$inc`` of plain
       values (strings, numbers, booleans, dates, null) on paths that exist through embedded
       documents (a re-scan's "seen again") is written into the stored bytes without
-      decoding the document.
+      decoding the document. [test_field_updates_give_mongomocks_documents,
+      test_writes_give_mongomocks_documents,
+      test_ingest_updates_do_not_go_through_mongomocks_field_updater,
+      test_paths_that_overlap_are_left_to_mongomock,
+      test_bulk_upserts_by_id_cost_does_not_grow_with_the_collection,
+      test_update_many_by_ids_looks_ids_up_instead_of_walking_the_collection,
+      test_field_updates_reencode_only_the_fields_they_touch, test_splice_equals_a_whole_encode,
+      test_leaf_updates_write_into_the_stored_bytes, test_update_semantics]
     * ``insert_one``/``insert_many`` take a ``RawBSONDocument`` as pymongo does (mongomock
-      refused it) and store its bytes as they are.
+      refused it) and store its bytes as they are. [test_raw_documents_can_be_inserted]
     * TTL expiry walked the collection on every access: it runs at most once a second per
       collection (``CollectionStore.ttl_interval_s``).
+      [test_ttl_expiry_does_not_walk_the_collection_on_every_access,
+      test_ttl_expiry_runs_at_most_once_per_interval]
     * ``bulk_write`` of ``UpdateOne``/``ReplaceOne`` with pymongo >= 4.11 raised
       ``TypeError: unexpected keyword argument 'sort'`` (mongomock issue 912).
+      [test_bulk_write_accepts_pymongo_operations]
     * validators, collection options, ``collMod``, ``listCollections`` and index options
       (collation, partialFilterExpression, wildcard, text, hidden, ...) are accepted and
       **recorded** (``list_collections()``, ``index_information()``, the dump's
@@ -71,18 +116,30 @@ What the engine changes relative to plain mongomock 4.3, and why
       ``create``, ``collMod``, ``listCollections``, ``listIndexes``, ``createIndexes``,
       ``dropIndexes``, ``drop``, ``count``, ``dbStats``, ``collStats``, ``ping``,
       ``buildInfo`` and ``hello``; any other command raises ``NotImplementedError``.
+      [test_validators_and_options_are_recorded_not_enforced, test_index_options_are_recorded,
+      test_database_commands_answer]
     * deliberate differences from plain mongomock, all towards what a real server does:
       ``_id`` is stored first; ``nModified`` compares BSON bytes (``1`` -> ``1.0`` is a
-      modification); a failed update leaves the document untouched; ``create_index``
-      refuses the same keys and options under another name (both its refusals carry code
-      85).
+      modification); a failed update leaves the document untouched (mongomock kept the
+      operators applied before the failing one); ``create_index`` refuses the same keys and
+      options under another name (code 85, IndexOptionsConflict) and another index under
+      an existing name (code 86, IndexKeySpecsConflict, as MongoDB >= 5.0).
+      [test_deliberate_differences_from_mongomock_are_the_servers, test_update_semantics,
+      test_unique_indexes_are_enforced]
 
 Where the engine knowingly differs from a real MongoDB server
-    * sort keys of arrays: an array sorts as its first element (as in mongomock); a server
-      uses its smallest element ascending, its largest descending. An empty array sorts
-      before null and missing, as on a server.
-    * binary data sorts by length, then bytes: the subtype is ignored (a server compares it
-      between length and bytes).
+    [test_known_differences_from_a_server pins the engine's side of each item it can]
+    * sorts follow a server's order (the item above) except: a document in which two sort
+      fields both hold arrays is keyed by each field's smallest/largest element on its own,
+      where a server refuses parallel arrays (``BadValue: cannot sort with keys that are
+      parallel arrays``) and pairs two paths through one array (``a.x``, ``a.y``) element by
+      element; a path through an array resolves as mongomock's (elements that are not
+      documents are skipped; a server's key generation may differ there); ties keep the
+      natural order (a server promises none); ``$group``'s output comes sorted by ``_id``
+      (mongomock's; a server's order is unspecified).
+    * ``create_index`` with the keys of an existing index under another name and with other
+      options creates a second index; a server refuses it (code 85) when the options that
+      tell indexes apart (collation, partialFilterExpression, unique, sparse) are the same.
     * validators (and ``validationLevel``/``validationAction``) are recorded, never
       enforced; ``bypass_document_validation`` is therefore moot.
     * collation is recorded, never applied: unique keys compare binary; ``find(collation=)``

@@ -589,8 +589,9 @@ class Collection(mm_collection.Collection):
         if existing is not None:
             if existing == index_dict:
                 return name
-            raise OperationFailure("Index with name: %s already exists with different options"
-                                   % name, 85)
+            raise OperationFailure("An existing index has the same name as the requested index. "
+                                   "Requested index: %s, existing index: %s"
+                                   % (dict(index_dict, name=name), dict(existing, name=name)), 86)
         for other_name, other in store.indexes.items():
             if list(other["key"]) == index_list and \
                     {k: v for k, v in other.items() if k != "key"} == \
