@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -84,13 +85,40 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, chun
                                initargs=(os.getpid(), interval, initializer))
     finished = False
     try:
-        yield from pool.map(fn, items, chunksize=chunksize)
+        with _signals_held():
+            results = pool.map(fn, items, chunksize=chunksize)
+        yield from results
         finished = True
     finally:
         if finished:
             pool.shutdown(wait=True)
         else:
             _kill(pool)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is over, then take effect.
+
+    ``map()`` submits every chunk at once, and a submit may start a worker: interrupted in
+    the middle of that, a worker is left half started (not yet known to the pool, so not
+    killed) and fails loudly once the caller's semaphores are gone. Blocking the signals
+    with ``pthread_sigmask`` is not enough (another thread of the process receives them and
+    Python still runs the handler in the main thread), so the handlers are swapped for ones
+    that only remember; the first remembered signal is sent again at the end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            os.kill(os.getpid(), caught[0])  # the original handler takes it from here
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

@@ -287,3 +287,33 @@ def test_full_disk_during_a_backup_is_one_line_and_leaves_no_partial_backup(tiny
     assert len(lines) == 1 and lines[0].startswith(f"spine-docs: cannot write the backup {out}/"), r.stderr
     assert lines[0].endswith(": No space left on device; the partial backup was removed"), r.stderr
     assert list(out.iterdir()) == []
+
+
+POOL_UNDER_SIGTERM = r"""
+import os, signal, sys, threading, time
+from spine_docs.pool import parallel_map
+
+def term(signum, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGTERM, term)
+delay = float(sys.argv[1])
+try:
+    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    for _ in parallel_map(time.sleep, [0.05] * 200, workers=2, chunksize=1):
+        pass
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.4])
+def test_a_signal_while_workers_start_leaves_no_half_started_worker(delay):
+    # a SIGTERM during the pool's start used to leave a worker half started, which then
+    # printed a multiprocessing traceback and lingered
+    p = subprocess.Popen([sys.executable, "-c", POOL_UNDER_SIGTERM, str(delay)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    out, err = p.communicate(timeout=120)
+    assert wait_until(lambda: not group_pids(p.pid), 15), group_pids(p.pid)
+    assert b"Traceback" not in err, err.decode()
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == b"interrupted"
