@@ -180,6 +180,7 @@ EXPR_MEANINGS = [
     ("my key <= 3", {"attrs.my key": {"$lte": 3}}),
     ("!k=1", {"attrs.!k": {"$eq": 1}}),
     ("  k?  ", {"attrs.k": {"$exists": True}}),
+    ("k=a\nb", {"attrs.k": {"$eq": "a\nb"}}),
 ]
 
 
@@ -835,6 +836,17 @@ def test_export_jsonl_equals_query(cat):
            for line in lines]
     assert got == expected
     assert '"$date"' in lines[0]  # relaxed Extended JSON
+
+
+def test_export_header_stays_two_comment_lines(cat):
+    db, docs = cat
+    flt = Filter(path_contains="a\nb\rc", attr_filters=[AttrFilter(key="k\n", op="eq", value="x\r\ny")])
+    for fmt in ("paths", "csv"):
+        lines = "".join(q.export(db, flt, fmt)).split("\n")
+        assert lines[0].startswith("# spine-docs export: ") and "\r" not in lines[0]
+        assert lines[1].startswith("# query: ")
+        assert "\\n" in lines[0] and "\\r" in lines[0]
+        assert not lines[2].startswith("#")
 
 
 def test_export_csv_and_paths(cat):

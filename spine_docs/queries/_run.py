@@ -41,7 +41,7 @@ _NOT_THE_QUERY = frozenset({13, 18, 91, 11600, 11602, 189})
 _OPERATOR_RE = re.compile(r"\$[A-Za-z]+")
 # What mongomock raises when it evaluates an operator given arguments of the wrong kind.
 _EVALUATION_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError,
-                      AssertionError, ArithmeticError, RecursionError)
+                      AssertionError, ArithmeticError, RecursionError, re.error)
 
 
 def _not_supported(exc: BaseException) -> QueryError:

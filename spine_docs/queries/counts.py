@@ -74,8 +74,8 @@ def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_F
            limit: int = 50, *, max_time_ms: int | None = None) -> dict[str, list[dict]]:
     """``{field: [{"value": v, "count": n}, ...]}`` by decreasing count (ties by value), at most
     ``limit`` values per field, each counted under the filter minus the field's own selection."""
-    if limit < 1:
-        raise QueryError("limit must be at least 1")
+    if not 1 <= limit < 2**63:
+        raise QueryError("limit must be at least 1" if limit < 1 else "limit is too large")
     coll = _collection(db)
     result: dict[str, list[dict]] = {}
     for (f,), pipeline in facets_pipelines(flt, fields, limit):

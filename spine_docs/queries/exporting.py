@@ -31,8 +31,9 @@ EXPORT_FORMATS: tuple[str, ...] = ("jsonl", "csv", "paths")
 def export_header(flt: Filter | None) -> list[str]:
     """The ``#`` comment lines at the top of csv and paths exports."""
     flt = _as_filter(flt)
-    return [f"# spine-docs export: {flt.describe()}\n",
-            f"# query: {_to_json(flt.to_mongo())}\n"]
+    # a value with a line break must not end the comment line: the next would be read as a path
+    text = flt.describe().replace("\r", "\\r").replace("\n", "\\n")
+    return [f"# spine-docs export: {text}\n", f"# query: {_to_json(flt.to_mongo())}\n"]
 
 
 def _csv_cell(value: Any) -> str:
@@ -66,6 +67,8 @@ def export(db: Any, flt: Filter | None = None, fmt: str = "jsonl", *,
     """
     if fmt not in EXPORT_FORMATS:
         raise QueryError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
+    if limit is not None and not 0 <= limit < 2**63:
+        raise QueryError("limit must be between 0 and 2**63 - 1")
     coll = _collection(db)
     query = _query(flt)
     spec = None

@@ -230,8 +230,8 @@ _FLAG_OPS = tuple(o for o in ATTR_OP_TABLE if o.takes == "flag")
 _OP_OF_SYMBOL = {sym: o for o in ATTR_OP_TABLE if o.takes != "flag" for sym in o.symbols}
 _WORD_SYMBOLS = sorted((sym for sym in _OP_OF_SYMBOL if sym.isalpha()), key=len, reverse=True)
 _MARK_SYMBOLS = sorted((sym for sym in _OP_OF_SYMBOL if not sym.isalpha()), key=len, reverse=True)
-_WORD_RE = re.compile(r"^(.*?)\s+(%s)\s+(.*)$" % "|".join(map(re.escape, _WORD_SYMBOLS)))
-_MARK_RE = re.compile(r"^(.*?)\s*(%s)\s*(.*)$" % "|".join(map(re.escape, _MARK_SYMBOLS)))
+_WORD_RE = re.compile(r"\A(.*?)\s+(%s)\s+(.*)\Z" % "|".join(map(re.escape, _WORD_SYMBOLS)), re.S)
+_MARK_RE = re.compile(r"\A(.*?)\s*(%s)\s*(.*)\Z" % "|".join(map(re.escape, _MARK_SYMBOLS)), re.S)
 
 
 def _op(name: Any) -> AttrOp | None:
@@ -529,6 +529,7 @@ class Filter(BaseModel):
         lo, hi = self._mtime_bounds()
         if lo is not None and hi is not None and lo >= hi:
             raise ValueError("mtime_from is after mtime_to")
+        _check_bson(self.to_mongo(), "the filter")  # e.g. a run number beyond 64 bits
         return self
 
     # -- queries ---------------------------------------------------------------------------

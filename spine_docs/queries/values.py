@@ -39,8 +39,14 @@ def parse_datetime(text: str | date | datetime) -> datetime:
     return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
 
 
-def _int_or_decimal(n: int) -> Any:
-    return n if -(2**63) <= n < 2**63 else bson.Decimal128(str(n))
+def _int_or_decimal(text: str) -> Any:
+    """An integer's text -> int, or Decimal128 beyond 64 bits (QueryError beyond 34 digits)."""
+    try:
+        n = int(text)
+        return n if -(2**63) <= n < 2**63 else bson.Decimal128(str(n))
+    except (ValueError, ArithmeticError):  # too many digits for int() or for a decimal
+        raise QueryError(f"{text.strip()[:40]!r} has more digits than a BSON decimal holds "
+                         "(34)") from None
 
 
 def coerce_value(text: Any, type_label: str | None = None) -> Any:
@@ -59,7 +65,7 @@ def coerce_value(text: Any, type_label: str | None = None) -> Any:
             return text
         if type_label in ("int", "long", "decimal", "double"):
             if _INT_RE.match(s) and type_label != "double":
-                return _int_or_decimal(int(s))
+                return _int_or_decimal(s)
             if _INT_RE.match(s) or _FLOAT_RE.match(s):
                 value = float(s)
                 if type_label != "double" and value.is_integer() and abs(value) < 2**63:
@@ -91,7 +97,7 @@ def coerce_value(text: Any, type_label: str | None = None) -> Any:
     if low == "false":
         return False
     if _INT_RE.match(s):
-        return _int_or_decimal(int(s))
+        return _int_or_decimal(s)
     if _FLOAT_RE.match(s):
         return float(s)
     return text
