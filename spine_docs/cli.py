@@ -778,6 +778,54 @@ def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup 
 # MIGRATE-SECTION-END
 
 
+# --------------------------------------------------------------------------- doctor
+# `spine-docs doctor`: spine_docs.doctor reads and renders; this only parses and prints.
+
+@app.command("doctor")
+@_mig_handled
+def doctor_cmd(db: Optional[str] = DbOpt,
+               explain: bool = typer.Option(False, "--explain", help="Ask the server for the plan of every "
+                                            "query shape on the live data (explain executionStats); exit 1 "
+                                            "on a COLLSCAN the allow-list does not name."),
+               selftest: bool = typer.Option(False, "--selftest", help="Prove every capability in a scratch "
+                                             "database <db>_selftest_<random>, removed afterwards."),
+               largest_full_scan: bool = typer.Option(False, "--largest-full-scan", help="Find the largest "
+                                                      "document by reading every one (server; default: a "
+                                                      "random sample of 1,000)."),
+               runs_limit: int = typer.Option(5, "--runs", min=0, help="How many of the newest ingest runs."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Check a catalog before and after an upgrade: server, schema, indexes, validators, lock,
+    runs, counts, largest document, query plans. Exit 1 when a problem is found."""
+    from . import doctor
+
+    settings = Settings.load(db=db)
+    url = settings.db_url
+    if "://" not in url and not Path(url).expanduser().is_dir():
+        raise fail(f"no embedded catalog at {url} (give --db, or run `spine-docs setup` first)")
+    database = open_db(settings)
+    report = doctor.diagnose(database, explain=explain, full_scan=largest_full_scan, runs_limit=runs_limit,
+                             max_time_ms=settings.query_timeout_ms, schema_file=settings.schema_file,
+                             migrations_dir=settings.migrations_dir)
+    if not as_json:
+        for line in doctor.render(report, all_plans=explain):
+            typer.echo(line)
+    test = None
+    if selftest:
+        if not as_json:
+            typer.echo("\nSelf-test (in a scratch database, removed afterwards)")
+        progress = None if as_json else (lambda r: typer.echo(doctor.capability_line(r)))
+        try:
+            test = doctor.selftest(database, db_url=url, progress=progress)
+        except doctor.DoctorError as exc:
+            raise fail(str(exc))
+        if not as_json:
+            for line in doctor.render_selftest(test, lines=False)[2:]:
+                typer.echo(line)
+    if as_json:
+        print_json({**report.as_dict(), "selftest": test.as_dict() if test else None})
+    raise typer.Exit(max(report.exit_code, test.exit_code if test else 0))
+
+
 def _terminated(signum: int, frame: Any) -> None:
     # SIGTERM (kill, a batch system's time limit) unwinds like Ctrl-C: worker processes are
     # stopped and the run is logged as interrupted instead of staying "running"
