@@ -49,15 +49,22 @@ __all__ = [
 ]
 
 
-def connect(url: str | os.PathLike, *, timeout_ms: int = 5000) -> Any:
+def connect(url: str | os.PathLike, *, timeout_ms: int = 5000, failover_timeout_ms: int | None = None,
+            username: str | None = None, password: str | None = None) -> Any:
     """A Database for a ``mongodb://``/``mongodb+srv://`` URI, a ``mongomock://`` URL or an
-    embedded-catalog directory (see the module docstring). Raises :class:`StoreError`."""
+    embedded-catalog directory (see the module docstring). Raises :class:`StoreError`.
+
+    Server only (ignored elsewhere): ``failover_timeout_ms`` is the server selection timeout
+    of the operations that follow the quick ``timeout_ms`` check (long commands that must
+    wait out an election); ``username``/``password`` are credentials given apart from the
+    URI (see :mod:`spine_docs.access`)."""
     if url is None or not str(os.fspath(url)).strip():
         raise StoreError("no catalog given: pass --db (mongodb://..., mongomock://... or a directory)")
     text = str(os.fspath(url)).strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("mongodb", "mongodb+srv"):
-        return server.connect(text, timeout_ms)
+        return server.connect(text, timeout_ms, failover_timeout_ms=failover_timeout_ms,
+                              username=username, password=password)
     if scheme == "mongomock":
         return memory.connect(text)
     if scheme:
