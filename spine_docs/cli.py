@@ -508,7 +508,9 @@ def _mig_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _mig_open(db: Optional[str], schema_file: Optional[Path] = None,
               migrations_dir: Optional[Path] = None) -> tuple[Settings, Any]:
     settings = Settings.load(db=db, schema_file=schema_file, migrations_dir=migrations_dir)
-    return settings, open_db(settings)
+    # a migration must ride out an election: wait up to failover_timeout_s for a primary
+    return settings, store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms,
+                                   failover_timeout_ms=int(settings.failover_timeout_s * 1000))
 
 
 def _mig_paths(settings: Settings) -> dict:
