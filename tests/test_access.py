@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("mockupdb")
+import yaml  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import wire_fake  # noqa: E402
@@ -18,6 +19,7 @@ from spine_docs import access, store  # noqa: E402
 from spine_docs.cli import app  # noqa: E402
 from spine_docs.settings import Settings  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "Tr0ub4dor&3-not-in-any-message"
 
 
@@ -321,3 +323,29 @@ def test_a_driver_error_quoting_the_password_is_scrubbed(apart, monkeypatch):
         store.connect(url, password=PASSWORD if apart else None)
     assert "cannot use password ***" in str(exc.value)
     assert PASSWORD not in str(exc.value) and PASSWORD.replace("&", "%26") not in str(exc.value)
+
+
+# --------------------------------------------------------------------------- compose.yaml
+
+def test_compose_turns_access_control_on_with_the_passwords_in_secret_files():
+    text = (ROOT / "compose.yaml").read_text()
+    doc = yaml.safe_load(text)
+    secrets = doc["secrets"]
+    assert {s["file"] for s in secrets.values()} <= {f"./secrets/{n}" for n in secrets}
+    mongo = doc["services"]["mongo"]
+    env = mongo["environment"]
+    assert env["MONGO_INITDB_ROOT_PASSWORD_FILE"] == "/run/secrets/mongo_root_password"
+    assert "MONGO_INITDB_ROOT_PASSWORD" not in env and "mongo_root_password" in mongo["secrets"]
+    assert "--auth" in mongo["command"]
+    # setup runs as the administrator, the explorer as a reader: both from secret files
+    setup, explorer = doc["services"]["setup"], doc["services"]["explorer"]
+    assert setup["environment"]["SPINE_DOCS_PASSWORD_FILE"] == "/run/secrets/mongo_root_password"
+    assert explorer["environment"]["SPINE_DOCS_PASSWORD_FILE"] == "/run/secrets/spine_explorer_password"
+    assert "spine_explorer_password" in explorer["secrets"] and "mongo_root_password" not in explorer["secrets"]
+    assert "users add spine_explorer --role reader" in " ".join(setup["command"])
+    # no literal password anywhere: every *PASSWORD* variable names a file, no URL has one
+    for name, service in doc["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            assert "PASSWORD" not in key.upper() or key.upper().endswith("_FILE"), (name, key)
+            assert not ("://" in str(value) and "@" in str(value)), (name, key)
+    assert not any(line.strip().startswith("MONGO_INITDB_ROOT_PASSWORD:") for line in text.splitlines())
