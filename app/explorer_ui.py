@@ -35,7 +35,7 @@ import streamlit as st
 from bson import json_util
 from pymongo.errors import OperationFailure, PyMongoError
 
-from spine_docs import queries, runs, schema, store
+from spine_docs import access, queries, runs, schema, store
 from spine_docs.settings import Settings
 
 #: Seconds a query result is reused before it is asked again. Results are also keyed by a
@@ -94,8 +94,11 @@ class Catalog:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _connect(url: str, timeout_ms: int) -> Any:
     """One connection per catalog URL, shared by every session (errors are not cached).
-    The explorer creates no catalog: where there is none it says so."""
-    return store.connect(url, timeout_ms=timeout_ms, create=False)
+    The explorer creates no catalog: where there is none it says so. The credentials apart
+    from the URL (SPINE_DOCS_USER, SPINE_DOCS_PASSWORD_FILE: a reader account, see
+    spine_docs/access.py) are read here."""
+    return store.connect(url, timeout_ms=timeout_ms, create=False,
+                         **access.credentials(Settings.load(db=url)))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,10 +15,11 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from bson import json_util
+from pymongo.errors import OperationFailure
 
 from pydantic import ValidationError
 
-from . import __version__, ingest, runs, schema, store
+from . import __version__, access, ingest, runs, schema, store
 from .extract import STATUSES
 from .queries import QueryError, QueryTimeout
 from .settings import Settings, SettingsError
@@ -79,10 +80,12 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def open_db(settings: Settings, *, create: bool = False) -> Any:
-    """The catalog of ``--db``. Only writing commands pass ``create=True``: a command that
-    reads says "no catalog at ..." where there is none, and writes nothing there."""
-    return store.connect(settings.db_url, timeout_ms=settings.connect_timeout_ms, create=create)
+def open_db(settings: Settings, *, create: bool = False, failover: bool = False) -> Any:
+    """The catalog of ``--db``, with its credentials. Only writing commands pass
+    ``create=True``: a command that reads says "no catalog at ..." where there is none, and
+    writes nothing there. ``failover``: long commands that wait out an election (see
+    :func:`access.connect`)."""
+    return access.connect(settings, create=create, failover=failover)
 
 
 def print_json(value: Any) -> None:
@@ -192,6 +195,9 @@ def runs_cmd(db: Optional[str] = DbOpt,
         runs.reap(database)  # record what we can see; a read-only catalog is only shown
     except store.StoreError:
         pass
+    except OperationFailure as exc:  # a reader account (spine_reader) may not mark runs
+        if exc.code != 13:           # Unauthorized
+            raise
     rows = runs.last(database, limit)
     if as_json:
         print_json(rows)
@@ -512,7 +518,7 @@ def _mig_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _mig_open(db: Optional[str], schema_file: Optional[Path] = None,
               migrations_dir: Optional[Path] = None, *, create: bool = False) -> tuple[Settings, Any]:
     settings = Settings.load(db=db, schema_file=schema_file, migrations_dir=migrations_dir)
-    return settings, open_db(settings, create=create)
+    return settings, open_db(settings, create=create, failover=True)
 
 
 def _mig_paths(settings: Settings) -> dict:
@@ -824,6 +830,63 @@ def doctor_cmd(db: Optional[str] = DbOpt,
     if as_json:
         print_json({**report.as_dict(), "selftest": test.as_dict() if test else None})
     raise typer.Exit(max(report.exit_code, test.exit_code if test else 0))
+
+
+# --------------------------------------------------------------------------- roles / users
+# `spine-docs roles ...`, `spine-docs users ...`: access control on a server (spine_docs.access).
+# ACCESS-SECTION-START
+roles_app = typer.Typer(help="Database roles with least privilege: spine_reader, spine_writer, spine_admin.",
+                        no_args_is_help=True)
+users_app = typer.Typer(help="Users of the catalog's database (a server with access control).",
+                        no_args_is_help=True)
+app.add_typer(roles_app, name="roles")
+app.add_typer(users_app, name="users")
+
+
+@roles_app.command("setup")
+@handled
+def roles_setup(db: Optional[str] = DbOpt) -> None:
+    """Create (or bring up to date) spine_reader, spine_writer and spine_admin in the catalog's
+    database. Run it as the server's user administrator, e.g.
+    `SPINE_DOCS_USER=root SPINE_DOCS_PASSWORD_FILE=secrets/root spine-docs roles setup --db 'mongodb://host/spine_docs?authSource=admin'`."""
+    settings = Settings.load(db=db)
+    access.require_server_url(settings.db_url, "roles")
+    database = open_db(settings, failover=True)
+    for name, verb in access.setup_roles(database):
+        typer.echo(f"{verb} role {name} in {store.describe(database)}")
+
+
+@roles_app.command("show")
+def roles_show(database: str = typer.Option(store.DEFAULT_DB, "--database", help="The catalog's database name.")) -> None:
+    """Print the createRole commands `roles setup` sends (nothing is contacted)."""
+    print_json(access.role_commands(database))
+
+
+@users_app.command("add")
+@handled
+def users_add(name: str = typer.Argument(..., help="The user name."),
+              role: str = typer.Option(..., "--role", help="reader (the explorer), writer (inject) or admin (setup, migrate)."),
+              password_file: Optional[Path] = typer.Option(None, "--password-file",
+                                                           help="Read the new user's password from this file (mode 600); default: a prompt."),
+              password: Optional[str] = typer.Option(None, "--password", hidden=True),
+              db: Optional[str] = DbOpt) -> None:
+    """Create a user with one of the three roles (or update its password and role). The
+    password is typed at a prompt or read from --password-file, never given as an argument."""
+    if password is not None:
+        raise fail("a password on the command line is seen by other users (ps, shell history): "
+                   "type it at the prompt, or use --password-file FILE")
+    if role not in access.ROLE_OF:
+        raise fail(f"unknown --role {role!r}: choose reader, writer or admin")
+    settings = Settings.load(db=db)
+    access.require_server_url(settings.db_url, "users")
+    database = open_db(settings, failover=True)
+    access.require_server(database, "users")
+    secret = (access.read_password_file(password_file) if password_file is not None
+              else typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True))
+    verb = access.add_user(database, name, role, secret)
+    typer.echo(f"{verb} user {name} ({access.ROLE_OF[role]}) in {store.describe(database)}")
+
+# ACCESS-SECTION-END
 
 
 def _terminated(signum: int, frame: Any) -> None:

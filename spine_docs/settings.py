@@ -58,6 +58,11 @@ class Settings(BaseModel):
     # queries
     query_timeout_ms: int = 5000
     connect_timeout_ms: int = 5000
+    # long commands (migrate, roles, users) wait this long for a primary: an election
+    failover_timeout_s: float = Field(30.0, gt=0)
+    # credentials apart from the URL: the user name, and a file holding the password
+    user: str | None = None
+    password_file: Path | None = None
     schema_file: Path | None = None
     migrations_dir: Path | None = None
 

@@ -6,6 +6,7 @@ Layers (as in Alembic's command / script / runtime split):
 * :mod:`.ops` - building blocks for migration files (idempotent, plannable commands; batches);
 * :mod:`.reconcile` - schema.json versus the database, compared by spec; the fixing commands;
 * :mod:`.lock` - the atomic migration lock with a lease and stale-lock takeover;
+* :mod:`.durable` - majority concerns, retries through a failover, the server's clock;
 * :mod:`.backups` - verified backups in mongodump's layout, rotation, restore;
 * :mod:`.runner` - status / check / plan / up / down / stamp / history / ack / unlock,
   returning plain result objects.
@@ -16,7 +17,7 @@ Nothing here prints; ``spine-docs migrate ...`` (cli.py) renders the results
 
 from .backups import (BackupError, BackupInfo, BackupResult, RestoreError, RestoreResult, VerifyResult,
                      default_root, list_backups, manual_restore_command, rotate, verify)
-from .lock import Lock, LockBusy, LockError, acquire, describe_holder, force_unlock, holder
+from .lock import Lock, LockBusy, LockError, LockLost, acquire, describe_holder, force_unlock, holder
 from .reconcile import Drift, diff, snapshot
 from .runner import (ChangedMigration, CheckResult, ChecksumMismatch, HistoryEntry, MigrationError,
                      MigrationInfo, Plan, PlanStep, RunResult, StatusResult, StepResult, acknowledge,
@@ -27,7 +28,7 @@ from .scripts import Migration, MigrationScriptError, discover, new_migration
 __all__ = [
     "BackupError", "BackupInfo", "BackupResult", "RestoreError", "RestoreResult", "VerifyResult",
     "default_root", "list_backups", "manual_restore_command", "rotate", "verify",
-    "Lock", "LockBusy", "LockError", "acquire", "describe_holder", "force_unlock", "holder",
+    "Lock", "LockBusy", "LockError", "LockLost", "acquire", "describe_holder", "force_unlock", "holder",
     "Drift", "diff", "snapshot",
     "ChangedMigration", "CheckResult", "ChecksumMismatch", "HistoryEntry", "MigrationError",
     "MigrationInfo", "Plan", "PlanStep", "RunResult", "StatusResult", "StepResult", "acknowledge",

@@ -20,6 +20,13 @@ How ``up`` works (``down`` mirrors it):
    created since are dropped, the changelog is kept), earlier steps of this run are marked
    ``rolled_back``; a restore that fails stops and returns the manual restore command;
 8. release the lock.
+
+Two things stop a run at once, with one line (``RunResult.stopped``) and nothing more
+changed, recorded or restored: the lock was lost (its heartbeat failed or another process
+took it over; checked at every step boundary, before the version is stamped), or the
+database is unreachable (an election that outlived the retries, a server that is gone).
+Every bookkeeping write (changelog, version, lock) has majority write concern on a server
+and is retried through a failover (:mod:`.durable`).
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ from datetime import datetime
 from pathlib import Path
 
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from .. import schema as sch
 from . import backups as bk
+from . import durable
 from . import lock as lk
 from . import reconcile as rc
 from .scripts import Migration, discover, head
@@ -179,6 +188,7 @@ class RunResult:
     restore_error: str | None = None
     manual_restore: str | None = None
     warnings: list[str] = field(default_factory=list)
+    stopped: str | None = None       # why the run stopped part-way (lock lost, database gone)
 
     @property
     def failed(self) -> StepResult | None:
@@ -186,7 +196,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.failed is None and self.restore_error is None
+        return self.failed is None and self.restore_error is None and self.stopped is None
 
     @property
     def exit_code(self) -> int:
@@ -199,6 +209,8 @@ class RunResult:
     @property
     def message(self) -> str:
         """One line summing up what happened."""
+        if self.stopped:
+            return self.stopped
         if self.ok:
             if self.nothing_to_do:
                 return f"database is at version {self.final_version}: nothing to do"
@@ -247,7 +259,7 @@ def load(schema_file: str | Path | None = None, migrations_dir: str | Path | Non
 def _applied_checksums(db) -> dict[int, str]:
     """version -> checksum recorded when it was applied (or acknowledged/stamped)."""
     out: dict[int, str] = {}
-    for e in db[sch.CHANGELOG].find({"state": "applied"}).sort([("started", 1), ("_id", 1)]):
+    for e in durable.durable(db)[sch.CHANGELOG].find({"state": "applied"}).sort([("started", 1), ("_id", 1)]):
         d = e.get("direction")
         if d == "up" and e.get("checksum"):
             out[int(e["version"])] = e["checksum"]
@@ -261,7 +273,7 @@ def _applied_checksums(db) -> dict[int, str]:
 
 def changed_migrations(db, migs: list[Migration], version: int | None = None) -> list[ChangedMigration]:
     """Applied migrations (<= database version) whose file checksum differs from the record."""
-    version = sch.db_version(db) if version is None else version
+    version = _version(db) if version is None else version
     rec = _applied_checksums(db)
     out = []
     for m in migs:
@@ -288,10 +300,10 @@ def status(db, *, schema_file=None, migrations_dir=None) -> StatusResult:
     """Database version, code version, pending migrations, lock holder, drift, changed files."""
     sch.refresh(db)
     schema, migs = load(schema_file, migrations_dir)
-    v = sch.db_version(db)
+    v = _version(db)
     empty = v == 0 and _is_empty(db)
     drift = [] if empty else rc.diff(schema, rc.snapshot(db))
-    last_fail = db[sch.CHANGELOG].find_one({"state": "failed"}, sort=[("started", -1), ("_id", -1)])
+    last_fail = durable.durable(db)[sch.CHANGELOG].find_one({"state": "failed"}, sort=[("started", -1), ("_id", -1)])
     return StatusResult(
         db_version=v, code_version=schema["schema_version"], head=head(migs), empty=empty,
         pending=[_info(m) for m in migs if m.version > v],
@@ -368,7 +380,7 @@ def plan(db, *, to: int | None = None, direction: str = "up", backup: bool = Tru
 def history(db, *, limit: int | None = None) -> list[HistoryEntry]:
     """Every recorded step, oldest first (``limit``: the newest N)."""
     sch.refresh(db)
-    cur = db[sch.CHANGELOG].find({}).sort([("started", -1), ("_id", -1)])
+    cur = durable.durable(db)[sch.CHANGELOG].find({}).sort([("started", -1), ("_id", -1)])
     if limit:
         cur = cur.limit(limit)
     return list(reversed([_entry(e) for e in cur]))
@@ -406,26 +418,66 @@ def _target(direction: str, to: int | None, cur: int, top: int) -> int:
 
 
 # --------------------------------------------------------------------------- writing commands
+#
+# The bookkeeping (changelog entries, the version stamp) goes through durable.durable(db):
+# majority write concern on a server, and durable.retry: a failover does not lose a record.
+
+def _version(db) -> int:
+    """The database's version, read with majority read concern on a server."""
+    return sch.db_version(durable.durable(db))
+
+
+def _stamp(db, version: int) -> None:
+    durable.retry(lambda: sch.stamp_version(durable.durable(db), version), db=db)
+
 
 def _record(db, **fields) -> ObjectId:
-    doc = {"version": None, "name": None, "direction": None, "state": None, "checksum": None,
-           "started": sch.now(), "finished": None, "duration_s": None, "user": sch.username(),
-           "host": socket.gethostname(), "pid": os.getpid(), "error": None}
+    """Insert a changelog entry. Retried through a failover: a retry that finds the entry
+    there (its earlier attempt landed, the reply was lost) counts as done."""
+    doc = {"_id": ObjectId(), "version": None, "name": None, "direction": None, "state": None,
+           "checksum": None, "started": sch.now(), "finished": None, "duration_s": None,
+           "user": sch.username(), "host": socket.gethostname(), "pid": os.getpid(), "error": None}
     doc.update(fields)
-    return db[sch.CHANGELOG].insert_one(doc).inserted_id
+    coll = durable.durable(db)[sch.CHANGELOG]
+
+    def insert() -> None:
+        try:
+            coll.insert_one(doc)
+        except DuplicateKeyError:
+            if coll.find_one({"_id": doc["_id"]}, {"_id": 1}) is None:
+                raise
+
+    durable.retry(insert, db=db)
+    return doc["_id"]
 
 
 def _finish(db, entry_id, state: str, t0: float, error: str | None = None) -> float:
     dur = round(time.monotonic() - t0, 3)
-    db[sch.CHANGELOG].update_one({"_id": entry_id}, {"$set": {
-        "state": state, "finished": sch.now(), "duration_s": dur, "error": error}})
+    durable.retry(lambda: durable.durable(db)[sch.CHANGELOG].update_one({"_id": entry_id}, {"$set": {
+        "state": state, "finished": sch.now(), "duration_s": dur, "error": error}}), db=db)
     return dur
+
+
+def _finish_quietly(db, entry_id, state: str, t0: float, error: str) -> None:
+    """:func:`_finish` on a way out (interrupted, lock lost): the database may be what failed."""
+    try:
+        with sch.writing(db):
+            _finish(db, entry_id, state, t0, error)
+    except Exception:  # noqa: BLE001 - the caller is already leaving with the real reason
+        pass
 
 
 def _error_text(exc: BaseException) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"[:2000]
+
+
+def _stops(exc: BaseException) -> bool:
+    """Whether ``exc`` must stop the run at once, without recording or restoring anything
+    more: the lock is lost, or the database is unreachable (a retryable error that outlived
+    its retries)."""
+    return isinstance(exc, lk.LockLost) or durable.is_retryable(exc)
 
 
 def up(db, *, to: int | None = None, backup: bool = True, db_url: str | None = None,
@@ -449,112 +501,205 @@ def down(db, *, to: int, backup: bool = True, db_url: str | None = None, backup_
                 lease_s=lease_s, use_mongodump=use_mongodump)
 
 
+@dataclass
+class _RunState:
+    """What the lock's release and a stop need to know about a run in progress."""
+    result: RunResult | None = None
+    where: str = "the start (nothing was changed yet)"
+    rolled_back: bool = False
+    released: bool = False
+
+
 def _run(db, direction: str, *, to, backup, db_url, backup_root, keep, schema_file, migrations_dir,
          lock_wait_s, lease_s, use_mongodump) -> RunResult:
     schema, migs = load(schema_file, migrations_dir)
-    top = head(migs)
     if direction == "down" and to is None:
         raise MigrationError("down needs --to N")
     sch.refresh(db)
     meta_existed = sch.META in db.list_collection_names()
     lock = lk.acquire(db, command=f"migrate {direction}", lease_s=lease_s, wait_s=lock_wait_s)
-    rolled_back = False
+    run = _RunState()
     try:
-        cur = sch.db_version(db)       # read under the lock: another process may just have migrated
-        target = _target(direction, to, cur, top)
-        if direction == "up":
-            changed = changed_migrations(db, migs, cur)
-            if changed:
-                raise ChecksumMismatch(changed)
-            chosen = [m for m in migs if cur < m.version <= target]
-            reconcile_at_end = target == top
-        else:
-            chosen = [m for m in reversed(migs) if target < m.version <= cur]
-            irreversible = [m.name for m in chosen if not m.reversible]
-            if irreversible:
-                raise MigrationError(f"cannot go down to {target}: {', '.join(irreversible)} cannot be undone")
-            reconcile_at_end = False
-        result = RunResult(direction=direction, from_version=cur, to_version=target, final_version=cur,
-                           warnings=list(lock.warnings))
-        pending_schema = []
-        if reconcile_at_end and not chosen:
-            pending_schema = rc.commands([d for d in rc.diff(schema, rc.snapshot(db)) if d.blocking])
-        if not chosen and not pending_schema:
-            return result
-        empty = cur == 0 and _is_empty(db)
-        before = set(sch.collection_names(db))
-        if not backup:
-            result.backup_note = "skipped (--no-backup)"
-        elif empty:
-            result.backup_note = "skipped (empty database)"
-        else:
-            try:
-                result.backup = bk.backup(db, backup_root, db_url=db_url, use_mongodump=use_mongodump,
-                                          schema_version=cur)
-            except bk.BackupError as exc:
-                raise MigrationError(f"backup failed, nothing was changed: {exc}") from exc
-            result.backup_note = f"{result.backup.method} backup at {result.backup.path}"
-        this_run: list[ObjectId] = []
-        failed = False
-        for m in chosen:
-            new_version = m.version if direction == "up" else m.version - 1
-            t0 = time.monotonic()
-            with sch.writing(db):
-                entry = _record(db, version=m.version, name=m.name, direction=direction,
-                                state="running", checksum=m.checksum)
-            try:
-                with lock.keep_alive(), sch.writing(db):
-                    (m.up if direction == "up" else m.down)(db)
-                    if lock.lost:
-                        raise lk.LockError("the migration lock was lost during the step")
-                    lock.renew(nested=True)
-                    sch.stamp_version(db, new_version)
-                    dur = _finish(db, entry, "applied", t0)
-            except Exception as exc:  # the step failed: record, restore, report
-                err = _error_text(exc)
-                with sch.writing(db):
-                    dur = _finish(db, entry, "failed", t0, err)
-                result.steps.append(StepResult(m.version, m.name, direction, "failed", dur, err))
-                failed = True
-                break
-            except BaseException as exc:  # Ctrl-C, SystemExit: stop now; steps are idempotent,
-                with sch.writing(db):      # so `migrate up` again resumes where this one stopped
-                    _finish(db, entry, "interrupted", t0,
-                            f"interrupted ({type(exc).__name__}): run `spine-docs migrate up` again to resume")
-                raise
-            this_run.append(entry)
-            result.steps.append(StepResult(m.version, m.name, direction, "applied", dur))
-            result.final_version = new_version
-        if not failed and reconcile_at_end:
-            t0 = time.monotonic()
-            try:
-                with sch.writing(db):
-                    cmds = rc.commands([d for d in rc.diff(schema, rc.snapshot(db)) if d.blocking])
-                    for c in cmds:
-                        sch.execute(db, c)
-                    result.reconciled = cmds
-                    if cmds:
-                        _finish(db, _record(db, version=top, name="reconcile with schema.json",
-                                            direction="reconcile", state="running",
-                                            commands=[next(iter(c)) + " " + str(c[next(iter(c))]) for c in cmds]),
-                                "applied", t0)
-            except Exception as exc:
-                err = _error_text(exc)
-                with sch.writing(db):
-                    _record(db, version=top, name="reconcile with schema.json", direction="reconcile",
-                            state="failed", error=err, finished=sch.now())
-                result.steps.append(StepResult(top, "reconcile with schema.json", "reconcile", "failed",
-                                               round(time.monotonic() - t0, 3), err))
-                failed = True
-        if failed:
-            _roll_back(db, result, before=before, empty=empty, db_url=db_url, this_run=this_run)
-            rolled_back = result.restored is not None
-        elif keep is not None and result.backup is not None:
-            result.backup.rotated = bk.rotate(result.backup.path.parent, keep, db_name=db.name)
-        return result
+        return _run_locked(db, direction, lock, run, schema=schema, migs=migs, to=to, backup=backup,
+                           db_url=db_url, backup_root=backup_root, keep=keep, use_mongodump=use_mongodump)
+    except Exception as exc:
+        if not _stops(exc):
+            raise
+        return _stop(db, lock, run, exc)
     finally:
         # a rolled-back run on a database that had no `meta` leaves none behind
-        lock.release(drop_if_alone=rolled_back and not meta_existed)
+        _release(lock, run, drop_if_alone=run.rolled_back and not meta_existed)
+
+
+def _run_locked(db, direction: str, lock: lk.Lock, run: _RunState, *, schema, migs, to, backup, db_url,
+                backup_root, keep, use_mongodump) -> RunResult:
+    """``_run`` once the lock is held: choose the steps, back up, run them, reconcile, and
+    roll back on a failure."""
+    top = head(migs)
+    cur = _version(db)       # read under the lock: another process may just have migrated
+    target = _target(direction, to, cur, top)
+    if direction == "up":
+        changed = changed_migrations(db, migs, cur)
+        if changed:
+            raise ChecksumMismatch(changed)
+        chosen = [m for m in migs if cur < m.version <= target]
+        reconcile_at_end = target == top
+    else:
+        chosen = [m for m in reversed(migs) if target < m.version <= cur]
+        irreversible = [m.name for m in chosen if not m.reversible]
+        if irreversible:
+            raise MigrationError(f"cannot go down to {target}: {', '.join(irreversible)} cannot be undone")
+        reconcile_at_end = False
+    result = run.result = RunResult(direction=direction, from_version=cur, to_version=target,
+                                    final_version=cur, warnings=list(lock.warnings))
+    pending_schema = []
+    if reconcile_at_end and not chosen:
+        pending_schema = rc.commands([d for d in rc.diff(schema, rc.snapshot(db)) if d.blocking])
+    if not chosen and not pending_schema:
+        return result
+    empty = cur == 0 and _is_empty(db)
+    before = set(sch.collection_names(db))
+    if not backup:
+        result.backup_note = "skipped (--no-backup)"
+    elif empty:
+        result.backup_note = "skipped (empty database)"
+    else:
+        run.where = "the backup (nothing was changed yet)"
+        try:
+            result.backup = bk.backup(db, backup_root, db_url=db_url, use_mongodump=use_mongodump,
+                                      schema_version=cur)
+        except bk.BackupError as exc:
+            raise MigrationError(f"backup failed, nothing was changed: {exc}") from exc
+        result.backup_note = f"{result.backup.method} backup at {result.backup.path}"
+    this_run: list[ObjectId] = []
+    ok = all(_run_step(db, lock, run, m, direction, this_run) for m in chosen)
+    if ok and reconcile_at_end:
+        ok = _reconcile(db, lock, run, schema, top)
+    if not ok:
+        run.where = "the restore after the failure"
+        _roll_back(db, result, before=before, empty=empty, db_url=db_url, this_run=this_run)
+        run.rolled_back = result.restored is not None
+    elif keep is not None and result.backup is not None:
+        result.backup.rotated = bk.rotate(result.backup.path.parent, keep, db_name=db.name)
+    return result
+
+
+def _run_step(db, lock: lk.Lock, run: _RunState, m: Migration, direction: str, this_run: list) -> bool:
+    """One step: changelog ``running`` -> the step (under the lock's heartbeat) -> check the
+    lock is still ours -> stamp the version -> changelog ``applied``. False when the step
+    failed (recorded; the caller rolls back). :class:`LockLost` and a lost database
+    propagate (the caller stops)."""
+    result = run.result
+    lock.check()
+    run.where = m.name
+    new_version = m.version if direction == "up" else m.version - 1
+    t0 = time.monotonic()
+    with sch.writing(db):
+        entry = _record(db, version=m.version, name=m.name, direction=direction,
+                        state="running", checksum=m.checksum)
+    try:
+        with lock.keep_alive(), sch.writing(db):
+            (m.up if direction == "up" else m.down)(db)
+            lock.check()              # the heartbeat failed during the step
+            lock.renew(nested=True)   # and nobody has taken the lock over
+            _stamp(db, new_version)
+            dur = _finish(db, entry, "applied", t0)
+    except lk.LockLost as exc:
+        _finish_quietly(db, entry, "interrupted", t0, f"{exc}: its changes were not recorded as applied")
+        raise
+    except Exception as exc:  # the step failed: record, then the caller restores
+        err = _error_text(exc)
+        result.steps.append(StepResult(m.version, m.name, direction, "failed",
+                                       _record_failure(db, result, lambda: _finish(db, entry, "failed", t0, err), t0),
+                                       err))
+        return False
+    except BaseException as exc:  # Ctrl-C, SystemExit: stop now; steps are idempotent,
+        _finish_quietly(db, entry, "interrupted", t0,   # so `migrate up` again resumes here
+                        f"interrupted ({type(exc).__name__}): run `spine-docs migrate up` again to resume")
+        raise
+    this_run.append(entry)
+    result.steps.append(StepResult(m.version, m.name, direction, "applied", dur))
+    result.final_version = new_version
+    return True
+
+
+def _record_failure(db, result: RunResult, record, t0: float) -> float:
+    """Record a failure (retried); when that fails too, the run goes on to restore unless
+    the database is gone (then it stops). Returns the step's duration."""
+    try:
+        with sch.writing(db):
+            return record()
+    except Exception as exc:
+        if _stops(exc):
+            raise
+        result.warnings.append(f"the failure could not be recorded in the changelog: {durable.one_line(exc)}")
+        return round(time.monotonic() - t0, 3)
+
+
+def _reconcile(db, lock: lk.Lock, run: _RunState, schema: dict, top: int) -> bool:
+    """At the head: bring indexes and validators in line with schema.json, under the
+    lock's heartbeat. False when it failed (recorded)."""
+    result = run.result
+    lock.check()
+    run.where = "reconcile with schema.json"
+    name = "reconcile with schema.json"
+    t0 = time.monotonic()
+    try:
+        with lock.keep_alive(), sch.writing(db):
+            cmds = rc.commands([d for d in rc.diff(schema, rc.snapshot(db)) if d.blocking])
+            for c in cmds:
+                sch.execute(db, c)
+            result.reconciled = cmds
+            lock.check()
+            if cmds:
+                lock.renew(nested=True)
+                _finish(db, _record(db, version=top, name=name, direction="reconcile", state="running",
+                                    commands=[next(iter(c)) + " " + str(c[next(iter(c))]) for c in cmds]),
+                        "applied", t0)
+    except lk.LockLost:
+        raise
+    except Exception as exc:
+        err = _error_text(exc)
+        _record_failure(db, result, lambda: _record(db, version=top, name=name, direction="reconcile",
+                                                    state="failed", error=err, finished=sch.now()), t0)
+        result.steps.append(StepResult(top, name, "reconcile", "failed", round(time.monotonic() - t0, 3), err))
+        return False
+    return True
+
+
+def _stop(db, lock: lk.Lock, run: _RunState, exc: BaseException) -> RunResult:
+    """The run stops at once (lock lost, database gone): one line saying what happened and
+    what to do; nothing more is changed, recorded or restored."""
+    if isinstance(exc, lk.LockLost):
+        why = (f"{exc}; nothing more was changed and nothing was restored (another process may hold "
+               f"the lock now): see `spine-docs migrate status` before running `migrate {lock.command.split()[-1]}` again")
+    else:
+        why = (f"lost the database ({durable.one_line(exc)}); nothing more could be recorded or restored: "
+               f"once it answers, see `spine-docs migrate status`")
+        _release(lock, run, quiet=True)
+        if not lock.released:
+            why += (f"; the migration lock stays until its lease ends ({lock.lease_s / 60:g} min after its "
+                    f"last renewal) or `spine-docs migrate unlock --force` once no migration runs")
+    text = f"stopped during {run.where}: {why}"
+    if run.result is None:
+        raise MigrationError(text) from None
+    run.result.stopped = text
+    return run.result
+
+
+def _release(lock: lk.Lock, run: _RunState, *, drop_if_alone: bool = False, quiet: bool = False) -> None:
+    """Release the lock once (retried through a failover); a failure is a warning (none when
+    ``quiet``: the caller says it), never an error that hides the run's own result."""
+    if run.released:
+        return
+    run.released = True
+    try:
+        lock.release(drop_if_alone=drop_if_alone)
+    except Exception as exc:  # noqa: BLE001 - reported; the lease ends it
+        if run.result is not None and not quiet:
+            run.result.warnings.append(
+                f"the migration lock could not be released ({durable.one_line(exc)}): it ends with its lease "
+                f"or `spine-docs migrate unlock --force`")
 
 
 def _roll_back(db, result: RunResult, *, before: set, empty: bool, db_url, this_run: list) -> None:
@@ -576,15 +721,16 @@ def _roll_back(db, result: RunResult, *, before: set, empty: bool, db_url, this_
                     else:
                         db[n].delete_many({"_id": {"$ne": sch.LOCK_DOC_ID}} if n == sch.META else {})
                 result.restored = restored
-            db[sch.CHANGELOG].update_many({"_id": {"$in": this_run}}, {"$set": {"state": "rolled_back"}})
+            durable.retry(lambda: durable.durable(db)[sch.CHANGELOG].update_many(
+                {"_id": {"$in": this_run}}, {"$set": {"state": "rolled_back"}}), db=db)
             for s in result.steps:
                 if s.state == "applied":
                     s.state = "rolled_back"
-        result.final_version = sch.db_version(db)
+        result.final_version = _version(db)
     except bk.RestoreError as exc:
         result.restore_error = str(exc).split("; restore by hand with:")[0]
         result.manual_restore = exc.manual_command
-        result.final_version = sch.db_version(db)
+        result.final_version = _version(db)
 
 
 def stamp(db, version: int, *, schema_file=None, migrations_dir=None,
@@ -597,10 +743,10 @@ def stamp(db, version: int, *, schema_file=None, migrations_dir=None,
         raise MigrationError(f"stamp {version}: choose 0..{head(migs)}")
     lock = lk.acquire(db, command="migrate stamp", wait_s=lock_wait_s)
     try:
-        cur = sch.db_version(db)
+        cur = _version(db)
         t0 = time.monotonic()
         with sch.writing(db):
-            sch.stamp_version(db, version)
+            _stamp(db, version)
             entry = _record(db, version=version, name=f"stamp {version}", direction="stamp", state="running",
                             checksums={str(m.version): m.checksum for m in migs if m.version <= version})
             dur = _finish(db, entry, "applied", t0)
@@ -730,5 +876,5 @@ def _record_restore(db, from_dir, t0: float, schema_file) -> None:
         commands, _drift = sch.setup_commands(db, {"collections": {sch.CHANGELOG: spec}})
         for c in commands:
             sch.execute(db, c)
-    _finish(db, _record(db, version=sch.db_version(db), name=f"restore {Path(from_dir).name}",
+    _finish(db, _record(db, version=_version(db), name=f"restore {Path(from_dir).name}",
                         direction="restore", state="running"), "applied", t0)

@@ -58,18 +58,26 @@ __all__ = [
 ]
 
 
-def connect(url: str | os.PathLike, *, timeout_ms: int = 5000, create: bool = True) -> Any:
+def connect(url: str | os.PathLike, *, timeout_ms: int = 5000, create: bool = True,
+            failover_timeout_ms: int | None = None, username: str | None = None,
+            password: str | None = None) -> Any:
     """A Database for a ``mongodb://``/``mongodb+srv://`` URI, a ``mongomock://`` URL or an
     embedded-catalog directory (see the module docstring). Raises :class:`StoreError`.
 
     :param create: for a directory that holds no catalog: True (the default, what writers
         need) creates one; False raises :class:`NoCatalog` and writes nothing. Read-only
         commands pass False. Servers and ``mongomock://`` ignore it.
+    :param failover_timeout_ms: server only: the server selection timeout of the operations
+        that follow the quick ``timeout_ms`` check (long commands that must wait out an
+        election).
+    :param username, password: server only: credentials given apart from the URI (see
+        :mod:`spine_docs.access`).
 
     Example: ``db = store.connect("./catalog", create=False)``."""
     text, scheme = _parse(url)
     if scheme in ("mongodb", "mongodb+srv"):
-        return server.connect(text, timeout_ms)
+        return server.connect(text, timeout_ms, failover_timeout_ms=failover_timeout_ms,
+                              username=username, password=password)
     if scheme == "mongomock":
         return memory.connect(text)
     return embedded.open_catalog(text, create=create).db
