@@ -195,7 +195,7 @@ def schema_facts(db: Any, *, schema_file: Any = None, migrations_dir: Any = None
 def recent_runs(db: Any, limit: int = 5, problems: int = 3) -> list[dict]:
     """The newest ``limit`` runs (:func:`spine_docs.runs.last`: a dead run shows as
     interrupted), each with its first ``problems`` problems (``{path, reason}``)."""
-    rows = runs.last(db, limit)
+    rows = runs.last(db, limit) if limit > 0 else []  # (a limit of 0 is "no limit" to MongoDB)
     for r in rows:
         r["first_problems"] = []
         if problems and (r.get("problems_count") or 0) > 0:
@@ -1104,7 +1104,11 @@ def scratch_database(db: Any, *, db_url: str | None = None, name: str | None = N
             if path.exists():
                 raise DoctorError(f"the scratch catalog {path} exists: refusing to touch it")
             path.mkdir(parents=True)
-            sdb = store.connect(str(path))
+            try:
+                sdb = store.connect(str(path))
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
             scratch = Scratch(sdb, str(path), kind, str(path), work, files, workers)
         else:
             sname = name or _scratch_name(db)
@@ -1132,7 +1136,7 @@ def _drop(s: Scratch) -> None:
             s.state["dropped"] = not Path(s.name).exists()
         else:
             s.db.client.drop_database(s.name)
-            s.state["dropped"] = s.name not in s.db.client.list_database_names()
+            s.state["dropped"] = not s.db.list_collection_names()  # needs no listDatabases right
     except (PyMongoError, OSError) as exc:
         s.state["drop_error"] = _one_line(exc)
 

@@ -107,6 +107,7 @@ def test_runs_newest_first_with_their_first_problems_and_a_dead_run(db):
     # the doctor writes nothing: the dead run is shown interrupted, not recorded so
     assert db.runs.find_one({"_id": RUNS[2]["_id"]})["state"] == "running"
     assert len(doctor.diagnose(db, runs_limit=1).runs) == 1
+    assert doctor.diagnose(db, runs_limit=0).runs == []
 
 
 def test_a_missing_index_is_a_problem(db):
