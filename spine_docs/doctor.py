@@ -387,31 +387,8 @@ FIND_LIMIT = 50
 
 def shape_pipelines() -> dict[str, list[dict]]:
     """The whole pipeline of every aggregation shape of :func:`shapes.query_shapes`, by name
-    (built with the same builders and arguments; ``tests/test_doctor.py`` holds the two
-    lists to each other)."""
-    from .queries import (FACET_FIELDS, Filter, REPLICA_KEYS, attribute_dictionary_pipeline,
-                          attribute_keys_pipeline, facets_pipelines, histogram_pipeline,
-                          histogram_stats_pipeline, replicas_pipeline, run_coverage_pipeline,
-                          timeline_pipeline)
-
-    out: dict[str, list[dict]] = {}
-    for f in FACET_FIELDS:
-        (_, pipe), = facets_pipelines(Filter(), [f])
-        out[f"facet {f}"] = pipe
-        other = "model" if f != "model" else "dataset"
-        (_, pipe), = facets_pipelines(Filter(**{other: ["x"], f: ["y"]}), [f])
-        out[f"facet {f}, {other} selected"] = pipe
-    out["timeline"] = timeline_pipeline(None, "month", "dataset")
-    out["histogram stats: size"] = histogram_stats_pipeline(None, "size")
-    out["histogram bins: size"] = histogram_pipeline(None, "size", 0, 1)
-    out["run coverage"] = run_coverage_pipeline(None)
-    out["run coverage of a dataset"] = run_coverage_pipeline(None, "bnb")
-    out["attribute keys, newest files"] = attribute_keys_pipeline(None, 5000)
-    out["attribute dictionary"] = attribute_dictionary_pipeline(None)
-    out["attribute dictionary, newest files"] = attribute_dictionary_pipeline(None, max_docs=5000)
-    for key in REPLICA_KEYS:
-        out[f"replicas by {key}"] = replicas_pipeline(None, key=key)
-    return out
+    (the shapes carry the pipelines their builders made)."""
+    return {s.name: list(s.pipeline) for s in shapes.query_shapes() if s.pipeline}
 
 
 def explain_command(shape: plans.Shape, pipelines: Mapping[str, list[dict]]) -> tuple[str, dict]:

@@ -80,6 +80,8 @@ class Shape:
     query: Mapping[str, Any]
     sort: tuple[tuple[str, int], ...] = ()
     source: str = ""
+    #: the whole pipeline, for a shape that is an aggregation (what ``explain`` is sent)
+    pipeline: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
 
 
 @dataclass

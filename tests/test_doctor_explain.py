@@ -365,7 +365,7 @@ def test_what_each_shape_sends(wire):
     assert page["limit"] == 50
     # a count: the aggregation count_documents sends
     status = [c for c in catalog.explains if "aggregate" in c
-              and c["pipeline"] == [{"$match": {"status": {"$in": ["x"]}}}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]]
+              and c["pipeline"] == [{"$match": {"status": {"$in": ["error"]}}}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]]
     assert len(status) == 1
     # a facet: its whole pipeline, starting with the sort that walks the field's index
     facet = [c for c in catalog.explains if "aggregate" in c and c["pipeline"][0] == {"$sort": {"detector": 1}}]

@@ -65,7 +65,7 @@ def pipeline_shape(name: str, pipeline: Sequence[Mapping[str, Any]], source: str
     sort: tuple = ()
     if stages and "$sort" in stages[0]:
         sort = tuple(stages[0]["$sort"].items())
-    return plans.Shape(name, query, sort, source)
+    return plans.Shape(name, query, sort, source, pipeline=tuple(pipeline))
 
 
 def query_shapes() -> list[plans.Shape]:
