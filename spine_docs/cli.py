@@ -282,7 +282,8 @@ VminOpt = typer.Option(None, "--version-min", help="SPINE version >= this (seman
 VmaxOpt = typer.Option(None, "--version-max", help="SPINE version <= this.")
 RminOpt = typer.Option(None, "--run-min", help="Files holding runs >= this.")
 RmaxOpt = typer.Option(None, "--run-max", help="Files holding runs <= this.")
-AttrOpt = typer.Option([], "--attr", help="Root attribute condition: 'key>=1.5', 'key~regex', 'key?' (repeatable).")
+AttrOpt = typer.Option([], "--attr", help="Root attribute condition: 'key>=1.5', 'key~regex', 'key?' "
+                       "(repeatable); quote a value to mean that text: key='>5'.")
 PathOpt = typer.Option(None, "--path-contains", help="Substring of the path.")
 SavedOpt = typer.Option(None, "--saved", help="Start from a saved query.")
 

@@ -195,6 +195,34 @@ def test_an_invalid_filter_in_the_url_is_reported_not_raised(app):
     assert as_int(metric(at, "Matching files")) == N_FILES
 
 
+@pytest.mark.parametrize("key,value,needle", [
+    ("status", "bogus", "unknown status 'bogus' (choose from ok, incomplete, error)"),
+    ("where", "null", "where must be a JSON object"),
+    ("where", '{"$foo": 1}', "unknown query operator in where: $foo"),
+])
+def test_a_filter_that_means_nothing_is_reported_in_the_sidebar(app, key, value, needle):
+    at, db = app
+    at.query_params[key] = value
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.sidebar.error]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"The filter in the URL was not understood and was dropped: {needle}"), errors
+    assert as_int(metric(at, "Matching files")) == N_FILES
+
+
+def test_an_attribute_condition_that_would_be_misread_is_refused_in_the_sidebar(app):
+    at, db = app
+    ok(at.run())
+    at.text_input(key="w:attr_expr").input("num_events>>20")
+    at.button(key="w:attr_add").click().run()
+    assert not at.exception
+    assert [e.value for e in at.sidebar.error] == [
+        "attribute condition 'num_events>>20': the value '>20' starts with '>'; quote it "
+        "(num_events>'>20') to mean that text"]
+    assert "attr" not in at.query_params
+
+
 def test_attribute_condition_from_the_sidebar(app):
     at, db, specs = app
     ok(at.run())

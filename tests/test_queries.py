@@ -1410,6 +1410,18 @@ def test_what_the_embedded_catalog_cannot_evaluate_is_one_line(cat, where):
         assert "\n" not in str(exc)
 
 
+def test_limits_beyond_64_bits_are_refused_before_running(server_files):
+    # a server's driver would fail to encode them (OverflowError, not a PyMongoError)
+    with mock.patch.object(pymongo.collection.Collection, "aggregate", side_effect=AssertionError), \
+         mock.patch.object(pymongo.collection.Collection, "find", side_effect=AssertionError):
+        with pytest.raises(q.QueryError, match="too large"):
+            q.facets(server_files, limit=2**63)
+        with pytest.raises(q.QueryError, match="limit must be between"):
+            q.export(server_files, None, "paths", limit=2**63)
+        with pytest.raises(ValueError, match="cannot be stored in BSON"):
+            Filter(run_min=2**63)
+
+
 def test_a_refused_query_is_the_filters_error(server_files):
     """A server's OperationFailure (code 2 BadValue) is the filter's error with the server's
     message; not a time limit, not a lost connection."""

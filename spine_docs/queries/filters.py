@@ -5,7 +5,8 @@ query documents.
 :class:`Filter` (pydantic) is the shared currency between the URL, the CLI and every query:
 
 - facet selections (lists; ``None`` selects files where the field is null):
-  ``site, status, spine_version, model, dataset, detector, config, prod_version``
+  ``site, status, spine_version, model, dataset, detector, config, prod_version``; a status
+  is one of :data:`spine_docs.extract.STATUSES` (``ok``, ``incomplete``, ``error``)
 - ``version_min`` / ``version_max``: SPINE version range, compared on ``spine_version_key``
   with :func:`spine_docs.spine.semver_key` (both ends inclusive; pre-releases of a release sort
   before it)
@@ -19,9 +20,13 @@ query documents.
   HDF5 attribute name (escaped here with :func:`spine_docs.convert.escape_key`), ``op`` one of
   ``ATTR_OPS`` (see :data:`ATTR_OP_TABLE`; MongoDB semantics: ``ne`` also matches files without
   the key). Build typed values with :meth:`AttrFilter.parse` / :func:`coerce_value` using the
-  type label from :func:`attribute_keys`.
-- ``where``: a raw MongoDB query document (the CLI's ``--where`` JSON, Extended JSON accepted);
-  server-side JavaScript (``$where``, ``$function``, ``$accumulator``) is refused.
+  type label from :func:`attribute_keys`, or parse ``key>=value`` text with
+  :meth:`AttrFilter.parse_expr` (its docstring gives the quoting rule and what it refuses).
+- ``where``: a raw MongoDB query document (the CLI's ``--where`` JSON object, Extended JSON
+  accepted) of MongoDB 6.0's operators (:data:`QUERY_OPERATORS`); unknown ``$names``, server-side
+  JavaScript (``$where``, ``$function``, ``$accumulator``) and the arguments a server refuses
+  before running (``$or: []``, ``$in: 5``, ...) are refused. Operators the embedded catalog
+  lacks are refused when the query runs (see ``_run._running``).
 
 ``Filter.to_mongo()`` gives the query document, ``to_params()``/``from_params()`` round-trip
 through a flat ``{str: str}`` dict (URL query parameters, keys in ``PARAM_KEYS``: lists are
