@@ -116,12 +116,7 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
     keeping only the accumulated values, not the documents."""
     _id = options["_id"]
     key_of = _compile(_id, ignore_missing_keys=True)
-    accs = []
-    for field, value in options.items():
-        if field == "_id":
-            continue
-        for operator, expr in value.items():
-            accs.append((field, operator, _compile(expr)))
+    accs = [(field, operator, _compile(expr)) for field, operator, expr in accumulators(options)]
     groups: dict = {}
     if not _id:
         groups[None] = [None, [[] for _a in accs]]
@@ -142,8 +137,21 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
                 g[1][i].append(value_of(doc))
             except KeyError:
                 pass
+    return group_rows(groups, [(f, op) for f, op, _v in accs], bool(_id))
+
+
+def accumulators(options: Mapping) -> list[tuple[str, str, Any]]:
+    """(output field, operator, expression) of each accumulator of a ``$group``."""
+    return [(field, operator, expr) for field, value in options.items() if field != "_id"
+            for operator, expr in value.items()]
+
+
+def group_rows(groups: dict, accs: list[tuple[str, str]], keyed: bool) -> list[dict]:
+    """``$group``'s output from its groups (hashable key -> [the ``_id`` value, one list of
+    input values per accumulator]), ordered by ``_id`` unless not ``keyed`` (``_id: null``):
+    the same rows and order as mongomock's."""
     ordered = list(groups.values())
-    if _id:
+    if keyed:
         keys = [bson_key(g[0]) for g in ordered]
         if None in keys:
             ordered.sort(key=lambda g: mm_filtering.BsonComparable(g[0]))
@@ -153,7 +161,7 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
     ops = mm_aggregate._GROUPING_OPERATOR_MAP
     for key, values in ordered:
         doc_dict: dict = {}
-        for (field, operator, _e), vals in zip(accs, values):
+        for (field, operator), vals in zip(accs, values):
             if operator in ops:
                 doc_dict[field] = ops[operator](vals)
             elif operator == "$addToSet":
