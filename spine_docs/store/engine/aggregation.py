@@ -146,10 +146,19 @@ def accumulators(options: Mapping) -> list[tuple[str, str, Any]]:
             for operator, expr in value.items()]
 
 
+class Finished:
+    """An accumulator's result that the caller of :func:`group_rows` computed itself."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 def group_rows(groups: dict, accs: list[tuple[str, str]], keyed: bool) -> list[dict]:
     """``$group``'s output from its groups (hashable key -> [the ``_id`` value, one list of
-    input values per accumulator]), ordered by ``_id`` unless not ``keyed`` (``_id: null``):
-    the same rows and order as mongomock's."""
+    input values - or a :class:`Finished` result - per accumulator]), ordered by ``_id``
+    unless not ``keyed`` (``_id: null``): the same rows and order as mongomock's."""
     ordered = list(groups.values())
     if keyed:
         keys = [bson_key(g[0]) for g in ordered]
@@ -162,7 +171,9 @@ def group_rows(groups: dict, accs: list[tuple[str, str]], keyed: bool) -> list[d
     for key, values in ordered:
         doc_dict: dict = {}
         for (field, operator), vals in zip(accs, values):
-            if operator in ops:
+            if type(vals) is Finished:
+                doc_dict[field] = vals.value
+            elif operator in ops:
                 doc_dict[field] = ops[operator](vals)
             elif operator == "$addToSet":
                 value = []
@@ -208,11 +219,24 @@ def _facet(docs: list[dict], options: Mapping, database: Any) -> list[dict]:
 
 
 def _per_doc(docs: Iterable[dict], op: str, arg: Any, database: Any) -> Iterator[dict]:
+    if op == "$match":
+        yield from _match(docs, arg)
+        return
     for doc in docs:
         if op == "$unwind":
             yield from _unwind((doc,), arg)
         else:
             yield from mm_aggregate.process_pipeline([doc], database, [{op: arg}], None)
+
+
+def _match(docs: Iterable[dict], options: Any) -> Iterator[dict]:
+    """mongomock's $match (its filter on each document with dates made naive UTC), with the
+    filter's dates made naive once, not once per document."""
+    spec = rawbson.patch_dt(options)
+    match = mm_filtering.filter_applies
+    for doc in docs:
+        if match(spec, rawbson.patch_dt(doc)):
+            yield doc
 
 
 def run_stages(docs: Iterable[dict], stages: list[tuple[str, Any]], database: Any) -> Iterator[dict]:

@@ -33,6 +33,7 @@ When deciding a column condition raises, the scan falls back to the plain one.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import operator
 from collections import Counter
@@ -50,7 +51,7 @@ from mongomock import filtering as mm_filtering
 from sentinels import NOTHING
 
 from . import rawbson
-from .aggregation import accumulators, group_rows
+from .aggregation import Finished, accumulators, group_rows
 from .deps import filter_fields, union
 from .keys import norm
 from .sorting import bson_key
@@ -58,6 +59,8 @@ from .sorting import bson_key
 #: the value types a column may hold (all immutable): a field with any other value is no column
 SCALAR_TYPES = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, Decimal128})
 _COLUMN_TYPES = SCALAR_TYPES | {type(NOTHING)}
+
+_BAD = object()  # a value that makes a path no column
 
 #: documents decoded per batch while building (bounds the transient memory)
 _BATCH = 1024
@@ -112,18 +115,19 @@ class Columns:
     ``name`` in document ``i`` (``NOTHING`` when missing); ``shapes[i]``: the index in
     ``layouts`` of the tuple of document ``i``'s top-level names, in order."""
 
-    def __init__(self, version: int, documents: Any, items: list[tuple[Any, bytes]]):
+    def __init__(self, version: int, documents: Any, keys: list, raws: list[bytes]):
         self.version = version
         self.documents = documents
-        self.keys = [k for k, _r in items]
-        self.raws = [r for _k, r in items]
-        self.n = n = len(items)
+        self.keys = keys
+        self.raws = raws
+        self.n = n = len(raws)
         self.values: dict[str, list] = {}
         self.not_columns: set[str] = set()
         self.layouts: list[tuple[str, ...]] = []
         self.shapes: list[int] = []
         self._absent: list | None = None
         self._sort_keys: dict[str, list | None] = {}
+        self._paths: dict[str, list | None] = {}
         layout_ids: dict[tuple, int] = {}
         values, bad, shapes = self.values, self.not_columns, self.shapes
         for start in range(0, n, _BATCH):
@@ -167,6 +171,41 @@ class Columns:
                 col = self._absent = [NOTHING] * self.n
         return col
 
+    def path(self, path: str, build: bool) -> list | None:
+        """The values at ``path`` (``attrs.num_events``) of every document, when in every
+        document each part before the last is an embedded document or missing and the last
+        a scalar or missing (NOTHING when anything on the way is missing: the one candidate
+        value mongomock's filter then sees, as for a top-level field); None when that is not
+        so or (``build`` false) it is not made yet. Made on first use with one decode of
+        the top-level field in each document."""
+        col = self._paths.get(path, NOTHING)
+        if col is not NOTHING:
+            return col
+        if not build:
+            return None
+        parts = path.split(".")
+        if len(parts) < 2 or not all(parts) or any(p.startswith("$") for p in parts) \
+                or parts[0] not in self.not_columns:
+            return None
+        first, rest = parts[0], parts[1:]
+        decode = rawbson.fields_decoder({first})
+        col = []
+        for raw in self.raws:
+            v = decode(raw).get(first, NOTHING)
+            for name in rest:
+                if v is NOTHING:
+                    break
+                if type(v) is not dict:
+                    v = _BAD  # not a document on the way: no column
+                    break
+                v = v.get(name, NOTHING)
+            if v is not NOTHING and type(v) not in SCALAR_TYPES:
+                col = None
+                break
+            col.append(v)
+        self._paths[path] = col
+        return col
+
     def sort_keys(self, name: str) -> list | None:
         """The sort key (:func:`_sort_key`) of each document's ``name``, made once; None
         when a value has none."""
@@ -196,7 +235,19 @@ def columns_of(store: Any, build: bool) -> Columns | None:
         return None
     version = store.version  # read before the snapshot: a write in between makes it stale
     documents = store._documents
-    cols = Columns(version, documents, list(documents.items()))
+    items = list(documents.items())  # one atomic snapshot
+    keys = [k for k, _r in items]
+    raws = [r for _k, r in items]
+    del items
+    # the walk makes a few container objects per document and keeps none: the collector's
+    # passes over everything already alive cost a quarter of it (measured), so it waits
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        cols = Columns(version, documents, keys, raws)
+    finally:
+        if collecting:
+            gc.enable()
     store.columns = cols
     return cols
 
@@ -305,10 +356,20 @@ def _value_key(v: Any) -> Any:
 
 
 def _field_test(key: str, search: Any, field: str) -> Callable[[Any], bool]:
-    """v -> whether ``{key: search}`` matches a document whose top-level ``field`` (the
-    first part of ``key``) is ``v``."""
+    """v -> whether ``{key: search}`` matches a document whose ``field`` is ``v``:
+    ``field`` is the first part of ``key`` (a column), or ``key`` itself (a path column:
+    see :meth:`Columns.path`)."""
     fast = _fast_test(search) if key == field else None
     clause = {key: search}
+    parts = field.split(".")
+    if len(parts) > 1:
+        def mini(v: Any) -> dict:
+            for name in reversed(parts):
+                v = {name: v}
+            return v
+    else:
+        def mini(v: Any) -> dict:
+            return {field: v}
     memo: dict = {}
     apply = mm_filtering.filter_applies
 
@@ -318,7 +379,7 @@ def _field_test(key: str, search: Any, field: str) -> Callable[[Any], bool]:
             hit = memo.get(k)
             if hit is not None:
                 return hit
-        r = bool(apply(clause, {} if v is NOTHING else {field: v}))
+        r = bool(apply(clause, {} if v is NOTHING else mini(v)))
         if k is not None:
             memo[k] = r
         return r
@@ -334,11 +395,11 @@ def _field_test(key: str, search: Any, field: str) -> Callable[[Any], bool]:
     return test
 
 
-def _compile(spec: Mapping, cols: Columns) -> Callable[[int], bool] | None:
+def _compile(spec: Mapping, cols: Columns, build: bool) -> Callable[[int], bool] | None:
     """i -> whether document ``i`` matches ``spec`` (None: ``spec`` reads a non-column)."""
     tests = []
     for key, search in spec.items():
-        t = _clause(key, search, cols)
+        t = _clause(key, search, cols, build)
         if t is None:
             return None
         if t is not True:
@@ -350,8 +411,10 @@ def _compile(spec: Mapping, cols: Columns) -> Callable[[int], bool] | None:
     return lambda i: all(t(i) for t in tests)
 
 
-def _clause(key: Any, search: Any, cols: Columns) -> Callable[[int], bool] | bool | None:
-    """The test of one top-level condition of a filter (True: always true, ``$comment``)."""
+def _clause(key: Any, search: Any, cols: Columns, build: bool
+            ) -> Callable[[int], bool] | bool | None:
+    """The test of one top-level condition of a filter (True: always true, ``$comment``);
+    ``build``: a path column it needs may be built now."""
     if not isinstance(key, str):
         return None
     if key == "$comment":
@@ -360,7 +423,7 @@ def _clause(key: Any, search: Any, cols: Columns) -> Callable[[int], bool] | boo
         if not isinstance(search, (list, tuple)) or not search \
                 or not all(isinstance(q, dict) for q in search):
             return None
-        subs = [_compile(q, cols) for q in search]
+        subs = [_compile(q, cols, build) for q in search]
         if any(s is None for s in subs):
             return None
         if key == "$and":
@@ -371,11 +434,29 @@ def _clause(key: Any, search: Any, cols: Columns) -> Callable[[int], bool] | boo
     if key.startswith("$"):
         return None
     field = key.split(".", 1)[0]
-    if not cols.has({field}):
-        return None
-    col = cols.column(field)
-    test = _field_test(key, search, field)
-    return lambda i: test(col[i])
+    if cols.has({field}):
+        col = cols.column(field)
+        test = _field_test(key, search, field)
+    else:
+        col = cols.path(key, build)
+        if col is None:
+            return None
+        test = _field_test(key, search, key)
+    return _OnColumn(col, test)
+
+
+class _OnColumn:
+    """i -> ``test(col[i])``: a condition on one column (or path column), which a selection
+    can also apply to the whole column at once."""
+
+    __slots__ = ("col", "test")
+
+    def __init__(self, col: list, test: Callable[[Any], bool]):
+        self.col = col
+        self.test = test
+
+    def __call__(self, i: int) -> bool:
+        return self.test(self.col[i])
 
 
 # --------------------------------------------------------------------------- selecting
@@ -384,13 +465,13 @@ class _Selection:
     """A filter split for one collection state: the tests of its top-level conditions on
     columns, and the rest (mongomock's to decide on decoded documents)."""
 
-    def __init__(self, cols: Columns, spec: Mapping):
+    def __init__(self, cols: Columns, spec: Mapping, build: bool):
         self.cols = cols
         self.spec = spec
         self.tests: list[Callable[[int], bool]] = []
         self.rest: dict = {}
         for key, search in spec.items():
-            t = _clause(key, search, cols)
+            t = _clause(key, search, cols, build)
             if t is None:
                 self.rest[key] = search
             elif t is not True:
@@ -420,6 +501,28 @@ class _Selection:
                 if mm_filtering.filter_applies(self.spec, decode(raws[i])):
                     yield i, True
 
+    def indices(self) -> list[int] | range:
+        """The indices of the matching documents, in natural order (what :meth:`matches`
+        gives, faster: each column condition is applied to its whole column in turn; when
+        one raises, the documents are decided one by one as :meth:`candidates` does)."""
+        if self.rest:
+            return [i for i, _doc in self.matches(None)]
+        n = self.cols.n
+        chosen: Any = range(n)
+        try:
+            for t in self.tests:
+                if type(t) is _OnColumn:
+                    col, test = t.col, t.test
+                    if type(chosen) is range:
+                        chosen = [i for i, v in enumerate(col) if test(v)]
+                    else:
+                        chosen = [i for i in chosen if test(col[i])]
+                else:
+                    chosen = [i for i in chosen if t(i)]
+        except Exception:  # noqa: BLE001 - the one by one path decides (and raises) as before
+            return [i for i, _d in self.candidates()]
+        return chosen
+
     def matches(self, decode: Callable[[int], dict] | None) -> Iterator[tuple[int, dict | None]]:
         """(i, doc) of the matching documents; ``doc`` is ``decode(i)`` (which must hold the
         fields the rest of the filter reads) or None when ``decode`` is None and nothing
@@ -448,7 +551,7 @@ def _selection(store: Any, spec: Mapping, build: bool) -> _Selection | None:
     cols = columns_of(store, build)
     if cols is None:
         return None
-    return _Selection(cols, spec)
+    return _Selection(cols, spec, build)
 
 
 def _ready(store: Any, spec: Any) -> Mapping | None:
@@ -473,8 +576,10 @@ def scan(store: Any, spec: Mapping, needed: set | None, *, build: bool = True
     if sel is None:
         return None
     cols = sel.cols
-    # the fields the plain scan decodes: what the caller needs and what the filter reads
-    want = union(needed, sel.spec_fields)
+    # a read's documents hold what the caller needs (and what the rest of the filter reads);
+    # a write's also the fields of the whole filter, as the plain scan decodes them (an
+    # update applies itself to that partial document)
+    want = union(needed, sel.rest_fields if build else sel.spec_fields)
     from_columns = want is not None and cols.has(want)
     if not sel.tests and not from_columns:
         return None
@@ -521,7 +626,7 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     keyed = [cols.sort_keys(k) for k, _d in sort]
     if any(kc is None for kc in keyed):
         return None
-    chosen = [i for i, _doc in sel.matches(None)]
+    chosen = sel.indices()
     top = skip + limit if limit else 0
     n = len(chosen)
     if n >= 2:
@@ -562,68 +667,136 @@ _CONSTANT = (int, float, str, bool, type(None))
 _FINISHED = frozenset(mm_aggregate._GROUPING_OPERATOR_MAP) | {"$push", "$addToSet"}
 
 
+def _top_path(expr: Any) -> str | None:
+    """``f`` for the field path ``"$f"`` of a top-level field, else None."""
+    if isinstance(expr, str) and len(expr) > 1 and expr[0] == "$" and expr[1] != "$" \
+            and "." not in expr:
+        return expr[1:]
+    return None
+
+
+def _constant(expr: Any) -> bool:
+    return type(expr) in _CONSTANT and not (type(expr) is str and expr.startswith("$"))
+
+
 def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
           ) -> tuple[list[dict], list[tuple[str, Any]]] | None:
     """(output of the leading stages, the stages left) for a pipeline whose ``$match`` was
-    ``spec`` and whose next stages are ``[$sort {f: d}]? $group {_id: "$f", out: {acc:
-    constant}, ...}`` on a column ``f`` (the sidebar's facet counts, replica keys): the
-    groups are counted on the column's values, without documents. None otherwise.
+    ``spec`` and whose next stages are ``[$sort {f: d}]? $group {...}`` whose ``_id`` is
+    null, ``"$f"`` or an object of such paths (``{d: "$dataset", r: "$run"}``) and whose
+    accumulators take constants or such paths, all on columns (the sidebar's facet counts,
+    replica keys, run coverage): the groups are made on the column values, without
+    documents; each group's members are in natural order, as the plain ``$group`` sees them.
+    None otherwise.
 
-    The ``$sort`` is skipped: it cannot change the result. The accumulators are of
-    constants (every member adds the same value, so their order does not matter), and the
-    documents a group gathers have equal sort keys (equal group keys are equal values: 1,
-    1.0 and Int64(1) compare equal, null and missing sort alike), so a stable sort keeps
-    them in natural order, and the first - whose value becomes the group's ``_id`` - is the
-    same. Not when a value has no native sort key or is NaN (the order could change)."""
+    A ``$sort`` is allowed only before ``_id: "$f"`` by the same ``f`` with constant
+    accumulators, and skipped: it cannot change the result. Every member adds the same
+    value, so their order does not matter, and the documents a group gathers have equal
+    sort keys (equal group keys are equal values: 1, 1.0 and Int64(1) compare equal, null
+    and missing sort alike), so a stable sort keeps them in natural order, and the first -
+    whose value becomes the group's ``_id`` - is the same. Not when a value has no native
+    sort key or is NaN (the order could change then)."""
     i = 0
-    field = None
+    sort_field = None
     if stages and stages[0][0] == "$sort":
         arg = stages[0][1]
         if not isinstance(arg, Mapping) or len(arg) != 1:
             return None
-        (field, d), = arg.items()
+        (sort_field, d), = arg.items()
         if type(d) not in (int, float):
             return None
         i = 1
     if len(stages) <= i or stages[i][0] != "$group" or type(stages[i][1]) is not dict:
         return None
     options = stages[i][1]
-    key = options.get("_id")
-    if not (isinstance(key, str) and key.startswith("$") and not key.startswith("$$")
-            and "." not in key and len(key) > 1) or (field is not None and key[1:] != field):
+    if "_id" not in options:
         return None
-    field = key[1:]
-    try:
-        accs = accumulators(options)
-    except AttributeError:
+    _id = options["_id"]
+    names: list[str] | None = None  # the names of an object _id
+    if _id is None:
+        key_fields: list[str] = []
+    elif _top_path(_id) is not None:
+        key_fields = [_top_path(_id)]
+    elif type(_id) is dict and _id and all(isinstance(k, str) and not k.startswith("$")
+                                           and _top_path(v) is not None for k, v in _id.items()):
+        names = list(_id)
+        key_fields = [_top_path(v) for v in _id.values()]
+    else:
         return None
-    if not all(type(v) is dict for k, v in options.items() if k != "_id") or not all(
-            op in _FINISHED and type(c) in _CONSTANT and not (type(c) is str and c.startswith("$"))
-            for _f, op, c in accs):
+    if not all(type(v) is dict for k, v in options.items() if k != "_id"):
+        return None
+    accs = accumulators(options)
+    if not all(op in _FINISHED and (_constant(e) or _top_path(e) is not None) for _f, op, e in accs):
+        return None
+    constants = all(_constant(e) for _f, _op, e in accs)
+    if sort_field is not None and not (names is None and key_fields == [sort_field] and constants):
         return None
     spec = _ready(store, spec)
     if spec is None:
         return None
     sel = _selection(store, spec, True)
-    if sel is None or not sel.cols.has({field}):
+    acc_fields = {_top_path(e) for _f, _op, e in accs} - {None}
+    if sel is None or not sel.cols.has(set(key_fields) | acc_fields):
         return None
-    col = sel.cols.column(field)
-    values = [col[j] for j, _doc in sel.matches(None)]
-    kinds = set(map(type, values))
-    if not kinds <= _GROUPABLE or (float in kinds and any(
-            v != v for v in values if type(v) is float)):
-        return None
-    counts = Counter(zip(map(type, values), values))  # insertion order: first occurrences
+    cols = sel.cols
+    chosen = sel.indices()
+    if type(chosen) is range:
+        values = [list(col) for col in map(cols.column, key_fields)]
+    else:
+        values = [[col[j] for j in chosen] for col in map(cols.column, key_fields)]
+    for vals in values:
+        kinds = set(map(type, vals))
+        if not kinds <= _GROUPABLE:  # Decimal128: unhashable (the plain $group decides)
+            return None
+        if sort_field is not None and float in kinds and any(v != v for v in vals if type(v) is float):
+            return None
+    # one key per (values, their types): 1, 1.0 and true are one dict key, not one group
+    keys = list(zip(*values, *[list(map(type, v)) for v in values])) if key_fields else None
+    members: dict
+    if keys is None:
+        members = {(): len(chosen) if constants else chosen}
+    elif constants:
+        members = Counter(keys)  # first occurrences first
+    else:
+        members = {}
+        for j, k in zip(chosen, keys):
+            m = members.get(k)
+            if m is None:
+                members[k] = [j]
+            else:
+                m.append(j)
+    width = len(key_fields)
     groups: dict = {}
-    for (_t, v), c in counts.items():
-        if v is NOTHING:
-            v = None
-        hk = norm(v)
+    for k, m in members.items():
+        if keys is None:
+            value, hk = None, None
+        else:
+            vals = k[:width]
+            if names is None:
+                value = None if vals[0] is NOTHING else vals[0]
+            else:
+                value = {n: v for n, v in zip(names, vals) if v is not NOTHING}
+            hk = norm(value)
         g = groups.get(hk)
         if g is None:
-            groups[hk] = [v, c]
+            groups[hk] = [value, m]
+        elif constants:
+            g[1] += m
         else:
-            g[1] += c
-    rows = group_rows({hk: [v, [[c_] * c for _f, _op, c_ in accs]] for hk, (v, c) in groups.items()},
-                      [(f, op) for f, op, _c in accs], True)
+            g[1] = sorted(g[1] + m)  # natural order, as the plain $group gathers them
+    finished = {}
+    for hk, (value, m) in groups.items():
+        per_acc = []
+        for _f, op, e in accs:
+            if _constant(e):
+                count = m if constants else len(m)
+                if op == "$sum" and type(e) is int:  # mongomock sums the ints: exactly this
+                    per_acc.append(Finished(e * count))
+                else:
+                    per_acc.append([e] * count)
+            else:
+                col = cols.column(_top_path(e))
+                per_acc.append([v for v in (col[j] for j in m) if v is not NOTHING])
+        finished[hk] = [value, per_acc]
+    rows = group_rows(finished, [(f, op) for f, op, _e in accs], _id is not None)
     return rows, stages[i + 1:]
