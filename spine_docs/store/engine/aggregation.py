@@ -20,6 +20,7 @@ from pymongo.errors import OperationFailure
 from sentinels import NOTHING
 
 from . import rawbson
+from .expressions import NO_VARS, compile_expression
 from .keys import norm
 from .sorting import bson_key, sort_list
 
@@ -107,8 +108,8 @@ def _compile(expr: Any, ignore_missing_keys: bool = False):
                     raise
             return out
         return literal
-    parse = mm_aggregate._parse_expression
-    return lambda doc: parse(expr, doc, ignore_missing_keys=ignore_missing_keys)
+    node = compile_expression(expr, ignore_missing_keys)
+    return lambda doc: node(doc, NO_VARS)
 
 
 def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
@@ -222,11 +223,52 @@ def _per_doc(docs: Iterable[dict], op: str, arg: Any, database: Any) -> Iterator
     if op == "$match":
         yield from _match(docs, arg)
         return
+    if op == "$project":
+        computed = _computed_only(arg)
+        if computed is not None:
+            yield from _project_computed(docs, computed)
+            return
     for doc in docs:
         if op == "$unwind":
             yield from _unwind((doc,), arg)
         else:
             yield from mm_aggregate.process_pipeline([doc], database, [{op: arg}], None)
+
+
+def _computed_only(options: Any) -> list[tuple[str, Any]] | None:
+    """(field, compiled expression) of a ``$project`` that computes every field it keeps and
+    drops ``_id`` (``{_id: 0, a: <expression>, ...}``); None for any other projection."""
+    if type(options) is not dict or "_id" not in options:
+        return None
+    include_id = options["_id"]
+    if not (include_id is False or (type(include_id) in (int, float) and include_id == 0)):
+        return None
+    fields = [(f, v) for f, v in options.items() if f != "_id"]
+    # mongomock: a value in (0, 1, True, False) is an inclusion flag; a falsy first one
+    # would make the projection an exclusion (which refuses computed fields)
+    if not fields or not all(isinstance(f, str) and v and not _is_flag(v) for f, v in fields):
+        return None
+    return [(f, compile_expression(v, True)) for f, v in fields]
+
+
+def _is_flag(v: Any) -> bool:
+    try:
+        return v in (0, 1, True, False)
+    except Exception:  # noqa: BLE001 - a value that cannot be compared is no flag
+        return False
+
+
+def _project_computed(docs: Iterable[dict], computed: list[tuple[str, Any]]) -> Iterator[dict]:
+    """mongomock's ``$project`` of computed fields only: each document becomes the computed
+    fields whose expression gives a value (a missing one is left out)."""
+    for doc in docs:
+        out = {}
+        for field, node in computed:
+            try:
+                out[field] = node(doc, NO_VARS)
+            except KeyError:
+                pass
+        yield out
 
 
 def _match(docs: Iterable[dict], options: Any) -> Iterator[dict]:
