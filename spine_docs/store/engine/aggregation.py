@@ -20,6 +20,7 @@ from pymongo.errors import OperationFailure
 from sentinels import NOTHING
 
 from . import rawbson
+from .expressions import NO_VARS, compile_expression
 from .keys import norm
 from .sorting import bson_key, sort_list
 
@@ -107,8 +108,8 @@ def _compile(expr: Any, ignore_missing_keys: bool = False):
                     raise
             return out
         return literal
-    parse = mm_aggregate._parse_expression
-    return lambda doc: parse(expr, doc, ignore_missing_keys=ignore_missing_keys)
+    node = compile_expression(expr, ignore_missing_keys)
+    return lambda doc: node(doc, NO_VARS)
 
 
 def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
@@ -116,12 +117,7 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
     keeping only the accumulated values, not the documents."""
     _id = options["_id"]
     key_of = _compile(_id, ignore_missing_keys=True)
-    accs = []
-    for field, value in options.items():
-        if field == "_id":
-            continue
-        for operator, expr in value.items():
-            accs.append((field, operator, _compile(expr)))
+    accs = [(field, operator, _compile(expr)) for field, operator, expr in accumulators(options)]
     groups: dict = {}
     if not _id:
         groups[None] = [None, [[] for _a in accs]]
@@ -142,8 +138,30 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
                 g[1][i].append(value_of(doc))
             except KeyError:
                 pass
+    return group_rows(groups, [(f, op) for f, op, _v in accs], bool(_id))
+
+
+def accumulators(options: Mapping) -> list[tuple[str, str, Any]]:
+    """(output field, operator, expression) of each accumulator of a ``$group``."""
+    return [(field, operator, expr) for field, value in options.items() if field != "_id"
+            for operator, expr in value.items()]
+
+
+class Finished:
+    """An accumulator's result that the caller of :func:`group_rows` computed itself."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def group_rows(groups: dict, accs: list[tuple[str, str]], keyed: bool) -> list[dict]:
+    """``$group``'s output from its groups (hashable key -> [the ``_id`` value, one list of
+    input values - or a :class:`Finished` result - per accumulator]), ordered by ``_id``
+    unless not ``keyed`` (``_id: null``): the same rows and order as mongomock's."""
     ordered = list(groups.values())
-    if _id:
+    if keyed:
         keys = [bson_key(g[0]) for g in ordered]
         if None in keys:
             ordered.sort(key=lambda g: mm_filtering.BsonComparable(g[0]))
@@ -153,8 +171,10 @@ def _group(docs: Iterable[dict], options: Mapping) -> list[dict]:
     ops = mm_aggregate._GROUPING_OPERATOR_MAP
     for key, values in ordered:
         doc_dict: dict = {}
-        for (field, operator, _e), vals in zip(accs, values):
-            if operator in ops:
+        for (field, operator), vals in zip(accs, values):
+            if type(vals) is Finished:
+                doc_dict[field] = vals.value
+            elif operator in ops:
                 doc_dict[field] = ops[operator](vals)
             elif operator == "$addToSet":
                 value = []
@@ -200,11 +220,65 @@ def _facet(docs: list[dict], options: Mapping, database: Any) -> list[dict]:
 
 
 def _per_doc(docs: Iterable[dict], op: str, arg: Any, database: Any) -> Iterator[dict]:
+    if op == "$match":
+        yield from _match(docs, arg)
+        return
+    if op == "$project":
+        computed = _computed_only(arg)
+        if computed is not None:
+            yield from _project_computed(docs, computed)
+            return
     for doc in docs:
         if op == "$unwind":
             yield from _unwind((doc,), arg)
         else:
             yield from mm_aggregate.process_pipeline([doc], database, [{op: arg}], None)
+
+
+def _computed_only(options: Any) -> list[tuple[str, Any]] | None:
+    """(field, compiled expression) of a ``$project`` that computes every field it keeps and
+    drops ``_id`` (``{_id: 0, a: <expression>, ...}``); None for any other projection."""
+    if type(options) is not dict or "_id" not in options:
+        return None
+    include_id = options["_id"]
+    if not (include_id is False or (type(include_id) in (int, float) and include_id == 0)):
+        return None
+    fields = [(f, v) for f, v in options.items() if f != "_id"]
+    # mongomock: a value in (0, 1, True, False) is an inclusion flag; a falsy first one
+    # would make the projection an exclusion (which refuses computed fields)
+    if not fields or not all(isinstance(f, str) and v and not _is_flag(v) for f, v in fields):
+        return None
+    return [(f, compile_expression(v, True)) for f, v in fields]
+
+
+def _is_flag(v: Any) -> bool:
+    try:
+        return v in (0, 1, True, False)
+    except Exception:  # noqa: BLE001 - a value that cannot be compared is no flag
+        return False
+
+
+def _project_computed(docs: Iterable[dict], computed: list[tuple[str, Any]]) -> Iterator[dict]:
+    """mongomock's ``$project`` of computed fields only: each document becomes the computed
+    fields whose expression gives a value (a missing one is left out)."""
+    for doc in docs:
+        out = {}
+        for field, node in computed:
+            try:
+                out[field] = node(doc, NO_VARS)
+            except KeyError:
+                pass
+        yield out
+
+
+def _match(docs: Iterable[dict], options: Any) -> Iterator[dict]:
+    """mongomock's $match (its filter on each document with dates made naive UTC), with the
+    filter's dates made naive once, not once per document."""
+    spec = rawbson.patch_dt(options)
+    match = mm_filtering.filter_applies
+    for doc in docs:
+        if match(spec, rawbson.patch_dt(doc)):
+            yield doc
 
 
 def run_stages(docs: Iterable[dict], stages: list[tuple[str, Any]], database: Any) -> Iterator[dict]:

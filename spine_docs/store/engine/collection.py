@@ -25,7 +25,7 @@ from mongomock.not_implemented import raise_for_feature as _raise_not_implemente
 from mongomock.results import BulkWriteResult
 from pymongo.errors import DuplicateKeyError, OperationFailure, WriteError
 
-from . import rawbson
+from . import columns, rawbson
 from .aggregation import PER_DOC_STAGES, distinct_values, primed, run_stages
 from .bulk import BulkBuilder
 from .cursor import Cursor
@@ -88,11 +88,12 @@ class Collection(mm_collection.Collection):
     the docstring of :mod:`spine_docs.store.engine`."""
 
     # ------------------------------------------------------------------ scanning
-    def _scan(self, spec: Mapping | None, needed: set | None, *,
-              patched: bool = False, ordered: bool = True) -> Iterator[tuple[Any, bytes, dict]]:
+    def _scan(self, spec: Mapping | None, needed: set | None, *, patched: bool = False,
+              ordered: bool = True, reading: bool = True) -> Iterator[tuple[Any, bytes, dict]]:
         """(key, raw, doc) of the documents matching ``spec``; ``doc`` holds at least the
         top-level fields ``needed`` (None: the whole document). ``ordered=False``: in any
-        order (see :func:`_candidates`)."""
+        order (see :func:`_candidates`). ``reading=False`` (a write's scan): the column
+        cache is used when current, never built (see :mod:`.columns`)."""
         store = self._store
         store._remove_expired_documents()
         if not spec:
@@ -102,6 +103,10 @@ class Collection(mm_collection.Collection):
         if not store._documents:
             if spec:
                 mm_filtering.filter_applies(spec, {})  # validate the filter, as mongomock does
+            return
+        from_columns = columns.scan(store, spec, needed, build=reading)
+        if from_columns is not None:
+            yield from from_columns
             return
         items = _candidates(store, spec, ordered)
         if not spec or _exact_id_spec(spec):
@@ -204,6 +209,12 @@ class Collection(mm_collection.Collection):
             if key.startswith("$"):
                 raise NotImplementedError(f"Sorting by {key} is not implemented in mongomock yet")
             sort_fields.add(top(key))
+        raws = columns.sorted_raws(self._store, spec, sort, skip, limit)
+        if raws is not None:  # sorted on the column cache
+            decode = rawbson.fields_decoder(fields)
+            for raw in raws:
+                yield shape(decode(raw))
+            return
         entries = [(doc, raw) for _k, raw, doc in self._scan(spec, sort_fields)]
         if any(key == "$natural" for key, _d in sort):
             for key, direction in reversed(sort):
@@ -277,7 +288,11 @@ class Collection(mm_collection.Collection):
         if stages and stages[0][0] == "$match" and isinstance(stages[0][1], Mapping):
             spec = stages[0][1]
             stages = stages[1:]
-        source = (doc for _k, _r, doc in self._scan(spec, needed))
+        grouped = columns.group(self._store, spec, stages)  # counted on the column cache
+        if grouped is not None:
+            source, stages = grouped
+        else:
+            source = (doc for _k, _r, doc in self._scan(spec, needed))
         out = run_stages(source, stages, self.database)
         if all(op in PER_DOC_STAGES or op in ("$limit", "$skip") for op, _a in stages):
             return CommandCursor(primed(out))  # documents flow out one by one
@@ -423,7 +438,8 @@ class Collection(mm_collection.Collection):
             wanted = {f.encode("utf-8", "surrogatepass") for f in touched}
         memo = self._plan_for
         leaves: Any = _MISSING  # made at the first match (an upsert may match nothing)
-        for key, raw, doc in self._scan(spec, needed, patched=True, ordered=not multi):
+        for key, raw, doc in self._scan(spec, needed, patched=True, ordered=not multi,
+                                        reading=False):
             num_matched += 1
             updated_existing = True
             if leaves is _MISSING:
@@ -542,7 +558,7 @@ class Collection(mm_collection.Collection):
         if not isinstance(filter, Mapping):
             filter = {"_id": filter}
         deleted = 0
-        for key, _raw, _doc in self._scan(filter, {"_id"}):
+        for key, _raw, _doc in self._scan(filter, {"_id"}, reading=False):
             del self._store[key]
             deleted += 1
             if not multi:

@@ -50,6 +50,8 @@ class CollectionStore(mm_store.CollectionStore):
         self.uuid = _uuid.uuid4().hex
         self.version = next(_VERSIONS)
         self._ttl_checked = float("-inf")
+        #: the column cache (:mod:`.columns`), valid while ``version`` is the one it names
+        self.columns: Any = None
 
     # ---- the indexes dict: every replacement resets the derived maps
     @property
@@ -122,6 +124,7 @@ class CollectionStore(mm_store.CollectionStore):
         self.options = {}
         self.uuid = _uuid.uuid4().hex
         self.version = next(_VERSIONS)
+        self.columns = None  # stale now: let its values go
 
     def create_index(self, index_name: str, index_dict: dict) -> None:
         self._check_write()
@@ -355,6 +358,7 @@ class CollectionStore(mm_store.CollectionStore):
         self.uuid = uuid_hex or _uuid.uuid4().hex
         self._is_force_created = True
         self.version = next(_VERSIONS)
+        self.columns = None  # stale now: let its values (and the old bytes) go
 
 
 class DatabaseStore(mm_store.DatabaseStore):

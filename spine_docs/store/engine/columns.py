@@ -1,0 +1,802 @@
+"""The column cache: a collection's top-level scalar fields, decoded once per version.
+
+A read scan of the whole collection (a filter with no ``_id`` or unique-key lookup) decodes
+the same few top-level fields of every document again and again (the explorer's sidebar
+alone makes five passes). The first such scan of a collection state walks every document
+once and keeps, for each top-level field whose values are all immutable scalars (str, int,
+float, bool, null, datetime, ObjectId, Int64, Decimal128) or missing, one list of values
+aligned with the stored documents: a **column**. A field holding an embedded document, an
+array or any other type in some document is no column (its scans decode as before). The
+cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``: any
+write makes the next read scan build it again. Writes never build it (an update or delete
+scan uses it only while it is valid).
+
+:func:`scan` serves :meth:`.collection.Collection._scan` from the columns:
+
+* the filter's top-level conditions that read only columns are decided on the column
+  values: equality, ``$eq``/``$ne``/``$in``/``$nin``/``$exists`` and ranges on values of
+  one comparison type by mongomock's own rules restated (:func:`_fast_test`), anything else
+  by mongomock's ``filter_applies`` on a one-field document, remembered per distinct value;
+  ``$and``/``$or``/``$nor`` of such conditions combine them;
+* the other conditions (on embedded documents, arrays, ...) are then decided by mongomock on
+  the documents that passed, decoded as before;
+* the documents handed on are made from the columns when every field the caller needs is
+  one (fresh dicts of immutable values, fields in the document's own order), else decoded
+  from the stored bytes as before.
+
+Values and order are exactly those of the plain scan. The one difference: conditions on
+columns are decided first, so a condition mongomock cannot evaluate on some document
+(``NotImplementedError`` comparing a Decimal128, an unknown operator, ...) raises only when a
+document that passed the column conditions reaches it; a server raises in neither case.
+When deciding a column condition raises, the scan falls back to the plain one.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import operator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import bson
+from bson.codec_options import DEFAULT_CODEC_OPTIONS
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from mongomock import aggregate as mm_aggregate
+from mongomock import filtering as mm_filtering
+from sentinels import NOTHING
+
+from . import rawbson
+from .aggregation import Finished, accumulators, group_rows
+from .deps import filter_fields, union
+from .keys import norm
+from .sorting import bson_key
+
+#: the value types a column may hold (all immutable): a field with any other value is no column
+SCALAR_TYPES = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, Decimal128})
+_COLUMN_TYPES = SCALAR_TYPES | {type(NOTHING)}
+
+_BAD = object()  # a value that makes a path no column
+
+#: documents decoded per batch while building (bounds the transient memory)
+_BATCH = 1024
+
+
+class _Nested:
+    """Stands for an embedded document in a top-level decode: pymongo's C decoder hands the
+    bytes of a document to a ``document_class`` marked as raw (``_type_marker`` 101)
+    instead of decoding it; this one keeps nothing (such a field is no column anyway)."""
+
+    __slots__ = ()
+    _type_marker = 101
+
+    def __init__(self, raw: Any, codec_options: Any) -> None:
+        pass
+
+
+_TOP_OPTIONS = DEFAULT_CODEC_OPTIONS.with_options(document_class=_Nested)
+
+
+def _top_level_c(raw: bytes) -> dict:
+    # bson._raw_to_dict is what RawBSONDocument inflates itself with (one C call); arrays
+    # come back as bytes (raw_array), embedded documents as _Nested
+    return bson._raw_to_dict(raw, 4, len(raw) - 1, _TOP_OPTIONS, {}, True)
+
+
+def _top_level_checked() -> Callable[[bytes], dict]:
+    """The fastest decoder of top-level fields that agrees with ``bson.decode`` on scalars
+    (checked once: ``bson._raw_to_dict`` is not public API)."""
+    sample = bson.encode({"_id": ObjectId(), "s": "é", "i": 1, "l": Int64(2), "f": 0.5,
+                          "b": True, "n": None, "t": datetime(2024, 1, 2, 3, 4, 5, 6000),
+                          "d": {"x": 1}, "a": [1, {"y": 2}], "m": Decimal128("1.5")})
+    try:
+        got = _top_level_c(sample)
+        want = bson.decode(sample)
+        if list(got) == list(want) and all(
+                type(got[k]) is type(want[k]) and got[k] == want[k]
+                for k in want if type(want[k]) in SCALAR_TYPES) \
+                and type(got["d"]) is _Nested and type(got["a"]) not in SCALAR_TYPES:
+            return _top_level_c
+    except Exception:  # noqa: BLE001 - any failure: the public, slower decoder
+        pass
+    return bson.decode
+
+
+_top_level = _top_level_checked()
+
+
+class Columns:
+    """The columns of one collection state (see the module docstring). ``keys``/``raws``:
+    the snapshot it was built from, in natural order; ``values[name][i]``: the value of
+    ``name`` in document ``i`` (``NOTHING`` when missing); ``shapes[i]``: the index in
+    ``layouts`` of the tuple of document ``i``'s top-level names, in order."""
+
+    def __init__(self, version: int, documents: Any, keys: list, raws: list[bytes]):
+        self.version = version
+        self.documents = documents
+        self.keys = keys
+        self.raws = raws
+        self.n = n = len(raws)
+        self.values: dict[str, list] = {}
+        self.not_columns: set[str] = set()
+        self.layouts: list[tuple[str, ...]] = []
+        self.shapes: list[int] = []
+        self._absent: list | None = None
+        self._sort_keys: dict[str, list | None] = {}
+        self._paths: dict[str, list | None] = {}
+        layout_ids: dict[tuple, int] = {}
+        values, bad, shapes = self.values, self.not_columns, self.shapes
+        for start in range(0, n, _BATCH):
+            rows = [_top_level(raw) for raw in self.raws[start:start + _BATCH]]
+            for row in rows:
+                names = tuple(row)
+                lid = layout_ids.get(names)
+                if lid is None:
+                    lid = layout_ids[names] = len(self.layouts)
+                    self.layouts.append(names)
+                shapes.append(lid)
+            for name in set().union(*rows) - bad:
+                col = [row.get(name, NOTHING) for row in rows]
+                if not set(map(type, col)) <= _COLUMN_TYPES:
+                    bad.add(name)
+                    values.pop(name, None)
+                    continue
+                have = values.get(name)
+                if have is None:
+                    have = values[name] = [NOTHING] * start
+                have.extend(col)
+            end = start + len(rows)
+            for col in values.values():
+                if len(col) < end:
+                    col.extend([NOTHING] * (end - len(col)))
+
+    def is_current(self, store: Any) -> bool:
+        return self.version == store.version and self.documents is store._documents
+
+    def has(self, fields: set | frozenset) -> bool:
+        """Whether every one of ``fields`` is a column (a field no document has is one)."""
+        return not (fields & self.not_columns)
+
+    def column(self, name: str) -> list:
+        col = self.values.get(name)
+        if col is None:
+            if name in self.not_columns:
+                raise KeyError(name)
+            col = self._absent
+            if col is None:
+                col = self._absent = [NOTHING] * self.n
+        return col
+
+    def path(self, path: str, build: bool) -> list | None:
+        """The values at ``path`` (``attrs.num_events``) of every document, when in every
+        document each part before the last is an embedded document or missing and the last
+        a scalar or missing (NOTHING when anything on the way is missing: the one candidate
+        value mongomock's filter then sees, as for a top-level field); None when that is not
+        so or (``build`` false) it is not made yet. Made on first use with one decode of
+        the top-level field in each document."""
+        col = self._paths.get(path, NOTHING)
+        if col is not NOTHING:
+            return col
+        if not build:
+            return None
+        parts = path.split(".")
+        if len(parts) < 2 or not all(parts) or any(p.startswith("$") for p in parts) \
+                or parts[0] not in self.not_columns:
+            return None
+        first, rest = parts[0], parts[1:]
+        decode = rawbson.fields_decoder({first})
+        col = []
+        for raw in self.raws:
+            v = decode(raw).get(first, NOTHING)
+            for name in rest:
+                if v is NOTHING:
+                    break
+                if type(v) is not dict:
+                    v = _BAD  # not a document on the way: no column
+                    break
+                v = v.get(name, NOTHING)
+            if v is not NOTHING and type(v) not in SCALAR_TYPES:
+                col = None
+                break
+            col.append(v)
+        self._paths[path] = col
+        return col
+
+    def sort_keys(self, name: str) -> list | None:
+        """The sort key (:func:`_sort_key`) of each document's ``name``, made once; None
+        when a value has none."""
+        keys = self._sort_keys.get(name, NOTHING)
+        if keys is NOTHING:
+            keys = [_sort_key(v) for v in self.column(name)]
+            if None in keys:
+                keys = None
+            self._sort_keys[name] = keys
+        return keys
+
+    def maker(self, fields: set | frozenset) -> Callable[[int], dict]:
+        """i -> document ``i``'s ``fields`` (columns), in the document's order: a fresh dict
+        equal to what :func:`.rawbson.fields_decoder` decodes from its bytes."""
+        plans = [tuple((f, self.column(f)) for f in names if f in fields)
+                 for names in self.layouts]
+        shapes = self.shapes
+        return lambda i: {f: col[i] for f, col in plans[shapes[i]]}
+
+
+def columns_of(store: Any, build: bool) -> Columns | None:
+    """The store's current columns; built now (and kept) when ``build`` and they are not."""
+    cols = store.columns
+    if cols is not None and cols.is_current(store):
+        return cols
+    if not build:
+        return None
+    version = store.version  # read before the snapshot: a write in between makes it stale
+    documents = store._documents
+    items = list(documents.items())  # one atomic snapshot
+    keys = [k for k, _r in items]
+    raws = [r for _k, r in items]
+    del items
+    # the walk makes a few container objects per document and keeps none: the collector's
+    # passes over everything already alive cost a quarter of it (measured), so it waits
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        cols = Columns(version, documents, keys, raws)
+    finally:
+        if collecting:
+            gc.enable()
+    store.columns = cols
+    return cols
+
+
+# --------------------------------------------------------------------------- conditions
+
+def _rank(v: Any) -> int | None:
+    """mongomock's comparison type (``filtering._get_compare_type``) of a column value;
+    None when mongomock would raise (Decimal128)."""
+    t = type(v)
+    if t is str:
+        return 15
+    if t is int or t is float or t is Int64:
+        return 10
+    if t is datetime:
+        return 45
+    if v is None:
+        return 5
+    if t is bool:
+        return 40
+    if t is ObjectId:
+        return 35
+    return None
+
+
+_RANGES = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+_PLAIN = (str, int, float, bool, type(None), datetime, ObjectId)
+
+
+def _plain(v: Any) -> bool:
+    return type(v) in _PLAIN and not (type(v) is datetime and v.tzinfo is not None)
+
+
+def _op_test(op: str, arg: Any) -> Callable[[Any], bool] | None:
+    """v -> mongomock's ``_Filterer._operator_map[op](v, arg)`` for a scalar or NOTHING
+    ``v``, restated (None: not restated for this operator or argument)."""
+    if op == "$eq" and _plain(arg):
+        if arg is None:
+            return lambda v: v is NOTHING or v == arg
+        return lambda v: v == arg
+    if op == "$ne" and _plain(arg):
+        if arg is None:
+            return lambda v: not (v is NOTHING or v == arg)
+        return lambda v: not v == arg
+    if op in ("$in", "$nin") and isinstance(arg, (list, tuple)) and all(_plain(x) for x in arg):
+        with_null = None in arg
+        if op == "$in":
+            return lambda v: (with_null and v is NOTHING) or v in arg
+        return lambda v: not ((with_null and v is NOTHING) or v in arg)
+    if op == "$exists":
+        want = bool(arg)
+        return lambda v: want == (v is not NOTHING)
+    if op in _RANGES and _plain(arg):
+        cmp = _RANGES[op]
+        rank = _rank(arg)
+        null_ok = cmp(0, 0)  # mongomock compares null with null as 0 with 0
+
+        def test(v: Any) -> bool:
+            if v is NOTHING:
+                return False
+            r = _rank(v)
+            if r is None:
+                raise _Unsure
+            if r != rank:
+                return False
+            return null_ok if r == 5 else cmp(v, arg)
+        return test
+    return None
+
+
+class _Unsure(Exception):
+    """A restated test meets a value it does not restate: ask mongomock."""
+
+
+def _fast_test(search: Any) -> Callable[[Any], bool] | None:
+    """v -> whether ``{f: search}`` matches a document whose top-level ``f`` is the scalar
+    ``v`` (NOTHING: missing), as mongomock's filter decides it (see ``_Filterer.apply``:
+    with one candidate value the answer is the operators' ``all``, or ``==`` for a plain
+    value); None when ``search`` is not one this restates. A test may raise ``_Unsure``."""
+    if not isinstance(search, dict):
+        if not _plain(search):
+            return None
+        if search is None:
+            return lambda v: v is NOTHING or v == search
+        return lambda v: v == search
+    if not search or not all(isinstance(k, str) and k.startswith("$") for k in search):
+        return None
+    tests = []
+    for op, arg in search.items():
+        t = _op_test(op, arg)
+        if t is None:
+            return None
+        tests.append(t)
+    if len(tests) == 1:
+        return tests[0]
+    return lambda v: all(t(v) for t in tests)
+
+
+def _value_key(v: Any) -> Any:
+    """A memo key for a column value (None: do not remember): the type matters (1, 1.0 and
+    true are different values to a filter), and so could a float zero's sign."""
+    t = type(v)
+    if t is Decimal128 or (t is float and (v == 0 or v != v)):
+        return None
+    return (t, v)
+
+
+def _field_test(key: str, search: Any, field: str) -> Callable[[Any], bool]:
+    """v -> whether ``{key: search}`` matches a document whose ``field`` is ``v``:
+    ``field`` is the first part of ``key`` (a column), or ``key`` itself (a path column:
+    see :meth:`Columns.path`)."""
+    fast = _fast_test(search) if key == field else None
+    clause = {key: search}
+    parts = field.split(".")
+    if len(parts) > 1:
+        def mini(v: Any) -> dict:
+            for name in reversed(parts):
+                v = {name: v}
+            return v
+    else:
+        def mini(v: Any) -> dict:
+            return {field: v}
+    memo: dict = {}
+    apply = mm_filtering.filter_applies
+
+    def slow(v: Any) -> bool:
+        k = _value_key(v)
+        if k is not None:
+            hit = memo.get(k)
+            if hit is not None:
+                return hit
+        r = bool(apply(clause, {} if v is NOTHING else mini(v)))
+        if k is not None:
+            memo[k] = r
+        return r
+
+    if fast is None:
+        return slow
+
+    def test(v: Any) -> bool:
+        try:
+            return fast(v)
+        except _Unsure:
+            return slow(v)
+    return test
+
+
+def _compile(spec: Mapping, cols: Columns, build: bool) -> Callable[[int], bool] | None:
+    """i -> whether document ``i`` matches ``spec`` (None: ``spec`` reads a non-column)."""
+    tests = []
+    for key, search in spec.items():
+        t = _clause(key, search, cols, build)
+        if t is None:
+            return None
+        if t is not True:
+            tests.append(t)
+    if not tests:
+        return lambda i: True
+    if len(tests) == 1:
+        return tests[0]
+    return lambda i: all(t(i) for t in tests)
+
+
+def _clause(key: Any, search: Any, cols: Columns, build: bool
+            ) -> Callable[[int], bool] | bool | None:
+    """The test of one top-level condition of a filter (True: always true, ``$comment``);
+    ``build``: a path column it needs may be built now."""
+    if not isinstance(key, str):
+        return None
+    if key == "$comment":
+        return True
+    if key in ("$and", "$or", "$nor"):
+        if not isinstance(search, (list, tuple)) or not search \
+                or not all(isinstance(q, dict) for q in search):
+            return None
+        subs = [_compile(q, cols, build) for q in search]
+        if any(s is None for s in subs):
+            return None
+        if key == "$and":
+            return lambda i: all(s(i) for s in subs)
+        if key == "$or":
+            return lambda i: any(s(i) for s in subs)
+        return lambda i: not any(s(i) for s in subs)
+    if key.startswith("$"):
+        return None
+    field = key.split(".", 1)[0]
+    if cols.has({field}):
+        col = cols.column(field)
+        test = _field_test(key, search, field)
+    else:
+        col = cols.path(key, build)
+        if col is None:
+            return None
+        test = _field_test(key, search, key)
+    return _OnColumn(col, test)
+
+
+class _OnColumn:
+    """i -> ``test(col[i])``: a condition on one column (or path column), which a selection
+    can also apply to the whole column at once."""
+
+    __slots__ = ("col", "test")
+
+    def __init__(self, col: list, test: Callable[[Any], bool]):
+        self.col = col
+        self.test = test
+
+    def __call__(self, i: int) -> bool:
+        return self.test(self.col[i])
+
+
+# --------------------------------------------------------------------------- selecting
+
+class _Selection:
+    """A filter split for one collection state: the tests of its top-level conditions on
+    columns, and the rest (mongomock's to decide on decoded documents)."""
+
+    def __init__(self, cols: Columns, spec: Mapping, build: bool):
+        self.cols = cols
+        self.spec = spec
+        self.tests: list[Callable[[int], bool]] = []
+        self.rest: dict = {}
+        for key, search in spec.items():
+            t = _clause(key, search, cols, build)
+            if t is None:
+                self.rest[key] = search
+            elif t is not True:
+                self.tests.append(t)
+        self.rest_fields = filter_fields(self.rest) if self.rest else set()
+        self.spec_fields = filter_fields(spec)
+
+    def candidates(self) -> Iterator[tuple[int, bool]]:
+        """(i, decided) for each document that passes the column tests, in natural order;
+        ``decided``: it matches the whole filter already (mongomock decided a document a
+        test raised on: what the plain scan does, raising where it raises)."""
+        tests = self.tests
+        n = self.cols.n
+        if not tests:
+            return ((i, False) for i in range(n))
+        test = tests[0] if len(tests) == 1 else (lambda i: all(t(i) for t in tests))
+        return self._candidates(test, n)
+
+    def _candidates(self, test: Callable[[int], bool], n: int) -> Iterator[tuple[int, bool]]:
+        decode = rawbson.fields_decoder(self.spec_fields)
+        raws = self.cols.raws
+        for i in range(n):
+            try:
+                if test(i):
+                    yield i, False
+            except Exception:  # noqa: BLE001 - mongomock decides this document as before
+                if mm_filtering.filter_applies(self.spec, decode(raws[i])):
+                    yield i, True
+
+    def indices(self) -> list[int] | range:
+        """The indices of the matching documents, in natural order (what :meth:`matches`
+        gives, faster: each column condition is applied to its whole column in turn; when
+        one raises, the documents are decided one by one as :meth:`candidates` does)."""
+        if self.rest:
+            return [i for i, _doc in self.matches(None)]
+        n = self.cols.n
+        chosen: Any = range(n)
+        try:
+            for t in self.tests:
+                if type(t) is _OnColumn:
+                    col, test = t.col, t.test
+                    if type(chosen) is range:
+                        chosen = [i for i, v in enumerate(col) if test(v)]
+                    else:
+                        chosen = [i for i in chosen if test(col[i])]
+                else:
+                    chosen = [i for i in chosen if t(i)]
+        except Exception:  # noqa: BLE001 - the one by one path decides (and raises) as before
+            return [i for i, _d in self.candidates()]
+        return chosen
+
+    def matches(self, decode: Callable[[int], dict] | None) -> Iterator[tuple[int, dict | None]]:
+        """(i, doc) of the matching documents; ``doc`` is ``decode(i)`` (which must hold the
+        fields the rest of the filter reads) or None when ``decode`` is None and nothing
+        had to be decoded."""
+        rest = self.rest
+        if not rest:
+            for i, _decided in self.candidates():
+                yield i, (decode(i) if decode is not None else None)
+            return
+        match = mm_filtering.filter_applies
+        if decode is None:
+            part = rawbson.fields_decoder(self.rest_fields)
+            raws = self.cols.raws
+            decode = lambda i: part(raws[i])  # noqa: E731
+        for i, decided in self.candidates():
+            doc = decode(i)
+            if decided or match(rest, doc):
+                yield i, doc
+
+
+def _selection(store: Any, spec: Mapping, build: bool) -> _Selection | None:
+    """The selection of ``spec`` (patched) on the store's columns; None when a lookup serves
+    it better (``_id``, a unique key) or there are no current columns and ``build`` is false."""
+    if "_id" in spec or (spec and store.unique_candidates(spec) is not None):
+        return None
+    cols = columns_of(store, build)
+    if cols is None:
+        return None
+    return _Selection(cols, spec, build)
+
+
+def _ready(store: Any, spec: Any) -> Mapping | None:
+    """``spec`` patched as the plain scan does, after TTL expiry; None when the plain scan
+    must run (an empty collection: it validates the filter there)."""
+    store._remove_expired_documents()
+    if not store._documents or (spec is not None and not isinstance(spec, Mapping)):
+        return None
+    return rawbson.patch_dt(spec) if spec else {}
+
+
+# --------------------------------------------------------------------------- the scan
+
+def scan(store: Any, spec: Mapping, needed: set | None, *, build: bool = True
+         ) -> Iterator[tuple[Any, bytes, dict]] | None:
+    """What :meth:`.collection.Collection._scan` yields for ``spec`` (already patched by
+    :func:`.rawbson.patch_dt`) and ``needed``, made from the columns; None when the columns
+    cannot serve it (the caller scans as before): a filter on ``_id`` or a unique key (a
+    lookup is cheaper), nothing decided on columns and ``needed`` not all columns, or
+    ``build`` false and no current columns."""
+    sel = _selection(store, spec, build)
+    if sel is None:
+        return None
+    cols = sel.cols
+    # a read's documents hold what the caller needs (and what the rest of the filter reads);
+    # a write's also the fields of the whole filter, as the plain scan decodes them (an
+    # update applies itself to that partial document)
+    want = union(needed, sel.rest_fields if build else sel.spec_fields)
+    from_columns = want is not None and cols.has(want)
+    if not sel.tests and not from_columns:
+        return None
+    keys, raws = cols.keys, cols.raws
+    if needed is None:
+        return ((keys[i], raws[i], rawbson.decode_full(raws[i])) for i, _d in sel.matches(None))
+    if from_columns:
+        decode = cols.maker(want)
+    else:
+        part = rawbson.fields_decoder(want)
+        decode = lambda i: part(raws[i])  # noqa: E731
+    return ((keys[i], raws[i], doc) for i, doc in sel.matches(decode))
+
+
+# --------------------------------------------------------------------------- sorting
+
+def _sort_key(v: Any) -> tuple | None:
+    """:func:`.sorting.sort_list`'s key of a document whose sort field is the scalar ``v``
+    (missing and null sort alike); None when it has none (mongomock compares then)."""
+    if v is NOTHING or v is None:
+        return _NULL_KEY
+    k = bson_key(v)
+    return None if k is None else (1, k)
+
+
+_NULL_KEY = (1, (5, 0))
+
+
+def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, limit: int
+                ) -> list[bytes] | None:
+    """The stored bytes of ``find(spec).sort(sort).skip(skip).limit(limit)``, in order, when
+    the filter's columns and the sort fields (top-level columns) serve it; None otherwise.
+    The order is :func:`.sorting.sort_list`'s (mongomock's): one stable pass per key."""
+    if not sort or not all(isinstance(k, str) and not k.startswith("$") and "." not in k
+                           and type(d) in (int, float) for k, d in sort):
+        return None
+    spec = _ready(store, spec)
+    if spec is None:
+        return None
+    sel = _selection(store, spec, True)
+    if sel is None or not sel.cols.has({k for k, _d in sort}):
+        return None
+    cols = sel.cols
+    keyed = [cols.sort_keys(k) for k, _d in sort]
+    if any(kc is None for kc in keyed):
+        return None
+    chosen = sel.indices()
+    top = skip + limit if limit else 0
+    n = len(chosen)
+    if n >= 2:
+        reverse = [d < 0 for _k, d in sort]
+        if len(keyed) == 1:
+            kc = keyed[0]
+            keys = [kc[i] for i in chosen]
+        else:
+            keys = [tuple(kc[i] for kc in keyed) for i in chosen]
+        if len(set(reverse)) > 1:
+            # mixed directions: a descending field's key becomes minus its rank among the
+            # field's distinct keys (as sort_list does)
+            per_field = list(zip(*keys))
+            for j, r in enumerate(reverse):
+                if r:
+                    rank = {k: -x for x, k in enumerate(sorted(set(per_field[j])))}
+                    per_field[j] = [rank[k] for k in per_field[j]]
+            keys = list(zip(*per_field))
+            rev = False
+        else:
+            rev = reverse[0]
+        get = keys.__getitem__
+        if top and top < n:
+            order = (heapq.nlargest if rev else heapq.nsmallest)(top, range(n), key=get)
+        else:
+            order = sorted(range(n), key=get, reverse=rev)
+        chosen = [chosen[j] for j in order]
+    chosen = chosen[skip:top if limit else None]
+    raws = cols.raws
+    return [raws[i] for i in chosen]
+
+
+# --------------------------------------------------------------------------- grouping
+
+#: group keys whose sort before grouping cannot change the groups (see :func:`group`)
+_GROUPABLE = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, type(NOTHING)})
+_CONSTANT = (int, float, str, bool, type(None))
+_FINISHED = frozenset(mm_aggregate._GROUPING_OPERATOR_MAP) | {"$push", "$addToSet"}
+
+
+def _top_path(expr: Any) -> str | None:
+    """``f`` for the field path ``"$f"`` of a top-level field, else None."""
+    if isinstance(expr, str) and len(expr) > 1 and expr[0] == "$" and expr[1] != "$" \
+            and "." not in expr:
+        return expr[1:]
+    return None
+
+
+def _constant(expr: Any) -> bool:
+    return type(expr) in _CONSTANT and not (type(expr) is str and expr.startswith("$"))
+
+
+def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
+          ) -> tuple[list[dict], list[tuple[str, Any]]] | None:
+    """(output of the leading stages, the stages left) for a pipeline whose ``$match`` was
+    ``spec`` and whose next stages are ``[$sort {f: d}]? $group {...}`` whose ``_id`` is
+    null, ``"$f"`` or an object of such paths (``{d: "$dataset", r: "$run"}``) and whose
+    accumulators take constants or such paths, all on columns (the sidebar's facet counts,
+    replica keys, run coverage): the groups are made on the column values, without
+    documents; each group's members are in natural order, as the plain ``$group`` sees them.
+    None otherwise.
+
+    A ``$sort`` is allowed only before ``_id: "$f"`` by the same ``f`` with constant
+    accumulators, and skipped: it cannot change the result. Every member adds the same
+    value, so their order does not matter, and the documents a group gathers have equal
+    sort keys (equal group keys are equal values: 1, 1.0 and Int64(1) compare equal, null
+    and missing sort alike), so a stable sort keeps them in natural order, and the first -
+    whose value becomes the group's ``_id`` - is the same. Not when a value has no native
+    sort key or is NaN (the order could change then)."""
+    i = 0
+    sort_field = None
+    if stages and stages[0][0] == "$sort":
+        arg = stages[0][1]
+        if not isinstance(arg, Mapping) or len(arg) != 1:
+            return None
+        (sort_field, d), = arg.items()
+        if type(d) not in (int, float):
+            return None
+        i = 1
+    if len(stages) <= i or stages[i][0] != "$group" or type(stages[i][1]) is not dict:
+        return None
+    options = stages[i][1]
+    if "_id" not in options:
+        return None
+    _id = options["_id"]
+    names: list[str] | None = None  # the names of an object _id
+    if _id is None:
+        key_fields: list[str] = []
+    elif _top_path(_id) is not None:
+        key_fields = [_top_path(_id)]
+    elif type(_id) is dict and _id and all(isinstance(k, str) and not k.startswith("$")
+                                           and _top_path(v) is not None for k, v in _id.items()):
+        names = list(_id)
+        key_fields = [_top_path(v) for v in _id.values()]
+    else:
+        return None
+    if not all(type(v) is dict for k, v in options.items() if k != "_id"):
+        return None
+    accs = accumulators(options)
+    if not all(op in _FINISHED and (_constant(e) or _top_path(e) is not None) for _f, op, e in accs):
+        return None
+    constants = all(_constant(e) for _f, _op, e in accs)
+    if sort_field is not None and not (names is None and key_fields == [sort_field] and constants):
+        return None
+    spec = _ready(store, spec)
+    if spec is None:
+        return None
+    sel = _selection(store, spec, True)
+    acc_fields = {_top_path(e) for _f, _op, e in accs} - {None}
+    if sel is None or not sel.cols.has(set(key_fields) | acc_fields):
+        return None
+    cols = sel.cols
+    chosen = sel.indices()
+    if type(chosen) is range:
+        values = [list(col) for col in map(cols.column, key_fields)]
+    else:
+        values = [[col[j] for j in chosen] for col in map(cols.column, key_fields)]
+    for vals in values:
+        kinds = set(map(type, vals))
+        if not kinds <= _GROUPABLE:  # Decimal128: unhashable (the plain $group decides)
+            return None
+        if sort_field is not None and float in kinds and any(v != v for v in vals if type(v) is float):
+            return None
+    # one key per (values, their types): 1, 1.0 and true are one dict key, not one group
+    keys = list(zip(*values, *[list(map(type, v)) for v in values])) if key_fields else None
+    members: dict
+    if keys is None:
+        members = {(): len(chosen) if constants else chosen}
+    elif constants:
+        members = Counter(keys)  # first occurrences first
+    else:
+        members = {}
+        for j, k in zip(chosen, keys):
+            m = members.get(k)
+            if m is None:
+                members[k] = [j]
+            else:
+                m.append(j)
+    width = len(key_fields)
+    groups: dict = {}
+    for k, m in members.items():
+        if keys is None:
+            value, hk = None, None
+        else:
+            vals = k[:width]
+            if names is None:
+                value = None if vals[0] is NOTHING else vals[0]
+            else:
+                value = {n: v for n, v in zip(names, vals) if v is not NOTHING}
+            hk = norm(value)
+        g = groups.get(hk)
+        if g is None:
+            groups[hk] = [value, m]
+        elif constants:
+            g[1] += m
+        else:
+            g[1] = sorted(g[1] + m)  # natural order, as the plain $group gathers them
+    finished = {}
+    for hk, (value, m) in groups.items():
+        per_acc = []
+        for _f, op, e in accs:
+            if _constant(e):
+                count = m if constants else len(m)
+                if op == "$sum" and type(e) is int:  # mongomock sums the ints: exactly this
+                    per_acc.append(Finished(e * count))
+                else:
+                    per_acc.append([e] * count)
+            else:
+                col = cols.column(_top_path(e))
+                per_acc.append([v for v in (col[j] for j in m) if v is not NOTHING])
+        finished[hk] = [value, per_acc]
+    rows = group_rows(finished, [(f, op) for f, op, _e in accs], _id is not None)
+    return rows, stages[i + 1:]
