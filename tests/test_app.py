@@ -201,7 +201,7 @@ def test_an_invalid_filter_in_the_url_is_reported_not_raised(app):
     ("where", '{"$foo": 1}', "unknown query operator in where: $foo"),
 ])
 def test_a_filter_that_means_nothing_is_reported_in_the_sidebar(app, key, value, needle):
-    at, db = app
+    at, db, _ = app
     at.query_params[key] = value
     at.run()
     assert not at.exception
@@ -212,7 +212,7 @@ def test_a_filter_that_means_nothing_is_reported_in_the_sidebar(app, key, value,
 
 
 def test_an_attribute_condition_that_would_be_misread_is_refused_in_the_sidebar(app):
-    at, db = app
+    at, db, _ = app
     ok(at.run())
     at.text_input(key="w:attr_expr").input("num_events>>20")
     at.button(key="w:attr_add").click().run()

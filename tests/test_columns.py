@@ -185,18 +185,23 @@ def reads(rnd: random.Random, spec: dict) -> list[Callable[[Any], Any]]:
     acc = rnd.choice([{"c": {"$sum": 1}}, {"c": {"$sum": 1}, "k": {"$first": 1}},
                       {"c": {"$sum": 2.5}, "m": {"$max": "x"}, "p": {"$push": 1}},
                       {"c": {"$sum": "$n"}}, {"c": {"$first": "$_id"}}])
+    # the engine orders mixed types and arrays as a server does, plain mongomock does not
+    # (tests/test_shim.py holds the server's order): such sorts are compared with the plain
+    # engine only
+    by_server = plain_only if any(k in ("mix", "arr") for k, _ in sort) else (lambda op: op)
+    group_by_server = plain_only if f in ("mix", "arr") else (lambda op: op)
     return [
         lambda c: list(c.find(spec)),
         lambda c: list(c.find(spec, {"s": 1, "n": 1})),
-        lambda c: list(c.find(spec, {"mix": 1, "_id": 0}).sort(sort).skip(skip).limit(limit)),
-        lambda c: list(c.find(spec).sort(sort).limit(limit)),
+        by_server(lambda c: list(c.find(spec, {"mix": 1, "_id": 0}).sort(sort).skip(skip).limit(limit))),
+        by_server(lambda c: list(c.find(spec).sort(sort).limit(limit))),
         lambda c: c.count_documents(spec),
         lambda c: sorted(map(repr, c.distinct(f, spec))),
         lambda c: list(c.aggregate([{"$match": spec}, {"$group": {"_id": "$" + f, **acc}},
                                     {"$sort": {"c": -1, "_id": 1}}, {"$limit": 4}])),
-        lambda c: list(c.aggregate([{"$sort": {f: d}}, {"$group": {"_id": "$" + f, **acc}}])),
-        lambda c: list(c.aggregate(([{"$match": spec}] if spec else [])
-                                   + [{"$sort": {f: d}}, {"$group": {"_id": "$" + f, **acc}}])),
+        group_by_server(lambda c: list(c.aggregate([{"$sort": {f: d}}, {"$group": {"_id": "$" + f, **acc}}]))),
+        group_by_server(lambda c: list(c.aggregate(([{"$match": spec}] if spec else [])
+                                   + [{"$sort": {f: d}}, {"$group": {"_id": "$" + f, **acc}}]))),
         # keys made of several fields (run coverage), accumulators of fields, one group
         lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [{"$group": {
             "_id": {"a": "$s", "b": "$t", "c": "$zz"}, "files": {"$sum": 1},
