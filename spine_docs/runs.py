@@ -52,13 +52,18 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Whether a process of this host has that pid (another user's counts as alive)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    except OSError:
+        return False
     return True
 
 
@@ -108,7 +113,7 @@ def is_gone(run: Mapping[str, Any], *, now: datetime | None = None,
     host = host or socket.gethostname()
     pid = run.get("pid")
     if run.get("host") == host and isinstance(pid, int):
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
         recorded, current = run.get("pid_started"), _process_start(pid)
         if recorded is not None and current is not None and abs(recorded - current) > 0.5:

@@ -39,6 +39,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .. import schema as sch
+from ..runs import pid_alive  # one rule for "is that process still there" (runs and locks)
 from . import durable as dur
 
 DEFAULT_LEASE_S = 1800.0
@@ -79,21 +80,6 @@ def _fmt(t) -> str:
 
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def _lease(fields: dict, lease_s: float, *, server: bool, acquired: bool = False) -> dict | list:
