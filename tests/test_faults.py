@@ -317,3 +317,59 @@ def test_a_signal_while_workers_start_leaves_no_half_started_worker(delay):
     assert wait_until(lambda: not group_pids(p.pid), 15), group_pids(p.pid)
     assert b"Traceback" not in err, err.decode()
     assert p.returncode == 130 and err.strip().splitlines()[-1] == b"interrupted"
+
+
+SLOW_MIGRATION = '''
+description = "tag every file, slowly, in small batches (a test migration)"
+import time
+from spine_docs.migrate import ops
+
+
+def up(db):
+    def tag(doc):
+        time.sleep(0.02)
+        return {"$set": {"tagged": True}}
+
+    ops.backfill(db, "files", {"tagged": {"$exists": False}}, tag, batch_size=5)
+
+
+def down(db):
+    pass
+'''
+
+
+@pytest.mark.parametrize("after", [0.5, 1.5, 3.0])
+def test_migrate_killed_mid_step_leaves_a_catalog_that_loads_and_resumes(tmp_path, after):
+    import sys as _sys
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from test_migrate_helpers import HEAD, NEXT, legacy_documents, load_legacy, migrations_copy
+
+    catalog = tmp_path / "catalog"
+    db = store.connect(str(catalog))
+    docs = legacy_documents(tmp_path, n_extra=120)
+    load_legacy(db, docs)
+    store.close(db)
+    mdir, sfile = migrations_copy(tmp_path, {f"{NEXT}_slow.py": SLOW_MIGRATION})
+    env = dict(os.environ, SPINE_DOCS_MIGRATIONS_DIR=str(mdir), SPINE_DOCS_SCHEMA_FILE=str(sfile))
+    up = CLI + ["migrate", "up", "--db", str(catalog), "--backup-dir", str(tmp_path / "b")]
+    proc = subprocess.Popen(up, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    time.sleep(after)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert wait_until(lambda: not group_pids(proc.pid), 15), group_pids(proc.pid)
+
+    db = store.connect(str(catalog))  # one complete generation, whatever the moment
+    assert db.files.count_documents({}) == len(docs)
+    store.close(db)
+    status = subprocess.run(CLI + ["migrate", "status", "--db", str(catalog)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    # the dead holder's lock is taken over (same host, pid gone), and the run completes
+    again = subprocess.run(up, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    db = store.connect(str(catalog))
+    assert db.files.count_documents({"tagged": True}) == len(docs)
+    assert db.meta.find_one({"_id": "schema"})["version"] == HEAD + 1
+    assert db.meta.find_one({"_id": "migration_lock"}) is None
+    store.close(db)
