@@ -33,7 +33,6 @@ When deciding a column condition raises, the scan falls back to the plain one.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import operator
 from collections import Counter
@@ -50,7 +49,7 @@ from mongomock import aggregate as mm_aggregate
 from mongomock import filtering as mm_filtering
 from sentinels import NOTHING
 
-from . import rawbson
+from . import collector, rawbson
 from .aggregation import Finished, accumulators, group_rows
 from .deps import filter_fields, union
 from .keys import norm
@@ -239,15 +238,8 @@ def columns_of(store: Any, build: bool) -> Columns | None:
     keys = [k for k, _r in items]
     raws = [r for _k, r in items]
     del items
-    # the walk makes a few container objects per document and keeps none: the collector's
-    # passes over everything already alive cost a quarter of it (measured), so it waits
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector.paused():  # a few dicts per document, none kept (see .collector)
         cols = Columns(version, documents, keys, raws)
-    finally:
-        if collecting:
-            gc.enable()
     store.columns = cols
     return cols
 
@@ -622,6 +614,12 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     sel = _selection(store, spec, True)
     if sel is None or not sel.cols.has({k for k, _d in sort}):
         return None
+    with collector.paused():
+        return _sorted_raws(sel, sort, skip, limit)
+
+
+def _sorted_raws(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
+                 ) -> list[bytes] | None:
     cols = sel.cols
     keyed = [cols.sort_keys(k) for k, _d in sort]
     if any(kc is None for kc in keyed):
@@ -659,11 +657,35 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     return [raws[i] for i in chosen]
 
 
+# --------------------------------------------------------------------------- pipelines
+
+def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | None
+            ) -> tuple[Any, list[tuple[str, Any]]] | None:
+    """(the documents or rows the first stages make, the stages left) for a pipeline whose
+    ``$match`` was ``spec`` and whose input documents hold ``needed``, when its first stages
+    run on the column cache: ``[$sort] $group`` (:func:`group`), or ``$sort`` then ``$limit``
+    (the first documents chosen on the columns as :func:`sorted_raws` does, only they
+    decoded: the attribute dictionary's newest files); None otherwise."""
+    out = group(store, spec, stages)
+    if out is not None or len(stages) < 2 or stages[0][0] != "$sort" or stages[1][0] != "$limit":
+        return out
+    arg, limit = stages[0][1], stages[1][1]
+    if not isinstance(arg, Mapping) or not arg or type(limit) is not int or limit <= 0:
+        return None
+    raws = sorted_raws(store, spec, list(arg.items()), 0, limit)
+    if raws is None:
+        return None
+    decode = rawbson.fields_decoder(needed)
+    return [decode(raw) for raw in raws], stages[1:]
+
+
 # --------------------------------------------------------------------------- grouping
 
 #: group keys whose sort before grouping cannot change the groups (see :func:`group`)
 _GROUPABLE = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, type(NOTHING)})
 _CONSTANT = (int, float, str, bool, type(None))
+_NUMBERS = frozenset({int, float, Int64})
+_NOTHING_TYPE = type(NOTHING)
 _FINISHED = frozenset(mm_aggregate._GROUPING_OPERATOR_MAP) | {"$push", "$addToSet"}
 
 
@@ -738,18 +760,35 @@ def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
     acc_fields = {_top_path(e) for _f, _op, e in accs} - {None}
     if sel is None or not sel.cols.has(set(key_fields) | acc_fields):
         return None
+    with collector.paused():
+        rows = _group_rows_of(sel, key_fields, names, accs, constants, sort_field, _id is not None)
+    return None if rows is None else (rows, stages[i + 1:])
+
+
+def _group_rows_of(sel: _Selection, key_fields: list[str], names: list[str] | None,
+                   accs: list[tuple[str, str, Any]], constants: bool, sort_field: str | None,
+                   keyed: bool) -> list[dict] | None:
+    """:func:`group`'s rows (None: the plain $group must decide)."""
     cols = sel.cols
     chosen = sel.indices()
     if type(chosen) is range:
         values = [list(col) for col in map(cols.column, key_fields)]
     else:
         values = [[col[j] for j in chosen] for col in map(cols.column, key_fields)]
-    for vals in values:
+    # typed keys are the groups themselves unless a column mixes number types or holds NaN
+    # (1 and 1.0 are one group; NaN is one group to norm(), not to a dict)
+    by_type = True
+    for x, vals in enumerate(values):
         kinds = set(map(type, vals))
         if not kinds <= _GROUPABLE:  # Decimal128: unhashable (the plain $group decides)
             return None
-        if sort_field is not None and float in kinds and any(v != v for v in vals if type(v) is float):
+        nan = float in kinds and any(v != v for v in vals if type(v) is float)
+        if nan and sort_field is not None:
             return None
+        if nan or len(kinds & _NUMBERS) > 1:
+            by_type = False
+        if names is None and _NOTHING_TYPE in kinds and type(None) in kinds:
+            values[x] = [None if v is NOTHING else v for v in vals]  # "$f": missing is null
     # one key per (values, their types): 1, 1.0 and true are one dict key, not one group
     keys = list(zip(*values, *[list(map(type, v)) for v in values])) if key_fields else None
     members: dict
@@ -766,6 +805,9 @@ def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
             else:
                 m.append(j)
     width = len(key_fields)
+    # each group's sort key (group_rows' order), made from each column's keys of its values
+    key_of: list[dict] = [{} for _f in key_fields]
+    order: list | None = []
     groups: dict = {}
     for k, m in members.items():
         if keys is None:
@@ -776,27 +818,47 @@ def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
                 value = None if vals[0] is NOTHING else vals[0]
             else:
                 value = {n: v for n, v in zip(names, vals) if v is not NOTHING}
-            hk = norm(value)
+            hk = k if by_type else norm(value)
         g = groups.get(hk)
         if g is None:
             groups[hk] = [value, m]
+            if order is not None and keys is not None:
+                parts = []
+                for x, v in enumerate(k[:width]):
+                    if v is NOTHING and names is not None:
+                        continue  # left out of the object
+                    memo = key_of[x]
+                    tk = (k[width + x], v)
+                    bk = memo.get(tk)
+                    if bk is None:
+                        bk = memo[tk] = bson_key(None if v is NOTHING else v)
+                        if bk is None:
+                            order = None  # group_rows compares these itself
+                            break
+                    parts.append(bk if names is None else (bk[0], names[x], bk))
+                else:
+                    order.append(parts[0] if names is None else (20, tuple(parts)))
         elif constants:
             g[1] += m
         else:
             g[1] = sorted(g[1] + m)  # natural order, as the plain $group gathers them
+    plans = [(op, e, None) if _constant(e) else (op, e, cols.column(_top_path(e)))
+             for _f, op, e in accs]
     finished = {}
     for hk, (value, m) in groups.items():
         per_acc = []
-        for _f, op, e in accs:
-            if _constant(e):
+        for op, e, col in plans:
+            if col is None:
                 count = m if constants else len(m)
                 if op == "$sum" and type(e) is int:  # mongomock sums the ints: exactly this
                     per_acc.append(Finished(e * count))
                 else:
                     per_acc.append([e] * count)
+            elif len(m) == 1:
+                v = col[m[0]]
+                per_acc.append([] if v is NOTHING else [v])
             else:
-                col = cols.column(_top_path(e))
                 per_acc.append([v for v in (col[j] for j in m) if v is not NOTHING])
         finished[hk] = [value, per_acc]
-    rows = group_rows(finished, [(f, op) for f, op, _e in accs], _id is not None)
-    return rows, stages[i + 1:]
+    return group_rows(finished, [(f, op) for f, op, _e in accs], keyed,
+                      order if keys is not None else None)
