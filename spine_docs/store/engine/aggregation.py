@@ -91,6 +91,8 @@ def _compile(expr: Any, ignore_missing_keys: bool = False):
     if isinstance(expr, str) and expr.startswith("$") and not expr.startswith("$$"):
         path = expr[1:]
         get = mm_helpers.get_value_by_dot
+        if "." not in path:  # get_value_by_dot of one name in a dict is the dict's lookup
+            return lambda doc: doc[path] if type(doc) is dict else get(doc, path, can_generate_array=True)
         return lambda doc: get(doc, path, can_generate_array=True)
     if not isinstance(expr, dict) and not (isinstance(expr, str) and expr.startswith("$")):
         return lambda doc: expr  # mongomock returns any other non-dict value as it is

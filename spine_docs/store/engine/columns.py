@@ -128,6 +128,7 @@ class Columns:
         self._sort_keys: dict[str, list | None] = {}
         self._paths: dict[str, list | None] = {}
         layout_ids: dict[tuple, int] = {}
+        shared: dict[str, dict | bool] = {}  # name -> the one copy of each string, or False
         values, bad, shapes = self.values, self.not_columns, self.shapes
         for start in range(0, n, _BATCH):
             rows = [_top_level(raw) for raw in self.raws[start:start + _BATCH]]
@@ -140,10 +141,17 @@ class Columns:
                 shapes.append(lid)
             for name in set().union(*rows) - bad:
                 col = [row.get(name, NOTHING) for row in rows]
-                if not set(map(type, col)) <= _COLUMN_TYPES:
+                kinds = set(map(type, col))
+                if not kinds <= _COLUMN_TYPES:
                     bad.add(name)
                     values.pop(name, None)
                     continue
+                memo = shared.get(name)
+                if memo is None:  # few distinct values (a site, a dataset): keep one of each
+                    memo = shared[name] = {} if Decimal128 not in kinds \
+                        and len(set(col)) * 4 <= len(col) else False
+                if memo is not False:
+                    col = [memo.setdefault(v, v) if type(v) is str else v for v in col]
                 have = values.get(name)
                 if have is None:
                     have = values[name] = [NOTHING] * start
