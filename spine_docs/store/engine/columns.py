@@ -1,36 +1,41 @@
 """The column cache: a collection's top-level scalar fields, decoded once per version.
 
-A read scan of the whole collection (a filter with no ``_id`` or unique-key lookup) decodes
-the same few top-level fields of every document again and again (the explorer's sidebar
-alone makes five passes). The first such scan of a collection state walks every document
-once and keeps, for each top-level field whose values are all immutable scalars (str, int,
-float, bool, null, datetime, ObjectId, Int64, Decimal128) or missing, one list of values
-aligned with the stored documents: a **column**. A field holding an embedded document, an
-array or any other type in some document is no column (its scans decode as before). The
-cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``: any
-write makes the next read scan build it again. Writes never build it (an update or delete
-scan uses it only while it is valid).
+A read of the whole collection (a filter with no ``_id`` or unique-key lookup) decoded the
+same few top-level fields of every document again and again (the explorer's sidebar alone
+makes five passes). The first such read of a collection state walks every document once (one
+C call each: :func:`_top_level`) and keeps, for each top-level field whose values are all
+immutable scalars (str, int, float, bool, null, datetime, ObjectId, Int64, Decimal128) or
+missing, one list of values aligned with the stored documents: a **column** (the strings of
+a field with few distinct values are kept once). A field holding an embedded document, an
+array or any other type in some document is no column. Paths through embedded documents
+down to scalars (``attrs.num_events``) become columns on first use (:meth:`Columns.path`).
+The cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``:
+any write makes the next read build it again; writes never build it (an update's or a
+delete's scan uses it only while it is current); a reload drops it.
 
-:func:`scan` serves :meth:`.collection.Collection._scan` from the columns:
+What reads it (each declines - None - when it cannot serve, and the caller does as before):
 
-* the filter's top-level conditions that read only columns are decided on the column
-  values: equality, ``$eq``/``$ne``/``$in``/``$nin``/``$exists`` and ranges on values of
-  one comparison type by mongomock's own rules restated (:func:`_fast_test`), anything else
-  by mongomock's ``filter_applies`` on a one-field document, remembered per distinct value;
-  ``$and``/``$or``/``$nor`` of such conditions combine them;
-* the other conditions (on embedded documents, arrays, ...) are then decided by mongomock on
-  the documents that passed, decoded as before;
-* the documents handed on are made from the columns when every field the caller needs is
-  one (fresh dicts of immutable values, fields in the document's own order), else decoded
-  from the stored bytes as before.
+* :func:`scan`, for :meth:`.collection.Collection._scan`: the filter's top-level conditions
+  that read only columns are decided on the column values - equality, ``$eq``/``$ne``/
+  ``$in``/``$nin``/``$exists`` and ranges between values of one comparison type by
+  mongomock's rules restated (:func:`_fast_test`), anything else by mongomock's
+  ``filter_applies`` on a one-field document, remembered per distinct value; ``$and``/
+  ``$or``/``$nor`` of such conditions combine them. The other conditions are mongomock's on
+  the documents that passed, decoded as before. The documents handed on are made from the
+  columns when every field needed is one (fresh dicts of immutable values, fields in the
+  document's own order), else decoded from the stored bytes.
+* :func:`sorted_raws`, for ``find().sort()`` by columns: the column sort keys are sorted as
+  :func:`.sorting.sort_list` sorts documents, and only the documents returned are decoded.
+* :func:`leading`, for ``aggregate()``: ``[$sort] $group`` on columns (:func:`group`) and
+  ``$sort`` + ``$limit`` (the chosen documents decoded, no others).
 
-Values and order are exactly those of the plain scan. The one difference: conditions on
+Values and order are exactly those of the plain reads. The one difference: conditions on
 columns are decided first, so a condition mongomock cannot evaluate on some document
-(``NotImplementedError`` comparing a Decimal128, an unknown operator, ...) raises only when a
-document that passed the column conditions reaches it; a server raises in neither case.
-When deciding a column condition raises, the scan falls back to the plain one.
+(``NotImplementedError`` comparing a Decimal128, an unknown operator, ...) raises only when
+a document that passed the column conditions reaches it; a server raises in neither case.
+When deciding a column condition raises, that document is decided by mongomock's filter as
+before (raising where it raises).
 """
-
 from __future__ import annotations
 
 import heapq
@@ -571,7 +576,9 @@ def scan(store: Any, spec: Mapping, needed: set | None, *, build: bool = True
     :func:`.rawbson.patch_dt`) and ``needed``, made from the columns; None when the columns
     cannot serve it (the caller scans as before): a filter on ``_id`` or a unique key (a
     lookup is cheaper), nothing decided on columns and ``needed`` not all columns, or
-    ``build`` false and no current columns."""
+    ``build`` false (a write's scan) and no current columns. A read's documents hold
+    ``needed`` and the fields the undecided conditions read; a write's also every field the
+    filter reads, as the plain scan decodes them (an update applies itself to them)."""
     sel = _selection(store, spec, build)
     if sel is None:
         return None
