@@ -207,6 +207,9 @@ def reads(rnd: random.Random, spec: dict) -> list[Callable[[Any], Any]]:
             "_id": {"a": "$s", "b": "$t", "c": "$zz"}, "files": {"$sum": 1},
             "ev": {"$sum": "$n"}, "fs": {"$first": "$mix"}, "ls": {"$last": "$t"},
             "p": {"$push": "$n"}}}])),
+        # the first documents by a sort, then a projection (the attribute dictionary's newest)
+        by_server(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [
+            {"$sort": dict(sort)}, {"$limit": limit or 3}, {"$project": {"a": 1, "mix": 1}}]))),
         plain_only(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [{"$group": {
             "_id": {"a": "$s", "b": "$" + f}, "files": {"$sum": 1}, "fs": {"$first": "$mix"},
             "p": {"$push": "$n"}}}]))),

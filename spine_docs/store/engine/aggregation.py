@@ -91,6 +91,8 @@ def _compile(expr: Any, ignore_missing_keys: bool = False):
     if isinstance(expr, str) and expr.startswith("$") and not expr.startswith("$$"):
         path = expr[1:]
         get = mm_helpers.get_value_by_dot
+        if "." not in path:  # get_value_by_dot of one name in a dict is the dict's lookup
+            return lambda doc: doc[path] if type(doc) is dict else get(doc, path, can_generate_array=True)
         return lambda doc: get(doc, path, can_generate_array=True)
     if not isinstance(expr, dict) and not (isinstance(expr, str) and expr.startswith("$")):
         return lambda doc: expr  # mongomock returns any other non-dict value as it is
@@ -156,13 +158,15 @@ class Finished:
         self.value = value
 
 
-def group_rows(groups: dict, accs: list[tuple[str, str]], keyed: bool) -> list[dict]:
+def group_rows(groups: dict, accs: list[tuple[str, str]], keyed: bool,
+               sort_keys: list | None = None) -> list[dict]:
     """``$group``'s output from its groups (hashable key -> [the ``_id`` value, one list of
     input values - or a :class:`Finished` result - per accumulator]), ordered by ``_id``
-    unless not ``keyed`` (``_id: null``): the same rows and order as mongomock's."""
+    unless not ``keyed`` (``_id: null``): the same rows and order as mongomock's.
+    ``sort_keys``: :func:`.sorting.bson_key` of each group's ``_id``, when known already."""
     ordered = list(groups.values())
     if keyed:
-        keys = [bson_key(g[0]) for g in ordered]
+        keys = sort_keys if sort_keys is not None else [bson_key(g[0]) for g in ordered]
         if None in keys:
             ordered.sort(key=lambda g: mm_filtering.BsonComparable(g[0]))
         else:

@@ -25,7 +25,7 @@ from mongomock.not_implemented import raise_for_feature as _raise_not_implemente
 from mongomock.results import BulkWriteResult
 from pymongo.errors import DuplicateKeyError, OperationFailure, WriteError
 
-from . import columns, rawbson
+from . import collector, columns, rawbson
 from .aggregation import PER_DOC_STAGES, distinct_values, primed, run_stages
 from .bulk import BulkBuilder
 from .cursor import Cursor
@@ -288,15 +288,16 @@ class Collection(mm_collection.Collection):
         if stages and stages[0][0] == "$match" and isinstance(stages[0][1], Mapping):
             spec = stages[0][1]
             stages = stages[1:]
-        grouped = columns.group(self._store, spec, stages)  # counted on the column cache
-        if grouped is not None:
-            source, stages = grouped
+        leading = columns.leading(self._store, spec, stages, needed)  # on the column cache
+        if leading is not None:
+            source, stages = leading
         else:
             source = (doc for _k, _r, doc in self._scan(spec, needed))
         out = run_stages(source, stages, self.database)
         if all(op in PER_DOC_STAGES or op in ("$limit", "$skip") for op, _a in stages):
             return CommandCursor(primed(out))  # documents flow out one by one
-        return CommandCursor(list(out))
+        with collector.paused():  # many short-lived objects (see .collector)
+            return CommandCursor(list(out))
 
     def options(self, session=None, comment=None):
         if not self._store.is_created:

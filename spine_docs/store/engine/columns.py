@@ -1,39 +1,43 @@
 """The column cache: a collection's top-level scalar fields, decoded once per version.
 
-A read scan of the whole collection (a filter with no ``_id`` or unique-key lookup) decodes
-the same few top-level fields of every document again and again (the explorer's sidebar
-alone makes five passes). The first such scan of a collection state walks every document
-once and keeps, for each top-level field whose values are all immutable scalars (str, int,
-float, bool, null, datetime, ObjectId, Int64, Decimal128) or missing, one list of values
-aligned with the stored documents: a **column**. A field holding an embedded document, an
-array or any other type in some document is no column (its scans decode as before). The
-cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``: any
-write makes the next read scan build it again. Writes never build it (an update or delete
-scan uses it only while it is valid).
+A read of the whole collection (a filter with no ``_id`` or unique-key lookup) decoded the
+same few top-level fields of every document again and again (the explorer's sidebar alone
+makes five passes). The first such read of a collection state walks every document once (one
+C call each: :func:`_top_level`) and keeps, for each top-level field whose values are all
+immutable scalars (str, int, float, bool, null, datetime, ObjectId, Int64, Decimal128) or
+missing, one list of values aligned with the stored documents: a **column** (the strings of
+a field with few distinct values are kept once). A field holding an embedded document, an
+array or any other type in some document is no column. Paths through embedded documents
+down to scalars (``attrs.num_events``) become columns on first use (:meth:`Columns.path`).
+The cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``:
+any write makes the next read build it again; writes never build it (an update's or a
+delete's scan uses it only while it is current); a reload drops it.
 
-:func:`scan` serves :meth:`.collection.Collection._scan` from the columns:
+What reads it (each declines - None - when it cannot serve, and the caller does as before):
 
-* the filter's top-level conditions that read only columns are decided on the column
-  values: equality, ``$eq``/``$ne``/``$in``/``$nin``/``$exists`` and ranges on values of
-  one comparison type by mongomock's own rules restated (:func:`_fast_test`), anything else
-  by mongomock's ``filter_applies`` on a one-field document, remembered per distinct value;
-  ``$and``/``$or``/``$nor`` of such conditions combine them;
-* the other conditions (on embedded documents, arrays, ...) are then decided by mongomock on
-  the documents that passed, decoded as before;
-* the documents handed on are made from the columns when every field the caller needs is
-  one (fresh dicts of immutable values, fields in the document's own order), else decoded
-  from the stored bytes as before.
+* :func:`scan`, for :meth:`.collection.Collection._scan`: the filter's top-level conditions
+  that read only columns are decided on the column values - equality, ``$eq``/``$ne``/
+  ``$in``/``$nin``/``$exists`` and ranges between values of one comparison type by
+  mongomock's rules restated (:func:`_fast_test`), anything else by mongomock's
+  ``filter_applies`` on a one-field document, remembered per distinct value; ``$and``/
+  ``$or``/``$nor`` of such conditions combine them. The other conditions are mongomock's on
+  the documents that passed, decoded as before. The documents handed on are made from the
+  columns when every field needed is one (fresh dicts of immutable values, fields in the
+  document's own order), else decoded from the stored bytes.
+* :func:`sorted_raws`, for ``find().sort()`` by columns: the column sort keys are sorted as
+  :func:`.sorting.sort_list` sorts documents, and only the documents returned are decoded.
+* :func:`leading`, for ``aggregate()``: ``[$sort] $group`` on columns (:func:`group`) and
+  ``$sort`` + ``$limit`` (the chosen documents decoded, no others).
 
-Values and order are exactly those of the plain scan. The one difference: conditions on
+Values and order are exactly those of the plain reads. The one difference: conditions on
 columns are decided first, so a condition mongomock cannot evaluate on some document
-(``NotImplementedError`` comparing a Decimal128, an unknown operator, ...) raises only when a
-document that passed the column conditions reaches it; a server raises in neither case.
-When deciding a column condition raises, the scan falls back to the plain one.
+(``NotImplementedError`` comparing a Decimal128, an unknown operator, ...) raises only when
+a document that passed the column conditions reaches it; a server raises in neither case.
+When deciding a column condition raises, that document is decided by mongomock's filter as
+before (raising where it raises).
 """
-
 from __future__ import annotations
 
-import gc
 import heapq
 import operator
 from collections import Counter
@@ -50,7 +54,7 @@ from mongomock import aggregate as mm_aggregate
 from mongomock import filtering as mm_filtering
 from sentinels import NOTHING
 
-from . import rawbson
+from . import collector, rawbson
 from .aggregation import Finished, accumulators, group_rows
 from .deps import filter_fields, union
 from .keys import norm
@@ -129,6 +133,7 @@ class Columns:
         self._sort_keys: dict[str, list | None] = {}
         self._paths: dict[str, list | None] = {}
         layout_ids: dict[tuple, int] = {}
+        shared: dict[str, dict | bool] = {}  # name -> the one copy of each string, or False
         values, bad, shapes = self.values, self.not_columns, self.shapes
         for start in range(0, n, _BATCH):
             rows = [_top_level(raw) for raw in self.raws[start:start + _BATCH]]
@@ -141,10 +146,17 @@ class Columns:
                 shapes.append(lid)
             for name in set().union(*rows) - bad:
                 col = [row.get(name, NOTHING) for row in rows]
-                if not set(map(type, col)) <= _COLUMN_TYPES:
+                kinds = set(map(type, col))
+                if not kinds <= _COLUMN_TYPES:
                     bad.add(name)
                     values.pop(name, None)
                     continue
+                memo = shared.get(name)
+                if memo is None:  # few distinct values (a site, a dataset): keep one of each
+                    memo = shared[name] = {} if Decimal128 not in kinds \
+                        and len(set(col)) * 4 <= len(col) else False
+                if memo is not False:
+                    col = [memo.setdefault(v, v) if type(v) is str else v for v in col]
                 have = values.get(name)
                 if have is None:
                     have = values[name] = [NOTHING] * start
@@ -239,15 +251,8 @@ def columns_of(store: Any, build: bool) -> Columns | None:
     keys = [k for k, _r in items]
     raws = [r for _k, r in items]
     del items
-    # the walk makes a few container objects per document and keeps none: the collector's
-    # passes over everything already alive cost a quarter of it (measured), so it waits
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector.paused():  # a few dicts per document, none kept (see .collector)
         cols = Columns(version, documents, keys, raws)
-    finally:
-        if collecting:
-            gc.enable()
     store.columns = cols
     return cols
 
@@ -571,7 +576,9 @@ def scan(store: Any, spec: Mapping, needed: set | None, *, build: bool = True
     :func:`.rawbson.patch_dt`) and ``needed``, made from the columns; None when the columns
     cannot serve it (the caller scans as before): a filter on ``_id`` or a unique key (a
     lookup is cheaper), nothing decided on columns and ``needed`` not all columns, or
-    ``build`` false and no current columns."""
+    ``build`` false (a write's scan) and no current columns. A read's documents hold
+    ``needed`` and the fields the undecided conditions read; a write's also every field the
+    filter reads, as the plain scan decodes them (an update applies itself to them)."""
     sel = _selection(store, spec, build)
     if sel is None:
         return None
@@ -622,6 +629,12 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     sel = _selection(store, spec, True)
     if sel is None or not sel.cols.has({k for k, _d in sort}):
         return None
+    with collector.paused():
+        return _sorted_raws(sel, sort, skip, limit)
+
+
+def _sorted_raws(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
+                 ) -> list[bytes] | None:
     cols = sel.cols
     keyed = [cols.sort_keys(k) for k, _d in sort]
     if any(kc is None for kc in keyed):
@@ -659,11 +672,35 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     return [raws[i] for i in chosen]
 
 
+# --------------------------------------------------------------------------- pipelines
+
+def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | None
+            ) -> tuple[Any, list[tuple[str, Any]]] | None:
+    """(the documents or rows the first stages make, the stages left) for a pipeline whose
+    ``$match`` was ``spec`` and whose input documents hold ``needed``, when its first stages
+    run on the column cache: ``[$sort] $group`` (:func:`group`), or ``$sort`` then ``$limit``
+    (the first documents chosen on the columns as :func:`sorted_raws` does, only they
+    decoded: the attribute dictionary's newest files); None otherwise."""
+    out = group(store, spec, stages)
+    if out is not None or len(stages) < 2 or stages[0][0] != "$sort" or stages[1][0] != "$limit":
+        return out
+    arg, limit = stages[0][1], stages[1][1]
+    if not isinstance(arg, Mapping) or not arg or type(limit) is not int or limit <= 0:
+        return None
+    raws = sorted_raws(store, spec, list(arg.items()), 0, limit)
+    if raws is None:
+        return None
+    decode = rawbson.fields_decoder(needed)
+    return [decode(raw) for raw in raws], stages[1:]
+
+
 # --------------------------------------------------------------------------- grouping
 
 #: group keys whose sort before grouping cannot change the groups (see :func:`group`)
 _GROUPABLE = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, type(NOTHING)})
 _CONSTANT = (int, float, str, bool, type(None))
+_NUMBERS = frozenset({int, float, Int64})
+_NOTHING_TYPE = type(NOTHING)
 _FINISHED = frozenset(mm_aggregate._GROUPING_OPERATOR_MAP) | {"$push", "$addToSet"}
 
 
@@ -738,18 +775,35 @@ def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
     acc_fields = {_top_path(e) for _f, _op, e in accs} - {None}
     if sel is None or not sel.cols.has(set(key_fields) | acc_fields):
         return None
+    with collector.paused():
+        rows = _group_rows_of(sel, key_fields, names, accs, constants, sort_field, _id is not None)
+    return None if rows is None else (rows, stages[i + 1:])
+
+
+def _group_rows_of(sel: _Selection, key_fields: list[str], names: list[str] | None,
+                   accs: list[tuple[str, str, Any]], constants: bool, sort_field: str | None,
+                   keyed: bool) -> list[dict] | None:
+    """:func:`group`'s rows (None: the plain $group must decide)."""
     cols = sel.cols
     chosen = sel.indices()
     if type(chosen) is range:
         values = [list(col) for col in map(cols.column, key_fields)]
     else:
         values = [[col[j] for j in chosen] for col in map(cols.column, key_fields)]
-    for vals in values:
+    # typed keys are the groups themselves unless a column mixes number types or holds NaN
+    # (1 and 1.0 are one group; NaN is one group to norm(), not to a dict)
+    by_type = True
+    for x, vals in enumerate(values):
         kinds = set(map(type, vals))
         if not kinds <= _GROUPABLE:  # Decimal128: unhashable (the plain $group decides)
             return None
-        if sort_field is not None and float in kinds and any(v != v for v in vals if type(v) is float):
+        nan = float in kinds and any(v != v for v in vals if type(v) is float)
+        if nan and sort_field is not None:
             return None
+        if nan or len(kinds & _NUMBERS) > 1:
+            by_type = False
+        if names is None and _NOTHING_TYPE in kinds and type(None) in kinds:
+            values[x] = [None if v is NOTHING else v for v in vals]  # "$f": missing is null
     # one key per (values, their types): 1, 1.0 and true are one dict key, not one group
     keys = list(zip(*values, *[list(map(type, v)) for v in values])) if key_fields else None
     members: dict
@@ -766,6 +820,9 @@ def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
             else:
                 m.append(j)
     width = len(key_fields)
+    # each group's sort key (group_rows' order), made from each column's keys of its values
+    key_of: list[dict] = [{} for _f in key_fields]
+    order: list | None = []
     groups: dict = {}
     for k, m in members.items():
         if keys is None:
@@ -776,27 +833,47 @@ def group(store: Any, spec: Any, stages: list[tuple[str, Any]]
                 value = None if vals[0] is NOTHING else vals[0]
             else:
                 value = {n: v for n, v in zip(names, vals) if v is not NOTHING}
-            hk = norm(value)
+            hk = k if by_type else norm(value)
         g = groups.get(hk)
         if g is None:
             groups[hk] = [value, m]
+            if order is not None and keys is not None:
+                parts = []
+                for x, v in enumerate(k[:width]):
+                    if v is NOTHING and names is not None:
+                        continue  # left out of the object
+                    memo = key_of[x]
+                    tk = (k[width + x], v)
+                    bk = memo.get(tk)
+                    if bk is None:
+                        bk = memo[tk] = bson_key(None if v is NOTHING else v)
+                        if bk is None:
+                            order = None  # group_rows compares these itself
+                            break
+                    parts.append(bk if names is None else (bk[0], names[x], bk))
+                else:
+                    order.append(parts[0] if names is None else (20, tuple(parts)))
         elif constants:
             g[1] += m
         else:
             g[1] = sorted(g[1] + m)  # natural order, as the plain $group gathers them
+    plans = [(op, e, None) if _constant(e) else (op, e, cols.column(_top_path(e)))
+             for _f, op, e in accs]
     finished = {}
     for hk, (value, m) in groups.items():
         per_acc = []
-        for _f, op, e in accs:
-            if _constant(e):
+        for op, e, col in plans:
+            if col is None:
                 count = m if constants else len(m)
                 if op == "$sum" and type(e) is int:  # mongomock sums the ints: exactly this
                     per_acc.append(Finished(e * count))
                 else:
                     per_acc.append([e] * count)
+            elif len(m) == 1:
+                v = col[m[0]]
+                per_acc.append([] if v is NOTHING else [v])
             else:
-                col = cols.column(_top_path(e))
                 per_acc.append([v for v in (col[j] for j in m) if v is not NOTHING])
         finished[hk] = [value, per_acc]
-    rows = group_rows(finished, [(f, op) for f, op, _e in accs], _id is not None)
-    return rows, stages[i + 1:]
+    return group_rows(finished, [(f, op) for f, op, _e in accs], keyed,
+                      order if keys is not None else None)

@@ -184,7 +184,15 @@ def _compare(c: _Compiler, op: str, arg: Any) -> Node | None:
         return lambda doc, vs: a(doc, vs) != b(doc, vs)
     cmp = _RANGES[op]
     compare = mm_filtering.bson_compare
-    return lambda doc, vs: compare(cmp, a(doc, vs), b(doc, vs))
+
+    def ordered(doc: Any, vs: dict) -> bool:
+        x, y = a(doc, vs), b(doc, vs)
+        tx, ty = type(x), type(y)
+        # bson_compare of two numbers, or two strings: their own comparison
+        if (tx is int or tx is float) and (ty is int or ty is float) or tx is str is ty:
+            return cmp(x, y)
+        return compare(cmp, x, y)
+    return ordered
 
 
 def _in(c: _Compiler, op: str, arg: Any) -> Node | None:
@@ -202,6 +210,9 @@ def _is_number(c: _Compiler, op: str, arg: Any) -> Node:
             v = node(doc, vs)
         except KeyError:
             return False
+        t = type(v)
+        if t is int or t is float:
+            return True
         return False if isinstance(v, bool) else isinstance(v, numbers.Number)
     return is_number
 
@@ -217,7 +228,8 @@ def _unary(c: _Compiler, op: str, arg: Any) -> Node:
             return None
         if number is None:
             return None
-        if not isinstance(number, numbers.Number):
+        t = type(number)
+        if t is not int and t is not float and not isinstance(number, numbers.Number):
             raise OperationFailure("Parameter to %s must evaluate to a number, got '%s'"
                                    % (op, type(number)))
         return fn(number)
