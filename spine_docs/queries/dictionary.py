@@ -81,6 +81,9 @@ def attribute_types(db: Any, flt: Filter | None = None, **kwargs: Any) -> dict[s
 _INDEX_BLOCK = 256
 _INDEX_DOUBLINGS = 10
 _POSITIONAL_MAX = _INDEX_BLOCK << _INDEX_DOUBLINGS
+#: at most this many attributes, the lookup by key is cheaper than building the index list
+#: (K^2 comparisons against a list of 256 indices): typical files take that path
+_POSITIONAL_MIN = 32
 
 
 def _indices_expr(n: str, level: int = 0) -> dict:
@@ -105,8 +108,9 @@ def _typed_attrs_expr() -> dict:
 
     The extractor writes ``attrs`` and ``attr_types`` with the same keys in the same order: then
     the i-th type is the i-th attribute's (one O(K) comparison of the key lists, then O(K)
-    pairing by position). Otherwise (or beyond ``_POSITIONAL_MAX`` attributes) each attribute
-    looks its key up among the types (O(K) each, O(K^2) per document)."""
+    pairing by position). Otherwise (or beyond ``_POSITIONAL_MAX`` attributes, or up to
+    ``_POSITIONAL_MIN``, where it is cheaper) each attribute looks its key up among the types
+    (O(K) each, O(K^2) per document)."""
     by_position = {"$let": {"vars": {"n": {"$size": "$$a"}}, "in": {"$map": {
         "input": _indices_expr("$$n"), "as": "i", "in": {"$let": {
             "vars": {"e": {"$arrayElemAt": ["$$a", "$$i"]},
@@ -124,7 +128,8 @@ def _typed_attrs_expr() -> dict:
     return {"$let": {
         "vars": {"a": {"$objectToArray": {"$ifNull": ["$attrs", {}]}},
                  "t": {"$objectToArray": {"$ifNull": ["$attr_types", {}]}}},
-        "in": {"$cond": [{"$and": [{"$lte": [{"$size": "$$a"}, _POSITIONAL_MAX]},
+        "in": {"$cond": [{"$and": [{"$gt": [{"$size": "$$a"}, _POSITIONAL_MIN]},
+                                   {"$lte": [{"$size": "$$a"}, _POSITIONAL_MAX]},
                                    {"$eq": ["$$a.k", "$$t.k"]}]}, by_position, by_key]},
     }}
 
