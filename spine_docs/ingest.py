@@ -26,11 +26,13 @@ from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import runs, schema, store
-from .pool import parallel_map
+from .pool import parallel_map, start as start_pool
 from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
                       extract_bson, mtime_ms, normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
+#: fewer files than this are extracted in the calling process, without workers
+MIN_PARALLEL = 8
 SEEN_BATCH = 1000
 MAX_LOGGED_PROBLEMS = 1000
 
@@ -338,6 +340,8 @@ class _Writer:
 # --------------------------------------------------------------------------- workers
 
 _worker_cache: ExtractCache | None = None  # set in each worker process by _init_worker
+#: what a worker imports, once in the forkserver
+WORKER_MODULES = (__name__,)
 
 
 def _init_worker() -> None:
@@ -367,14 +371,14 @@ def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: b
     (dicts when extracted in this process, ``RawBSONDocument`` from workers: read-only
     mappings whose sub-documents are ``RawBSONDocument`` too, dates naive UTC)."""
     fn = partial(_extract_in_worker, site=site, limits=limits, checksum=checksum)
-    if workers <= 1 or len(paths) < 8:
+    if workers <= 1 or len(paths) < MIN_PARALLEL:
         cache = ExtractCache()  # this run's, dropped with it
         for p in paths:
             yield fn(p, cache=cache)
         return
     chunksize = max(1, min(64, len(paths) // (workers * 8)))
     yield from parallel_map(partial(fn, raw=True), paths, workers=workers, chunksize=chunksize,
-                            initializer=_init_worker)
+                            initializer=_init_worker, preload=WORKER_MODULES)
 
 
 # --------------------------------------------------------------------------- the run
@@ -400,6 +404,14 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         "options": {"workers": settings.workers, "batch_size": settings.batch_size,
                     "checksum": settings.checksum, "skip_existing": skip_existing}})
 
+    known = existing_index(db, settings.site) if skip_existing else {}
+    # the workers' forkserver starts, and imports what they need, while this process finds and
+    # stats the files: now when every file will be extracted, else once extract_many would
+    # use workers
+    start_workers = settings.workers > 1
+    if start_workers and not known:
+        start_pool(WORKER_MODULES)
+        start_workers = False
     paths, problems = discover(sources, source_list)
     for p in problems:
         report.problems.append(p)
@@ -410,7 +422,6 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     if progress:
         progress(0, total)
 
-    known = existing_index(db, settings.site) if skip_existing else {}
     writer = _Writer(db, settings.batch_size, report, now)
     todo: list[str] = []
     changes: dict[str, str] = {}
@@ -426,6 +437,9 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             continue
         changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
         todo.append(path)
+        if start_workers and len(todo) == MIN_PARALLEL:
+            start_pool(WORKER_MODULES)
+            start_workers = False
     writer.seen_flush()
     if progress:
         progress(done, total)

@@ -272,3 +272,33 @@ def test_a_rescan_on_a_slow_filesystem_stats_in_threads(db, tmp_path, monkeypatc
     rep = ingest.inject(db, settings=settings(), sources=src + [str(paths[7])])
     assert (rep.unchanged, rep.failed) == (len(paths) - 1, 1)
     assert rep.problems[0].path == str(paths[7]) and "vanished" in rep.problems[0].reason
+
+
+def test_the_workers_forkserver_starts_early_only_when_they_will_be_used(db, tmp_path, monkeypatch):
+    paths = tree(tmp_path, n=12)
+    src = [str(tmp_path / "prod")]
+    calls = []
+    real_start, real_discover = ingest.start_pool, ingest.discover
+    monkeypatch.setattr(ingest, "start_pool", lambda mods: calls.append("start") or real_start(mods))
+    monkeypatch.setattr(ingest, "discover", lambda *a, **k: calls.append("discover") or real_discover(*a, **k))
+
+    # a catalog without the site's files: every file will be extracted, start at once
+    rep = ingest.inject(db, settings=settings(workers=2), sources=src)
+    assert rep.indexed == len(paths) and calls == ["start", "discover"]
+    # unchanged: no worker at all
+    calls.clear()
+    rep = ingest.inject(db, settings=settings(workers=2), sources=src)
+    assert rep.unchanged == len(paths) and calls == ["discover"]
+    # too few changed files for workers (extracted here), then enough: started once they are found
+    for n in (ingest.MIN_PARALLEL - 1, ingest.MIN_PARALLEL):
+        for p in paths[:n]:
+            st = os.stat(p)
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        calls.clear()
+        rep = ingest.inject(db, settings=settings(workers=2), sources=src)
+        assert rep.indexed == n
+        assert calls == (["discover"] if n < ingest.MIN_PARALLEL else ["discover", "start"])
+    # one worker: never
+    calls.clear()
+    ingest.inject(db, settings=settings(workers=1), sources=src, skip_existing=False)
+    assert calls == ["discover"]
