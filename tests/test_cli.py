@@ -115,3 +115,33 @@ def test_facets_and_attrs_match_the_library(db_url, tmp_path):
     assert r.exit_code == 0
     keys = [a["key"] for a in json.loads(r.stdout)]
     assert "beam.energy" in keys and keys == [a["key"] for a in queries.attribute_dictionary(db)]
+
+
+def test_inject_imports_neither_the_query_layer_nor_the_progress_bar():
+    # what inject does not use is not imported by the CLI
+    import subprocess
+    import sys
+
+    code = ("import sys, spine_docs.cli, spine_docs.ingest; print(sorted(m for m in "
+            "('spine_docs.queries', 'rich') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_no_progress_bar_means_no_progress_calls(tmp_path, monkeypatch):
+    from spine_docs import ingest
+
+    given = []
+
+    def fake_inject(db, *, settings, progress=None, **kw):
+        given.append(progress)
+        return ingest.InjectReport(run_id="r", site="s")
+
+    monkeypatch.setattr(ingest, "inject", fake_inject)
+    src = tmp_path / "t"
+    src.mkdir()
+    for extra in (["--no-progress"], ["--json"], []):  # the last: stderr is not a terminal here
+        r = run("inject", "--db", "mongomock://progress", "--source", src, *extra)
+        assert r.exit_code == 0, r.output
+    assert given == [None, None, None]

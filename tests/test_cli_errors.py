@@ -91,3 +91,11 @@ def test_backup_out_that_cannot_hold_backups(monkeypatch, capsys, tmp_path, wher
     if where == "file":
         assert "is a file, not a directory" in err
     assert (tmp_path / "f").read_text() == "not a directory"
+
+
+def test_query_errors_are_one_line(monkeypatch, capsys):
+    # the query layer is imported by the commands that query, not with the CLI: its errors
+    # are still turned into one line
+    code, out, err = run_main(monkeypatch, capsys, "query", "--attr", "no operator here",
+                              "--db", "mongomock://query-errors")
+    assert_one_line(code, err, 2, "cannot parse attribute condition")
