@@ -459,7 +459,14 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
 def extract_bson(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
                  checksum: bool = False, cache: ExtractCache | None = None) -> bytes:
     """:func:`extract`'s document as BSON (what an ingest worker sends back)."""
-    return fit_encoded(_build(path, site=site, limits=limits, checksum=checksum, cache=cache))[1]
+    return extract_encoded(path, site=site, limits=limits, checksum=checksum, cache=cache)[1]
+
+
+def extract_encoded(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
+                    checksum: bool = False, cache: ExtractCache | None = None
+                    ) -> tuple[dict[str, Any], bytes]:
+    """:func:`extract`'s document and its BSON (:func:`fit` encodes it anyway)."""
+    return fit_encoded(_build(path, site=site, limits=limits, checksum=checksum, cache=cache))
 
 
 def _build(path: str | os.PathLike[str], *, site: str, limits: Limits | None,

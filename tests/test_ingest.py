@@ -82,13 +82,14 @@ def test_new_files_are_inserted_with_what_an_upsert_gives_them(tmp_path):
     paths.append(tmp_path / "bad.h5")
     now, run = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc), "r-1"
     limits = Limits.from_settings(settings())
-    for form in ("bson", "dict"):
+    for form in ("bson", "dict", "bytes"):  # bytes: what a worker hands over, with its status
         inserted = store.connect(f"mongomock://insert-{form}")
         upserted = store.connect(f"mongomock://upsert-{form}")
         for p in paths:
-            doc = (RawBSONDocument(extract_bson(p, site=SITE, limits=limits)) if form == "bson"
+            doc = (RawBSONDocument(extract_bson(p, site=SITE, limits=limits)) if form != "dict"
                    else extract(p, site=SITE, limits=limits))
-            inserted.files.bulk_write([ingest.insert_op(doc, now=now, run_id=run)])
+            given = (doc.raw, {"status": doc["status"]}) if form == "bytes" else (doc, {})
+            inserted.files.bulk_write([ingest.insert_op(given[0], now=now, run_id=run, **given[1])])
             upserted.files.bulk_write([ingest.upsert_op(doc, now=now, run_id=run, change="new")])
         a = sorted(inserted.files.find(), key=lambda d: d["_id"])
         b = sorted(upserted.files.find(), key=lambda d: d["_id"])
