@@ -112,7 +112,7 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
                 problems.append(Problem(pattern, "the pattern matched no files"))
             found.update(normalise_path(m) for m in matches)
         elif os.path.isdir(expanded):
-            matches = glob.glob(os.path.join(glob.escape(expanded), "**", "*.h5"), recursive=True)
+            matches = h5_files_below(expanded)
             if not matches:
                 problems.append(Problem(pattern, "the directory holds no .h5 files"))
             found.update(normalise_path(m) for m in matches)
@@ -120,6 +120,32 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
             # a plain path: keep it even if it is missing, so it is reported by path
             found.add(normalise_path(expanded))
     return sorted(found), problems
+
+
+def h5_files_below(top: str) -> list[str]:
+    """What ``glob.glob(top/**/*.h5, recursive=True)`` finds (hidden files and directories
+    left out, links to directories followed, unreadable directories skipped), in one
+    ``scandir`` per directory where glob makes two."""
+    found: list[str] = []
+    stack = [top]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if name.endswith(".h5"):
+                    found.append(entry.path)
+                try:
+                    if entry.is_dir():
+                        stack.append(entry.path)
+                except OSError:
+                    pass
+    return found
 
 
 # --------------------------------------------------------------------------- stat

@@ -275,6 +275,31 @@ def test_a_rescan_on_a_slow_filesystem_stats_in_threads(db, tmp_path, monkeypatc
     assert rep.problems[0].path == str(paths[7]) and "vanished" in rep.problems[0].reason
 
 
+def test_a_directory_source_finds_what_a_recursive_glob_finds(tmp_path):
+    import glob
+
+    top = tmp_path / "top"
+    for rel in ["a.h5", "b.H5", "c.h5.json", "notes.txt", ".hidden.h5", "x/d.h5", "x/y/z/e.h5",
+                "x/.hid/f.h5", ".dot/g.h5", "dir.h5/h.h5", "x/y/.i.h5", "w/j.h5x"]:
+        p = top / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    (top / "empty").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "k.h5").write_bytes(b"x")
+    os.symlink(outside, top / "linked")
+    os.symlink(tmp_path / "nowhere", top / "dangling.h5")
+
+    expected = sorted(glob.glob(os.path.join(glob.escape(str(top)), "**", "*.h5"), recursive=True))
+    # what glob finds, spelled out: no hidden name on the way, directories and links included
+    assert [os.path.relpath(p, top) for p in expected] == [
+        "a.h5", "dangling.h5", "dir.h5", "dir.h5/h.h5", "linked/k.h5", "x/d.h5", "x/y/z/e.h5"]
+    assert sorted(ingest.h5_files_below(str(top))) == expected
+    paths, problems = ingest.discover([str(top)])
+    assert (paths, problems) == ([ingest.normalise_path(p) for p in expected], [])
+
+
 def test_the_workers_forkserver_starts_early_only_when_they_will_be_used(db, tmp_path, monkeypatch):
     paths = tree(tmp_path, n=12)
     src = [str(tmp_path / "prod")]
