@@ -27,8 +27,8 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import runs, schema, store
 from .pool import parallel_map, start as start_pool
-from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
-                      extract_encoded, mtime_ms, normalise_path, stat_problem)
+from .extract import (EXTRACTOR_VERSION, READER_MODULES, ExtractCache, Limits, doc_id, error_document,
+                      extract, extract_encoded, mtime_ms, normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
 #: fewer files than this are extracted in the calling process, without workers
@@ -381,8 +381,8 @@ class _Writer:
 # --------------------------------------------------------------------------- workers
 
 _worker_cache: ExtractCache | None = None  # set in each worker process by _init_worker
-#: what a worker imports, once in the forkserver
-WORKER_MODULES = (__name__,)
+#: what a worker imports, once in the forkserver (this process, which only writes, does not)
+WORKER_MODULES = (__name__, *READER_MODULES)
 
 
 def _init_worker() -> None:

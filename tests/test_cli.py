@@ -117,13 +117,15 @@ def test_facets_and_attrs_match_the_library(db_url, tmp_path):
     assert "beam.energy" in keys and keys == [a["key"] for a in queries.attribute_dictionary(db)]
 
 
-def test_inject_imports_neither_the_query_layer_nor_the_progress_bar():
-    # what inject does not use is not imported by the CLI
+def test_inject_imports_neither_the_query_layer_nor_the_file_readers():
+    # inject's own process only writes (its workers read the files): what it does not use
+    # is not imported, here or by the CLI
     import subprocess
     import sys
 
     code = ("import sys, spine_docs.cli, spine_docs.ingest; print(sorted(m for m in "
-            "('spine_docs.queries', 'rich') if m in sys.modules))")
+            "('spine_docs.queries', 'spine_docs.convert', 'spine_docs.spine', 'h5py', 'numpy', "
+            "'rich') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
