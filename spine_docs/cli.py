@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 some files (or checks) failed; 2 usage, connection or s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,7 +22,6 @@ from pydantic import ValidationError
 
 from . import __version__, access, ingest, runs, schema, store
 from .extract import STATUSES
-from .queries import QueryError, QueryTimeout
 from .settings import Settings, SettingsError
 
 app = typer.Typer(
@@ -45,6 +45,13 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
+def _query_errors() -> tuple[type[Exception], ...]:
+    """queries' errors, when it was imported (only then can they be raised): commands that
+    query import it themselves, so that `inject` does not pay for it."""
+    queries = sys.modules.get(f"{__package__}.queries")
+    return (queries.QueryError, queries.QueryTimeout) if queries is not None else ()
+
+
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's expected errors into one line on stderr and exit code 2."""
 
@@ -64,7 +71,7 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(f"the database stopped answering: {_first_line(exc)}")
         except PyMongoError as exc:  # it answered, but refused (a bad query is a QueryError)
             raise fail(f"database error: {_first_line(exc)}")
-        except (QueryError, QueryTimeout) as exc:
+        except _query_errors() as exc:
             raise fail(str(exc))
         except ValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {}
@@ -130,6 +137,7 @@ class _Bar:
             TextColumn("indexing"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, disable=not (enabled and console.is_terminal), transient=False)
+        self.shown = not self.progress.disable
         self.task = None
         self.started = 0.0
 
@@ -171,9 +179,10 @@ def inject(
         raise fail("nothing to index: give --source GLOB (repeatable) or --source-list FILE")
     settings = Settings.load(db=db, site=site, workers=workers, batch_size=batch_size, checksum=checksum)
     database = open_db(settings, create=True)
-    with _Bar(progress and not as_json) as bar:
+    # no bar asked for: rich is not even imported; a silent bar is not called per file
+    with _Bar(True) if progress and not as_json else contextlib.nullcontext() as bar:
         report = ingest.inject(database, settings=settings, sources=source, source_list=source_list,
-                               skip_existing=skip_existing, progress=bar)
+                               skip_existing=skip_existing, progress=bar if bar and bar.shown else None)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -899,9 +908,14 @@ def _terminated(signum: int, frame: Any) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     """The ``spine-docs`` entry point: usage errors are one line on stderr (exit 2), as every
     other error is; a SIGTERM unwinds like Ctrl-C."""
+    import atexit
+    import gc
     import signal
 
     signal.signal(signal.SIGTERM, _terminated)
+    # at exit, what is still there is left to the OS instead of being collected object by
+    # object (the imported modules' cycles: a tenth of a second or more)
+    atexit.register(gc.freeze)
     try:
         rv = app(args=argv, prog_name="spine-docs", standalone_mode=False)
     except typer.TyperException as exc:  # Typer's (vendored click's) usage errors

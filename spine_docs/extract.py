@@ -4,6 +4,11 @@
 gives a document with ``status: "error"`` and the reason, so the caller can record it.
 It reads the file but touches no database, so it runs in worker processes.
 
+What reads and converts (:mod:`convert`, :mod:`spine`, and h5py, numpy and yaml through
+them) is imported by the functions that use it, on first use: the identity and stat helpers
+here serve ``inject``'s main process too, which reads no file and need not pay for those
+imports (a process that will extract imports :data:`READER_MODULES` ahead).
+
 ``python -m spine_docs.extract FILE [FILE...]`` prints the documents as JSON.
 """
 
@@ -22,7 +27,20 @@ from typing import Any
 
 import bson
 
-from . import convert, spine
+#: the modules extract() imports on first use (pool workers get them preloaded)
+READER_MODULES = (f"{__package__}.convert", f"{__package__}.spine")
+convert: Any = None  # these two modules, once _import_readers() has run
+spine: Any = None
+
+
+def _import_readers() -> None:
+    """Bind :mod:`convert` and :mod:`spine` in this module, the first time. Every function
+    that uses them calls this first (a check of one global once they are there: an import
+    statement per call would cost more than the rest of a cache hit)."""
+    global convert, spine
+    if spine is None:
+        from . import convert as _convert, spine as _spine
+        convert, spine = _convert, _spine
 
 #: "2": named datatypes are listed as kind "datatype" (version 1 listed them as a group,
 #: then as unreadable); nothing else in a document changed.
@@ -111,6 +129,7 @@ class ExtractCache:
         if hit is not _MISSING:
             self.cfg_entries.move_to_end(key)
             return hit
+        _import_readers()
         hit = None
         # assembling is exact while the entries inside sit no deeper than where
         # convert cuts nesting; deeper down, the entry is converted in one piece
@@ -325,6 +344,8 @@ def read_structure(h5file: Any, *, max_items: int, max_depth: int) -> dict[str, 
 
     from h5py import h5d, h5g, h5l, h5o
 
+    _import_readers()
+
     items: list[dict[str, Any]] = []
     truncated = False
     queue: deque[tuple[Any, str, int]] = deque([(getattr(h5file, "id", h5file), "", 1)])
@@ -419,6 +440,7 @@ def _first(value: Any) -> Any:
 
 def promoted_from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Promoted fields found in root attributes (keys compared case-insensitively, unescaped)."""
+    _import_readers()
     lower = {convert.unescape_key(k).lower(): v for k, v in attrs.items()}
     found: dict[str, Any] = {}
     for fieldname, aliases in ATTR_ALIASES.items():
@@ -463,12 +485,20 @@ def extract(path: str | os.PathLike[str], *, site: str, limits: Limits | None = 
 def extract_bson(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
                  checksum: bool = False, cache: ExtractCache | None = None) -> bytes:
     """:func:`extract`'s document as BSON (what an ingest worker sends back)."""
-    return fit_encoded(_build(path, site=site, limits=limits, checksum=checksum, cache=cache))[1]
+    return extract_encoded(path, site=site, limits=limits, checksum=checksum, cache=cache)[1]
+
+
+def extract_encoded(path: str | os.PathLike[str], *, site: str, limits: Limits | None = None,
+                    checksum: bool = False, cache: ExtractCache | None = None
+                    ) -> tuple[dict[str, Any], bytes]:
+    """:func:`extract`'s document and its BSON (:func:`fit` encodes it anyway)."""
+    return fit_encoded(_build(path, site=site, limits=limits, checksum=checksum, cache=cache))
 
 
 def _build(path: str | os.PathLike[str], *, site: str, limits: Limits | None,
            checksum: bool, cache: ExtractCache | None) -> dict[str, Any]:
     """The document before :func:`fit` (error documents are small: they always fit)."""
+    _import_readers()
     limits = limits or Limits()
     path = normalise_path(path)
     st, problem = stat_problem(path)
@@ -524,6 +554,7 @@ def _set_inputs(doc: dict[str, Any], inputs: list[Any]) -> None:
 
 
 def _job_document(job: dict[str, Any], path: str, cache: ExtractCache | None) -> dict[str, Any]:
+    _import_readers()
     if cache is None:
         return convert.safe_document(job)
     job_path = spine.job_metadata_path(path, cache.jobs)  # read_sidecars just remembered it
@@ -539,6 +570,7 @@ def _parse_cfg(text: str, cache: ExtractCache | None
                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
     """``(plain cfg, converted cfg, None)`` or ``(None, None, reason)``; entry by entry
     through the cache when the text splits cleanly, else whole (same result either way)."""
+    _import_readers()
     parts = spine.split_cfg(text) if cache is not None else None
     merged = cache.cfg_entries_merged(parts) if cache is not None and parts is not None else None
     if merged is not None:
@@ -551,6 +583,7 @@ def _parse_cfg(text: str, cache: ExtractCache | None
 
 def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits,
                cache: ExtractCache | None = None) -> None:
+    _import_readers()
     conv = dict(max_items=limits.max_array_items, max_string_bytes=limits.max_string_bytes)
     doc["attrs"], doc["attr_types"] = convert.read_attrs(f, **conv)
     _merge(doc, promoted_from_attrs(doc["attrs"]), "attrs")
@@ -598,6 +631,7 @@ def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits,
 def _event_count(f: Any, structure: dict[str, Any]) -> int | None:
     """:func:`spine.event_count`, from the structure walk when it met ``/events`` as a
     dataset (it is the first level, listed first), else by asking the file."""
+    _import_readers()
     for item in structure["items"]:
         if item["path"] == "/events":
             if item.get("kind") == "dataset":

@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -26,11 +26,13 @@ from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import runs, schema, store
-from .pool import parallel_map
-from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
-                      extract_bson, mtime_ms, normalise_path, stat_problem)
+from .pool import parallel_map, start as start_pool
+from .extract import (EXTRACTOR_VERSION, READER_MODULES, ExtractCache, Limits, doc_id, error_document,
+                      extract, extract_encoded, mtime_ms, normalise_path, stat_problem)
 
 HISTORY_LENGTH = 20
+#: fewer files than this are extracted in the calling process, without workers
+MIN_PARALLEL = 8
 SEEN_BATCH = 1000
 MAX_LOGGED_PROBLEMS = 1000
 
@@ -107,7 +109,7 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         if os.path.isdir(expanded):  # first: a directory named "dir[1]" is not a glob
-            matches = glob.glob(os.path.join(glob.escape(expanded), "**", "*.h5"), recursive=True)
+            matches = h5_files_below(expanded)
             if not matches:
                 problems.append(Problem(pattern, "the directory holds no .h5 files"))
             found.update(normalise_path(m) for m in matches)
@@ -120,6 +122,32 @@ def discover(sources: Sequence[str] = (), source_list: str | os.PathLike[str] | 
             # a plain path: keep it even if it is missing, so it is reported by path
             found.add(normalise_path(expanded))
     return sorted(found), problems
+
+
+def h5_files_below(top: str) -> list[str]:
+    """What ``glob.glob(top/**/*.h5, recursive=True)`` finds (hidden files and directories
+    left out, links to directories followed, unreadable directories skipped), in one
+    ``scandir`` per directory where glob makes two."""
+    found: list[str] = []
+    stack = [top]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if name.endswith(".h5"):
+                    found.append(entry.path)
+                try:
+                    if entry.is_dir():
+                        stack.append(entry.path)
+                except OSError:
+                    pass
+    return found
 
 
 # --------------------------------------------------------------------------- stat
@@ -220,18 +248,19 @@ def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str
     return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
 
 
-def insert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str) -> InsertOne:
+def insert_op(doc: Mapping[str, Any] | bytes, *, now: datetime, run_id: str,
+              status: str | None = None) -> InsertOne:
     """The write for a file the catalog does not hold yet: its whole document, with the
     ``ingest`` a new document gets from :func:`upsert_op` (same fields, same order), inserted
-    as it is: a worker's BSON is not decoded here. Should the catalog hold the file after all
-    (``--no-skip-existing``, or another run indexed it meanwhile), the insert fails with a
-    duplicate key and the writer sends :func:`upsert_op` instead."""
-    raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
-    status = doc_facts(doc)["status"]
-    ingest = bson.encode({"ingest": {
-        "last_seen": now, "run_id": run_id, "extractor_version": EXTRACTOR_VERSION, "times_seen": 1,
-        "first_seen": now, "history": [{"at": now, "run_id": run_id, "status": status, "change": "new"}],
-    }})[4:-1]
+    as it is: a worker's BSON (bytes or a ``RawBSONDocument``) is not decoded here. Should the
+    catalog hold the file after all (``--no-skip-existing``, or another run indexed it
+    meanwhile), the insert fails with a duplicate key and the writer sends :func:`upsert_op`
+    instead. ``status``: the document's, when the caller knows it already."""
+    if isinstance(doc, bytes):
+        raw, doc = doc, RawBSONDocument(doc)
+    else:
+        raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
+    ingest = _new_ingest(now, run_id, doc_facts(doc)["status"] if status is None else status)
     if raw[4] == 0x02 and raw[5:9] == b"_id\x00":  # what extract makes: _id first, a string
         after_id = 13 + int.from_bytes(raw[9:13], "little")
         body = b"".join((raw[4:after_id], ingest, raw[after_id:-1]))
@@ -240,6 +269,20 @@ def insert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str) -> InsertOn
         body = b"".join((bson.encode({"_id": fields.pop("_id")})[4:-1], ingest,
                          bson.encode(fields)[4:-1]))
     return InsertOne(RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\0"))
+
+
+@lru_cache(maxsize=16)
+def _new_ingest(now: datetime, run_id: str, status: str) -> bytes:
+    """The BSON element of a new document's ``ingest`` (one per status in a run)."""
+    return bson.encode({"ingest": {
+        "last_seen": now, "run_id": run_id, "extractor_version": EXTRACTOR_VERSION, "times_seen": 1,
+        "first_seen": now, "history": [{"at": now, "run_id": run_id, "status": status, "change": "new"}],
+    }})[4:-1]
+
+
+def _upsert_op_of(doc: Mapping[str, Any] | bytes, **kw: Any) -> UpdateOne:
+    """:func:`upsert_op` of a document that may be a worker's BSON bytes."""
+    return upsert_op(RawBSONDocument(doc) if isinstance(doc, bytes) else doc, **kw)
 
 
 def doc_facts(doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -340,6 +383,8 @@ class _Writer:
 # --------------------------------------------------------------------------- workers
 
 _worker_cache: ExtractCache | None = None  # set in each worker process by _init_worker
+#: what a worker imports, once in the forkserver (this process, which only writes, does not)
+WORKER_MODULES = (__name__, *READER_MODULES)
 
 
 def _init_worker() -> None:
@@ -347,36 +392,49 @@ def _init_worker() -> None:
     _worker_cache = ExtractCache(copy=False)  # each document is pickled as soon as it is made
 
 
+#: what extract_many yields for one file: the document (a dict, or BSON bytes from a worker),
+#: its path, status and error (None unless the status is "error")
+Extracted = tuple[Any, str, str, "str | None"]
+
+
 def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool,
-                       cache: ExtractCache | None = None, raw: bool = False) -> Any:
-    """One file's document; with ``raw``, as a ``RawBSONDocument`` (what a worker process
-    sends back: the BSON that fit() made anyway crosses between processes faster than a
-    nested dict, and the catalog writes the nested parts' bytes as they are)."""
+                       cache: ExtractCache | None = None, raw: bool = False) -> Extracted:
+    """One file's document and its path, status and error; with ``raw``, the document as BSON
+    bytes (what a worker process sends back: the BSON that fit() made anyway crosses between
+    processes faster than a nested dict, the catalog writes the nested parts' bytes as they
+    are, and the facts beside it spare the caller a walk through the bytes)."""
     try:
         if raw:
-            return RawBSONDocument(extract_bson(path, site=site, limits=limits, checksum=checksum,
-                                                cache=cache or _worker_cache))
-        return extract(path, site=site, limits=limits, checksum=checksum,
-                       cache=cache or _worker_cache)
+            doc, encoded = extract_encoded(path, site=site, limits=limits, checksum=checksum,
+                                           cache=cache or _worker_cache)
+            return encoded, doc["path"], doc["status"], doc.get("error")
+        doc = extract(path, site=site, limits=limits, checksum=checksum,
+                      cache=cache or _worker_cache)
     except Exception as exc:  # extract() handles file problems; this is a last resort
         doc = error_document(site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])
-        return RawBSONDocument(bson.encode(doc)) if raw else doc
+        if raw:
+            return bson.encode(doc), doc["path"], doc["status"], doc.get("error")
+    return doc, doc["path"], doc["status"], doc.get("error")
 
 
 def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: bool,
-                 workers: int) -> Iterator[Mapping[str, Any]]:
-    """Extract documents, in ``workers`` processes when that helps; yields in completion order
-    (dicts when extracted in this process, ``RawBSONDocument`` from workers: read-only
-    mappings whose sub-documents are ``RawBSONDocument`` too, dates naive UTC)."""
+                 workers: int) -> Iterator[Extracted]:
+    """Extract documents, in ``workers`` processes when that helps; yields
+    (document, path, status, error) in input order. The document is a dict when extracted in
+    this process, the BSON bytes of one (:func:`insert_op` writes them as they are; a
+    ``RawBSONDocument`` of them is a read-only mapping whose dates are naive UTC) from a
+    worker."""
     fn = partial(_extract_in_worker, site=site, limits=limits, checksum=checksum)
-    if workers <= 1 or len(paths) < 8:
+    if workers <= 1 or len(paths) < MIN_PARALLEL:
         cache = ExtractCache()  # this run's, dropped with it
         for p in paths:
             yield fn(p, cache=cache)
         return
-    chunksize = max(1, min(64, len(paths) // (workers * 8)))
+    # small chunks: the first result comes, and the last worker is done, about one chunk's
+    # work (16 files: tens of ms) after the others; a chunk's own cost is tens of us
+    chunksize = max(1, min(16, len(paths) // (workers * 8)))
     yield from parallel_map(partial(fn, raw=True), paths, workers=workers, chunksize=chunksize,
-                            initializer=_init_worker)
+                            initializer=_init_worker, preload=WORKER_MODULES)
 
 
 # --------------------------------------------------------------------------- the run
@@ -402,6 +460,14 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         "options": {"workers": settings.workers, "batch_size": settings.batch_size,
                     "checksum": settings.checksum, "skip_existing": skip_existing}})
 
+    known = existing_index(db, settings.site) if skip_existing else {}
+    # the workers' forkserver starts, and imports what they need, while this process finds and
+    # stats the files: now when every file will be extracted, else once extract_many would
+    # use workers
+    start_workers = settings.workers > 1
+    if start_workers and not known:
+        start_pool(WORKER_MODULES)
+        start_workers = False
     paths, problems = discover(sources, source_list)
     for p in problems:
         report.problems.append(p)
@@ -412,7 +478,6 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     if progress:
         progress(0, total)
 
-    known = existing_index(db, settings.site) if skip_existing else {}
     writer = _Writer(db, settings.batch_size, report, now)
     todo: list[str] = []
     changes: dict[str, str] = {}
@@ -428,30 +493,31 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             continue
         changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
         todo.append(path)
+        if start_workers and len(todo) == MIN_PARALLEL:
+            start_pool(WORKER_MODULES)
+            start_workers = False
     writer.seen_flush()
     if progress:
         progress(done, total)
 
     limits = Limits.from_settings(settings)
     try:
-        for doc in extract_many(todo, site=settings.site, limits=limits, checksum=settings.checksum,
-                                workers=settings.workers):
-            facts = doc_facts(doc)
-            path, status = facts["path"], facts["status"]
+        for doc, path, status, error in extract_many(todo, site=settings.site, limits=limits,
+                                                     checksum=settings.checksum, workers=settings.workers):
             if status == "error":
                 report.failed += 1
-                report.problems.append(Problem(path, facts["error"]))
+                report.problems.append(Problem(path, error))
             else:
                 report.indexed += 1
                 report.incomplete += status == "incomplete"
             kind = "failed" if status == "error" else "indexed"
             change = changes.get(path, "new")
             if change == "new":  # as far as this run knows: inserted whole, not decoded
-                writer.add(insert_op(doc, now=now, run_id=report.run_id), path, kind,
-                           partial(upsert_op, doc, now=now, run_id=report.run_id,
+                writer.add(insert_op(doc, now=now, run_id=report.run_id, status=status), path, kind,
+                           partial(_upsert_op_of, doc, now=now, run_id=report.run_id,
                                    change="new" if skip_existing else "reindexed"))
             else:
-                writer.add(upsert_op(doc, now=now, run_id=report.run_id, change=change), path, kind)
+                writer.add(_upsert_op_of(doc, now=now, run_id=report.run_id, change=change), path, kind)
             done += 1
             if progress:
                 progress(done, total)

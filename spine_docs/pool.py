@@ -10,6 +10,12 @@
   caller's pid from a daemon thread (its parent is the forkserver, so the kernel's
   parent-death signal is set as well, for when the forkserver goes first). The forkserver
   and the resource tracker exit by themselves once no worker holds their pipes.
+
+Workers start warm: the forkserver imports the modules they need (``preload``, and the
+modules the caller's main program is made of, which every worker would otherwise import
+again on its own) once, before it forks any of them. :func:`start` starts it ahead of the
+first :func:`parallel_map`, so that those imports run in its own process while the caller
+does other work.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -66,20 +75,59 @@ def _init_worker(caller_pid: int, interval: float, initializer: Callable[[], Non
         initializer()
 
 
+def main_modules() -> list[str]:
+    """The modules a worker imports before anything else: multiprocessing runs the caller's
+    main program again in each worker it starts from a forkserver (and Python < 3.13 never
+    preloads it there). A program run with ``-m`` is that module; a script (such as the
+    ``spine-docs`` entry point, whose only import is ``spine_docs.cli``) imports the modules
+    it took its names from."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        name = spec.name
+        return [] if name == "__main__" or name.endswith(".__main__") else [name]
+    if getattr(main, "__file__", None) is None:  # interactive: workers import nothing of it
+        return []
+    names: list[str] = []
+    for value in vars(main).values():
+        if isinstance(value, types.ModuleType):
+            name = value.__name__
+        elif isinstance(value, (types.FunctionType, type)):
+            name = value.__module__
+        else:
+            continue
+        if name not in ("__main__", "builtins") and name not in names:
+            names.append(name)
+    return names
+
+
+def start(preload: Sequence[str] = ()) -> None:
+    """Start the forkserver now if it is not running: it imports ``preload`` (the modules of
+    the functions the workers will run) and :func:`main_modules` in its own process, while
+    the caller goes on; the workers :func:`parallel_map` starts later fork from it with those
+    imports done. A forkserver already running keeps what it imported."""
+    modules = list(dict.fromkeys([*main_modules(), *preload]))
+    forkserver.set_forkserver_preload(modules)
+    forkserver.ensure_running()
+
+
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, chunksize: int = 1,
                  initializer: Callable[[], None] | None = None,
-                 interval: float = WATCH_INTERVAL_S) -> Iterator[R]:
+                 interval: float = WATCH_INTERVAL_S, preload: Sequence[str] = ()) -> Iterator[R]:
     """``fn`` over ``items`` in ``workers`` forkserver processes; results in input order.
 
     ``fn`` and ``initializer`` must be picklable (module-level functions or partials of
-    them). The pool lives as long as the returned iterator: closing it early (or an exception
-    in the consumer, which closes it) cancels what is queued and kills the workers.
+    them); ``preload`` names the modules they live in (see :func:`start`). The pool lives as
+    long as the returned iterator: closing it early (or an exception in the consumer, which
+    closes it) cancels what is queued and kills the workers.
 
     Example::
 
-        for doc in parallel_map(partial(extract, site="s3df"), paths, workers=4, chunksize=16):
+        for doc in parallel_map(partial(extract, site="s3df"), paths, workers=4, chunksize=16,
+                                preload=["spine_docs.extract"]):
             ...
     """
+    start(preload)
     ctx = multiprocessing.get_context("forkserver")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(os.getpid(), interval, initializer))

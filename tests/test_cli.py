@@ -153,3 +153,35 @@ def test_path_contains_is_literal_text(db_url, tmp_path):
         assert r.exit_code == 0, (text, r.output)
         listed = [line for line in r.stdout.splitlines() if line and not line.startswith("#")]
         assert listed == [str(made[want])], text
+
+
+def test_inject_imports_neither_the_query_layer_nor_the_file_readers():
+    # inject's own process only writes (its workers read the files): what it does not use
+    # is not imported, here or by the CLI
+    import subprocess
+    import sys
+
+    code = ("import sys, spine_docs.cli, spine_docs.ingest; print(sorted(m for m in "
+            "('spine_docs.queries', 'spine_docs.convert', 'spine_docs.spine', 'h5py', 'numpy', "
+            "'rich') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_no_progress_bar_means_no_progress_calls(tmp_path, monkeypatch):
+    from spine_docs import ingest
+
+    given = []
+
+    def fake_inject(db, *, settings, progress=None, **kw):
+        given.append(progress)
+        return ingest.InjectReport(run_id="r", site="s")
+
+    monkeypatch.setattr(ingest, "inject", fake_inject)
+    src = tmp_path / "t"
+    src.mkdir()
+    for extra in (["--no-progress"], ["--json"], []):  # the last: stderr is not a terminal here
+        r = run("inject", "--db", "mongomock://progress", "--source", src, *extra)
+        assert r.exit_code == 0, r.output
+    assert given == [None, None, None]

@@ -221,3 +221,11 @@ def test_read_only_commands_change_no_file_of_a_catalog(monkeypatch, capsys, tmp
             assert tree(where) == before, (where, args)
             store.close(store.connect(where, create=False))  # the next command loads the files again
     assert not (backup / ".lock").exists()
+
+
+def test_query_errors_are_one_line(monkeypatch, capsys):
+    # the query layer is imported by the commands that query, not with the CLI: its errors
+    # are still turned into one line
+    code, out, err = run_main(monkeypatch, capsys, "query", "--attr", "no operator here",
+                              "--db", "mongomock://query-errors")
+    assert_one_line(code, err, 2, "cannot parse attribute condition")

@@ -82,13 +82,14 @@ def test_new_files_are_inserted_with_what_an_upsert_gives_them(tmp_path):
     paths.append(tmp_path / "bad.h5")
     now, run = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc), "r-1"
     limits = Limits.from_settings(settings())
-    for form in ("bson", "dict"):
+    for form in ("bson", "dict", "bytes"):  # bytes: what a worker hands over, with its status
         inserted = store.connect(f"mongomock://insert-{form}")
         upserted = store.connect(f"mongomock://upsert-{form}")
         for p in paths:
-            doc = (RawBSONDocument(extract_bson(p, site=SITE, limits=limits)) if form == "bson"
+            doc = (RawBSONDocument(extract_bson(p, site=SITE, limits=limits)) if form != "dict"
                    else extract(p, site=SITE, limits=limits))
-            inserted.files.bulk_write([ingest.insert_op(doc, now=now, run_id=run)])
+            given = (doc.raw, {"status": doc["status"]}) if form == "bytes" else (doc, {})
+            inserted.files.bulk_write([ingest.insert_op(given[0], now=now, run_id=run, **given[1])])
             upserted.files.bulk_write([ingest.upsert_op(doc, now=now, run_id=run, change="new")])
         a = sorted(inserted.files.find(), key=lambda d: d["_id"])
         b = sorted(upserted.files.find(), key=lambda d: d["_id"])
@@ -397,3 +398,58 @@ def test_an_error_reindex_records_the_new_size_and_mtime(db, tmp_path):
     assert doc["status"] == "error"
     assert doc["size"] == 100 and _ms(doc["mtime"]) == 1_700_003_600_000
     assert doc["model"] == "m1"  # what was read before stays
+
+
+def test_a_directory_source_finds_what_a_recursive_glob_finds(tmp_path):
+    import glob
+
+    top = tmp_path / "top"
+    for rel in ["a.h5", "b.H5", "c.h5.json", "notes.txt", ".hidden.h5", "x/d.h5", "x/y/z/e.h5",
+                "x/.hid/f.h5", ".dot/g.h5", "dir.h5/h.h5", "x/y/.i.h5", "w/j.h5x"]:
+        p = top / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    (top / "empty").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "k.h5").write_bytes(b"x")
+    os.symlink(outside, top / "linked")
+    os.symlink(tmp_path / "nowhere", top / "dangling.h5")
+
+    expected = sorted(glob.glob(os.path.join(glob.escape(str(top)), "**", "*.h5"), recursive=True))
+    # what glob finds, spelled out: no hidden name on the way, directories and links included
+    assert [os.path.relpath(p, top) for p in expected] == [
+        "a.h5", "dangling.h5", "dir.h5", "dir.h5/h.h5", "linked/k.h5", "x/d.h5", "x/y/z/e.h5"]
+    assert sorted(ingest.h5_files_below(str(top))) == expected
+    paths, problems = ingest.discover([str(top)])
+    assert (paths, problems) == ([ingest.normalise_path(p) for p in expected], [])
+
+
+def test_the_workers_forkserver_starts_early_only_when_they_will_be_used(db, tmp_path, monkeypatch):
+    paths = tree(tmp_path, n=12)
+    src = [str(tmp_path / "prod")]
+    calls = []
+    real_start, real_discover = ingest.start_pool, ingest.discover
+    monkeypatch.setattr(ingest, "start_pool", lambda mods: calls.append("start") or real_start(mods))
+    monkeypatch.setattr(ingest, "discover", lambda *a, **k: calls.append("discover") or real_discover(*a, **k))
+
+    # a catalog without the site's files: every file will be extracted, start at once
+    rep = ingest.inject(db, settings=settings(workers=2), sources=src)
+    assert rep.indexed == len(paths) and calls == ["start", "discover"]
+    # unchanged: no worker at all
+    calls.clear()
+    rep = ingest.inject(db, settings=settings(workers=2), sources=src)
+    assert rep.unchanged == len(paths) and calls == ["discover"]
+    # too few changed files for workers (extracted here), then enough: started once they are found
+    for n in (ingest.MIN_PARALLEL - 1, ingest.MIN_PARALLEL):
+        for p in paths[:n]:
+            st = os.stat(p)
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        calls.clear()
+        rep = ingest.inject(db, settings=settings(workers=2), sources=src)
+        assert rep.indexed == n
+        assert calls == (["discover"] if n < ingest.MIN_PARALLEL else ["discover", "start"])
+    # one worker: never
+    calls.clear()
+    ingest.inject(db, settings=settings(workers=1), sources=src, skip_existing=False)
+    assert calls == ["discover"]
