@@ -8,7 +8,8 @@ reads collections with :func:`raw_documents`, the embedded catalog persists the 
 Modules, one concern each: :mod:`.rawbson` (BSON bytes: partial decoding, splicing, leaf
 patches), :mod:`.deps` (which fields a query reads), :mod:`.updates` (fast update plans),
 :mod:`.keys` (hashable equality keys, unique-index entries), :mod:`.sorting` (native sort
-keys, top-k), :mod:`.aggregation` (pipeline stages over a stream), :mod:`.expressions`
+keys, top-k), :mod:`.conditions` (a filter condition decided from one value),
+:mod:`.aggregation` (pipeline stages over a stream), :mod:`.expressions`
 (aggregation expressions compiled once), :mod:`.columns` (the column cache and the reads it
 serves), :mod:`.collector` (pausing the garbage collector), :mod:`.stores`
 (collection/database/server stores), :mod:`.collection`, :mod:`.cursor`, :mod:`.bulk`,
@@ -120,7 +121,8 @@ What the engine changes relative to plain mongomock 4.3, and why
       ``$isNumber``, arithmetic, ``$dateToString``, ``$toString``, ``$objectToArray``,
       ``$arrayElemAt``, ``$let``, ``$map``, ``$filter``, ``$literal``), any other through
       mongomock's parser; ``$match`` after the first stage no longer runs mongomock's whole
-      pipeline machinery per document.
+      pipeline machinery per document, and decides rows of plain values (``{count: {$gt:
+      1}}`` after a ``$group``) with the column cache's restated conditions.
       [test_expressions: test_compiled_expressions_are_mongomocks_parser,
       test_pipelines_with_compiled_expressions_are_mongomocks]
     * Python's garbage collector traversed every container alive (the column cache:

@@ -20,6 +20,7 @@ from pymongo.errors import OperationFailure
 from sentinels import NOTHING
 
 from . import rawbson
+from .conditions import row_test
 from .expressions import NO_VARS, compile_expression
 from .keys import norm
 from .sorting import bson_key, sort_list
@@ -277,11 +278,17 @@ def _project_computed(docs: Iterable[dict], computed: list[tuple[str, Any]]) -> 
 
 def _match(docs: Iterable[dict], options: Any) -> Iterator[dict]:
     """mongomock's $match (its filter on each document with dates made naive UTC), with the
-    filter's dates made naive once, not once per document."""
+    filter's dates made naive once, not once per document, and the rows whose values
+    :func:`.conditions.row_test` decides (``{count: {$gt: 1}}`` after a $group) decided
+    without mongomock's filter."""
     spec = rawbson.patch_dt(options)
     match = mm_filtering.filter_applies
+    decide = row_test(spec)
     for doc in docs:
-        if match(spec, rawbson.patch_dt(doc)):
+        verdict = decide(doc) if decide is not None else None
+        if verdict is None:
+            verdict = match(spec, rawbson.patch_dt(doc))
+        if verdict:
             yield doc
 
 

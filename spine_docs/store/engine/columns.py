@@ -18,7 +18,7 @@ What reads it (each declines - None - when it cannot serve, and the caller does 
 * :func:`scan`, for :meth:`.collection.Collection._scan`: the filter's top-level conditions
   that read only columns are decided on the column values - equality, ``$eq``/``$ne``/
   ``$in``/``$nin``/``$exists`` and ranges between values of one comparison type by
-  mongomock's rules restated (:func:`_fast_test`), anything else by mongomock's
+  mongomock's rules restated (:func:`.conditions.fast_test`), anything else by mongomock's
   ``filter_applies`` on a one-field document, remembered per distinct value; ``$and``/
   ``$or``/``$nor`` of such conditions combine them. The other conditions are mongomock's on
   the documents that passed, decoded as before. The documents handed on are made from the
@@ -55,6 +55,7 @@ from mongomock import filtering as mm_filtering
 from sentinels import NOTHING
 
 from . import collector, rawbson
+from .conditions import value_test
 from .aggregation import Finished, accumulators, group_rows
 from .deps import filter_fields, union
 from .keys import norm
@@ -259,147 +260,6 @@ def columns_of(store: Any, build: bool) -> Columns | None:
 
 # --------------------------------------------------------------------------- conditions
 
-def _rank(v: Any) -> int | None:
-    """mongomock's comparison type (``filtering._get_compare_type``) of a column value;
-    None when mongomock would raise (Decimal128)."""
-    t = type(v)
-    if t is str:
-        return 15
-    if t is int or t is float or t is Int64:
-        return 10
-    if t is datetime:
-        return 45
-    if v is None:
-        return 5
-    if t is bool:
-        return 40
-    if t is ObjectId:
-        return 35
-    return None
-
-
-_RANGES = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
-_PLAIN = (str, int, float, bool, type(None), datetime, ObjectId)
-
-
-def _plain(v: Any) -> bool:
-    return type(v) in _PLAIN and not (type(v) is datetime and v.tzinfo is not None)
-
-
-def _op_test(op: str, arg: Any) -> Callable[[Any], bool] | None:
-    """v -> mongomock's ``_Filterer._operator_map[op](v, arg)`` for a scalar or NOTHING
-    ``v``, restated (None: not restated for this operator or argument)."""
-    if op == "$eq" and _plain(arg):
-        if arg is None:
-            return lambda v: v is NOTHING or v == arg
-        return lambda v: v == arg
-    if op == "$ne" and _plain(arg):
-        if arg is None:
-            return lambda v: not (v is NOTHING or v == arg)
-        return lambda v: not v == arg
-    if op in ("$in", "$nin") and isinstance(arg, (list, tuple)) and all(_plain(x) for x in arg):
-        with_null = None in arg
-        if op == "$in":
-            return lambda v: (with_null and v is NOTHING) or v in arg
-        return lambda v: not ((with_null and v is NOTHING) or v in arg)
-    if op == "$exists":
-        want = bool(arg)
-        return lambda v: want == (v is not NOTHING)
-    if op in _RANGES and _plain(arg):
-        cmp = _RANGES[op]
-        rank = _rank(arg)
-        null_ok = cmp(0, 0)  # mongomock compares null with null as 0 with 0
-
-        def test(v: Any) -> bool:
-            if v is NOTHING:
-                return False
-            r = _rank(v)
-            if r is None:
-                raise _Unsure
-            if r != rank:
-                return False
-            return null_ok if r == 5 else cmp(v, arg)
-        return test
-    return None
-
-
-class _Unsure(Exception):
-    """A restated test meets a value it does not restate: ask mongomock."""
-
-
-def _fast_test(search: Any) -> Callable[[Any], bool] | None:
-    """v -> whether ``{f: search}`` matches a document whose top-level ``f`` is the scalar
-    ``v`` (NOTHING: missing), as mongomock's filter decides it (see ``_Filterer.apply``:
-    with one candidate value the answer is the operators' ``all``, or ``==`` for a plain
-    value); None when ``search`` is not one this restates. A test may raise ``_Unsure``."""
-    if not isinstance(search, dict):
-        if not _plain(search):
-            return None
-        if search is None:
-            return lambda v: v is NOTHING or v == search
-        return lambda v: v == search
-    if not search or not all(isinstance(k, str) and k.startswith("$") for k in search):
-        return None
-    tests = []
-    for op, arg in search.items():
-        t = _op_test(op, arg)
-        if t is None:
-            return None
-        tests.append(t)
-    if len(tests) == 1:
-        return tests[0]
-    return lambda v: all(t(v) for t in tests)
-
-
-def _value_key(v: Any) -> Any:
-    """A memo key for a column value (None: do not remember): the type matters (1, 1.0 and
-    true are different values to a filter), and so could a float zero's sign."""
-    t = type(v)
-    if t is Decimal128 or (t is float and (v == 0 or v != v)):
-        return None
-    return (t, v)
-
-
-def _field_test(key: str, search: Any, field: str) -> Callable[[Any], bool]:
-    """v -> whether ``{key: search}`` matches a document whose ``field`` is ``v``:
-    ``field`` is the first part of ``key`` (a column), or ``key`` itself (a path column:
-    see :meth:`Columns.path`)."""
-    fast = _fast_test(search) if key == field else None
-    clause = {key: search}
-    parts = field.split(".")
-    if len(parts) > 1:
-        def mini(v: Any) -> dict:
-            for name in reversed(parts):
-                v = {name: v}
-            return v
-    else:
-        def mini(v: Any) -> dict:
-            return {field: v}
-    memo: dict = {}
-    apply = mm_filtering.filter_applies
-
-    def slow(v: Any) -> bool:
-        k = _value_key(v)
-        if k is not None:
-            hit = memo.get(k)
-            if hit is not None:
-                return hit
-        r = bool(apply(clause, {} if v is NOTHING else mini(v)))
-        if k is not None:
-            memo[k] = r
-        return r
-
-    if fast is None:
-        return slow
-
-    def test(v: Any) -> bool:
-        try:
-            return fast(v)
-        except _Unsure:
-            return slow(v)
-    return test
-
-
 def _compile(spec: Mapping, cols: Columns, build: bool) -> Callable[[int], bool] | None:
     """i -> whether document ``i`` matches ``spec`` (None: ``spec`` reads a non-column)."""
     tests = []
@@ -441,12 +301,12 @@ def _clause(key: Any, search: Any, cols: Columns, build: bool
     field = key.split(".", 1)[0]
     if cols.has({field}):
         col = cols.column(field)
-        test = _field_test(key, search, field)
+        test = value_test(key, search, field)
     else:
         col = cols.path(key, build)
         if col is None:
             return None
-        test = _field_test(key, search, key)
+        test = value_test(key, search, key)
     return _OnColumn(col, test)
 
 
