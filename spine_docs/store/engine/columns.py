@@ -64,6 +64,7 @@ from .sorting import bson_key
 #: the value types a column may hold (all immutable): a field with any other value is no column
 SCALAR_TYPES = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, Decimal128})
 _COLUMN_TYPES = SCALAR_TYPES | {type(NOTHING)}
+_STR_OR_ABSENT = frozenset({str, type(NOTHING), type(None)})
 
 _BAD = object()  # a value that makes a path no column
 
@@ -145,8 +146,16 @@ class Columns:
                     lid = layout_ids[names] = len(self.layouts)
                     self.layouts.append(names)
                 shapes.append(lid)
-            for name in set().union(*rows) - bad:
-                col = [row.get(name, NOTHING) for row in rows]
+            lids = shapes[start:]
+            if lids and lids.count(lids[0]) == len(lids):  # one layout (the usual): transpose in C
+                names = self.layouts[lids[0]]
+                by_name = zip(names, zip(*map(dict.values, rows)))
+            else:
+                by_name = ((name, [row.get(name, NOTHING) for row in rows])
+                           for name in set().union(*rows))
+            for name, col in by_name:
+                if name in bad:
+                    continue
                 kinds = set(map(type, col))
                 if not kinds <= _COLUMN_TYPES:
                     bad.add(name)
@@ -156,8 +165,9 @@ class Columns:
                 if memo is None:  # few distinct values (a site, a dataset): keep one of each
                     memo = shared[name] = {} if Decimal128 not in kinds \
                         and len(set(col)) * 4 <= len(col) else False
-                if memo is not False:
-                    col = [memo.setdefault(v, v) if type(v) is str else v for v in col]
+                if memo is not False:  # (only strings reach here in such a column's memo)
+                    col = list(map(memo.setdefault, col, col)) if kinds <= _STR_OR_ABSENT \
+                        else [memo.setdefault(v, v) if type(v) is str else v for v in col]
                 have = values.get(name)
                 if have is None:
                     have = values[name] = [NOTHING] * start
