@@ -177,6 +177,10 @@ class Run:
     def __init__(self, cmd: list[str]):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+        # as an installed package runs: pip compiles its modules to bytecode (main() compiled
+        # this checkout's too); a shell with PYTHONDONTWRITEBYTECODE set would otherwise make
+        # every start compile the whole CLI again
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         others = Others()
         cpu = children_cpu()
         with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
@@ -219,6 +223,9 @@ def main() -> None:
                     help="fresh injects, each between two baselines (default 2)")
     ap.add_argument("--rescans", type=int, default=3, help="re-scans of the unchanged tree (default 3)")
     args = ap.parse_args()
+    import compileall  # what `pip install` does to the package's modules
+
+    compileall.compile_dir(str(REPO / "spine_docs"), quiet=1)
 
     try:  # adopt what an inject leaves behind, to count its CPU time (Linux)
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
