@@ -155,8 +155,8 @@ def refresh(db: Any) -> bool:
 
 def commit_interval(db: Any) -> float:
     """Seconds a bulk writer should let pass between ``writing()`` blocks: 0 for a server or
-    mongomock; for the embedded catalog ~10x the duration of a save (the last one, or an
-    estimate from the catalog's size), between 1 and 30 s, so that rewriting the files stays
+    mongomock; for the embedded catalog ~20x the duration of a save (the last one, or an
+    estimate from the catalog's size), between 2 and 30 s, so that rewriting the files stays
     a small part of the work. Ask again after each block: it grows with the catalog."""
     cat = embedded.catalog_of(db)
     return cat.commit_interval() if cat is not None else 0.0

@@ -23,7 +23,7 @@ Writing to the embedded catalog
     temporary files and the catalog stays at its previous generation.
     A save rewrites each changed collection whole (mongodump's layout has no deltas), so a
     bulk writer should not open one ``writing()`` per small batch: ``store.commit_interval``
-    says how long to accumulate (about 10x the last save's duration); ``store.save`` commits
+    says how long to accumulate (about 20x the last save's duration); ``store.save`` commits
     inside a long ``writing()`` block.
 
 Opening without creating, and reading without write access
@@ -623,11 +623,13 @@ class Catalog:
             self.mutex.release()
 
     def commit_interval(self) -> float:
-        """~10x the duration of a save (the last one, or an estimate from the catalog's
-        size), between 1 and 30 s."""
+        """~20x the duration of a save (the last one, or an estimate from the catalog's
+        size), between 2 and 30 s: the saves take about 5% of a long inject (each rewrites
+        every changed collection whole), and a kill -9 loses at most that much work, which
+        the next run redoes."""
         # before the first save of this process, estimate it from the size (~150 MB/s)
         size = sum(st.raw_bytes() for st in self._created().values())
-        return min(30.0, max(1.0, 10.0 * max(self.last_save_s, size / 150e6)))
+        return min(30.0, max(2.0, 20.0 * max(self.last_save_s, size / 150e6)))
 
     def close(self) -> None:
         """``store.close(db)``: forget the catalog (the next connect() reloads it from disk)."""
