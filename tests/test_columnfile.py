@@ -170,7 +170,7 @@ def test_a_collection_changed_by_a_version_without_column_files(tmp_path, builds
     before = _sidecar(tmp_path).read_bytes()
     with monkeypatch.context() as old_version:  # saves that know nothing of the file
         old_version.setattr(columnfile, "carry_over", lambda old, new, st: False)
-        old_version.setattr(columnfile.ColumnsFile, "write", lambda self, payload, nc=None: False)
+        old_version.setattr(columnfile.ColumnsFile, "write", lambda self, payload, nc=None, crc=None: False)
         db = _reopen(tmp_path)
         with store.writing(db):
             db.files.update_many({}, {"$set": {"s": "same"}})

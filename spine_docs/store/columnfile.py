@@ -94,15 +94,16 @@ class ColumnsFile:
         got = self.read_file()
         return None if got is None else got[1]
 
-    def write(self, payload: Any, not_columns: list | None = None) -> bool:
-        """Write the file for this state (best effort: False when it could not)."""
+    def write(self, payload: Any, not_columns: list | None = None, crc32: int | None = None) -> bool:
+        """Write the file for this state (best effort: False when it could not);
+        ``not_columns`` and ``crc32`` of ``payload`` when known."""
         if not_columns is None:
             try:
                 not_columns = list(engine.raw_fields(bytes(payload), ["not_columns"])["not_columns"])
             except Exception:  # noqa: BLE001 - not a payload: keep no file
                 return False
         header = json.dumps({**self.tie, "payload_bytes": len(payload),
-                             "payload_crc32": zlib.crc32(payload),
+                             "payload_crc32": zlib.crc32(payload) if crc32 is None else crc32,
                              "not_columns": not_columns}).encode()
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(3)}.part")
         try:
@@ -135,7 +136,7 @@ def carry_over(old: ColumnsFile | None, new: ColumnsFile, st: Any) -> bool:
     if old is not None and st.drift is not None and st.drift_base == old.version:
         got = old.read_file()
         if got is not None and st.drift <= set(got[0]["not_columns"]):
-            return new.write(got[1], got[0]["not_columns"])
+            return new.write(got[1], got[0]["not_columns"], got[0]["payload_crc32"])
     new.remove()
     return False
 
