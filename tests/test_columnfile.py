@@ -31,10 +31,12 @@ def _catalog(path, docs: list[dict]) -> None:
 
 
 def _reopen(path):
-    """A fresh open of the catalog (what a new explorer process sees)."""
+    """A fresh open of the catalog as a new explorer process opens it."""
     db = store.connect(path, create=False)
     store.close(db)  # forget it: the next connect() loads the files again
-    return store.connect(path, create=False)
+    db = store.connect(path, create=False)
+    store.keep_columns(db)
+    return db
 
 
 @pytest.fixture
@@ -230,6 +232,14 @@ def test_a_plain_mongodump_directory_gets_no_file(tmp_path):
     db = store.connect(out, create=False)
     assert db.files.count_documents({"s": "x"}) == 3
     assert not _sidecar(out).exists()
+
+
+def test_other_readers_write_no_file(tmp_path, builds):
+    _catalog(tmp_path, _docs(20, seed=6))
+    store.close(store.connect(tmp_path, create=False))
+    db = store.connect(tmp_path, create=False)
+    assert db.files.count_documents({"s": "x"}) == sum(d.get("s") == "x" for d in _docs(20, seed=6))
+    assert builds and not _sidecar(tmp_path).exists()
 
 
 def test_backups_and_restores_ignore_the_file(tmp_path):

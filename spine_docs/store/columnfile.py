@@ -19,8 +19,9 @@ as before (and the file rewritten). So a file left by another generation, by a w
 crashed, or next to a ``.bson`` file changed by a version of spine-docs that did not write
 it, can never give an answer; it only costs the build it failed to save.
 
-Who writes it: a process that builds the columns of a state it loaded or saved unchanged
-(the explorer's first view), and a save (``writing()``) when the collection's columns are
+Who writes it: a process that builds the columns of a state it loaded or saved unchanged,
+when it asked for it (``store.keep_columns(db)``: the explorer; other reads write nothing),
+and a save (``writing()``) when the collection's columns are
 current, or when every write since the state the old file describes changed only fields
 that are no columns, in place (a re-scan's "seen again": ``ingest.last_seen``) - then the
 old payload is copied under the new header without decoding anything. Otherwise a save
@@ -59,8 +60,10 @@ class ColumnsFile:
     store, whose ``.bson`` file has ``info["sha256"]`` and ``info["count"]`` (what the engine
     calls as ``store.columns_file``)."""
 
-    def __init__(self, db_dir: Path, name: str, info: dict, version: int):
+    def __init__(self, db_dir: Path, name: str, info: dict, version: int,
+                 keep: Any = lambda: False):
         self.path = path_for(db_dir, name)
+        self._keep = keep
         self.name = name
         self.version = version
         self.tie = {"collection": name, "sha256": info.get("sha256"), "count": info.get("count"),
@@ -89,6 +92,11 @@ class ColumnsFile:
             return header, payload
         except (ValueError, struct.error, UnicodeDecodeError):
             return None
+
+    @property
+    def keep_builds(self) -> bool:
+        """Whether the engine should hand a build of this state to :meth:`write`."""
+        return bool(self._keep())
 
     def read(self) -> Any:
         got = self.read_file()

@@ -32,9 +32,9 @@ Opening without creating, and reading without write access
     ``connect(path, create=False)`` (every command that only reads) opens an existing
     catalog and raises :class:`NoCatalog` where there is none - a missing directory, an
     empty one, or one holding other files - without creating or writing anything there.
-    Loading and ``refresh`` take no lock and write nothing (the first whole-collection read
-    of a generation may leave its column cache file, best effort), so a catalog on a
-    read-only mount, or another user's, can be read; a write to it (``writing()``) raises "... is
+    Loading, reading and ``refresh`` take no lock and write nothing (unless
+    ``store.keep_columns(db)`` asked reads to save the column caches they build, best
+    effort: the explorer), so a catalog on a read-only mount, or another user's, can be read; a write to it (``writing()``) raises "... is
     read-only here". Only an unfinished commit (below) needs a process that can write.
 
 How a save stays atomic (several collections at once)
@@ -144,6 +144,10 @@ class Catalog:
         self.last_save_s = 0.0
         self.pid = os.getpid()
         self.closed = False
+        self.keep_columns = False          # store.keep_columns(db): save the columns reads build
+
+    def _keeps_columns(self) -> bool:
+        return self.keep_columns
 
     def _guard(self) -> None:
         if self.owner != threading.get_ident():
@@ -321,7 +325,8 @@ class Catalog:
             st.load(docs, _indexes_from_metadata(meta), dict(meta.get("options") or {}),
                     meta.get("uuid"))
             if manifest.get("token") is not None:  # a catalog, not a plain mongodump directory
-                st.columns_file = columnfile.ColumnsFile(self.db_dir, name, info, st.version)
+                st.columns_file = columnfile.ColumnsFile(self.db_dir, name, info, st.version,
+                                                         keep=self._keeps_columns)
                 st.track_drift()
         self.state = manifest
         self.saved = {n: st.version for n, st in self._created().items()}
@@ -496,7 +501,8 @@ class Catalog:
         self.saved = versions
         for name in changed:  # the column caches of the new state (see .columnfile)
             st = current[name]
-            new_file = columnfile.ColumnsFile(self.db_dir, name, manifest[name], versions[name])
+            new_file = columnfile.ColumnsFile(self.db_dir, name, manifest[name], versions[name],
+                                              keep=self._keeps_columns)
             columnfile.carry_over(st.columns_file, new_file, st)
             st.columns_file = new_file
             st.track_drift()

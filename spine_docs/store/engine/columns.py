@@ -259,7 +259,7 @@ class Columns:
 def columns_of(store: Any, build: bool) -> Columns | None:
     """The store's current columns; when ``build`` and they are not, restored from the
     persisted columns of this state (``store.columns_file``, see :func:`dump`) or else built
-    now - and then handed to ``columns_file.write`` - and kept."""
+    now - and then handed to ``columns_file.write`` when it ``keep_builds`` - and kept."""
     cols = store.columns
     if cols is not None and cols.is_current(store):
         return cols
@@ -282,7 +282,7 @@ def columns_of(store: Any, build: bool) -> Columns | None:
                 cols = restore(version, documents, keys, raws, payload)
         if cols is None:
             cols = Columns(version, documents, keys, raws)
-            if persisted is not None:
+            if persisted is not None and persisted.keep_builds:
                 persisted.write(dump(cols))
     store.columns = cols
     return cols
