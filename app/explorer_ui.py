@@ -97,8 +97,10 @@ def _connect(url: str, timeout_ms: int) -> Any:
     The explorer creates no catalog: where there is none it says so. The credentials apart
     from the URL (SPINE_DOCS_USER, SPINE_DOCS_PASSWORD_FILE: a reader account, see
     spine_docs/access.py) are read here."""
-    return store.connect(url, timeout_ms=timeout_ms, create=False,
-                         **access.credentials(Settings.load(db=url)))
+    db = store.connect(url, timeout_ms=timeout_ms, create=False,
+                       **access.credentials(Settings.load(db=url)))
+    store.keep_columns(db)  # the next explorer's first view restores the column cache
+    return db
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,7 +52,7 @@ from .engine import raw_fields
 from .server import is_server
 
 __all__ = [
-    "StoreError", "NoCatalog", "connect", "embedded_dir", "replacing", "Replacement", "writing", "refresh", "save", "describe", "is_server", "is_embedded",
+    "StoreError", "NoCatalog", "connect", "embedded_dir", "replacing", "Replacement", "writing", "keep_columns", "refresh", "save", "describe", "is_server", "is_embedded",
     "close", "commit_interval", "catalog_path", "collection_options", "create_collection",
     "coll_mod", "forget_collection", "DEFAULT_DB", "LOCK_TIMEOUT_S", "raw_fields",
 ]
@@ -144,6 +144,17 @@ def save(db: Any) -> bool:
     """Checkpoint inside a long ``writing()`` block (embedded catalog); True if it wrote."""
     cat = embedded.catalog_of(db)
     return cat.checkpoint() if cat is not None else False
+
+
+def keep_columns(db: Any) -> None:
+    """Embedded catalog: from now on, when a read of this process builds a collection's
+    column cache for the state on disk, save it next to the collection
+    (:mod:`spine_docs.store.columnfile`; best effort), so that the next process opening that
+    state - the explorer's first view - restores it instead of decoding every document. Off
+    by default: other reads write nothing. Elsewhere: nothing."""
+    cat = embedded.catalog_of(db)
+    if cat is not None:
+        cat.keep_columns = True
 
 
 def refresh(db: Any) -> bool:

@@ -9,6 +9,8 @@ memory it is one :mod:`spine_docs.store.engine` database. Every file it keeps::
     <dir>/spine_docs/.generation              the manifest (see below)
     <dir>/spine_docs/.commit.json             the journal, only while a save commits
     <dir>/spine_docs/.tmp-<gen>-<file>.part   temporaries of a save in progress
+    <dir>/spine_docs/.columns-<coll>.bson     a cache of the engine's columns of one
+                                              content of <coll> (:mod:`.columnfile`)
 
 Writing to the embedded catalog
     Every write happens inside ``with store.writing(db):`` (a write outside raises
@@ -30,8 +32,9 @@ Opening without creating, and reading without write access
     ``connect(path, create=False)`` (every command that only reads) opens an existing
     catalog and raises :class:`NoCatalog` where there is none - a missing directory, an
     empty one, or one holding other files - without creating or writing anything there.
-    Loading and ``refresh`` take no lock and write nothing, so a catalog on a read-only
-    mount, or another user's, can be read; a write to it (``writing()``) raises "... is
+    Loading, reading and ``refresh`` take no lock and write nothing (unless
+    ``store.keep_columns(db)`` asked reads to save the column caches they build, best
+    effort: the explorer), so a catalog on a read-only mount, or another user's, can be read; a write to it (``writing()``) raises "... is
     read-only here". Only an unfinished commit (below) needs a process that can write.
 
 How a save stays atomic (several collections at once)
@@ -69,7 +72,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import dumpfmt
-from . import engine
+from . import columnfile, engine
 from .common import DEFAULT_DB, NoCatalog, StoreError
 
 #: how long writing() waits for another process's lock before giving up (seconds)
@@ -141,6 +144,10 @@ class Catalog:
         self.last_save_s = 0.0
         self.pid = os.getpid()
         self.closed = False
+        self.keep_columns = False          # store.keep_columns(db): save the columns reads build
+
+    def _keeps_columns(self) -> bool:
+        return self.keep_columns
 
     def _guard(self) -> None:
         if self.owner != threading.get_ident():
@@ -313,9 +320,14 @@ class Catalog:
         loads, drops, manifest = plan
         for name in drops:
             self.store[name].reset()
-        for name, (docs, meta, _info) in loads.items():
-            self.store[name].load(docs, _indexes_from_metadata(meta), dict(meta.get("options") or {}),
-                               meta.get("uuid"))
+        for name, (docs, meta, info) in loads.items():
+            st = self.store[name]
+            st.load(docs, _indexes_from_metadata(meta), dict(meta.get("options") or {}),
+                    meta.get("uuid"))
+            if manifest.get("token") is not None:  # a catalog, not a plain mongodump directory
+                st.columns_file = columnfile.ColumnsFile(self.db_dir, name, info, st.version,
+                                                         keep=self._keeps_columns)
+                st.track_drift()
         self.state = manifest
         self.saved = {n: st.version for n, st in self._created().items()}
         self.broken = False
@@ -487,6 +499,19 @@ class Catalog:
             raise
         self.state = new_state
         self.saved = versions
+        for name in changed:  # the column caches of the new state (see .columnfile)
+            st = current[name]
+            new_file = columnfile.ColumnsFile(self.db_dir, name, manifest[name], versions[name],
+                                              keep=self._keeps_columns)
+            columnfile.carry_over(st.columns_file, new_file, st)
+            st.columns_file = new_file
+            st.track_drift()
+        for name in dropped:
+            columnfile.path_for(self.db_dir, name).unlink(missing_ok=True)
+        if replace:
+            for p in columnfile.any_present(self.db_dir):
+                if p.name not in {columnfile.path_for(self.db_dir, n).name for n in changed}:
+                    p.unlink(missing_ok=True)
         self.last_save_s = time.monotonic() - started
         return True
 

@@ -449,7 +449,7 @@ class Collection(mm_collection.Collection):
                 new_raw = rawbson.patch_leaves(raw, leaves)
                 if new_raw is not None:
                     if new_raw != raw:
-                        self._store.put(key, new_raw, touched)
+                        self._store.put(key, new_raw, touched, in_place=True)
                         num_updated += 1
                     if not multi:
                         break

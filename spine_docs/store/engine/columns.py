@@ -39,6 +39,7 @@ before (raising where it raises).
 from __future__ import annotations
 
 import heapq
+from array import array
 import operator
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -121,7 +122,8 @@ class Columns:
     ``name`` in document ``i`` (``NOTHING`` when missing); ``shapes[i]``: the index in
     ``layouts`` of the tuple of document ``i``'s top-level names, in order."""
 
-    def __init__(self, version: int, documents: Any, keys: list, raws: list[bytes]):
+    def __init__(self, version: int, documents: Any, keys: list, raws: list[bytes],
+                 build: bool = True):
         self.version = version
         self.documents = documents
         self.keys = keys
@@ -134,6 +136,10 @@ class Columns:
         self._absent: list | None = None
         self._sort_keys: dict[str, list | None] = {}
         self._paths: dict[str, list | None] = {}
+        #: the columns whose strings are kept once (few distinct values)
+        self.shared: set[str] = set()
+        if not build:  # restore(): the caller fills the columns in
+            return
         layout_ids: dict[tuple, int] = {}
         shared: dict[str, dict | bool] = {}  # name -> the one copy of each string, or False
         values, bad, shapes = self.values, self.not_columns, self.shapes
@@ -176,6 +182,7 @@ class Columns:
             for col in values.values():
                 if len(col) < end:
                     col.extend([NOTHING] * (end - len(col)))
+        self.shared = {name for name, memo in shared.items() if memo is not False and name in values}
 
     def is_current(self, store: Any) -> bool:
         return self.version == store.version and self.documents is store._documents
@@ -250,7 +257,9 @@ class Columns:
 
 
 def columns_of(store: Any, build: bool) -> Columns | None:
-    """The store's current columns; built now (and kept) when ``build`` and they are not."""
+    """The store's current columns; when ``build`` and they are not, restored from the
+    persisted columns of this state (``store.columns_file``, see :func:`dump`) or else built
+    now - and then handed to ``columns_file.write`` when it ``keep_builds`` - and kept."""
     cols = store.columns
     if cols is not None and cols.is_current(store):
         return cols
@@ -262,10 +271,115 @@ def columns_of(store: Any, build: bool) -> Columns | None:
     keys = [k for k, _r in items]
     raws = [r for _k, r in items]
     del items
+    persisted = store.columns_file
+    if persisted is None or persisted.version != version:
+        persisted = None
     with collector.paused():  # a few dicts per document, none kept (see .collector)
-        cols = Columns(version, documents, keys, raws)
+        cols = None
+        if persisted is not None:
+            payload = persisted.read()
+            if payload is not None:
+                cols = restore(version, documents, keys, raws, payload)
+        if cols is None:
+            cols = Columns(version, documents, keys, raws)
+            if persisted is not None and persisted.keep_builds:
+                persisted.write(dump(cols))
     store.columns = cols
     return cols
+
+
+# --------------------------------------------------------------------------- persisted
+
+#: the persisted form's version: change it with anything that changes what a build keeps
+PERSIST_FORMAT = 1
+
+
+def dump(cols: Columns) -> bytes:
+    """The columns as BSON bytes (:func:`restore` reads them back for the same stored
+    documents): the layouts, each document's layout, the names that are no columns, and
+    each column's values (missing ones as null: the layouts say which are missing)."""
+    return bson.encode({
+        "format": PERSIST_FORMAT, "n": cols.n,
+        "layouts": [list(names) for names in cols.layouts],
+        "shapes": array("I", cols.shapes).tobytes(),
+        "not_columns": sorted(cols.not_columns),
+        "shared": sorted(cols.shared),
+        "columns": [_dump_column(name, col, name in cols.shared)
+                    for name, col in cols.values.items()],
+    })
+
+
+_NOTHING_OR_NONE = frozenset({type(None), type(NOTHING)})
+
+
+def _dump_column(name: str, col: list, shared: bool) -> dict:
+    """One column of :func:`dump`: a column of few distinct strings (``shared``) as the
+    distinct ones and each document's index among them, any other as its values."""
+    if shared:
+        kinds = set(map(type, col))
+        if kinds <= _STR_OR_ABSENT:
+            if kinds & _NOTHING_OR_NONE:
+                col = [None if v is NOTHING else v for v in col]
+            index: dict = {}
+            codes = array("I", map(index.setdefault, col, range(len(col))))
+            # the first index of each value, renumbered 0, 1, ... in order of appearance
+            renumber = {first: x for x, first in enumerate(index.values())}
+            codes = array("I", map(renumber.__getitem__, codes))
+            return {"name": name, "distinct": list(index), "codes": codes.tobytes()}
+    return {"name": name, "values": [None if v is NOTHING else v for v in col]}
+
+
+def restore(version: int, documents: Any, keys: list, raws: list[bytes], payload: bytes
+            ) -> Columns | None:
+    """The columns :func:`dump` wrote, for the snapshot ``keys``/``raws`` of the stored
+    documents they were made from (the caller vouches for that: same bytes); None when the
+    payload is not a consistent dump of ``len(raws)`` documents (the caller builds)."""
+    try:
+        doc = bson.decode(payload)
+        n = len(raws)
+        if doc.get("format") != PERSIST_FORMAT or doc.get("n") != n:
+            return None
+        layouts = [tuple(names) for names in doc["layouts"]]
+        shapes = array("I")
+        shapes.frombytes(doc["shapes"])
+        shapes = shapes.tolist()
+        not_columns = set(doc["not_columns"])
+        names_seen = set().union(*layouts) if layouts else set()
+        if len(shapes) != n or (shapes and max(shapes) >= len(layouts)) \
+                or not all(type(x) is str for names in layouts for x in names):
+            return None
+        cols = Columns(version, documents, keys, raws, build=False)
+        cols.layouts, cols.shapes, cols.not_columns = layouts, shapes, not_columns
+        values = cols.values
+        for entry in doc["columns"]:
+            name = entry["name"]
+            if "distinct" in entry:
+                distinct = entry["distinct"]
+                codes = array("I")
+                codes.frombytes(entry["codes"])
+                if not set(map(type, distinct)) <= _STR_OR_ABSENT \
+                        or (codes and max(codes) >= len(distinct)):
+                    return None
+                col = list(map(distinct.__getitem__, codes))
+            else:
+                col = entry["values"]
+                if not set(map(type, col)) <= SCALAR_TYPES:
+                    return None
+            if type(name) is not str or name in not_columns or name in values or len(col) != n:
+                return None
+            values[name] = col
+        if set(values) | not_columns != names_seen or not not_columns <= names_seen:
+            return None
+        for name, col in values.items():  # a missing field was written as null
+            lacking = {lid for lid, names in enumerate(layouts) if name not in names}
+            if lacking:
+                for i, lid in enumerate(shapes):
+                    if lid in lacking:
+                        col[i] = NOTHING
+        cols.shared = set(doc["shared"]) & set(values)
+        return cols
+    except Exception:  # noqa: BLE001 - anything unexpected: not a usable dump
+        return None
 
 
 # --------------------------------------------------------------------------- conditions

@@ -52,6 +52,13 @@ class CollectionStore(mm_store.CollectionStore):
         self._ttl_checked = float("-inf")
         #: the column cache (:mod:`.columns`), valid while ``version`` is the one it names
         self.columns: Any = None
+        #: a persister's columns of one state (``.version``, ``.read()`` -> payload or None,
+        #: ``.write(payload)``): :func:`.columns.columns_of` restores them instead of building
+        self.columns_file: Any = None
+        #: the top-level fields changed in place (names and order kept) since version
+        #: ``drift_base``, by writes of existing documents only; None: anything else changed
+        self.drift: set | None = None
+        self.drift_base = 0
 
     # ---- the indexes dict: every replacement resets the derived maps
     @property
@@ -125,6 +132,8 @@ class CollectionStore(mm_store.CollectionStore):
         self.uuid = _uuid.uuid4().hex
         self.version = next(_VERSIONS)
         self.columns = None  # stale now: let its values go
+        self.columns_file = None
+        self.drift = None
 
     def create_index(self, index_name: str, index_dict: dict) -> None:
         self._check_write()
@@ -169,13 +178,26 @@ class CollectionStore(mm_store.CollectionStore):
         self._check_write()
         self._unindex(key)
         del self._documents[key]
+        self.drift = None
         self.version = next(_VERSIONS)
 
-    def put(self, key: Any, raw: bytes, touched: set | None = None) -> None:
+    def track_drift(self) -> None:
+        """Start recording :attr:`drift` from the present state."""
+        self.drift = set()
+        self.drift_base = self.version
+
+    def put(self, key: Any, raw: bytes, touched: set | None = None, in_place: bool = False) -> None:
         """Store a document (BSON bytes) under ``key``, enforcing the unique indexes.
         ``touched``: the only top-level fields that differ from the stored document under
-        ``key`` (None: unknown); when no unique index reads them, its entries stand."""
+        ``key`` (None: unknown); when no unique index reads them, its entries stand.
+        ``in_place``: the document under ``key`` keeps its top-level names in their order,
+        only the values of ``touched`` changed (:attr:`drift`)."""
         self._check_write()
+        if self.drift is not None:
+            if in_place and touched is not None and key in self._documents:
+                self.drift.update(touched)
+            else:
+                self.drift = None
         has_unique, ufields = self._unique_info()
         if has_unique:
             if touched is not None and ufields is not None \
@@ -337,6 +359,7 @@ class CollectionStore(mm_store.CollectionStore):
             self._unindex(key)
             self._documents.pop(key, None)
         if expired:
+            self.drift = None
             self.version = next(_VERSIONS)
 
     # ---- persistence helpers (no write guard: loading is not a user write)
@@ -359,6 +382,8 @@ class CollectionStore(mm_store.CollectionStore):
         self._is_force_created = True
         self.version = next(_VERSIONS)
         self.columns = None  # stale now: let its values (and the old bytes) go
+        self.columns_file = None
+        self.drift = None
 
 
 class DatabaseStore(mm_store.DatabaseStore):
