@@ -170,7 +170,7 @@ def inject(
     if not source and source_list is None:
         raise fail("nothing to index: give --source GLOB (repeatable) or --source-list FILE")
     settings = Settings.load(db=db, site=site, workers=workers, batch_size=batch_size, checksum=checksum)
-    database = open_db(settings, create=True)
+    database = open_db(settings, create=True, failover=True)  # a batch waits out an election
     with _Bar(progress and not as_json) as bar:
         report = ingest.inject(database, settings=settings, sources=source, source_list=source_list,
                                skip_existing=skip_existing, progress=bar)
