@@ -208,3 +208,34 @@ def test_a_failover_that_does_not_end_stops_the_run_in_one_line_and_the_next_run
     for d in catalog.db.files.find():
         assert d["ingest"]["times_seen"] == (2 if d["path"] in first else 1)
         assert len(d["ingest"]["history"]) == 1                    # seen again is not a new entry
+
+
+def test_the_seen_again_updates_go_as_their_own_bulk_so_the_inserts_stay_retryable(env, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a replica set's hello names its own address: pick the port first
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    me = f"localhost:{port}"
+    fake = wire_fake.FakeServer(port=port, setName="rs0", ismaster=True, hosts=[me], me=me, logicalSessionTimeoutMinutes=30)
+    fake.start()
+    try:
+        catalog = wire_fake.Catalog()
+        fake.overrides.append(catalog)
+        files(tmp_path, 3, name="old")
+        assert inject(fake, "--source", str(tmp_path / "old")).exit_code == 0
+        files(tmp_path, 2, name="new")
+        before = len(fake.sent("update", "files")), len(fake.sent("insert", "files"))
+        res = inject(fake, "--source", str(tmp_path / "old"), "--source", str(tmp_path / "new"))
+        assert res.exit_code == 0, res.output
+        assert "indexed 2, unchanged 3, failed 0" in res.stdout
+        (seen,) = fake.sent("update", "files")[before[0]:]
+        (insert,) = fake.sent("insert", "files")[before[1]:]
+        (update,) = seen["updates"]
+        assert update["multi"] is True and len(update["q"]["_id"]["$in"]) == 3
+        assert "txnNumber" not in seen                     # a multi-document update is not retryable
+        assert "txnNumber" in insert                       # ... and does not make the inserts so
+        assert len(insert["documents"]) == 2
+        assert catalog.db.files.count_documents({"ingest.times_seen": 2}) == 3
+    finally:
+        fake.stop()

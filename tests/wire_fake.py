@@ -29,8 +29,8 @@ step_hook: Callable[[Any], None] = lambda db: None  # noqa: E731
 
 
 class FakeServer:
-    def __init__(self, **hello: Any):
-        self.server = mockupdb.MockupDB(auto_ismaster={**WIRE_6_0, **hello})
+    def __init__(self, port: int | None = None, **hello: Any):
+        self.server = mockupdb.MockupDB(port=port, auto_ismaster={**WIRE_6_0, **hello})
         self.requests: list[tuple[str, dict]] = []
         self.overrides: list[Callable[[Any], bool | None]] = []
         self._mutex = threading.Lock()
