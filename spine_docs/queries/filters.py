@@ -15,7 +15,8 @@ query documents.
 - ``events_min/events_max`` on ``num_events`` (inclusive)
 - ``mtime_from`` (inclusive) / ``mtime_to``: a ``date`` means the whole day (UTC, inclusive), a
   ``datetime`` is an inclusive instant; naive datetimes are UTC
-- ``path_contains`` (literal, case-sensitive substring) and ``path_regex`` (a regular expression)
+- ``path_contains`` (literal, case-sensitive substring) and ``path_regex`` (a regular expression,
+  read as a server's PCRE reads it: see :mod:`.pcre`; so are ``regex`` attribute filters)
 - ``attr_filters``: ``[AttrFilter(key, op, value)]`` on root attributes; ``key`` is the original
   HDF5 attribute name (escaped here with :func:`spine_docs.convert.escape_key`), ``op`` one of
   ``ATTR_OPS`` (see :data:`ATTR_OP_TABLE`; MongoDB semantics: ``ne`` also matches files without
