@@ -4,6 +4,12 @@
 for one bad file: every problem is reported by path with its reason (and recorded as a
 ``status: "error"`` document when there is a path to record), and the run is logged in the
 ``runs`` collection.
+
+Nor does it stop for a failover: a batch the database did not take (a primary stepping
+down, a reset connection) is sent again for up to ``failover_timeout_s`` (see
+:class:`_Writer`). Files are counted once their write has landed, so a run that cannot go
+on (:class:`InjectStopped`, one line) has counted exactly what it wrote, and the next run
+indexes the rest.
 """
 
 from __future__ import annotations
