@@ -4,6 +4,12 @@
 for one bad file: every problem is reported by path with its reason (and recorded as a
 ``status: "error"`` document when there is a path to record), and the run is logged in the
 ``runs`` collection.
+
+Nor does it stop for a failover: a batch the database did not take (a primary stepping
+down, a reset connection) is sent again for up to ``failover_timeout_s`` (see
+:class:`_Writer`). Files are counted once their write has landed, so a run that cannot go
+on (:class:`InjectStopped`, one line) has counted exactly what it wrote, and the next run
+indexes the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from . import retry as retry_mod
 from . import runs, schema, store
 from .pool import parallel_map, start as start_pool
 from .extract import (EXTRACTOR_VERSION, READER_MODULES, ExtractCache, Limits, doc_id, error_document,
@@ -300,84 +307,220 @@ def seen_op(ids: Sequence[str], *, now: datetime, run_id: str) -> UpdateMany:
                        "$inc": {"ingest.times_seen": 1}})
 
 
+class InjectStopped(store.StoreError):
+    """The database did not take a batch's writes within the retry window (a failover that
+    did not end, a server gone): the run stops. What was written is recorded and counted;
+    the next run indexes the rest."""
+
+
+@dataclass
+class _Entry:
+    """One file's write, and how the report counts the file once the write has landed."""
+    op: Any
+    _id: str
+    path: str
+    kind: str                      # "indexed" or "failed" (an error document)
+    incomplete: bool = False
+    reason: str | None = None      # an error document's reason
+    fallback: Callable[[], UpdateOne] | None = None  # for an insert that finds its document
+
+
 class _Writer:
     """Buffers writes and sends them as unordered bulk writes, batch by batch: an insert
-    that finds its document there already is sent again as the upsert it came with."""
+    that finds its document there already is sent again as the upsert it came with.
 
-    def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime):
+    A file is counted (indexed, failed, unchanged) when the database has taken its write,
+    not before: a run that stops counts only what it wrote. A batch the database did not
+    take because of a failover (see :func:`spine_docs.retry.is_retryable`) is sent again,
+    with backoff, for at most ``window`` seconds; before each new attempt the writes that
+    landed already (their document carries this run's id) are dropped, so that no file is
+    written or counted twice. A write-concern error fails every file of its bulk (they are
+    marked ``status: "error"`` so that the next run indexes them again). The "seen again"
+    updates go as a bulk of their own: a multi-document update in a bulk turns off
+    retryable writes for all of it."""
+
+    def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime, *,
+                 window: float = 30.0, backoff: float = retry_mod.FIRST_BACKOFF_S):
         self.db = db
         self.now = now  # the run's time, in every write's bookkeeping
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
         self.report = report
-        self.ops: list[Any] = []
-        self.paths: list[str] = []
-        self.kinds: list[str] = []
-        self.fallbacks: list[Callable[[], UpdateOne] | None] = []
+        self.window = window
+        self.backoff = backoff
+        self.entries: list[_Entry] = []
         self.seen_ids: list[str] = []
+        self.seen_paths: list[str] = []
+        self.seen_batches: list[tuple[list[str], list[str]]] = []
         self.last = time.monotonic()
         self.beat = now  # the run's last heartbeat
 
-    def add(self, op: Any, path: str, kind: str,
-            on_duplicate: Callable[[], UpdateOne] | None = None) -> None:
-        """``kind`` is how the report counted this file: indexed, unchanged or failed.
-        ``on_duplicate``: the write to send instead when ``op`` (an insert) finds the
-        document there already."""
-        self.ops.append(op)
-        self.paths.append(path)
-        self.kinds.append(kind)
-        self.fallbacks.append(on_duplicate)
-        if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
+    def add(self, entry: _Entry) -> None:
+        self.entries.append(entry)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if (len(self.entries) + len(self.seen_batches) >= self.batch_size
+                and time.monotonic() - self.last >= self.interval):
             self.flush()
 
-    def seen(self, _id: str) -> None:
+    def seen(self, _id: str, path: str) -> None:
         """An unchanged file: buffered and written as one UpdateMany per batch."""
         self.seen_ids.append(_id)
+        self.seen_paths.append(path)
         if len(self.seen_ids) >= SEEN_BATCH:
             self.seen_flush()
 
     def seen_flush(self) -> None:
         if self.seen_ids:
-            n = len(self.seen_ids)
-            self.add(seen_op(self.seen_ids, now=self.now, run_id=self.report.run_id),
-                     f"({n} unchanged files)", "unchanged")
-            self.seen_ids = []
+            self.seen_batches.append((self.seen_ids, self.seen_paths))
+            self.seen_ids, self.seen_paths = [], []
+            self._maybe_flush()
 
     def flush(self) -> None:
-        if not self.ops:
+        if not self.entries and not self.seen_batches:
             return
-        ops, paths, kinds, fallbacks = self.ops, self.paths, self.kinds, self.fallbacks
-        self.ops, self.paths, self.kinds, self.fallbacks = [], [], [], []
+        entries, self.entries = self.entries, []
+        seen, self.seen_batches = self.seen_batches, []
         with store.writing(self.db):
-            again = self._bulk(ops, paths, kinds, fallbacks)
-            if again:  # inserts of documents that were there after all: upserts instead
-                self._bulk([fallbacks[i]() for i in again], [paths[i] for i in again],
-                           [kinds[i] for i in again], [None] * len(again))
+            for ids, paths in seen:
+                self._write_seen(ids, paths)
+            if entries:
+                again = self._write(entries)
+                if again:  # inserts of documents that were there after all: upserts instead
+                    self._write([_Entry(e.fallback(), e._id, e.path, e.kind, e.incomplete, e.reason)
+                                 for e in again])
             beat = datetime.now(timezone.utc)
             if beat - self.beat >= runs.HEARTBEAT_EVERY:
-                runs.heartbeat(self.db, self.report.run_id, beat)  # in the same save
+                self.retried(lambda: runs.heartbeat(self.db, self.report.run_id, beat))  # in the same save
                 self.beat = beat
         self.last = time.monotonic()
         self.interval = store.commit_interval(self.db)  # grows with an embedded catalog
 
-    def _bulk(self, ops: list[Any], paths: list[str], kinds: list[str],
-              fallbacks: list[Callable[[], UpdateOne] | None]) -> list[int]:
-        """One unordered bulk write; reports what the database refused, and returns the
-        positions of the inserts that found their document there (to send again)."""
-        again: list[int] = []
+    def retried(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, sent again through a failover; :class:`InjectStopped` when it never lands."""
         try:
-            self.db.files.bulk_write(ops, ordered=False)
+            return retry_mod.retry(fn, window=self.window, first_backoff=self.backoff)
+        except PyMongoError as exc:
+            if not retry_mod.is_retryable(exc):
+                raise
+            raise InjectStopped(
+                f"stopped: the database did not take the writes for {self.window:g} s "
+                f"({retry_mod.one_line(exc)}); what was written is counted in the run log, "
+                f"run the same inject again to index the rest") from None
+
+    def _landed(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` this run has written already (their document carries its id)."""
+        found = self.db.files.find({"_id": {"$in": list(ids)}, "ingest.run_id": self.report.run_id},
+                                   {"_id": 1})
+        return {d["_id"] for d in found}
+
+    def _write(self, entries: list[_Entry]) -> list[_Entry]:
+        """One unordered bulk write of ``entries``, sent again through a failover; counts
+        the files whose write landed, reports what the database refused, and returns the
+        inserts that found their document there (to send again as upserts)."""
+        state = {"todo": entries, "first": True, "landed": []}
+
+        def attempt() -> list[_Entry]:
+            if not state["first"]:  # what landed before the failure is done: not again
+                done = self._landed([e._id for e in state["todo"]])
+                state["landed"] += [e for e in state["todo"] if e._id in done]
+                state["todo"] = [e for e in state["todo"] if e._id not in done]
+            state["first"] = False
+            return self._bulk(state["todo"]) if state["todo"] else []
+
+        again = self.retried(attempt)
+        for e in state["landed"]:
+            self._count(e)
+        return again
+
+    def _bulk(self, entries: list[_Entry]) -> list[_Entry]:
+        again: list[_Entry] = []
+        refused: dict[int, str] = {}
+        unconfirmed: list[dict] = []
+        try:
+            self.db.files.bulk_write([e.op for e in entries], ordered=False)
         except BulkWriteError as exc:
             for err in exc.details.get("writeErrors", []):
                 i = err.get("index", 0)
-                if err.get("code") == 11000 and fallbacks[i] is not None:
-                    again.append(i)
-                    continue
-                self.report.problems.append(Problem(paths[i], f"database refused the document: {err.get('errmsg')}"))
-                if kinds[i] == "indexed":  # now a failure; "failed" ones were counted already,
-                    self.report.indexed -= 1  # and an unchanged file's document is intact
+                if err.get("code") == 11000 and entries[i].fallback is not None:
+                    again.append(entries[i])
+                else:
+                    refused[i] = f"database refused the document: {err.get('errmsg')}"
+            unconfirmed = exc.details.get("writeConcernErrors") or []
+        sent_again = {id(e) for e in again}
+        taken = [e for i, e in enumerate(entries) if i not in refused and id(e) not in sent_again]
+        for i, why in refused.items():
+            self._fail(entries[i], why)
+        if unconfirmed:
+            self._unconfirmed(taken, unconfirmed[0])
+        else:
+            for e in taken:
+                self._count(e)
+        return again
+
+    def _count(self, e: _Entry) -> None:
+        """A file whose write landed."""
+        if e.kind == "indexed":
+            self.report.indexed += 1
+            self.report.incomplete += e.incomplete
+        else:
+            self._fail(e, None)
+
+    def _fail(self, e: _Entry, why: str | None) -> None:
+        self.report.failed += 1
+        if e.reason is not None:
+            self.report.problems.append(Problem(e.path, e.reason))
+        if why is not None:
+            self.report.problems.append(Problem(e.path, why))
+
+    def _unconfirmed(self, entries: list[_Entry], wce: Mapping[str, Any]) -> None:
+        """A write-concern error: the writes may not survive a failover. Each file fails, and
+        its document, if it holds this run's write, is marked an error, so that the next run
+        indexes it again (that mark is best effort: the database is in trouble)."""
+        why = (f"the database did not confirm the write ({wce.get('code')}: {wce.get('errmsg')}); "
+               f"the next run indexes it again")
+        for e in entries:
+            self._fail(e, why)
+        ids = [e._id for e in entries]
+        try:
+            self.retried(lambda: self.db.files.update_many(
+                {"_id": {"$in": ids}, "ingest.run_id": self.report.run_id},
+                {"$set": {"status": "error", "error": why}}))
+        except (PyMongoError, InjectStopped):
+            pass
+
+    def _write_seen(self, ids: list[str], paths: list[str]) -> None:
+        """One batch of "seen again" updates, as a bulk of its own, sent again through a
+        failover without the documents that this run has marked already."""
+        state = {"todo": ids, "first": True}
+
+        def attempt() -> None:
+            if not state["first"]:
+                done = self._landed(state["todo"])
+                state["todo"] = [i for i in state["todo"] if i not in done]
+            state["first"] = False
+            if state["todo"]:
+                self.db.files.bulk_write([seen_op(state["todo"], now=self.now, run_id=self.report.run_id)],
+                                         ordered=False)
+
+        try:
+            self.retried(attempt)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            wces = exc.details.get("writeConcernErrors") or []
+            if wces:  # their documents are intact; the next run sees them again
+                wce = wces[0]
+                for p in paths:
                     self.report.failed += 1
-        return sorted(again)
+                    self.report.problems.append(Problem(p, (
+                        f"the database did not confirm that it was seen again "
+                        f"({wce.get('code')}: {wce.get('errmsg')})")))
+                return
+            for err in errors:  # an unchanged file's document is intact
+                self.report.problems.append(Problem(f"({len(ids)} unchanged files)",
+                                                    f"database refused the document: {err.get('errmsg')}"))
+        self.report.unchanged += len(ids)
 
 
 # --------------------------------------------------------------------------- workers
@@ -478,56 +621,63 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     if progress:
         progress(0, total)
 
-    writer = _Writer(db, settings.batch_size, report, now)
+    writer = _Writer(db, settings.batch_size, report, now,
+                     window=getattr(settings, "failover_timeout_s", 30.0),
+                     backoff=getattr(settings, "retry_backoff_s", retry_mod.FIRST_BACKOFF_S))
     todo: list[str] = []
     changes: dict[str, str] = {}
     seen, site = writer.seen, settings.site
-    for path, (st, problem) in zip(paths, stat_many(paths)):
-        prior = known.get(path)
-        if prior is not None and problem is None and is_unchanged(prior, st):
-            report.unchanged += 1
-            seen(doc_id(site, path))
-            done += 1
-            if progress and done % 1000 == 0:
-                progress(done, total)
-            continue
-        changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
-        todo.append(path)
-        if start_workers and len(todo) == MIN_PARALLEL:
-            start_pool(WORKER_MODULES)
-            start_workers = False
-    writer.seen_flush()
-    if progress:
-        progress(done, total)
-
-    limits = Limits.from_settings(settings)
     try:
+        for path, (st, problem) in zip(paths, stat_many(paths)):
+            prior = known.get(path)
+            if prior is not None and problem is None and is_unchanged(prior, st):
+                seen(doc_id(site, path), path)  # counted unchanged once written
+                done += 1
+                if progress and done % 1000 == 0:
+                    progress(done, total)
+                continue
+            changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
+            todo.append(path)
+            if start_workers and len(todo) == MIN_PARALLEL:
+                start_pool(WORKER_MODULES)
+                start_workers = False
+        writer.seen_flush()
+        if progress:
+            progress(done, total)
+
+        limits = Limits.from_settings(settings)
         for doc, path, status, error in extract_many(todo, site=settings.site, limits=limits,
                                                      checksum=settings.checksum, workers=settings.workers):
-            if status == "error":
-                report.failed += 1
-                report.problems.append(Problem(path, error))
-            else:
-                report.indexed += 1
-                report.incomplete += status == "incomplete"
-            kind = "failed" if status == "error" else "indexed"
+            failed = status == "error"
             change = changes.get(path, "new")
             if change == "new":  # as far as this run knows: inserted whole, not decoded
-                writer.add(insert_op(doc, now=now, run_id=report.run_id, status=status), path, kind,
-                           partial(_upsert_op_of, doc, now=now, run_id=report.run_id,
-                                   change="new" if skip_existing else "reindexed"))
+                op = insert_op(doc, now=now, run_id=report.run_id, status=status)
+                fallback = partial(_upsert_op_of, doc, now=now, run_id=report.run_id,
+                                   change="new" if skip_existing else "reindexed")
             else:
-                writer.add(_upsert_op_of(doc, now=now, run_id=report.run_id, change=change), path, kind)
+                op, fallback = _upsert_op_of(doc, now=now, run_id=report.run_id, change=change), None
+            # counted (indexed, incomplete, failed) once the database has taken the write
+            writer.add(_Entry(op, doc_id(site, path), path, "failed" if failed else "indexed",
+                              incomplete=status == "incomplete",
+                              reason=error if failed else None, fallback=fallback))
             done += 1
             if progress:
                 progress(done, total)
         writer.flush()
+        report.seconds = time.monotonic() - started
+        state = "failed" if report.failed else "done"
+        writer.retried(lambda: runs.end(db, report.run_id, state, _run_end_fields(report)))
+    except InjectStopped:  # the database may be back by now: the counts are worth a wait
+        report.seconds = time.monotonic() - started
+        try:
+            writer.retried(lambda: runs.end(db, report.run_id, "interrupted", _run_end_fields(report)))
+        except (PyMongoError, OSError, store.StoreError):
+            pass  # the run shows as interrupted once its process has gone (runs.reap)
+        raise
     except BaseException:
         report.seconds = time.monotonic() - started
         runs.end_quietly(db, report.run_id, "interrupted", _run_end_fields(report))
         raise
-    report.seconds = time.monotonic() - started
-    runs.end(db, report.run_id, "failed" if report.failed else "done", _run_end_fields(report))
     return report
 
 

@@ -58,8 +58,11 @@ class Settings(BaseModel):
     # queries
     query_timeout_ms: int = 5000
     connect_timeout_ms: int = 5000
-    # long commands (migrate, roles, users) wait this long for a primary: an election
+    # long commands (migrate, inject, roles, users) wait this long for a primary: an
+    # election; inject sends a batch the database did not take again for this long
     failover_timeout_s: float = Field(30.0, gt=0)
+    # the first pause between two attempts of a write during a failover (doubled up to 2 s)
+    retry_backoff_s: float = Field(0.1, gt=0)
     # credentials apart from the URL: the user name, and a file holding the password
     user: str | None = None
     password_file: Path | None = None

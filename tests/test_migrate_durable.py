@@ -74,6 +74,18 @@ def test_retry_gives_up_after_its_window(db):
     assert len(calls) == 6
 
 
+def test_the_shared_retry_loop_takes_its_pauses_from_the_caller():
+    from spine_docs import retry
+
+    clock = Clock()
+    fn, calls = _failing([AutoReconnect("down")] * 100)
+    with pytest.raises(AutoReconnect):
+        retry.retry(fn, window=1, first_backoff=0.05, max_backoff=0.3, sleep=clock.sleep, clock=clock)
+    # 0.05 + 0.1 + 0.2 + 0.3 + 0.3 = 0.95; the next pause (0.3) would pass 1 s
+    assert clock.sleeps == [0.05, 0.1, 0.2, 0.3, 0.3]
+    assert len(calls) == 6
+
+
 def test_engine_catalogs_keep_this_hosts_clock_and_plain_concerns(db):
     assert durable.server_time(db) is False
     assert durable.durable(db) is db

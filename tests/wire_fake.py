@@ -29,8 +29,8 @@ step_hook: Callable[[Any], None] = lambda db: None  # noqa: E731
 
 
 class FakeServer:
-    def __init__(self, **hello: Any):
-        self.server = mockupdb.MockupDB(auto_ismaster={**WIRE_6_0, **hello})
+    def __init__(self, port: int | None = None, **hello: Any):
+        self.server = mockupdb.MockupDB(port=port, auto_ismaster={**WIRE_6_0, **hello})
         self.requests: list[tuple[str, dict]] = []
         self.overrides: list[Callable[[Any], bool | None]] = []
         self._mutex = threading.Lock()
@@ -167,3 +167,89 @@ def scram_sha256(user: str, password: str, *, iterations: int = 4096):
 
     answer.verified = verified
     return answer
+
+
+class Catalog:
+    """An override that keeps what the client writes: ``insert``, ``update``, ``delete``,
+    ``find``, ``aggregate`` and ``count`` are run on an in-memory mongomock database
+    (:attr:`db`, which a test reads afterwards to see what "the server" holds) and answered
+    in the server's reply format (duplicate keys as ``writeErrors``). Other commands fall
+    through to :class:`FakeServer`'s defaults. Install it last: overrides added before it
+    (a refused insert, a hang-up) see each request first."""
+
+    def __init__(self) -> None:
+        import mongomock
+
+        self.db = mongomock.MongoClient(tz_aware=False)["spine_docs"]
+        self._mutex = threading.Lock()
+
+    def __call__(self, request: Any) -> bool | None:
+        name = request.command_name
+        lower = (name or "").lower()
+        if lower not in ("insert", "update", "delete", "find", "aggregate", "count"):
+            return None
+        doc = dict(request.doc)
+        with self._mutex:
+            reply = getattr(self, "_" + lower)(self.db[doc[name]], doc)
+        return request.ok(**reply)
+
+    def apply(self, request: Any) -> dict:
+        """Run a write request on the database without answering it (for a test that
+        hangs up after the write landed); returns the reply it would have sent."""
+        name = request.command_name
+        doc = dict(request.doc)
+        with self._mutex:
+            return getattr(self, "_" + name.lower())(self.db[doc[name]], doc)
+
+    @staticmethod
+    def _insert(coll: Any, doc: dict) -> dict:
+        import mongomock
+
+        n, errors = 0, []
+        for i, d in enumerate(doc.get("documents") or []):
+            try:
+                coll.insert_one(dict(d))
+                n += 1
+            except mongomock.DuplicateKeyError as exc:
+                errors.append({"index": i, "code": 11000, "errmsg": f"E11000 duplicate key: {exc}"})
+        return {"n": n, **({"writeErrors": errors} if errors else {})}
+
+    @staticmethod
+    def _update(coll: Any, doc: dict) -> dict:
+        n = modified = 0
+        upserted = []
+        for i, u in enumerate(doc.get("updates") or []):
+            fn = coll.update_many if u.get("multi") else coll.update_one
+            r = fn(u["q"], u["u"], upsert=bool(u.get("upsert")))
+            if r.upserted_id is not None:
+                upserted.append({"index": i, "_id": r.upserted_id})
+                n += 1
+            else:
+                n += r.matched_count
+                modified += r.modified_count
+        return {"n": n, "nModified": modified, **({"upserted": upserted} if upserted else {})}
+
+    @staticmethod
+    def _delete(coll: Any, doc: dict) -> dict:
+        n = 0
+        for d in doc.get("deletes") or []:
+            n += (coll.delete_one if d.get("limit") else coll.delete_many)(d["q"]).deleted_count
+        return {"n": n}
+
+    @staticmethod
+    def _find(coll: Any, doc: dict) -> dict:
+        cur = coll.find(doc.get("filter") or {}, doc.get("projection"))
+        if doc.get("sort"):
+            cur = cur.sort(list(doc["sort"].items()))
+        if doc.get("limit"):
+            cur = cur.limit(abs(int(doc["limit"])))
+        return {"cursor": {"id": 0, "ns": f"{doc.get('$db')}.{coll.name}", "firstBatch": list(cur)}}
+
+    @staticmethod
+    def _aggregate(coll: Any, doc: dict) -> dict:
+        rows = list(coll.aggregate(list(doc.get("pipeline") or [])))
+        return {"cursor": {"id": 0, "ns": f"{doc.get('$db')}.{coll.name}", "firstBatch": rows}}
+
+    @staticmethod
+    def _count(coll: Any, doc: dict) -> dict:
+        return {"n": coll.count_documents(doc.get("query") or {})}

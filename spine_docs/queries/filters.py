@@ -15,7 +15,8 @@ query documents.
 - ``events_min/events_max`` on ``num_events`` (inclusive)
 - ``mtime_from`` (inclusive) / ``mtime_to``: a ``date`` means the whole day (UTC, inclusive), a
   ``datetime`` is an inclusive instant; naive datetimes are UTC
-- ``path_contains`` (literal, case-sensitive substring) and ``path_regex`` (a regular expression)
+- ``path_contains`` (literal, case-sensitive substring) and ``path_regex`` (a regular expression,
+  read as a server's PCRE reads it: see :mod:`.pcre`; so are ``regex`` attribute filters)
 - ``attr_filters``: ``[AttrFilter(key, op, value)]`` on root attributes; ``key`` is the original
   HDF5 attribute name (escaped here with :func:`spine_docs.convert.escape_key`), ``op`` one of
   ``ATTR_OPS`` (see :data:`ATTR_OP_TABLE`; MongoDB semantics: ``ne`` also matches files without
@@ -40,6 +41,7 @@ cleared. Invalid input raises ``ValueError`` (pydantic's ``ValidationError`` or
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Iterable, Literal, Mapping
@@ -51,6 +53,7 @@ from spine_docs import convert, spine
 from spine_docs.extract import STATUSES
 
 from .errors import QueryError
+from .pcre import PatternError, to_pcre
 from .values import UTC, _format_when, _from_json, _to_json, coerce_value, parse_datetime
 
 # Facet (multi-select) fields of the Filter; all are promoted string fields.
@@ -99,11 +102,32 @@ def _check_bson(value: Any, what: str) -> None:
 
 
 def _check_regex(pattern: str) -> str:
+    """A pattern both engines read alike (see :mod:`.pcre`), as the user wrote it; the query
+    carries :func:`~.pcre.to_pcre` of it."""
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():  # "possible nested set": to_pcre names it
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(pattern)
+        to_pcre(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    except PatternError as exc:
+        raise ValueError(f"regular expression {pattern!r} uses {exc}") from None
     return pattern
+
+
+def _regex_problem(obj: Any) -> None:
+    """Check the string patterns of ``$regex`` in a query document (``where``) as
+    :func:`_check_regex` does; they are sent as written."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if k == "$regex" and isinstance(v, str):
+                _check_regex(v)
+            elif k not in _OPAQUE_OPERATORS:
+                _regex_problem(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _regex_problem(v)
 
 
 def _unknown_operators(obj: Any, found: set[str]) -> set[str]:
@@ -286,7 +310,9 @@ class AttrFilter(BaseModel):
         return "attrs." + convert.escape_key(self.key)
 
     def to_mongo(self) -> dict:
-        return {self.field: {_ATTR_OP[self.op].mongo: self.value}}
+        spec = _ATTR_OP[self.op]
+        value = to_pcre(self.value) if spec.takes == "pattern" else self.value
+        return {self.field: {spec.mongo: value}}
 
     def describe(self) -> str:
         spec = _ATTR_OP[self.op]
@@ -519,6 +545,7 @@ class Filter(BaseModel):
         problem = _bad_argument(v)
         if problem:
             raise ValueError(f"{problem} in where")
+        _regex_problem(v)
         _check_bson(dict(v), "where")
         return dict(v) or None
 
@@ -598,7 +625,7 @@ class Filter(BaseModel):
         if self.path_contains:
             out.append({"path": {"$regex": re.escape(self.path_contains)}})
         if self.path_regex:
-            out.append({"path": {"$regex": self.path_regex}})
+            out.append({"path": {"$regex": to_pcre(self.path_regex)}})
         out += [a.to_mongo() for a in self.attr_filters]
         if self.where:
             out.append(dict(self.where))
