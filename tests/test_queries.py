@@ -352,7 +352,7 @@ def test_status_is_one_of_the_known_set():
     assert Filter(status=["ok", "incomplete", "error", None]).to_mongo() == \
         {"status": {"$in": ["ok", "incomplete", "error", None]}}
     for bad in (["bogus"], ["ok", "OK"], "okay"):
-        with pytest.raises(ValueError, match=r"choose from ok, incomplete, error"):
+        with pytest.raises(ValueError, match=r"choose from ok, incomplete, error, missing, changed, corrupt"):
             Filter(status=bad)
     with pytest.raises(ValueError, match="'bogus'"):
         Filter.from_params({"status": "ok,bogus"})
