@@ -120,14 +120,14 @@ def setup(db: Optional[str] = DbOpt,
 class _Bar:
     """A rich progress bar on stderr showing files/s (silent when stderr is not a terminal)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, label: str = "indexing"):
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("indexing"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(label), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, disable=not (enabled and console.is_terminal), transient=False)
         self.task = None
@@ -406,6 +406,137 @@ def attrs(
         types = ",".join(sorted(r["types"])) if isinstance(r["types"], dict) else str(r["types"])
         typer.echo(f"{r['key'][:32]:<32} {r['files']:>7} {types[:20]:<20} {str(r.get('distinct', '')):>8}  "
                    f"{_cell(r.get('min'))[:30]} .. {_cell(r.get('max'))[:30]}")
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+def _filter_without_site(ctx: typer.Context, database: Any) -> Any:
+    """The Filter of a command whose ``--site`` names the site it acts on (not a facet)."""
+    p = ctx.params
+    return build_filter(p["where"], p["model"], p["dataset"], [], p["status"], p["version_min"],
+                        p["version_max"], p["run_min"], p["run_max"], p["attr"], p["path_contains"],
+                        p["saved"], database)
+
+
+@app.command("verify")
+@handled
+def verify_cmd(
+    ctx: typer.Context,
+    site: Optional[str] = typer.Option(None, "--site", help="The site whose files are checked "
+                                       "(env SPINE_DOCS_SITE; default: short host name)."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    checksum: bool = typer.Option(False, "--checksum", help="Also re-hash every file whose size and "
+                                  "mtime match, and compare with the stored sha256."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Threads for stat() on a slow filesystem "
+                                          "and for hashing (default 16)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Check that the files of this site still exist as indexed; record missing, changed,
+    corrupt (nothing is deleted). Exit 1 when a file is not as indexed.
+
+    Example: spine-docs verify --site nersc --dataset bnb_nu --checksum"""
+    from . import verify
+
+    settings = Settings.load(db=db, site=site)
+    database = open_db(settings)
+    flt = _filter_without_site(ctx, database)
+    with _Bar(progress and not as_json, "verifying") as bar:
+        report = verify.verify(database, site=settings.site, flt=flt, checksum=checksum,
+                               workers=workers, progress=bar)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for p in report.problems:
+            typer.echo(f"error: {p.path}: {p.reason}", err=True)
+        typer.echo(f"{store.describe(database)} site {report.site}: {report.summary()}")
+    raise typer.Exit(report.exit_code)
+
+
+def _print_move(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for p in report.paths:
+        typer.echo(f"  {p}")
+    if report.selected > len(report.paths):
+        typer.echo(f"  ... and {report.selected - len(report.paths)} more")
+    for p in report.conflicts:
+        typer.echo(f"conflict: {p}: the catalog holds this file again; its archived document stays", err=True)
+    typer.echo(report.summary())
+
+
+@app.command()
+@handled
+def prune(
+    ctx: typer.Context,
+    missing_for: Optional[str] = typer.Option(None, "--missing-for", help="Files `verify` found missing at "
+                                              "least this long ago: 30d, 12h, 2w (a bare number is days)."),
+    retired: bool = typer.Option(False, "--retired", help="Retired files (see `spine-docs retire`)."),
+    why: Optional[str] = typer.Option(None, "--why", help="Recorded with each archived document "
+                                      "(default: the criterion)."),
+    yes: bool = typer.Option(False, "--yes", help="Do it (without it: a dry run that only counts)."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Move the documents of long-missing or retired files into the archive collection
+    (files_archive), with who, when and why; `restore-files` brings them back. A dry run
+    unless --yes.
+
+    Example: spine-docs prune --missing-for 30d --site nersc --yes"""
+    from . import prune as pruning
+
+    settings, database, flt = open_filtered(ctx)
+    try:
+        age = pruning.parse_age(missing_for) if missing_for is not None else None
+        query = pruning.selection(flt, missing_for=age, retired=retired)
+    except pruning.PruneError as exc:
+        raise fail(str(exc))
+    reason = why or "; ".join(([f"missing for {missing_for}"] if missing_for else []) +
+                              (["retired"] if retired else []))
+    report = pruning.prune(database, query, why=reason, dry_run=not yes,
+                           site=site[0] if len(site) == 1 else None)
+    _print_move(report, as_json)
+
+
+@app.command("restore-files")
+@handled
+def restore_files(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Every archived document."),
+    run: Optional[str] = typer.Option(None, "--run", help="What one prune run archived (its run id, "
+                                      "see `spine-docs runs`)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would come back."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Move archived documents (see `prune`) back into the catalog, exactly as they were.
+    The filter options select among the archived documents; --all takes every one.
+
+    Example: spine-docs restore-files --path-contains /bnb_nu/"""
+    from . import prune as pruning
+
+    settings, database, flt = open_filtered(ctx)
+    if flt.is_empty() and not run and not all_:
+        raise fail("say what to restore: filter options, --run RUN_ID, or --all")
+    report = pruning.restore(database, pruning.archive_query(flt, run_id=run), dry_run=dry_run)
+    _print_move(report, as_json)
+    raise typer.Exit(1 if report.conflicts else 0)
 
 
 # --------------------------------------------------------------------------- demo / app
