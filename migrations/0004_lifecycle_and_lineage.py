@@ -6,9 +6,10 @@
 * ``files_archive`` holds what ``spine-docs prune`` moves out of ``files`` (restored by
   ``spine-docs restore-files``), indexed by when and by path;
 * ``lineage.parents.path`` (children are a query) and ``lineage.pending`` (a parent that
-  arrives later finds the children waiting for it by name) are indexed on ``files``.
+  arrives later finds the children waiting for it by name) are indexed on ``files``, and
+  ``retired`` by a partial index holding only the retired files.
 
-down() gives the version-3 validator back and drops the two lineage indexes; it drops
+down() gives the version-3 validator back and drops the three new indexes of files; it drops
 ``files_archive`` only when it is empty (archived documents are never lost by a downgrade:
 a non-empty archive stays, as an undeclared collection version 3 leaves alone).
 """
@@ -631,6 +632,7 @@ FILES_VALIDATOR_V3 = {
 LINEAGE_INDEXES = [
     {"key": {"lineage.parents.path": 1}},
     {"key": {"lineage.pending": 1}},
+    {"key": {"retired": 1}, "partialFilterExpression": {"retired": {"$exists": True}}},
 ]
 ARCHIVE_INDEXES = [
     {"key": {"archived.at": -1}},

@@ -68,7 +68,9 @@ def selection(flt: Filter | Mapping | None = None, *, missing_for: timedelta | N
         either.append({"status": "missing", "verify.missing_since": {"$lte": now - missing_for}})
     if retired:
         either.append({"retired": {"$exists": True}})
-    extra = flt.to_mongo() if isinstance(flt, Filter) else dict(flt or {})
+    if isinstance(flt, Filter):  # retired or not: what the criterion selects
+        flt = flt.model_copy(update={"include_retired": True})
+    extra = flt.query() if isinstance(flt, Filter) else dict(flt or {})
     return and_queries(either[0] if len(either) == 1 else {"$or": either}, extra)
 
 
@@ -163,7 +165,9 @@ def prune(db: Any, query: Mapping, *, why: str, dry_run: bool = True, by: str | 
 def archive_query(flt: Filter | Mapping | None = None, *, run_id: str | None = None) -> dict:
     """The query of archived documents to restore: the filter applies to their fields as
     they were in ``files``; ``run_id``: only what that prune run moved."""
-    extra = flt.to_mongo() if isinstance(flt, Filter) else dict(flt or {})
+    if isinstance(flt, Filter):  # retired ones too: they were archived as they were
+        flt = flt.model_copy(update={"include_retired": True})
+    extra = flt.query() if isinstance(flt, Filter) else dict(flt or {})
     return and_queries({"archived.run_id": run_id} if run_id else {}, extra)
 
 

@@ -108,7 +108,7 @@ PROJECTION = {"_id": 1, "site": 1, "path": 1, "size": 1, "mtime": 1, "status": 1
 
 def selection(site: str, flt: Filter | Mapping | None = None) -> dict:
     """The query of the documents a verify of ``site`` reads: that site's, under the filter."""
-    extra = flt.to_mongo() if isinstance(flt, Filter) else dict(flt or {})
+    extra = flt.query() if isinstance(flt, Filter) else dict(flt or {})
     return and_queries({"site": site}, extra)
 
 

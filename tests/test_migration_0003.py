@@ -25,7 +25,7 @@ ADDED = {
 }
 DROPPED = {(("site", 1), ("path", 1)), (("spine_version_key", 1),), (("ingest.last_seen", -1),)}
 #: what the later migration 0004 (run by the same `up` to head) adds to files
-ADDED_BY_0004 = {(("lineage.parents.path", 1),), (("lineage.pending", 1),)}
+ADDED_BY_0004 = {(("lineage.parents.path", 1),), (("lineage.pending", 1),), (("retired", 1),)}
 
 
 def file_indexes(db):

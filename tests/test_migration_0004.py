@@ -10,7 +10,7 @@ from spine_docs.migrate import reconcile
 from test_migrate_helpers import db, kind, legacy_documents, load_legacy, reopen  # noqa: F401
 
 
-LINEAGE = {(("lineage.parents.path", 1),), (("lineage.pending", 1),)}
+LINEAGE = {(("lineage.parents.path", 1),), (("lineage.pending", 1),), (("retired", 1),)}
 ARCHIVE = {(("_id", 1),), (("archived.at", -1),), (("path", 1), ("site", 1))}
 
 
