@@ -270,7 +270,30 @@ def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     flt = build_filter(p["where"], p["model"], p["dataset"], p["site"], p["status"],
                        p["version_min"], p["version_max"], p["run_min"], p["run_max"], p["attr"],
                        p["path_contains"], p["saved"], database)
-    return settings, database, flt
+    return settings, database, _lifecycle_options(p, flt, database)
+
+
+def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
+    """``--include-retired``, ``--derived-from PATH`` (every descendant) and ``--parent-of
+    PATH`` (its resolved parents) on top of a Filter: the two lineage options become a
+    condition on the paths the lineage walk finds."""
+    from . import lineage
+    from .queries import Filter, and_queries
+
+    if p.get("include_retired"):
+        flt = flt.model_copy(update={"include_retired": True})
+    conditions = []
+    if p.get("derived_from"):
+        walk = lineage.descendants(database, [p["derived_from"]])
+        for c in walk.cycles:
+            typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
+        conditions.append({"path": {"$in": walk.paths}})
+    if p.get("parent_of"):
+        walk = lineage.ancestors(database, [p["parent_of"]], depth=1)
+        conditions.append({"path": {"$in": walk.paths}})
+    if conditions:
+        flt = Filter(**{**flt.model_dump(), "where": and_queries(flt.where, *conditions)})
+    return flt
 
 
 WhereOpt = typer.Option(None, "--where", help='A MongoDB query as JSON, e.g. \'{"run": {"$gte": 100}}\'.')
@@ -286,6 +309,9 @@ AttrOpt = typer.Option([], "--attr", help="Root attribute condition: 'key>=1.5',
                        "(repeatable); quote a value to mean that text: key='>5'.")
 PathOpt = typer.Option(None, "--path-contains", help="Substring of the path.")
 SavedOpt = typer.Option(None, "--saved", help="Start from a saved query.")
+RetiredOpt = typer.Option(False, "--include-retired", help="Show retired files too (hidden by default).")
+DerivedOpt = typer.Option(None, "--derived-from", help="Files derived from this file, transitively.")
+ParentOpt = typer.Option(None, "--parent-of", help="The files this file was made from.")
 
 
 def _table(*columns: str) -> Any:
@@ -325,6 +351,8 @@ def query(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     limit: int = typer.Option(0, "--limit", min=0, help="At most N files (0: all; table default 50)."),
     sort: str = typer.Option("-mtime", help="Sort field, '-' for descending (e.g. -mtime, run, path)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl, csv or paths."),
@@ -361,6 +389,8 @@ def facets(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     field: List[str] = typer.Option([], "--field", help="Facet field (repeatable; default site, spine_version, model, dataset, status)."),
     limit: int = typer.Option(20, help="Values per facet."),
     as_json: bool = typer.Option(False, "--json"),
@@ -390,6 +420,8 @@ def attrs(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -429,6 +461,7 @@ def verify_cmd(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt,
     checksum: bool = typer.Option(False, "--checksum", help="Also re-hash every file whose size and "
                                   "mtime match, and compare with the stored sha256."),
     workers: Optional[int] = typer.Option(None, min=1, help="Threads for stat() on a slow filesystem "
@@ -445,7 +478,7 @@ def verify_cmd(
 
     settings = Settings.load(db=db, site=site)
     database = open_db(settings)
-    flt = _filter_without_site(ctx, database)
+    flt = _lifecycle_options(ctx.params, _filter_without_site(ctx, database), database)
     with _Bar(progress and not as_json, "verifying") as bar:
         report = verify.verify(database, site=settings.site, flt=flt, checksum=checksum,
                                workers=workers, progress=bar)
@@ -537,6 +570,130 @@ def restore_files(
     report = pruning.restore(database, pruning.archive_query(flt, run_id=run), dry_run=dry_run)
     _print_move(report, as_json)
     raise typer.Exit(1 if report.conflicts else 0)
+
+
+def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -> tuple[Any, dict]:
+    """The database and the query of a command that takes a PATH or the filter options
+    (one of them: an empty selection is refused, never "every file")."""
+    from .queries import Filter, and_queries
+
+    settings, database, flt = open_filtered(ctx)
+    if include_retired:
+        flt = flt.model_copy(update={"include_retired": True})
+    if path is None and flt.is_empty():
+        raise fail("say which files: a PATH or filter options (e.g. --model NAME, --where JSON)")
+    query = flt.query()
+    if path is not None:
+        from .extract import normalise_path
+
+        query = and_queries(query, {"$or": [{"_id": path}, {"path": normalise_path(path)}]})
+    return database, query
+
+
+def _print_retire(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for p in report.paths:
+        typer.echo(f"  {p}")
+    more = report.selected + report.descendants - len(report.paths)
+    if more > 0:
+        typer.echo(f"  ... and {more} more")
+    for c in report.cycles:
+        typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
+    typer.echo(report.summary())
+
+
+@app.command()
+@handled
+def retire(
+    ctx: typer.Context,
+    path: Optional[str] = typer.Argument(None, help="A file path (or document _id); or use the filter options."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded with who and when)."),
+    with_descendants: bool = typer.Option(False, "--with-descendants", help="Also every file derived "
+                                          "from them (lineage), transitively."),
+    yes: bool = typer.Option(False, "--yes", help="Do it (without it: a dry run that lists them)."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Mark files retired (hidden from queries, facets, exports and the explorer unless
+    --include-retired). A dry run unless --yes; `unretire` reverses it.
+
+    Example: spine-docs retire --model bad_calib --reason "wrong calibration" --with-descendants --yes"""
+    from . import retire as retiring
+
+    if not reason.strip():
+        raise fail("--reason must say why")
+    database, query = _target(ctx, path, include_retired=False)
+    report = retiring.retire(database, query, reason=reason, with_descendants=with_descendants,
+                             dry_run=not yes)
+    _print_retire(report, as_json)
+
+
+@app.command()
+@handled
+def unretire(
+    ctx: typer.Context,
+    path: Optional[str] = typer.Argument(None, help="A file path (or document _id); or use the filter options."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list them."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Bring retired files back into queries (the reverse of `retire`)."""
+    from . import retire as retiring
+
+    database, query = _target(ctx, path, include_retired=True)
+    _print_retire(retiring.unretire(database, query, dry_run=dry_run), as_json)
+
+
+@app.command("lineage")
+@handled
+def lineage_cmd(
+    path: str = typer.Argument(..., help="A file path."),
+    up: bool = typer.Option(False, "--up", help="What it was made from (the default)."),
+    down: bool = typer.Option(False, "--down", help="What was made from it."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=1, help="At most N generations."),
+    fmt: str = typer.Option("tree", "--format", "-f", help="tree, json or dot."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """A file's parents (--up) or descendants (--down); cycles are reported, never followed.
+
+    Example: spine-docs lineage /data/prod/reco/f.h5 --down --format dot | dot -Tsvg > f.svg"""
+    from . import lineage
+
+    if up and down:
+        raise fail("choose --up or --down")
+    if fmt not in ("tree", "json", "dot"):
+        raise fail(f"unknown --format {fmt!r}: choose tree, json or dot")
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    walk = (lineage.descendants if down else lineage.ancestors)(database, [path], depth=depth)
+    for c in walk.cycles:
+        typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
+    if fmt == "json":
+        print_json({"root": walk.root, "direction": "down" if down else "up",
+                    "files": [{"path": p, "depth": walk.depth_of.get(p)} for p in walk.paths],
+                    "edges": [{"parent": a, "child": b} for a, b in walk.edges],
+                    "unresolved": walk.unresolved, "cycles": walk.cycles})
+    elif fmt == "dot":
+        sys.stdout.write(lineage.render_dot(walk))
+    else:
+        for line in lineage.render_tree(walk, up=not down):
+            typer.echo(line)
+    if walk.cycles:
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- demo / app

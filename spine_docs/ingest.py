@@ -472,6 +472,10 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             if progress:
                 progress(done, total)
         writer.flush()
+        if todo:  # their parents, and the children that waited for them (spine_docs.lineage)
+            from . import lineage
+
+            lineage.link(db, todo, site=settings.site)
     except BaseException:
         report.seconds = time.monotonic() - started
         runs.end_quietly(db, report.run_id, "interrupted", _run_end_fields(report))
