@@ -475,7 +475,12 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         if todo:  # their parents, and the children that waited for them (spine_docs.lineage)
             from . import lineage
 
-            lineage.link(db, todo, site=settings.site)
+            try:
+                lineage.link(db, todo, site=settings.site)
+            except BulkWriteError as exc:  # the files are indexed: a refused link is reported
+                for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
+                    report.problems.append(Problem("(lineage)", f"database refused a lineage link: "
+                                                                f"{err.get('errmsg')}"))
     except BaseException:
         report.seconds = time.monotonic() - started
         runs.end_quietly(db, report.run_id, "interrupted", _run_end_fields(report))
