@@ -127,14 +127,14 @@ def setup(db: Optional[str] = DbOpt,
 class _Bar:
     """A rich progress bar on stderr showing files/s (silent when stderr is not a terminal)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, label: str = "indexing"):
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("indexing"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(label), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, disable=not (enabled and console.is_terminal), transient=False)
         self.shown = not self.progress.disable
@@ -279,7 +279,30 @@ def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     flt = build_filter(p["where"], p["model"], p["dataset"], p["site"], p["status"],
                        p["version_min"], p["version_max"], p["run_min"], p["run_max"], p["attr"],
                        p["path_contains"], p["saved"], database)
-    return settings, database, flt
+    return settings, database, _lifecycle_options(p, flt, database)
+
+
+def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
+    """``--include-retired``, ``--derived-from PATH`` (every descendant) and ``--parent-of
+    PATH`` (its resolved parents) on top of a Filter: the two lineage options become a
+    condition on the paths the lineage walk finds."""
+    from . import lineage
+    from .queries import Filter, and_queries
+
+    if p.get("include_retired"):
+        flt = flt.model_copy(update={"include_retired": True})
+    conditions = []
+    if p.get("derived_from"):
+        walk = lineage.descendants(database, [p["derived_from"]])
+        for c in walk.cycles:
+            typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
+        conditions.append({"path": {"$in": walk.paths}})
+    if p.get("parent_of"):
+        walk = lineage.ancestors(database, [p["parent_of"]], depth=1)
+        conditions.append({"path": {"$in": walk.paths}})
+    if conditions:
+        flt = Filter(**{**flt.model_dump(), "where": and_queries(flt.where, *conditions)})
+    return flt
 
 
 WhereOpt = typer.Option(None, "--where", help='A MongoDB query as JSON, e.g. \'{"run": {"$gte": 100}}\'.')
@@ -295,6 +318,9 @@ AttrOpt = typer.Option([], "--attr", help="Root attribute condition: 'key>=1.5',
                        "(repeatable); quote a value to mean that text: key='>5'.")
 PathOpt = typer.Option(None, "--path-contains", help="Substring of the path.")
 SavedOpt = typer.Option(None, "--saved", help="Start from a saved query.")
+RetiredOpt = typer.Option(False, "--include-retired", help="Show retired files too (hidden by default).")
+DerivedOpt = typer.Option(None, "--derived-from", help="Files derived from this file, transitively.")
+ParentOpt = typer.Option(None, "--parent-of", help="The files this file was made from.")
 
 
 def _table(*columns: str) -> Any:
@@ -334,6 +360,8 @@ def query(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     limit: int = typer.Option(0, "--limit", min=0, help="At most N files (0: all; table default 50)."),
     sort: str = typer.Option("-mtime", help="Sort field, '-' for descending (e.g. -mtime, run, path)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl, csv or paths."),
@@ -370,6 +398,8 @@ def facets(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     field: List[str] = typer.Option([], "--field", help="Facet field (repeatable; default site, spine_version, model, dataset, status)."),
     limit: int = typer.Option(20, help="Values per facet."),
     as_json: bool = typer.Option(False, "--json"),
@@ -399,6 +429,8 @@ def attrs(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -415,6 +447,262 @@ def attrs(
         types = ",".join(sorted(r["types"])) if isinstance(r["types"], dict) else str(r["types"])
         typer.echo(f"{r['key'][:32]:<32} {r['files']:>7} {types[:20]:<20} {str(r.get('distinct', '')):>8}  "
                    f"{_cell(r.get('min'))[:30]} .. {_cell(r.get('max'))[:30]}")
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+def _filter_without_site(ctx: typer.Context, database: Any) -> Any:
+    """The Filter of a command whose ``--site`` names the site it acts on (not a facet)."""
+    p = ctx.params
+    return build_filter(p["where"], p["model"], p["dataset"], [], p["status"], p["version_min"],
+                        p["version_max"], p["run_min"], p["run_max"], p["attr"], p["path_contains"],
+                        p["saved"], database)
+
+
+@app.command("verify")
+@handled
+def verify_cmd(
+    ctx: typer.Context,
+    site: Optional[str] = typer.Option(None, "--site", help="The site whose files are checked "
+                                       "(env SPINE_DOCS_SITE; default: short host name)."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    include_retired: bool = RetiredOpt,
+    checksum: bool = typer.Option(False, "--checksum", help="Also re-hash every file whose size and "
+                                  "mtime match, and compare with the stored sha256."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Threads for stat() on a slow filesystem "
+                                          "and for hashing (default 16)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Check that the files of this site still exist as indexed; record missing, changed,
+    corrupt (nothing is deleted). Exit 1 when a file is not as indexed.
+
+    Example: spine-docs verify --site nersc --dataset bnb_nu --checksum"""
+    from . import verify
+
+    settings = Settings.load(db=db, site=site)
+    database = open_db(settings)
+    flt = _lifecycle_options(ctx.params, _filter_without_site(ctx, database), database)
+    with _Bar(progress and not as_json, "verifying") as bar:
+        report = verify.verify(database, site=settings.site, flt=flt, checksum=checksum,
+                               workers=workers, progress=bar)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for p in report.problems:
+            typer.echo(f"error: {p.path}: {p.reason}", err=True)
+        typer.echo(f"{store.describe(database)} site {report.site}: {report.summary()}")
+    raise typer.Exit(report.exit_code)
+
+
+def _print_move(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for p in report.paths:
+        typer.echo(f"  {p}")
+    if report.selected > len(report.paths):
+        typer.echo(f"  ... and {report.selected - len(report.paths)} more")
+    for p in report.conflicts:
+        typer.echo(f"conflict: {p}: the catalog holds this file again; its archived document stays", err=True)
+    typer.echo(report.summary())
+
+
+@app.command()
+@handled
+def prune(
+    ctx: typer.Context,
+    missing_for: Optional[str] = typer.Option(None, "--missing-for", help="Files `verify` found missing at "
+                                              "least this long ago: 30d, 12h, 2w (a bare number is days)."),
+    retired: bool = typer.Option(False, "--retired", help="Retired files (see `spine-docs retire`)."),
+    why: Optional[str] = typer.Option(None, "--why", help="Recorded with each archived document "
+                                      "(default: the criterion)."),
+    yes: bool = typer.Option(False, "--yes", help="Do it (without it: a dry run that only counts)."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Move the documents of long-missing or retired files into the archive collection
+    (files_archive), with who, when and why; `restore-files` brings them back. A dry run
+    unless --yes.
+
+    Example: spine-docs prune --missing-for 30d --site nersc --yes"""
+    from . import prune as pruning
+
+    settings, database, flt = open_filtered(ctx)
+    try:
+        age = pruning.parse_age(missing_for) if missing_for is not None else None
+        query = pruning.selection(flt, missing_for=age, retired=retired)
+    except pruning.PruneError as exc:
+        raise fail(str(exc))
+    reason = why or "; ".join(([f"missing for {missing_for}"] if missing_for else []) +
+                              (["retired"] if retired else []))
+    report = pruning.prune(database, query, why=reason, dry_run=not yes,
+                           site=site[0] if len(site) == 1 else None)
+    _print_move(report, as_json)
+
+
+@app.command("restore-files")
+@handled
+def restore_files(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Every archived document."),
+    run: Optional[str] = typer.Option(None, "--run", help="What one prune run archived (its run id, "
+                                      "see `spine-docs runs`)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would come back."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Move archived documents (see `prune`) back into the catalog, exactly as they were.
+    The filter options select among the archived documents; --all takes every one.
+
+    Example: spine-docs restore-files --path-contains /bnb_nu/"""
+    from . import prune as pruning
+
+    settings, database, flt = open_filtered(ctx)
+    if flt.is_empty() and not run and not all_:
+        raise fail("say what to restore: filter options, --run RUN_ID, or --all")
+    report = pruning.restore(database, pruning.archive_query(flt, run_id=run), dry_run=dry_run)
+    _print_move(report, as_json)
+    raise typer.Exit(1 if report.conflicts else 0)
+
+
+def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -> tuple[Any, dict]:
+    """The database and the query of a command that takes a PATH or the filter options
+    (one of them: an empty selection is refused, never "every file")."""
+    from .queries import Filter, and_queries
+
+    settings, database, flt = open_filtered(ctx)
+    if include_retired:
+        flt = flt.model_copy(update={"include_retired": True})
+    if path is None and flt.is_empty():
+        raise fail("say which files: a PATH or filter options (e.g. --model NAME, --where JSON)")
+    query = flt.query()
+    if path is not None:
+        from .extract import normalise_path
+
+        query = and_queries(query, {"$or": [{"_id": path}, {"path": normalise_path(path)}]})
+    return database, query
+
+
+def _print_retire(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for p in report.paths:
+        typer.echo(f"  {p}")
+    more = report.selected + report.descendants - len(report.paths)
+    if more > 0:
+        typer.echo(f"  ... and {more} more")
+    for c in report.cycles:
+        typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
+    typer.echo(report.summary())
+
+
+@app.command()
+@handled
+def retire(
+    ctx: typer.Context,
+    path: Optional[str] = typer.Argument(None, help="A file path (or document _id); or use the filter options."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded with who and when)."),
+    with_descendants: bool = typer.Option(False, "--with-descendants", help="Also every file derived "
+                                          "from them (lineage), transitively."),
+    yes: bool = typer.Option(False, "--yes", help="Do it (without it: a dry run that lists them)."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Mark files retired (hidden from queries, facets, exports and the explorer unless
+    --include-retired). A dry run unless --yes; `unretire` reverses it.
+
+    Example: spine-docs retire --model bad_calib --reason "wrong calibration" --with-descendants --yes"""
+    from . import retire as retiring
+
+    if not reason.strip():
+        raise fail("--reason must say why")
+    database, query = _target(ctx, path, include_retired=False)
+    report = retiring.retire(database, query, reason=reason, with_descendants=with_descendants,
+                             dry_run=not yes)
+    _print_retire(report, as_json)
+
+
+@app.command()
+@handled
+def unretire(
+    ctx: typer.Context,
+    path: Optional[str] = typer.Argument(None, help="A file path (or document _id); or use the filter options."),
+    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
+    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
+    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
+    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
+    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list them."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Bring retired files back into queries (the reverse of `retire`)."""
+    from . import retire as retiring
+
+    database, query = _target(ctx, path, include_retired=True)
+    _print_retire(retiring.unretire(database, query, dry_run=dry_run), as_json)
+
+
+@app.command("lineage")
+@handled
+def lineage_cmd(
+    path: str = typer.Argument(..., help="A file path."),
+    up: bool = typer.Option(False, "--up", help="What it was made from (the default)."),
+    down: bool = typer.Option(False, "--down", help="What was made from it."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=1, help="At most N generations."),
+    fmt: str = typer.Option("tree", "--format", "-f", help="tree, json or dot."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """A file's parents (--up) or descendants (--down); cycles are reported, never followed.
+
+    Example: spine-docs lineage /data/prod/reco/f.h5 --down --format dot | dot -Tsvg > f.svg"""
+    from . import lineage
+
+    if up and down:
+        raise fail("choose --up or --down")
+    if fmt not in ("tree", "json", "dot"):
+        raise fail(f"unknown --format {fmt!r}: choose tree, json or dot")
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    walk = (lineage.descendants if down else lineage.ancestors)(database, [path], depth=depth)
+    for c in walk.cycles:
+        typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
+    if fmt == "json":
+        print_json({"root": walk.root, "direction": "down" if down else "up",
+                    "files": [{"path": p, "depth": walk.depth_of.get(p)} for p in walk.paths],
+                    "edges": [{"parent": a, "child": b} for a, b in walk.edges],
+                    "unresolved": walk.unresolved, "cycles": walk.cycles})
+    elif fmt == "dot":
+        sys.stdout.write(lineage.render_dot(walk))
+    else:
+        for line in lineage.render_tree(walk, up=not down):
+            typer.echo(line)
+    if walk.cycles:
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- demo / app

@@ -52,8 +52,11 @@ PROMOTED_INT = ("run", "run_max", "subrun", "subrun_max", "event_min", "event_ma
 PROMOTED = PROMOTED_STR + PROMOTED_INT
 
 #: Every ``status`` a document can have (schema.json's enum is the same): ``ok``, ``incomplete``
-#: (read, but SPINE had not finished writing the file) or ``error`` (unreadable: see ``error``).
-STATUSES = ("ok", "incomplete", "error")
+#: (read, but SPINE had not finished writing the file) or ``error`` (unreadable: see ``error``),
+#: set by ``inject``; ``missing``, ``changed`` or ``corrupt``, set by ``verify``.
+STATUSES = ("ok", "incomplete", "error", "missing", "changed", "corrupt")
+#: the verdicts of `spine-docs verify` (spine_docs.verify): a file no longer as it was indexed
+LIFECYCLE_STATUSES = ("missing", "changed", "corrupt")
 
 #: Root attribute names (lower-cased) that fill a promoted field, in order of preference.
 ATTR_ALIASES: dict[str, tuple[str, ...]] = {

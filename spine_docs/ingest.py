@@ -34,8 +34,9 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from . import retry as retry_mod
 from . import runs, schema, store
 from .pool import parallel_map, start as start_pool
-from .extract import (EXTRACTOR_VERSION, READER_MODULES, ExtractCache, Limits, doc_id, error_document,
-                      extract, extract_encoded, mtime_ms, normalise_path, stat_problem)
+from .extract import (EXTRACTOR_VERSION, LIFECYCLE_STATUSES, READER_MODULES, ExtractCache, Limits,
+                      doc_id, error_document, extract, extract_encoded, mtime_ms, normalise_path,
+                      stat_problem)
 
 HISTORY_LENGTH = 20
 #: fewer files than this are extracted in the calling process, without workers
@@ -205,23 +206,38 @@ def existing_index(db: Any, site: str) -> dict[str, tuple[int | None, int | None
     # site is asked for too: the embedded catalog then hands each decoded document over as is
     cursor = db.files.find({"site": site},
                            {"_id": 0, "site": 1, "path": 1, "size": 1, "mtime": 1, "status": 1})
-    epoch, ms = datetime(1970, 1, 1), timedelta(milliseconds=1)
     for d in cursor:
-        mtime = d.get("mtime")
-        if type(mtime) is datetime and mtime.tzinfo is None:  # as pymongo returns dates
-            mtime = (mtime - epoch) // ms
-        else:
-            mtime = mtime_ms(mtime)
-        out[d["path"]] = (d.get("size"), mtime, d.get("status"))
+        out[d["path"]] = (d.get("size"), stored_mtime_ms(d.get("mtime")), d.get("status"))
     return out
 
 
+_EPOCH, _MS = datetime(1970, 1, 1), timedelta(milliseconds=1)
+
+
+def stored_mtime_ms(mtime: datetime | None) -> int | None:
+    """A stored ``mtime`` in ms since the epoch, as :func:`is_unchanged` compares it."""
+    if type(mtime) is datetime and mtime.tzinfo is None:  # as pymongo returns dates
+        return (mtime - _EPOCH) // _MS
+    return mtime_ms(mtime)
+
+
+#: statuses a re-scan does not skip even when size and mtime match: an error is retried,
+#: and a verdict of ``verify`` (missing, changed, corrupt) is replaced by a fresh reading
+RESCAN_STATUSES = frozenset({"error", *LIFECYCLE_STATUSES})
+
+
+def same_stat(size: int | None, mtime: int | None, st: os.stat_result) -> bool:
+    """The file has the size and mtime (ms) the catalog holds."""
+    return size == st.st_size and mtime == st.st_mtime_ns // 1_000_000
+
+
 def is_unchanged(known: tuple[int | None, int | None, str | None] | None, st: os.stat_result) -> bool:
-    """Same size and mtime (ms) as indexed, and not an error worth retrying."""
+    """Same size and mtime (ms) as indexed, and not an error worth retrying nor a verdict of
+    ``verify`` to replace."""
     if known is None:
         return False
     size, mtime, status = known
-    return status != "error" and size == st.st_size and mtime == st.st_mtime_ns // 1_000_000
+    return status not in RESCAN_STATUSES and same_stat(size, mtime, st)
 
 
 def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str) -> UpdateOne:
@@ -249,6 +265,7 @@ def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str
         "$set": fields,
         "$inc": {"ingest.times_seen": 1},
         "$setOnInsert": on_insert,
+        "$unset": {"verify": ""},  # a fresh reading replaces the verdict of `spine-docs verify`
         "$push": {"ingest.history": {"$each": [{"at": now, "run_id": run_id, "status": doc["status"],
                                                  "change": change}], "$slice": -HISTORY_LENGTH}},
     }
@@ -664,6 +681,15 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             if progress:
                 progress(done, total)
         writer.flush()
+        if todo:  # their parents, and the children that waited for them (spine_docs.lineage)
+            from . import lineage
+
+            try:
+                lineage.link(db, todo, site=settings.site)
+            except BulkWriteError as exc:  # the files are indexed: a refused link is reported
+                for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
+                    report.problems.append(Problem("(lineage)", f"database refused a lineage link: "
+                                                                f"{err.get('errmsg')}"))
         report.seconds = time.monotonic() - started
         state = "failed" if report.failed else "done"
         writer.retried(lambda: runs.end(db, report.run_id, state, _run_end_fields(report)))

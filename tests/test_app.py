@@ -196,7 +196,7 @@ def test_an_invalid_filter_in_the_url_is_reported_not_raised(app):
 
 
 @pytest.mark.parametrize("key,value,needle", [
-    ("status", "bogus", "unknown status 'bogus' (choose from ok, incomplete, error)"),
+    ("status", "bogus", "unknown status 'bogus' (choose from ok, incomplete, error, missing, changed, corrupt)"),
     ("where", "null", "where must be a JSON object"),
     ("where", '{"$foo": 1}', "unknown query operator in where: $foo"),
 ])

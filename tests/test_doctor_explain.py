@@ -320,7 +320,7 @@ def test_explain_through_the_wire_all_served_exits_0(wire, monkeypatch, capsys):
     assert all(c.get("maxTimeMS") == 5000 for c in catalog.explains)
     assert "version: 6.0.5   feature compatibility: 6.0" in out
     assert "topology: standalone" in out
-    assert "version: database 3, code 3 (current)" in out
+    assert "version: database 4, code 4 (current)" in out
     assert "ok  IXSCAN on path_1_site_1  file by path  (keys 1, docs 1, 0 ms)" in out
     # the allowed scans are shown, with their reason, and do not fail the run
     assert "ok  COLLSCAN  run coverage  (keys 0, docs 40, 6 ms)  -- allowed: coverage reads" in out
@@ -365,11 +365,14 @@ def test_what_each_shape_sends(wire):
     assert page["limit"] == 50
     # a count: the aggregation count_documents sends
     status = [c for c in catalog.explains if "aggregate" in c
-              and c["pipeline"] == [{"$match": {"status": {"$in": ["error"]}}}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]]
+              and c["pipeline"] == [{"$match": {"status": {"$in": ["error"]}, "retired": {"$exists": False}}},
+                                    {"$group": {"_id": 1, "n": {"$sum": 1}}}]]
     assert len(status) == 1
-    # a facet: its whole pipeline, starting with the sort that walks the field's index
+    # a facet: its whole pipeline, starting with the sort that walks the field's index (then
+    # the default exclusion of retired files, checked on the fetched documents)
     facet = [c for c in catalog.explains if "aggregate" in c and c["pipeline"][0] == {"$sort": {"detector": 1}}]
-    assert len(facet) == 1 and facet[0]["pipeline"][1]["$group"]["_id"] == "$detector"
+    assert len(facet) == 1 and facet[0]["pipeline"][1] == {"$match": {"retired": {"$exists": False}}}
+    assert facet[0]["pipeline"][2]["$group"]["_id"] == "$detector"
     assert facet[0]["pipeline"][-1] == {"$limit": 50}
     assert by_name["facet detector"].command == "aggregate" and by_name["file by _id"].command == "find"
     assert len(catalog.explains) == len(doctor.shapes.query_shapes())  # one explain per shape

@@ -352,7 +352,7 @@ def test_status_is_one_of_the_known_set():
     assert Filter(status=["ok", "incomplete", "error", None]).to_mongo() == \
         {"status": {"$in": ["ok", "incomplete", "error", None]}}
     for bad in (["bogus"], ["ok", "OK"], "okay"):
-        with pytest.raises(ValueError, match=r"choose from ok, incomplete, error"):
+        with pytest.raises(ValueError, match=r"choose from ok, incomplete, error, missing, changed, corrupt"):
             Filter(status=bad)
     with pytest.raises(ValueError, match="'bogus'"):
         Filter.from_params({"status": "ok,bogus"})
@@ -626,17 +626,24 @@ def test_timeline_counts_missing_and_null_groups_as_one(db):
 
 
 def test_each_facet_is_one_index_friendly_aggregation_never_a_facet_stage():
-    # nothing selected: each facet walks its own field's index ($sort first), no $match
+    # nothing selected: each facet walks its own field's index ($sort first); the only $match
+    # is the default exclusion of retired files, checked on the documents the walk fetches
+    hidden = {"retired": {"$exists": False}}
     plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(), q.DEFAULT_FACETS))
     assert list(plans) == [(f,) for f in q.DEFAULT_FACETS]
     for (f,), p in plans.items():
-        assert p[0] == {"$sort": {f: 1}} and p[1] == {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}
+        assert p[0] == {"$sort": {f: 1}} and p[1] == {"$match": hidden}
+        assert p[2] == {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}
         assert not any("$facet" in stage for stage in p)
+    # retired files included: no $match at all
+    plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(include_retired=True), q.DEFAULT_FACETS))
+    for (f,), p in plans.items():
+        assert p[0] == {"$sort": {f: 1}} and p[1] == {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}
     # a selection: the facet of that field ignores it, the others match on it
     plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(model=["x"], site=["y"]), q.DEFAULT_FACETS))
-    assert plans[("model",)][0] == {"$match": {"site": {"$in": ["y"]}}}
-    assert plans[("site",)][0] == {"$match": {"model": {"$in": ["x"]}}}
-    assert plans[("dataset",)][0] == {"$match": {"site": {"$in": ["y"]}, "model": {"$in": ["x"]}}}
+    assert plans[("model",)][0] == {"$match": {"site": {"$in": ["y"]}, **hidden}}
+    assert plans[("site",)][0] == {"$match": {"model": {"$in": ["x"]}, **hidden}}
+    assert plans[("dataset",)][0] == {"$match": {"site": {"$in": ["y"]}, "model": {"$in": ["x"]}, **hidden}}
     # a selected value is a literal, even when it looks like a field path
     sel = q.facets_pipelines(Filter(dataset=["$oops"]), ["dataset"])[0][1]
     assert {"$addFields": {"selected": {"$in": ["$_id", {"$literal": ["$oops"]}]}}} in sel

@@ -50,7 +50,7 @@ from .dictionary import (
 from .errors import QueryError, QueryTimeout
 from .exporting import EXPORT_COLUMNS, EXPORT_FORMATS, export, export_header
 from .filters import (
-    ATTR_OP_TABLE, ATTR_OPS, FACET_FIELDS, FORBIDDEN_OPERATORS, NONE_TOKEN, PARAM_KEYS,
+    ATTR_OP_TABLE, ATTR_OPS, FACET_FIELDS, FORBIDDEN_OPERATORS, NONE_TOKEN, NOT_RETIRED, PARAM_KEYS,
     QUERY_OPERATORS, AttrFilter, AttrOp, Filter, and_queries,
 )
 from .pages import (
@@ -69,7 +69,7 @@ __all__ = [
     "coerce_value", "parse_datetime",
     # filters
     "ATTR_OP_TABLE", "ATTR_OPS", "FACET_FIELDS", "FORBIDDEN_OPERATORS", "NONE_TOKEN",
-    "PARAM_KEYS", "QUERY_OPERATORS", "AttrFilter", "AttrOp", "Filter", "and_queries",
+    "NOT_RETIRED", "PARAM_KEYS", "QUERY_OPERATORS", "AttrFilter", "AttrOp", "Filter", "and_queries",
     # collections
     "FILES", "SAVED_QUERIES",
     # counts

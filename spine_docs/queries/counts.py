@@ -14,7 +14,10 @@ from typing import Any, Sequence
 
 from .errors import QueryError
 from ._run import _aggregate, _collection, _is_server, _running
-from .filters import FACET_FIELDS, Filter, _as_filter, _query
+from .filters import FACET_FIELDS, NOT_RETIRED, Filter, _as_filter, _query
+
+#: the retired files: served by the partial index that holds only them
+RETIRED: dict = {"retired": {"$exists": True}}
 
 DEFAULT_FACETS: tuple[str, ...] = ("site", "spine_version", "model", "dataset", "status")
 
@@ -26,6 +29,10 @@ def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None)
     query = _query(flt)
     if not query:
         return total(db)
+    if query == NOT_RETIRED:  # all but the retired: the few retired ones are counted by their index
+        kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
+        with _running(coll, max_time_ms):
+            return max(0, total(db) - coll.count_documents(RETIRED, **kwargs))
     kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
     with _running(coll, max_time_ms):
         return coll.count_documents(query, **kwargs)
@@ -55,9 +62,14 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
     flt = _as_filter(flt)
     out = []
     for f in _facet_fields(fields):
-        q = flt.without(f).to_mongo()
+        q = flt.without(f).query()
         selected = list(getattr(flt, f))
-        pipeline: list[dict] = [{"$match": q}] if q else [{"$sort": {f: 1}}]
+        if not q:
+            pipeline: list[dict] = [{"$sort": {f: 1}}]
+        elif q == NOT_RETIRED:  # the field's index in order, the retired ones skipped as fetched
+            pipeline = [{"$sort": {f: 1}}, {"$match": q}]
+        else:
+            pipeline = [{"$match": q}]
         pipeline.append({"$group": {"_id": "$" + f, "count": {"$sum": 1}}})
         if selected:
             # $literal: a selected value such as "$oops" is a value, not a field path

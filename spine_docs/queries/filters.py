@@ -6,7 +6,8 @@ query documents.
 
 - facet selections (lists; ``None`` selects files where the field is null):
   ``site, status, spine_version, model, dataset, detector, config, prod_version``; a status
-  is one of :data:`spine_docs.extract.STATUSES` (``ok``, ``incomplete``, ``error``)
+  is one of :data:`spine_docs.extract.STATUSES` (``ok``, ``incomplete``, ``error``, and
+  ``verify``'s ``missing``, ``changed``, ``corrupt``)
 - ``version_min`` / ``version_max``: SPINE version range, compared on ``spine_version_key``
   with :func:`spine_docs.spine.semver_key` (both ends inclusive; pre-releases of a release sort
   before it)
@@ -23,13 +24,16 @@ query documents.
   the key). Build typed values with :meth:`AttrFilter.parse` / :func:`coerce_value` using the
   type label from :func:`attribute_keys`, or parse ``key>=value`` text with
   :meth:`AttrFilter.parse_expr` (its docstring gives the quoting rule and what it refuses).
+- ``include_retired``: retired files (``spine-docs retire``) are left out unless this is true
+  (:data:`NOT_RETIRED`; :meth:`Filter.is_empty` ignores that default condition)
 - ``where``: a raw MongoDB query document (the CLI's ``--where`` JSON object, Extended JSON
   accepted) of MongoDB 6.0's operators (:data:`QUERY_OPERATORS`); unknown ``$names``, server-side
   JavaScript (``$where``, ``$function``, ``$accumulator``) and the arguments a server refuses
   before running (``$or: []``, ``$in: 5``, ...) are refused. Operators the embedded catalog
   lacks are refused when the query runs (see ``_run._running``).
 
-``Filter.to_mongo()`` gives the query document, ``to_params()``/``from_params()`` round-trip
+``Filter.to_mongo()`` gives the chosen conditions as a query document, ``Filter.query()`` the
+document the queries send (with the default exclusion of retired files), ``to_params()``/``from_params()`` round-trip
 through a flat ``{str: str}`` dict (URL query parameters, keys in ``PARAM_KEYS``: lists are
 comma-joined with ``\\`` escapes and ``(none)`` for null, dates ISO 8601, ``attr`` and ``where``
 relaxed Extended JSON; unknown keys are ignored so the same dict can hold page/sort state),
@@ -420,6 +424,15 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+#: the condition every filter adds unless ``include_retired``: retired files (``spine-docs
+#: retire``) are hidden from queries, counts, facets and exports. It is a residual predicate:
+#: no index has ``retired`` in it, so it never changes which index serves the rest of a query
+#: (the sort stays index-served); it is checked on the documents the index scan fetches. The
+#: queries that would otherwise read no document (the total count, a facet without other
+#: conditions) are special-cased in ``counts``: total minus the retired ones (a partial index
+#: holds only those), and the facet's own index walked in order.
+NOT_RETIRED: dict = {"retired": {"$exists": False}}
+
 _RANGE_PAIRS = (("run_min", "run_max"), ("subrun_min", "subrun_max"),
                 ("events_min", "events_max"))
 
@@ -451,6 +464,7 @@ class Filter(BaseModel):
     path_regex: str | None = None
     attr_filters: list[AttrFilter] = Field(default_factory=list)
     where: dict[str, Any] | None = None
+    include_retired: bool = False
 
     # -- validation ------------------------------------------------------------------------
 
@@ -567,7 +581,8 @@ class Filter(BaseModel):
     # -- queries ---------------------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        return not self.to_mongo()
+        """Nothing selected: every file (but the retired ones, unless they are included)."""
+        return not self.selection_clauses()
 
     def without(self, *fields: str) -> "Filter":
         """A copy with the given fields back to their defaults (e.g. one facet's selection)."""
@@ -592,7 +607,11 @@ class Filter(BaseModel):
         return lo, hi
 
     def clauses(self) -> list[dict]:
-        """The conditions of the filter, one small query document each (implicitly AND-ed)."""
+        """The conditions chosen, one small query document each (implicitly AND-ed)."""
+        return self.selection_clauses()
+
+    def selection_clauses(self) -> list[dict]:
+        """The conditions the user chose (without the default exclusion of retired files)."""
         out: list[dict] = []
         for f in FACET_FIELDS:
             values = getattr(self, f)
@@ -632,8 +651,23 @@ class Filter(BaseModel):
         return out
 
     def to_mongo(self) -> dict:
-        """The MongoDB query document (``{}`` when the filter is empty)."""
-        return and_queries(*self.clauses())
+        """The conditions chosen, as a MongoDB query document (``{}`` when the filter is
+        empty); what the queries send is :meth:`query`."""
+        return and_queries(*self.selection_clauses())
+
+    def query(self) -> dict:
+        """The MongoDB query document every query of this package sends: :meth:`to_mongo`
+        and, unless ``include_retired``, :data:`NOT_RETIRED`. A filter that is one ``$or``
+        (an open run range) stays a rooted ``$or``, each branch served by its own index:
+        :data:`NOT_RETIRED` goes into every branch."""
+        query = self.to_mongo()
+        if self.include_retired:
+            return query
+        if set(query) == {"$or"}:
+            return {"$or": [and_queries(branch, NOT_RETIRED) for branch in query["$or"]]}
+        if "retired" in query:  # the user's own condition on it stays, and both must hold
+            return and_queries(query, NOT_RETIRED)
+        return {**query, **NOT_RETIRED}
 
     # -- URL parameters --------------------------------------------------------------------
 
@@ -642,7 +676,7 @@ class Filter(BaseModel):
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None or value == [] or value == {}:
+            if value is None or value == [] or value == {} or value is False:
                 continue
             if name in FACET_FIELDS:
                 out[name] = _join_list(value)
@@ -720,6 +754,8 @@ class Filter(BaseModel):
         parts += [a.describe() for a in self.attr_filters]
         if self.where:
             parts.append(f"where {_short(self.where, 200)}")
+        if self.include_retired:
+            parts.append("retired files included")
         return "; ".join(parts) if parts else "all files"
 
 
@@ -761,7 +797,7 @@ def _query(flt: Filter | Mapping | None) -> dict:
     if flt is None:
         return {}
     if isinstance(flt, Filter):
-        return flt.to_mongo()
+        return flt.query()
     return dict(flt)
 
 

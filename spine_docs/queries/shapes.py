@@ -34,6 +34,7 @@ SAMPLES: dict[str, Any] = {
     "path_contains": "chunk_007", "path_regex": "^/data/prod/",
     "attr_filters": [AttrFilter(key="energy", op="gt", value=1.5)],
     "where": {"num_events": {"$gt": 5}},
+    "include_retired": True,
 }
 
 #: shapes that may read every matching document, and why (at most a few)
@@ -48,6 +49,8 @@ ALLOWED: dict[str, str] = {
     "replica members by fingerprint": "the copies of at most `limit` contents, found by the "
                                       "key's index and sorted in memory",
     "replica members by checksum": "the copies of at most `limit` contents (see fingerprint)",
+    "filter: include_retired": "alone it selects nothing: queries.count answers with the "
+                               "collection's metadata count and sends no query",
     "attribute dictionary": "the full dictionary reads every matching file's attributes: "
                             "asked for explicitly (`spine-docs attrs`, the explorer's \"all "
                             "matching files\"); the explorer's default reads the newest 10,000 "
@@ -81,7 +84,7 @@ def query_shapes() -> list[plans.Shape]:
             shapes.append(S(f"next page sorted {label}", q, tuple(spec), "queries.page"))
     for field in Filter.model_fields:
         flt = Filter(**{field: SAMPLES[field]})
-        shapes.append(S(f"filter: {field}", flt.to_mongo(), (), "queries.count"))
+        shapes.append(S(f"filter: {field}", flt.query(), (), "queries.count"))
         q, spec = page_query(flt)
         shapes.append(S(f"first page, filter: {field}", q, tuple(spec), "queries.page"))
     for f in FACET_FIELDS:
@@ -97,6 +100,8 @@ def query_shapes() -> list[plans.Shape]:
           "queries.get_file"),
         S("export sorted by _id", {}, tuple(sort_spec("_id")), "queries.export"),
         S("ingest: a site's known files", {"site": "s3df"}, (), "ingest.existing_index"),
+        S("retired files", {"retired": {"$exists": True}}, (), "queries.count"),
+        S("verify: a site's files", {"site": "s3df", "retired": {"$exists": False}}, (), "verify.known_files"),
         pipeline_shape("timeline", timeline_pipeline(None, "month", "dataset"), "queries.timeline"),
         pipeline_shape("histogram stats: size", histogram_stats_pipeline(None, "size"),
                        "queries.histogram"),
