@@ -3,8 +3,9 @@
 A backup is a directory ``<root>/<db>_<YYYYMMDD_HHMMSS>/`` holding
 
 * ``<db>/<collection>.bson`` + ``<db>/<collection>.metadata.json`` - mongodump's own layout,
-  written by ``mongodump`` when it is on PATH and the database is a server (the URI goes in
-  a temporary 0600 config file, never on the command line), else by the built-in writer of
+  written by ``mongodump --db=<db>`` when it is on PATH and the database is a server (the
+  URI and the password go in a temporary 0600 config file, :class:`ToolConfig`, never on
+  the command line or in its environment), else by the built-in writer of
   :mod:`spine_docs.dumpfmt` (the code the embedded catalog persists with). ``mongorestore``
   reads either;
 * ``manifest.json`` - :mod:`spine_docs.dumpfmt`'s manifest (per collection the document
@@ -16,7 +17,9 @@ and the counts compared with the database's (taken under the migration lock), th
 checksums are written. :func:`verify` re-checks a backup later (counts and checksums).
 
 :func:`restore` first verifies the whole backup and changes nothing if that fails; then it
-puts every collection back (documents in their original order, options, indexes); only when
+puts every collection back (documents in their original order, options, indexes; ``meta``
+in place, so the lock document never leaves it; validators set after loading, so
+``readWrite`` + ``collMod`` suffice); only when
 all of that succeeded does it drop the collections created since the backup. If writing
 fails part-way it stops (drops nothing more) and raises :class:`RestoreError` whose
 ``manual_command`` restores by hand.
