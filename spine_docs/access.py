@@ -13,11 +13,12 @@ before it, and adds only what its commands need):
     ``saved_queries``: nobody's run can be deleted (marking a dead run ``interrupted`` is an
     update).
 ``spine_admin``
-    ``setup``, ``migrate`` (up/down/stamp/ack/unlock/backup/restore): every write, creating,
-    dropping and renaming collections (a restore swaps collections in by rename), indexes,
-    ``collMod`` (validators) and ``bypassDocumentValidation`` (a restore reloads documents
-    as they were). It cannot manage users or roles: that stays with the server's own
-    administrator, who runs ``spine-docs roles setup`` and ``spine-docs users add``.
+    ``setup``, ``migrate`` (up/down/stamp/ack/unlock/backup/restore), ``backup``: every
+    write, creating, dropping and renaming collections (a restore swaps collections in by
+    rename), indexes and ``collMod`` (validators; a restore loads documents first and sets
+    the validator after, so it needs no ``bypassDocumentValidation``): the built-in
+    ``readWrite`` plus ``collMod``. It cannot manage users or roles: that stays with the
+    server's own administrator, who runs ``spine-docs roles setup`` and ``spine-docs users add``.
 
 Credentials: the password is in the ``--db``/``SPINE_DOCS_DB`` URL, or better in a file
 named by ``SPINE_DOCS_PASSWORD_FILE`` (readable by its owner only, as ssh requires of a
@@ -53,8 +54,7 @@ PRIVILEGES: dict[str, list[tuple[str, list[str]]]] = {
     WRITER: [("files", ["insert", "update"]),
              ("runs", ["insert", "update"])],
     ADMIN: [("", ["insert", "update", "remove", "createCollection", "dropCollection",
-                  "renameCollectionSameDB", "createIndex", "dropIndex", "collMod",
-                  "bypassDocumentValidation"])],
+                  "renameCollectionSameDB", "createIndex", "dropIndex", "collMod"])],
 }
 #: the role each one inherits (in creation order)
 INHERITS: dict[str, str | None] = {READER: None, WRITER: READER, ADMIN: WRITER}

@@ -1082,6 +1082,28 @@ def migrate_restore(from_dir: Path = typer.Option(..., "--from", help="A backup 
 # MIGRATE-SECTION-END
 
 
+# --------------------------------------------------------------------------- backup
+# `spine-docs backup`: the nightly backup (cron), while inject jobs may be writing.
+
+@app.command("backup")
+@_mig_handled
+def backup_cmd(db: Optional[str] = DbOpt,
+               out: Optional[Path] = typer.Option(None, "--out", help="Backups directory (default: .spine_docs/backups)."),
+               keep: Optional[int] = KeepOpt,
+               lock_wait: float = LockWaitOpt) -> None:
+    """Take a verified backup now, safe while inject jobs write (not during a migration: it
+    takes the migration lock). Restore it with `spine-docs migrate restore --from DIR`.
+
+    Example (cron, nightly): `spine-docs backup --db "$URL" --out /backups/spine_docs --keep 7`"""
+    settings, database = _mig_open(db)
+    b = mig.backup(database, out=_backup_root(settings, out), db_url=settings.db_url, keep=keep, live=True,
+                   lock_wait_s=lock_wait)
+    _warn(b.warnings)
+    typer.echo(f"backup {b.path} ({b.method}, {b.documents} documents in {len(b.collections)} collections, verified)")
+    for p in b.rotated:
+        typer.echo(f"rotated out {p}")
+
+
 # --------------------------------------------------------------------------- doctor
 # `spine-docs doctor`: spine_docs.doctor reads and renders; this only parses and prints.
 

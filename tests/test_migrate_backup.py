@@ -97,14 +97,11 @@ def test_restore_failing_midway_drops_nothing_and_gives_manual_command(kind, cat
     with schema.writing(catalog):
         catalog.created_later.insert_one({"a": 1})
     before = dump(catalog, tmp_path / "d0", skip=())
-    real = bk._replace_collection
 
-    def flaky(db, name, docs, metadata):
-        if name == "meta":
-            raise OSError("disk full")
-        return real(db, name, docs, metadata)
+    def flaky(db, docs, metadata):  # meta, between files and runs: a failure midway
+        raise OSError("disk full")
 
-    monkeypatch.setattr(bk, "_replace_collection", flaky)
+    monkeypatch.setattr(bk, "_restore_meta", flaky)
     with pytest.raises(bk.RestoreError) as exc:
         migrate.restore(catalog, res.path)
     assert "disk full" in str(exc.value)
@@ -167,42 +164,14 @@ def test_list_backups(catalog, tmp_path):
     assert infos[0].documents == b.documents
 
 
-def test_mongodump_is_used_with_a_private_config_file(tmp_path, monkeypatch):
-    """The URI goes to mongodump in a 0600 config file, never on the command line."""
-    seen = {}
-    fake = tmp_path / "bin" / "mongodump"
-    fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\n")
-    fake.chmod(0o755)
-
-    def run(argv, **kw):
-        cfg = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
-        seen["argv"] = argv
-        seen["mode"] = stat.S_IMODE(os.stat(cfg).st_mode)
-        seen["cfg"] = Path(cfg).read_text()
-        out = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--out=")))
-        (out / "spine_docs").mkdir(parents=True)
-        (out / "spine_docs" / "files.bson").write_bytes(bson.encode({"_id": 1}))
-        (out / "spine_docs" / "files.metadata.json").write_text("{}")
-
-        class P:
-            returncode = 0
-            stdout = stderr = ""
-        return P()
-
-    monkeypatch.setattr(bk.shutil, "which", lambda name: str(fake) if name == "mongodump" else None)
-    monkeypatch.setattr(bk.subprocess, "run", run)
-    url = "mongodb://alice:s3cret@db.example.org/spine_docs"
-    bk._mongodump(url, tmp_path / "out")
-    assert not any("s3cret" in a for a in seen["argv"])
-    assert seen["mode"] == 0o600 and "s3cret" in seen["cfg"] and url in seen["cfg"]
-    assert not Path(next(a.split("=", 1)[1] for a in seen["argv"] if a.startswith("--config="))).exists()
-
-
 def test_manual_restore_command_hides_password(tmp_path):
     cmd = bk.manual_restore_command(tmp_path / "x", "mongodb://u:pw@h/db", "db")
-    assert cmd.startswith("mongorestore --uri") and "pw" not in cmd and "--drop" in cmd
+    assert cmd.startswith("mongorestore --config=") and "pw" not in cmd and "--drop" in cmd
+    assert "--nsExclude=db.changelog" in cmd and cmd.endswith("then spine-docs migrate unlock --force --db 'mongodb://u:****@h/db'")
     assert bk.manual_restore_command(tmp_path / "x", "/srv/cat").startswith("spine-docs migrate restore --from")
+
+
+# (what mongodump and mongorestore receive is tested in test_backup_tools.py, with fakes on PATH)
 
 
 # --------------------------------------------------------------------------- restore: damaged catalogs, new places
@@ -317,14 +286,11 @@ def test_a_failing_migrate_restore_names_another_way_that_works(tmp_path, monkey
     res = migrate.backup(db, out=tmp_path / "b")
     before = dump(db, tmp_path / "d0")
     store.close(db)
-    real = bk._replace_collection
 
-    def flaky(db, name, docs, metadata):
-        if name == "meta":
-            raise OSError("disk full")
-        return real(db, name, docs, metadata)
+    def flaky(db, docs, metadata):  # meta, between files and runs: a failure midway
+        raise OSError("disk full")
 
-    monkeypatch.setattr(bk, "_replace_collection", flaky)
+    monkeypatch.setattr(bk, "_restore_meta", flaky)
     with pytest.raises(SystemExit) as info:
         cli.main(["migrate", "restore", "--from", str(res.path), "--db", str(root)])
     err = capsys.readouterr().err

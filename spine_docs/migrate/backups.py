@@ -3,8 +3,9 @@
 A backup is a directory ``<root>/<db>_<YYYYMMDD_HHMMSS>/`` holding
 
 * ``<db>/<collection>.bson`` + ``<db>/<collection>.metadata.json`` - mongodump's own layout,
-  written by ``mongodump`` when it is on PATH and the database is a server (the URI goes in
-  a temporary 0600 config file, never on the command line), else by the built-in writer of
+  written by ``mongodump --db=<db>`` when it is on PATH and the database is a server (the
+  URI and the password go in a temporary 0600 config file, :class:`ToolConfig`, never on
+  the command line or in its environment), else by the built-in writer of
   :mod:`spine_docs.dumpfmt` (the code the embedded catalog persists with). ``mongorestore``
   reads either;
 * ``manifest.json`` - :mod:`spine_docs.dumpfmt`'s manifest (per collection the document
@@ -16,7 +17,9 @@ and the counts compared with the database's (taken under the migration lock), th
 checksums are written. :func:`verify` re-checks a backup later (counts and checksums).
 
 :func:`restore` first verifies the whole backup and changes nothing if that fails; then it
-puts every collection back (documents in their original order, options, indexes); only when
+puts every collection back (documents in their original order, options, indexes; ``meta``
+in place, so the lock document never leaves it; validators set after loading, so
+``readWrite`` + ``collMod`` suffice); only when
 all of that succeeded does it drop the collections created since the backup. If writing
 fails part-way it stops (drops nothing more) and raises :class:`RestoreError` whose
 ``manual_command`` restores by hand.
@@ -38,6 +41,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -178,70 +182,182 @@ def _manifest_for_dir(path: Path, db_name: str) -> dict:
     return manifest
 
 
-def _mongodump(db_url: str, out: Path) -> None:
-    """Run mongodump with the URI in a private temporary config file."""
+# --------------------------------------------------------------------------- mongodump / mongorestore
+
+_URI = re.compile(r"^(?P<scheme>mongodb(?:\+srv)?://)(?:(?P<user>[^:@/]*)(?::(?P<pw>[^@/]*))?@)?"
+                  r"(?P<hosts>[^/?]*)(?:/(?P<db>[^?]*))?(?:\?(?P<query>.*))?$", re.IGNORECASE)
+#: the name of the mongorestore config file a failed restore writes into the backup (0600)
+RESTORE_CONFIG = "mongorestore.yaml"
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    """What ``mongodump``/``mongorestore`` are given in their ``--config`` file (YAML, 0600):
+    ``uri`` - the catalog's URI with the user name but no password and no database (the
+    database goes apart: ``--db`` or ``--nsInclude``), ``authSource`` written out so that
+    naming the database cannot change where the user authenticates; ``password`` - given
+    only in the file. Its repr never shows the password."""
+    uri: str
+    password: str | None = field(default=None, repr=False)
+
+    def yaml(self) -> str:
+        """The config file's text (a JSON string is a YAML double-quoted scalar)."""
+        text = "uri: " + json.dumps(self.uri) + "\n"
+        if self.password is not None:
+            text += "password: " + json.dumps(self.password) + "\n"
+        return text
+
+    def secrets(self) -> list[str]:
+        """Every form of the password a message could carry."""
+        p = self.password
+        if not p:
+            return []
+        return sorted({p, urllib.parse.quote_plus(p), urllib.parse.quote(p, safe="")}, key=len, reverse=True)
+
+
+def tool_config(db_url: str, *, username: str | None = None, password: str | None = None) -> ToolConfig:
+    """The :class:`ToolConfig` for the server at ``db_url``; ``username``/``password`` are
+    the credentials given apart from the URL (``SPINE_DOCS_USER``/``SPINE_DOCS_PASSWORD_FILE``).
+
+    The URI's own password moves to the config's ``password``; the path (the database) is
+    dropped; when there is a user and no ``authSource``, ``authSource`` is set to what a
+    driver reads from this URL (its database, else ``admin``), because the tools
+    authenticate against ``--db`` otherwise. (Not for ``mongodb+srv://``, whose DNS TXT
+    record may name it.)"""
+    m = _URI.match(db_url or "")
+    if m is None:
+        raise BackupError("mongodump and mongorestore need a mongodb:// server URL")
+    user = m.group("user")
+    pw = urllib.parse.unquote(m.group("pw")) if m.group("pw") else None
+    if password is not None:
+        if pw:
+            raise BackupError("the password is given twice (in the URL and apart): keep one")
+        pw = password
+    if not user and username:
+        user = urllib.parse.quote(username, safe="")
+    query = [q for q in (m.group("query") or "").split("&") if q]
+    if user and not m.group("scheme").lower().startswith("mongodb+srv") \
+            and not any(q.lower().startswith("authsource=") for q in query):
+        query.append("authSource=" + (m.group("db") or "admin"))
+    uri = (m.group("scheme") + (user + "@" if user else "") + m.group("hosts") + "/"
+           + ("?" + "&".join(query) if query else ""))
+    return ToolConfig(uri=uri, password=pw)
+
+
+def server_tool_config(db, db_url: str | None = None) -> ToolConfig:
+    """:func:`tool_config` for the server ``db`` is connected to (``db_url``, else the URI it
+    was opened with), with the credentials it was opened with."""
+    from ..store import server
+
+    conn = server.connection_of(db)
+    url = db_url or (conn[0] if conn else None)
+    if not url:
+        raise BackupError("mongodump and mongorestore need the server's mongodb:// URL")
+    username, password = (conn[1], conn[2]) if conn and conn[2] is not None else (None, None)
+    return tool_config(url, username=username, password=password)
+
+
+def _write_config(path: Path, cfg: ToolConfig) -> None:
+    """Write ``cfg`` to a new file ``path`` readable by its owner only (created 0600: the
+    password is never in a file others can read, not even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, cfg.yaml().encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _child_env(cfg: ToolConfig) -> dict[str, str]:
+    """This process's environment without spine-docs' own settings (``SPINE_DOCS_DB`` may
+    hold a password) and without any variable holding the password."""
+    secrets = cfg.secrets()
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("SPINE_DOCS_") and not any(s in v for s in secrets)}
+
+
+def _scrub(text: str, cfg: ToolConfig) -> str:
+    text = sch.display_url(text)
+    for s in cfg.secrets():
+        text = text.replace(s, "****")
+    return text
+
+
+def mongodump_argv(exe: str, config: Path, db_name: str, out: Path) -> list[str]:
+    """mongodump's arguments: the config file, the one database, the output directory. No
+    ``--oplog``: mongodump accepts it only for a dump of the whole server."""
+    return [exe, f"--config={config}", f"--db={db_name}", f"--out={out}"]
+
+
+def _mongodump(cfg: ToolConfig, db_name: str, out: Path) -> None:
+    """Run mongodump on database ``db_name`` with ``cfg`` in a private temporary config file."""
     exe = shutil.which("mongodump")
     if exe is None:
         raise BackupError("mongodump not found")
-    fd, cfg = tempfile.mkstemp(prefix="spine-docs-mongodump-", suffix=".yaml")
+    tmpdir = Path(tempfile.mkdtemp(prefix="spine-docs-mongodump-"))  # 0700
+    config = tmpdir / "config.yaml"
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("uri: " + json.dumps(db_url) + "\n")  # JSON string is valid YAML
-        proc = subprocess.run([exe, f"--config={cfg}", f"--out={out}"],
-                              capture_output=True, text=True, timeout=24 * 3600)
+        _write_config(config, cfg)
+        proc = subprocess.run(mongodump_argv(exe, config, db_name, out), capture_output=True, text=True,
+                              env=_child_env(cfg), stdin=subprocess.DEVNULL, timeout=24 * 3600)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise BackupError(f"mongodump failed (exit {proc.returncode}): {sch.display_url(tail[0])}")
+            raise BackupError(f"mongodump failed (exit {proc.returncode}): {_scrub(tail[0], cfg)}")
     finally:
-        try:
-            os.unlink(cfg)
-        except OSError:
-            pass
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- backup
 
 def backup(db, root: str | Path | None = None, *, db_url: str | None = None,
            keep: int | None = None, use_mongodump: bool | None = None,
-           schema_version: int | None = None) -> BackupResult:
+           schema_version: int | None = None, live: bool = False) -> BackupResult:
     """Back up ``db`` into a new ``<root>/<db>_<YYYYMMDD_HHMMSS>/`` and verify it.
 
-    ``use_mongodump``: None = when on PATH and the database is a server (``db_url``
-    needed); True = required; False = built-in writer. ``keep`` then rotates ``root``
-    (see :func:`rotate`). Raises :class:`BackupError` if the backup cannot be taken or does
+    ``use_mongodump``: None = when on PATH and the database is a server; True = required;
+    False = built-in writer. mongodump dumps the catalog's database only (``--db``), with
+    the URI and password in a private config file (:class:`ToolConfig`). ``keep`` then
+    rotates ``root`` (see :func:`rotate`).
+
+    What the dump holds: on the embedded catalog and mongomock, the catalog as one committed
+    state (the one in memory). On a server, every document as it was at some moment during
+    the dump, not one point in time (``--oplog`` needs a dump of the whole server): a
+    document written while the dump runs may be in it or not. ``live``: other processes may
+    be writing (``spine-docs backup``): each collection's count in the dump must lie between
+    its counts before and after the dump; otherwise (a migration, writers stopped) it must
+    equal the count after. Raises :class:`BackupError` if the backup cannot be taken or does
     not verify; a failed backup directory is removed.
     """
     root = Path(root) if root is not None else default_root()
+    is_server = sch._is_server(db)
+    cfg = None
+    if use_mongodump is None:
+        use_mongodump = bool(is_server and shutil.which("mongodump"))
+    if use_mongodump:
+        if not is_server:
+            raise BackupError("mongodump needs a mongodb:// server URL")
+        cfg = server_tool_config(db, db_url)
     when = datetime.now(timezone.utc)
     path = _new_dir(root, db.name, when)
-    is_server = sch._is_server(db)
-    if use_mongodump is None:
-        use_mongodump = bool(is_server and db_url and shutil.which("mongodump"))
-    if use_mongodump and not (is_server and db_url):
-        shutil.rmtree(path, ignore_errors=True)
-        raise BackupError("mongodump needs a mongodb:// server URL")
     df = _dumpfmt()
     try:
+        before = _counts(db) if live else None
         if use_mongodump:
-            _mongodump(db_url, path)
+            _mongodump(cfg, db.name, path)
             manifest = _manifest_for_dir(path, db.name)
             method = "mongodump"
         else:
             manifest = df.dump_database(db, path)
             method = "builtin"
-        # verification 1: what was dumped is what the database holds (we hold the lock)
-        problems = []
-        for name in sch.collection_names(db):
-            n = db[name].count_documents({})
-            got = manifest["collections"].get(name, {}).get("count")
-            if got != n:
-                problems.append(f"{name}: {got} documents in the dump, {n} in the database")
+        # verification 1: what was dumped is what the database holds
+        problems = _count_problems(manifest, before, _counts(db))
         if problems:
-            raise BackupError("backup did not verify (stop writers and retry): " + "; ".join(problems))
+            raise BackupError("backup did not verify (" + ("documents were removed while it was taken; retry"
+                                                           if live else "stop writers and retry")
+                              + "): " + "; ".join(problems))
         manifest.update({"method": method, "schema_version": schema_version if schema_version is not None
                          else sch.db_version(db), "source": sch.display_url(db_url) if db_url else None,
-                         "verified": False})
+                         "verified": False, "live": live})
         df.atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
         # verification 2: every file re-read, decoded, counted and hashed against the manifest
         try:
@@ -262,6 +378,27 @@ def backup(db, root: str | Path | None = None, *, db_url: str | None = None,
     if keep is not None:
         result.rotated = rotate(root, keep, db_name=db.name)
     return result
+
+
+def _counts(db) -> dict[str, int]:
+    return {name: db[name].count_documents({}) for name in sch.collection_names(db)}
+
+
+def _count_problems(manifest: dict, before: dict | None, after: dict) -> list[str]:
+    """Each collection's count in the dump against the database's: equal to ``after``, or
+    (``before`` given: writers ran meanwhile) between ``before`` and ``after``."""
+    problems = []
+    for name in sorted(set(after) | set(before or {}) | set(manifest["collections"])):
+        got = manifest["collections"].get(name, {}).get("count")
+        if before is None:
+            if name in after and got != after[name]:
+                problems.append(f"{name}: {got} documents in the dump, {after[name]} in the database")
+            continue
+        lo, hi = sorted((before.get(name, 0), after.get(name, 0)))
+        if not lo <= (got or 0) <= hi:
+            problems.append(f"{name}: {got or 0} documents in the dump, {before.get(name, 0)} in the database "
+                            f"before and {after.get(name, 0)} after")
+    return problems
 
 
 def verify(path: str | Path) -> VerifyResult:
@@ -320,7 +457,8 @@ def _name_order(b: BackupInfo) -> tuple:
 
 def rotate(root: str | Path, keep: int, *, db_name: str | None = None) -> list[Path]:
     """Delete backups beyond the ``keep`` newest (per database), but never the newest good
-    one, and never a directory that is not a spine-docs backup. Returns what was deleted."""
+    one, and never a directory that spine-docs did not write (see :func:`_made_here`), even
+    when its name looks like a backup's. Returns what was deleted."""
     if keep < 1:
         raise BackupError("--keep must be at least 1")
     by_db: dict[str, list[BackupInfo]] = {}
@@ -330,30 +468,89 @@ def rotate(root: str | Path, keep: int, *, db_name: str | None = None) -> list[P
     for infos in by_db.values():
         newest_good = next((b for b in infos if b.good), None)
         for b in infos[keep:]:
-            if b is newest_good:
+            if b is newest_good or not _made_here(b):
                 continue
             shutil.rmtree(b.path)
             deleted.append(b.path)
     return deleted
 
 
+def _made_here(b: BackupInfo) -> bool:
+    """Whether ``b`` is a directory this module wrote: its manifest is a spine-docs dump of
+    that database, or (a backup killed before its manifest) it holds nothing but the
+    database's directory of dump files. Anything else under the backups directory is kept."""
+    df = _dumpfmt()
+    try:
+        manifest = json.loads((b.path / MANIFEST).read_text(encoding="utf-8"))
+        return manifest.get("format") == df.DUMP_FORMAT and manifest.get("database") == b.db_name
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, AttributeError):
+        return False
+    entries = list(b.path.iterdir())
+    if [e.name for e in entries] not in ([], [b.db_name]) or (entries and not entries[0].is_dir()):
+        return False
+    return all(f.is_file() and (f.name.endswith((".bson", ".metadata.json")) or f.name.startswith(".tmp-"))
+               for e in entries for f in e.iterdir())
+
+
 # --------------------------------------------------------------------------- restore
 
 def manual_restore_command(path: str | Path, db_url: str | None, db_name: str | None = None, *,
-                           elsewhere: bool = False) -> str:
-    """The command an admin runs to restore ``path`` by hand: ``mongorestore`` for a server;
-    else ``spine-docs migrate restore`` into ``db_url`` - or, with ``elsewhere`` (when that
-    very command is what failed), into a new directory that then serves as the catalog."""
+                           elsewhere: bool = False, config: str | Path | None = None,
+                           source_db: str | None = None) -> str:
+    """The command an admin runs to restore ``path`` by hand.
+
+    For a server: ``mongorestore --config=CONFIG`` (the URI and password in a 0600 file,
+    see :func:`write_restore_config`; default ``<path>/mongorestore.yaml``) restoring every
+    collection of ``db_name`` but the changelog (which keeps the record of what failed),
+    then ``spine-docs migrate unlock --force``: mongorestore puts back ``meta`` as it was in
+    the backup, with the lock document of the run that took it. Else ``spine-docs migrate
+    restore`` into ``db_url`` - or, with ``elsewhere`` (when that very command is what
+    failed), into a new directory that then serves as the catalog. ``source_db``: the
+    backup's database when it is not ``db_name`` (``--nsFrom``/``--nsTo`` rename it)."""
     path = Path(path)
-    if db_url and re.match(r"^mongodb(\+srv)?://", db_url):
-        ns = f" --nsInclude {shlex.quote(db_name + '.*')}" if db_name else ""
-        return (f"mongorestore --uri {shlex.quote(sch.display_url(db_url))} --drop{ns} "
-                f"--dir {shlex.quote(str(path))}")
+    if db_url and _URI.match(db_url):
+        name = db_name or "spine_docs"
+        src = source_db or name
+        cfg = Path(config) if config is not None else path / RESTORE_CONFIG
+        q = shlex.quote
+        rename = f" --nsFrom={q(src + '.*')} --nsTo={q(name + '.*')}" if src != name else ""
+        return (f"mongorestore --config={q(str(cfg))} --nsInclude={q(src + '.*')} "
+                f"--nsExclude={q(src + '.' + sch.CHANGELOG)}{rename} --drop --dir={q(str(path))}, "
+                f"then spine-docs migrate unlock --force --db {q(sch.display_url(db_url))}")
     if elsewhere:
         return (f"spine-docs migrate restore --from {shlex.quote(str(path))} --db NEWDIR "
                 "(a new directory), then use NEWDIR as the catalog")
     target = f" --db {shlex.quote(db_url)}" if db_url else ""
     return f"spine-docs migrate restore --from {shlex.quote(str(path))}{target}"
+
+
+def write_restore_config(path: str | Path, cfg: ToolConfig) -> Path:
+    """Write the config file :func:`manual_restore_command` names into backup ``path``
+    (0600; it holds the password: it goes when the backup is rotated out, or delete it
+    after the restore)."""
+    target = Path(path) / RESTORE_CONFIG
+    _write_config(target, cfg)
+    return target
+
+
+def _server_manual(db, path: Path, db_url: str | None) -> str:
+    """The manual restore of a server, with its config file written (or, when that cannot
+    be written, the command naming a file the admin writes)."""
+    try:
+        source = _dumpfmt().read_manifest(path)["database"]
+    except Exception:  # noqa: BLE001 - a damaged backup: its own name is the best guess
+        source = db.name
+    try:
+        cfg = server_tool_config(db, db_url)
+        url = db_url or cfg.uri
+        write_restore_config(path, cfg)
+    except (BackupError, OSError):
+        url = db_url or "URL"
+        return (manual_restore_command(path, url, db.name, config="CONFIG", source_db=source)
+                + " (CONFIG: a file of mode 600 with the lines `uri: ...` and `password: ...`)")
+    return manual_restore_command(path, url, db.name, source_db=source)
 
 
 def restore(db, path: str | Path, *, db_url: str | None = None,
@@ -362,13 +559,29 @@ def restore(db, path: str | Path, *, db_url: str | None = None,
     """Put the database back as it was in backup ``path`` (the caller holds :func:`writing`).
 
     Collections named in ``keep_collections`` (the migration changelog) are left as they
-    are; the lock document is kept. The backup is verified first (unless ``verified``: the
-    caller just did): if that fails nothing is touched. Raises :class:`RestoreError` (with
-    ``manual_command``, default :func:`manual_restore_command`) on any failure.
+    are. ``meta`` is restored in place (its other documents deleted, the backup's inserted)
+    and its lock document is never touched, so the lock stays held throughout. Every other
+    collection is loaded into a scratch collection without its validator, which is set by
+    ``collMod`` once loaded (no ``bypassDocumentValidation``: ``readWrite`` + ``collMod``
+    suffice), then renamed over the live one.
+
+    The backup is verified first (unless ``verified``: the caller just did): if that fails
+    nothing is touched. Raises :class:`RestoreError` (with ``manual_command``, default
+    :func:`manual_restore_command`; on a server its config file is then written into the
+    backup) on any failure.
     """
     path = Path(path)
-    manual = manual_command or manual_restore_command(path, db_url, db.name)
-    _check(path, manual)
+    server = sch._is_server(db)
+
+    def manual() -> str:
+        if manual_command is not None:
+            return manual_command
+        return _server_manual(db, path, db_url) if server else manual_restore_command(path, db_url, db.name)
+
+    check = verify(path)
+    if not check.ok:
+        raise RestoreError("backup does not verify (" + "; ".join(check.problems) + "); nothing was changed",
+                           manual_command=manual(), changed=False)
     df = _dumpfmt()
     manifest = df.read_manifest(path)
     d = path / manifest["database"]
@@ -378,50 +591,53 @@ def restore(db, path: str | Path, *, db_url: str | None = None,
         metas = {n: df.read_metadata(d, n) for n in names}
     except df.DumpError as exc:
         raise RestoreError(f"cannot read backup metadata: {exc}; nothing was changed",
-                           manual_command=manual, changed=False) from exc
+                           manual_command=manual(), changed=False) from exc
     result = RestoreResult(path=path)
-    lock_doc = db[sch.META].find_one({"_id": sch.LOCK_DOC_ID})
     # Stage 1: load everything somewhere that is not the live data. Failing here changes nothing.
     staged: dict[str, object] = {}
     try:
-        if sch._is_server(db):
-            for name in names:
+        for name in names:
+            if name == sch.META:  # restored in place: small, and it holds the lock
+                staged[name] = _read_docs(d, name)
+            elif server:
                 staged[name] = _stage_on_server(db, name, d, metas[name])
-        else:  # mongomock/embedded: the catalog lives in memory anyway
-            for name in names:
-                skip = SKIP_DOCS.get(name, set())
-                staged[name] = [doc for doc in map(bson.decode, df.iter_raw(d, name))
-                                if doc.get("_id") not in skip]
+            else:  # mongomock/embedded: the catalog lives in memory anyway
+                staged[name] = _read_docs(d, name)
     except Exception as exc:
         for tmp in staged.values():
             if isinstance(tmp, str):
                 db.drop_collection(tmp)
         raise RestoreError(f"cannot load the backup: {type(exc).__name__}: {exc}; nothing was changed",
-                           manual_command=manual, changed=False) from exc
+                           manual_command=manual(), changed=False) from exc
     # Stage 2: swap in. Failing here stops at once: nothing more is dropped.
     current = None
     try:
         for name in names:
             current = name
-            if isinstance(staged[name], str):
+            if name == sch.META:
+                _restore_meta(db, staged[name], metas[name])
+            elif isinstance(staged[name], str):
                 db[staged[name]].rename(name, dropTarget=True)
             else:
                 _replace_collection(db, name, staged[name], metas[name])
             result.restored.append(name)
-        if lock_doc is not None:
-            db[sch.META].replace_one({"_id": sch.LOCK_DOC_ID}, lock_doc, upsert=True)
         current = None
         if drop_new:
             for name in sch.collection_names(db):
-                if name not in manifest["collections"] and name not in keep:
+                if name not in manifest["collections"] and name not in keep and name != sch.META:
                     current = name
                     sch.execute(db, {"drop": name})
                     result.dropped.append(name)
     except Exception as exc:
         raise RestoreError(f"restore failed at collection {current!r}: {type(exc).__name__}: {exc}",
-                           manual_command=manual, changed=True) from exc
+                           manual_command=manual(), changed=True) from exc
     result.documents = sum(manifest["collections"][n]["count"] for n in names)
     return result
+
+
+def _read_docs(d: Path, name: str) -> list[dict]:
+    skip = SKIP_DOCS.get(name, set())
+    return [doc for doc in map(bson.decode, _dumpfmt().iter_raw(d, name)) if doc.get("_id") not in skip]
 
 
 def _check(path: Path, manual: str) -> None:
@@ -482,14 +698,28 @@ def _index_docs(metadata: dict) -> list[dict]:
             for idx in metadata.get("indexes") or [] if idx.get("name") != "_id_"]
 
 
+_VALIDATION = ("validator", "validationLevel", "validationAction")
+
+
 def _options(metadata: dict) -> dict:
+    """The collection's ``create`` options, without its validation (see :func:`_validation`)."""
     options = dict(metadata.get("options") or {})
     options.pop("uuid", None)
+    for k in _VALIDATION:
+        options.pop(k, None)
     return options
 
 
+def _validation(metadata: dict) -> dict:
+    """The ``collMod`` fields that set the backup's validation once the documents are in
+    (empty: none). Loading first and validating after needs no ``bypassDocumentValidation``."""
+    options = metadata.get("options") or {}
+    return {k: options[k] for k in _VALIDATION if k in options}
+
+
 def _stage_on_server(db, name: str, d: Path, metadata: dict) -> str:
-    """Load one collection of the backup, byte for byte, into a scratch collection."""
+    """Load one collection of the backup, byte for byte, into a scratch collection created
+    without a validator; its indexes and validation (``collMod``) follow the documents."""
     from bson.raw_bson import RawBSONDocument
 
     tmp = f"{name}__spine_docs_restore"
@@ -503,13 +733,15 @@ def _stage_on_server(db, name: str, d: Path, metadata: dict) -> str:
             continue
         batch.append(doc)
         if len(batch) >= _INSERT_BATCH:
-            db[tmp].insert_many(batch, ordered=True, bypass_document_validation=True)
+            db[tmp].insert_many(batch, ordered=True)
             batch = []
     if batch:
-        db[tmp].insert_many(batch, ordered=True, bypass_document_validation=True)
+        db[tmp].insert_many(batch, ordered=True)
     docs = _index_docs(metadata)
     if docs:
         sch.execute(db, {"createIndexes": tmp, "indexes": docs})
+    if _validation(metadata):
+        sch.execute(db, {"collMod": tmp, **_validation(metadata)})
     return tmp
 
 
@@ -517,9 +749,40 @@ def _replace_collection(db, name: str, docs: list[dict], metadata: dict) -> None
     """Drop and recreate one collection exactly as in the backup (order, options, indexes)."""
     if name in db.list_collection_names():
         sch.execute(db, {"drop": name})
-    sch.execute(db, {"create": name, **_options(metadata)})
+    sch.execute(db, {"create": name, **_options(metadata), **_validation(metadata)})
     for i in range(0, len(docs), _INSERT_BATCH):
         db[name].insert_many(docs[i:i + _INSERT_BATCH], ordered=True)
     idx = _index_docs(metadata)
     if idx:
         sch.execute(db, {"createIndexes": name, "indexes": idx})
+
+
+def _restore_meta(db, docs: list[dict], metadata: dict) -> None:
+    """``meta`` as in the backup, in place: the lock document is never deleted, renamed or
+    rewritten, so the migration lock stays held (and visible to every other process)
+    throughout. Validation first (the backup's, or none), then the documents, then the
+    backup's indexes (those it lacks are dropped)."""
+    if sch.META not in db.list_collection_names():
+        sch.execute(db, {"create": sch.META, **_options(metadata), **_validation(metadata)})
+    else:
+        current = store_options(db, sch.META)
+        want = _validation(metadata)
+        if {k: current.get(k) for k in _VALIDATION if k in current} != want:
+            sch.execute(db, {"collMod": sch.META, **(want or {"validator": {}})})
+    meta = db[sch.META]
+    meta.delete_many({"_id": {"$ne": sch.LOCK_DOC_ID}})
+    docs = [doc for doc in docs if doc.get("_id") != sch.LOCK_DOC_ID]
+    if docs:
+        meta.insert_many(docs, ordered=True)
+    wanted = {ix["name"]: ix for ix in _index_docs(metadata)}
+    have = {ix["name"] for ix in meta.list_indexes()}
+    for name in sorted(have - set(wanted) - {"_id_"}):
+        sch.execute(db, {"dropIndexes": sch.META, "index": name})
+    missing = [ix for n, ix in wanted.items() if n not in have]
+    if missing:
+        sch.execute(db, {"createIndexes": sch.META, "indexes": missing})
+
+
+def store_options(db, name: str) -> dict:
+    """The options of collection ``name`` (validator etc.; empty when it has none)."""
+    return sch._store().collection_options(db, name)

@@ -369,8 +369,8 @@ def plan(db, *, to: int | None = None, direction: str = "up", backup: bool = Tru
         bnote = "skipped (empty database: a failure drops what was created)"
     else:
         root = Path(backup_root) if backup_root is not None else bk.default_root()
-        how = ("mongodump --config <temporary 0600 file holding the URI>"
-               if sch._is_server(db) and db_url and bk.shutil.which("mongodump") else "built-in dump (mongodump layout)")
+        how = (f"mongodump --db={db.name} --config=<temporary 0600 file holding the URI and password>"
+               if sch._is_server(db) and bk.shutil.which("mongodump") else "built-in dump (mongodump layout)")
         bnote = f"{how} into {root}/{db.name}_<YYYYMMDD_HHMMSS>/, verified before the first change"
     return Plan(direction=direction, from_version=cur, to_version=target, steps=steps,
                 reconcile=reconcile, backup=bnote, stamp=target if (steps and target != cur) else None,
@@ -804,12 +804,21 @@ def unlock(db, *, force: bool = False) -> dict | None:
 
 
 def backup(db, *, out=None, db_url: str | None = None, keep: int | None = None,
-           use_mongodump: bool | None = None) -> bk.BackupResult:
-    """``migrate backup``: a verified backup under ``out`` (default .spine_docs/backups),
-    taken under the migration lock so no migration runs meanwhile."""
-    lock = lk.acquire(db, command="migrate backup")
+           use_mongodump: bool | None = None, live: bool = False,
+           lock_wait_s: float = lk.DEFAULT_WAIT_S) -> bk.BackupResult:
+    """``migrate backup`` and ``spine-docs backup``: a verified backup under ``out`` (default
+    .spine_docs/backups), taken under the migration lock (renewed while it runs) so that no
+    migration runs meanwhile. ``live`` (``spine-docs backup``): inject jobs may be writing;
+    see :func:`bk.backup` for what the dump then holds. Raises :class:`bk.BackupError` (the
+    backup removed) when the lock was lost during it."""
+    lock = lk.acquire(db, command="backup" if live else "migrate backup", wait_s=lock_wait_s)
     try:
-        res = bk.backup(db, out, db_url=db_url, keep=keep, use_mongodump=use_mongodump)
+        with lock.keep_alive():
+            res = bk.backup(db, out, db_url=db_url, keep=keep, use_mongodump=use_mongodump, live=live)
+        if lock.lost:
+            bk.shutil.rmtree(res.path, ignore_errors=True)
+            raise bk.BackupError(f"the migration lock was lost during the backup ({lock.lost_reason}), so a "
+                                 f"migration may have run meanwhile: the backup was removed; run it again")
         res.warnings += lock.warnings
         return res
     finally:
@@ -824,7 +833,8 @@ def restore(db, from_dir, *, db_url: str | None = None, lock_wait_s: float = lk.
     On failure the "restore by hand" of :class:`bk.RestoreError` is another way than this
     one (mongorestore, or a restore into a new directory)."""
     root = sch._store().catalog_path(db)
-    manual = bk.manual_restore_command(from_dir, db_url, db.name, elsewhere=True)
+    # a server's is mongorestore, its config file written when needed (bk.restore's default)
+    manual = None if sch._is_server(db) else bk.manual_restore_command(from_dir, db_url, db.name, elsewhere=True)
     lock = lk.acquire(db, command="migrate restore", wait_s=lock_wait_s)
     try:
         if root is not None:  # the lock document it holds is kept: released below

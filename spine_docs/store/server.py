@@ -19,6 +19,9 @@ from pymongo.errors import PyMongoError
 from .common import DEFAULT_DB, StoreError
 
 _SERVER_LABELS: dict[int, str] = {}  # id(client) -> redacted URI (pymongo clients compare by address)
+#: id(client) -> (URI, user name given apart, password given apart): what mongodump and
+#: mongorestore need to reach the same database as the client (see :func:`connection_of`)
+_CONNECTIONS: dict[int, tuple[str, str | None, str | None]] = {}
 
 
 def _redact(url: str) -> str:
@@ -83,8 +86,17 @@ def connect(url: str, timeout_ms: int, *, failover_timeout_ms: int | None = None
         client.close()
         raise StoreError(f"cannot reach MongoDB at {shown}: {_one_line(exc, secrets)}") from None
     _SERVER_LABELS[id(client)] = shown
+    _CONNECTIONS[id(client)] = (url, username if password is not None else None, password)
     weakref.finalize(client, _SERVER_LABELS.pop, id(client), None)
+    weakref.finalize(client, _CONNECTIONS.pop, id(client), None)
     return db
+
+
+def connection_of(db: Any) -> tuple[str, str | None, str | None] | None:
+    """``(uri, username, password)`` that :func:`connect` opened ``db`` with (the user name
+    and password given apart from the URI, else None), for a tool that must reach the same
+    database (mongodump, mongorestore); None for a client this module did not open."""
+    return _CONNECTIONS.get(id(db.client))
 
 
 def is_server(db: Any) -> bool:
