@@ -25,7 +25,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from . import runs, schema, store
+from . import history, runs, schema, store
 from .pool import parallel_map
 from .extract import (EXTRACTOR_VERSION, ExtractCache, Limits, doc_id, error_document, extract,
                       extract_bson, mtime_ms, normalise_path, stat_problem)
@@ -261,8 +261,10 @@ class _Writer:
     """Buffers writes and sends them as unordered bulk writes, batch by batch: an insert
     that finds its document there already is sent again as the upsert it came with."""
 
-    def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime):
+    def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime,
+                 keep_versions: int = 0):
         self.db = db
+        self.keep_versions = keep_versions  # history.version_ops's bound (0: no history)
         self.now = now  # the run's time, in every write's bookkeeping
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
@@ -271,19 +273,23 @@ class _Writer:
         self.paths: list[str] = []
         self.kinds: list[str] = []
         self.fallbacks: list[Callable[[], UpdateOne] | None] = []
+        self.written: list[tuple[Any, str] | None] = []
         self.seen_ids: list[str] = []
         self.last = time.monotonic()
         self.beat = now  # the run's last heartbeat
 
     def add(self, op: Any, path: str, kind: str,
-            on_duplicate: Callable[[], UpdateOne] | None = None) -> None:
+            on_duplicate: Callable[[], UpdateOne] | None = None,
+            written: tuple[Any, str] | None = None) -> None:
         """``kind`` is how the report counted this file: indexed, unchanged or failed.
         ``on_duplicate``: the write to send instead when ``op`` (an insert) finds the
-        document there already."""
+        document there already. ``written``: ``(document, change)`` an upsert (or the
+        fallback of an insert) writes, whose previous document the history keeps."""
         self.ops.append(op)
         self.paths.append(path)
         self.kinds.append(kind)
         self.fallbacks.append(on_duplicate)
+        self.written.append(written)
         if len(self.ops) >= self.batch_size and time.monotonic() - self.last >= self.interval:
             self.flush()
 
@@ -304,12 +310,30 @@ class _Writer:
         if not self.ops:
             return
         ops, paths, kinds, fallbacks = self.ops, self.paths, self.kinds, self.fallbacks
-        self.ops, self.paths, self.kinds, self.fallbacks = [], [], [], []
+        written = self.written
+        self.ops, self.paths, self.kinds, self.fallbacks, self.written = [], [], [], [], []
         with store.writing(self.db):
-            again = self._bulk(ops, paths, kinds, fallbacks)
+            keep = self.keep_versions
+            upserts = [i for i, op in enumerate(ops)
+                       if keep and written[i] is not None and isinstance(op, UpdateOne)]
+            # the documents these writes replace, read before they are written
+            before = history.read_before(self.db, (written[i][0]["_id"] for i in upserts))
+            again, failed = self._bulk(ops, paths, kinds, fallbacks)
+            done = [written[i] for i in upserts if i not in failed]
             if again:  # inserts of documents that were there after all: upserts instead
-                self._bulk([fallbacks[i]() for i in again], [paths[i] for i in again],
-                           [kinds[i] for i in again], [None] * len(again))
+                if keep:
+                    more = history.read_before(self.db, (written[i][0]["_id"] for i in again
+                                                         if written[i] is not None))
+                    before.docs.update(more.docs)
+                    before.newest.update(more.newest)
+                _, failed_again = self._bulk([fallbacks[i]() for i in again], [paths[i] for i in again],
+                                             [kinds[i] for i in again], [None] * len(again))
+                done += [written[i] for j, i in enumerate(again)
+                         if keep and j not in failed_again and written[i] is not None]
+            versions = history.version_ops(before, done, now=self.now, run_id=self.report.run_id,
+                                           keep=keep)
+            if versions:  # in the same save as the files they were replaced in
+                self.db[history.VERSIONS].bulk_write(versions, ordered=True)
             beat = datetime.now(timezone.utc)
             if beat - self.beat >= runs.HEARTBEAT_EVERY:
                 runs.heartbeat(self.db, self.report.run_id, beat)  # in the same save
@@ -318,10 +342,12 @@ class _Writer:
         self.interval = store.commit_interval(self.db)  # grows with an embedded catalog
 
     def _bulk(self, ops: list[Any], paths: list[str], kinds: list[str],
-              fallbacks: list[Callable[[], UpdateOne] | None]) -> list[int]:
+              fallbacks: list[Callable[[], UpdateOne] | None]) -> tuple[list[int], set[int]]:
         """One unordered bulk write; reports what the database refused, and returns the
-        positions of the inserts that found their document there (to send again)."""
+        positions of the inserts that found their document there (to send again) and of
+        the writes it refused."""
         again: list[int] = []
+        failed: set[int] = set()
         try:
             self.db.files.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
@@ -330,11 +356,12 @@ class _Writer:
                 if err.get("code") == 11000 and fallbacks[i] is not None:
                     again.append(i)
                     continue
+                failed.add(i)
                 self.report.problems.append(Problem(paths[i], f"database refused the document: {err.get('errmsg')}"))
                 if kinds[i] == "indexed":  # now a failure; "failed" ones were counted already,
                     self.report.indexed -= 1  # and an unchanged file's document is intact
                     self.report.failed += 1
-        return sorted(again)
+        return sorted(again), failed
 
 
 # --------------------------------------------------------------------------- workers
@@ -413,7 +440,7 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         progress(0, total)
 
     known = existing_index(db, settings.site) if skip_existing else {}
-    writer = _Writer(db, settings.batch_size, report, now)
+    writer = _Writer(db, settings.batch_size, report, now, getattr(settings, "keep_versions", 0))
     todo: list[str] = []
     changes: dict[str, str] = {}
     seen, site = writer.seen, settings.site
@@ -447,11 +474,13 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             kind = "failed" if status == "error" else "indexed"
             change = changes.get(path, "new")
             if change == "new":  # as far as this run knows: inserted whole, not decoded
+                again = "new" if skip_existing else "reindexed"
                 writer.add(insert_op(doc, now=now, run_id=report.run_id), path, kind,
-                           partial(upsert_op, doc, now=now, run_id=report.run_id,
-                                   change="new" if skip_existing else "reindexed"))
+                           partial(upsert_op, doc, now=now, run_id=report.run_id, change=again),
+                           (doc, again))
             else:
-                writer.add(upsert_op(doc, now=now, run_id=report.run_id, change=change), path, kind)
+                writer.add(upsert_op(doc, now=now, run_id=report.run_id, change=change), path, kind,
+                           written=(doc, change))
             done += 1
             if progress:
                 progress(done, total)

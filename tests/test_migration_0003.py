@@ -9,7 +9,7 @@ import pytest
 from spine_docs import migrate, schema
 from spine_docs.migrate import reconcile
 
-from test_migrate_helpers import db, kind, legacy_documents, load_legacy, reopen  # noqa: F401
+from test_migrate_helpers import HEAD, db, kind, legacy_documents, load_legacy, reopen  # noqa: F401
 
 
 V2_FILES_INDEXES = {  # schema.json of version 2, written out
@@ -38,17 +38,18 @@ def test_0003_upgrades_a_version_2_catalog_and_down_reverses_it(kind, db, tmp_pa
 
     res = migrate.up(db, backup_root=tmp_path / "b")
     assert res.ok, res.message
-    assert [s.name for s in res.steps] == ["0003_indexes_for_a_million_files"]
+    assert [s.name for s in res.steps][:1] == ["0003_indexes_for_a_million_files"]   # then later ones
     assert res.backup is not None and res.backup.verified
     db = reopen(kind, db, tmp_path)
-    assert schema.db_version(db) == 3
+    assert schema.db_version(db) == HEAD
     assert set(file_indexes(db)) == (V2_FILES_INDEXES - DROPPED) | ADDED
     assert file_indexes(db)[(("path", 1), ("site", 1))].get("unique") is True
     assert migrate.check(db).ok
     assert reconcile.diff(schema.load_schema(), reconcile.snapshot(db)) == []
     assert sorted(db.files.find({}), key=lambda d: d["_id"]) == docs_before     # no document changed
     last = migrate.history(db)[-1]
-    assert (last.version, last.direction, last.state) == (3, "up", "applied")
+    assert [(h.version, h.direction, h.state) for h in migrate.history(db) if h.version == 3] == [(3, "up", "applied")]
+    assert (last.version, last.direction, last.state) == (HEAD, "up", "applied")
 
     down = migrate.down(db, to=2, backup_root=tmp_path / "b")
     assert down.ok, down.message

@@ -120,10 +120,30 @@ def query_shapes() -> list[plans.Shape]:
     return shapes
 
 
+def version_shapes() -> list[plans.Shape]:
+    """Every shape sent to ``file_versions`` (:mod:`spine_docs.history`), named ``history: ...``."""
+    S = plans.Shape
+    fid = "s3df:/data/f.h5"
+    return [
+        S("history: versions of a batch's files", {"file_id": {"$in": [fid, "s3df:/g.h5"]}}, (),
+          "history.read_before"),
+        S("history: a file's versions", {"file_id": fid}, (("version", 1),), "history.versions"),
+        S("history: versions from N up", {"file_id": fid, "version": {"$gte": 2}}, (("version", 1),),
+          "history.document_version"),
+        S("history: newest version", {"file_id": fid}, (("version", -1),), "history.document_version"),
+        S("history: ring slot", {"_id": fid + "#0"}, (), "history.version_ops"),
+        S("history: mark pruned", {"file_id": fid, "version": {"$lte": 3}, "kind": {"$ne": "pruned"}},
+          (), "history.version_ops"),
+    ]
+
+
 def verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
     """The plan of every shape under ``schema.json`` (the shipped one by default)."""
     schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
-    return plans.check(query_shapes(), plans.indexes_of(schema_doc), ALLOWED)
+    out = plans.check(query_shapes(), plans.indexes_of(schema_doc), ALLOWED)
+    if "file_versions" in schema_doc["collections"]:
+        out += plans.check(version_shapes(), plans.indexes_of(schema_doc, "file_versions"), ALLOWED)
+    return out
 
 
 def markdown() -> str:
