@@ -1,5 +1,6 @@
 """Migration 0004: a catalog at schema version 3 gets the ``file_versions`` collection and its
-unique ``{file_id, version}`` index (no document changes), and ``down`` removes them."""
+unique ``{file_id, version}`` index, and ``files`` gets ``{inputs, _id}`` and ``{name, _id}``
+(no document changes); ``down`` removes them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from spine_docs.migrate import reconcile
 from test_migrate_helpers import db, kind, legacy_documents, load_legacy, reopen  # noqa: F401
 
 
+def file_indexes(db):
+    return {tuple(schema.index_key(i)) for i in schema.list_indexes(db, "files")}
+
+
 def version_indexes(db):
     return {tuple(schema.index_key(i)): i for i in schema.list_indexes(db, "file_versions")}
 
@@ -20,6 +25,7 @@ def test_0004_adds_file_versions_and_down_removes_it(kind, db, tmp_path):
     assert migrate.up(db, to=3, backup_root=tmp_path / "b").ok
     assert "file_versions" not in schema.collection_names(db)
     docs_before = sorted(db.files.find({}), key=lambda d: d["_id"])
+    files_v3 = set(file_indexes(db))
 
     res = migrate.up(db, to=4, backup_root=tmp_path / "b")
     assert res.ok, res.message
@@ -30,6 +36,7 @@ def test_0004_adds_file_versions_and_down_removes_it(kind, db, tmp_path):
     assert set(version_indexes(db)) == {(("_id", 1),), (("file_id", 1), ("version", 1))}
     assert version_indexes(db)[(("file_id", 1), ("version", 1))].get("unique") is True
     assert sorted(db.files.find({}), key=lambda d: d["_id"]) == docs_before
+    assert set(file_indexes(db)) == files_v3 | {(("inputs", 1), ("_id", 1)), (("name", 1), ("_id", 1))}
     with schema.writing(db):
         db.file_versions.insert_one({"_id": "a#0", "file_id": "a", "version": 1})
         with pytest.raises(Exception, match="(?i)duplicate"):
@@ -40,6 +47,7 @@ def test_0004_adds_file_versions_and_down_removes_it(kind, db, tmp_path):
     db = reopen(kind, db, tmp_path)
     assert schema.db_version(db) == 3
     assert "file_versions" not in schema.collection_names(db)
+    assert set(file_indexes(db)) == files_v3
     assert sorted(db.files.find({}), key=lambda d: d["_id"]) == docs_before
 
 

@@ -112,6 +112,10 @@ def query_shapes() -> list[plans.Shape]:
         pipeline_shape("attribute dictionary, newest files", attribute_dictionary_pipeline(None, max_docs=5000),
                        "queries.attribute_dictionary"),
     ]
+    for key, field in (("input", "inputs"), ("name", "name"), ("run", "run")):  # setdiff.compare_sets
+        sides = Filter(dataset=["x"], prod_version=["v2"])
+        shapes.append(S(f"set diff side matched by {key}", sides.to_mongo(), ((field, 1), ("_id", 1)),
+                        "setdiff.compare_sets"))
     for key, field in REPLICA_KEYS.items():
         shapes.append(pipeline_shape(f"replicas by {key}", replicas_pipeline(None, key=key),
                                      "queries.replicas"))
