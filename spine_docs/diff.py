@@ -61,8 +61,16 @@ def join_path(keys: Iterable[str]) -> str:
     return ".".join(key_segment(k) for k in keys)
 
 
+_SCALARS = (str, int, float, bool, type(None), list, datetime)
+
+
+def _is_map(value: Any) -> bool:
+    """A mapping (a dict, fast; any Mapping otherwise: ABC checks are slow on every leaf)."""
+    return type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping))
+
+
 def _is_leaf(value: Any) -> bool:
-    return not isinstance(value, Mapping) or bool(value.get("summarized")) or not value
+    return not _is_map(value) or bool(value.get("summarized")) or not value
 
 
 def flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -77,10 +85,15 @@ def flatten(value: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], A
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, Mapping) and a.get("summarized") and isinstance(b, Mapping) and b.get("summarized"):
-        if a.get("sha256") and b.get("sha256"):
-            return a.get("sha256") == b.get("sha256") and a.get("kind") == b.get("kind")
-    return history._same(a, b)
+    """Equal values of the same type (``1`` and ``1.0`` differ; NaN equals NaN); summaries by
+    their sha256. Inside lists and mappings, Python's equality (fast) decides."""
+    if type(a) is not type(b):
+        return False
+    if a == b:
+        return True
+    if _is_map(a) and a.get("summarized") and b.get("summarized") and a.get("sha256") and b.get("sha256"):
+        return a.get("sha256") == b.get("sha256") and a.get("kind") == b.get("kind")
+    return history._same(a, b)  # NaN: compared on the BSON bytes
 
 
 def compare_flat(a: Mapping[tuple[str, ...], Any], b: Mapping[tuple[str, ...], Any],
@@ -106,9 +119,15 @@ def _tree(doc: Mapping[str, Any], field: str) -> dict[tuple[str, ...], Any]:
     value = doc.get(field)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):      # cfg kept as text (not YAML)
+    if not _is_map(value):      # cfg kept as text (not YAML)
         return {("(text)",): value}
     return {p: v for p, v in flatten(value).items() if p}
+
+
+def _compare_tree(a: Mapping[str, Any], b: Mapping[str, Any], field: str) -> list[dict[str, Any]]:
+    if _same(a.get(field), b.get(field)):
+        return []
+    return compare_flat(_tree(a, field), _tree(b, field))
 
 
 def diff_attrs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -136,8 +155,10 @@ def _brief(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def diff_structure(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, list]:
     """Datasets and groups added, removed, reshaped, with another dtype, or otherwise changed."""
-    ia, ib = _items(a), _items(b)
     out: dict[str, list] = {"added": [], "removed": [], "reshaped": [], "dtype": [], "changed": []}
+    if a.get("structure") == b.get("structure"):
+        return out
+    ia, ib = _items(a), _items(b)
     for path, x in ia.items():
         y = ib.get(path)
         if y is None:
@@ -178,8 +199,8 @@ def diff_documents(a: Mapping[str, Any], b: Mapping[str, Any], *, ref_a: str | N
         "facts": compare_flat(_fields(a, FACTS), _fields(b, FACTS), missing_is_none=True),
         "promoted": compare_flat(_fields(a, PROMOTED), _fields(b, PROMOTED), missing_is_none=True),
         "attrs": diff_attrs(a, b),
-        "cfg": compare_flat(_tree(a, "cfg"), _tree(b, "cfg")),
-        "info": compare_flat(_tree(a, "info"), _tree(b, "info")),
+        "cfg": _compare_tree(a, b, "cfg"),
+        "info": _compare_tree(a, b, "info"),
         "structure": diff_structure(a, b),
     }
     out["same"] = not any(out[s] for s in SECTIONS) and not any(out["structure"].values())

@@ -144,7 +144,10 @@ def _cursor(db: Any, flt: Filter, fld: str, tie: str, index: str) -> Iterator[Ma
     kwargs: dict[str, Any] = {"sort": [(fld, 1), (tie, 1)], "batch_size": 500}
     if store.is_server(db):
         kwargs["hint"] = index  # the planner's trial could pick a filter index and sort in memory
-    return db.files.find(flt.to_mongo(), {f: 0 for f in SKIPPED_FIELDS}, **kwargs)
+    # on a server, the large parts no comparison reads stay there; the in-process engines
+    # hand documents over as they are (a projection would copy each one)
+    projection = {f: 0 for f in SKIPPED_FIELDS} if store.is_server(db) else None
+    return db.files.find(flt.to_mongo(), projection, **kwargs)
 
 
 def _groups(docs: Iterable[Mapping[str, Any]], fld: str, side: str,
