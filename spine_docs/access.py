@@ -52,7 +52,8 @@ PRIVILEGES: dict[str, list[tuple[str, list[str]]]] = {
     READER: [("", ["find", "listCollections", "listIndexes"]),
              ("saved_queries", ["insert", "update", "remove"])],
     WRITER: [("files", ["insert", "update"]),
-             ("runs", ["insert", "update"])],
+             ("runs", ["insert", "update"]),
+             ("file_versions", ["insert", "update"])],
     ADMIN: [("", ["insert", "update", "remove", "createCollection", "dropCollection",
                   "renameCollectionSameDB", "createIndex", "dropIndex", "collMod"])],
 }

@@ -704,6 +704,76 @@ def lineage_cmd(
     if walk.cycles:
         raise typer.Exit(1)
 
+# --------------------------------------------------------------------------- diff
+
+_STYLES = {"head": "bold", "added": "green", "removed": "red", "changed": "yellow", "": ""}
+
+
+def _print_lines(lines: List[Any]) -> None:
+    """``(style, text)`` lines: coloured on a terminal that has colours, plain otherwise."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    for style, text in lines:
+        console.print(Text(text, style=_STYLES.get(style, "") if console.color_system else ""))
+
+
+@app.command("diff")
+@handled
+def diff_cmd(
+    a: Optional[str] = typer.Argument(None, help="A file: path or _id; PATH@N (version N) or PATH@DATE (as of that day)."),
+    b: Optional[str] = typer.Argument(None, help="The file to compare A with (same forms)."),
+    left: Optional[str] = typer.Option(None, "--left", help="Set diff: the left files, a saved query's name or "
+                                       "filter terms, e.g. 'dataset=mpvmpr_v1,prod_version=v2'."),
+    right: Optional[str] = typer.Option(None, "--right", help="Set diff: the right files (same forms)."),
+    match_on: str = typer.Option("input", "--match-on", help="Set diff: pair files by their input file ('input') "
+                                 "or by a field an index sorts by (name, run, path, fingerprint, ...)."),
+    examples: int = typer.Option(3, "--examples", min=0, max=100, help="Set diff: examples per differing key."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    site: Optional[str] = typer.Option(None, "--site", help="Site of a path given without one (default: any)."),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """What changed between two files, two versions of one file, or two sets of files.
+
+    spine-docs diff /data/v2/f.h5 /data/v3/f.h5;  spine-docs diff /data/f.h5@1 /data/f.h5;
+    spine-docs diff --left 'dataset=mpvmpr_v1,prod_version=v2' --right 'dataset=mpvmpr_v1,prod_version=v3'
+    """
+    from . import diff as docdiff, setdiff
+
+    if fmt not in ("text", "json"):
+        raise fail(f"unknown --format {fmt!r}: choose text or json")
+    sets = left is not None or right is not None
+    if sets and (a is not None or b is not None):
+        raise fail("give two files (A B) or two sets (--left FILTER --right FILTER), not both")
+    if sets and (left is None or right is None):
+        raise fail("a set diff needs both --left and --right")
+    if not sets and (a is None or b is None):
+        raise fail("give two files to compare (A B), or two sets with --left and --right")
+    settings = Settings.load(db=db)
+    database = open_db(settings)
+    if sets:
+        try:
+            result = setdiff.compare_sets(database, setdiff.side_filter(database, left),
+                                          setdiff.side_filter(database, right), match_on=match_on,
+                                          left_text=left, right_text=right, examples=examples)
+        except setdiff.SetDiffError as exc:
+            raise fail(str(exc))
+        if fmt == "json":
+            print_json(result.as_dict())
+        else:
+            _print_lines(setdiff.text_lines(result))
+        return
+    try:
+        da, db_ = docdiff.resolve(database, a, site=site), docdiff.resolve(database, b, site=site)
+    except docdiff.DiffError as exc:
+        raise fail(str(exc), 1)
+    d = docdiff.diff_documents(da, db_, ref_a=a, ref_b=b)
+    if fmt == "json":
+        print_json(d)
+    else:
+        _print_lines(docdiff.text_lines(d))
+
 
 # --------------------------------------------------------------------------- demo / app
 

@@ -379,8 +379,8 @@ def summarize_explain(doc: Mapping) -> ExplainSummary:
 #: shapes sent as ``find`` (a page: limit 50); ``count`` shapes are explained as the
 #: aggregation ``count_documents`` sends; the pipeline shapes of :func:`shape_pipelines`
 #: as their whole pipeline
-FIND_SOURCES = frozenset({"queries.page", "queries.get_file", "queries.export", "ingest.existing_index", "verify.known_files",
-                          "queries.replicas"})
+FIND_SOURCES = frozenset({"queries.page", "queries.get_file", "queries.export", "ingest.existing_index",
+                          "verify.known_files", "queries.replicas", "setdiff.compare_sets"})
 COUNT_SOURCES = frozenset({"queries.count"})
 FIND_LIMIT = 50
 

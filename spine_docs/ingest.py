@@ -32,7 +32,7 @@ from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import retry as retry_mod
-from . import runs, schema, store
+from . import history, runs, schema, store
 from .pool import parallel_map, start as start_pool
 from .extract import (EXTRACTOR_VERSION, LIFECYCLE_STATUSES, READER_MODULES, ExtractCache, Limits,
                       doc_id, error_document, extract, extract_encoded, mtime_ms, normalise_path,
@@ -340,6 +340,8 @@ class _Entry:
     incomplete: bool = False
     reason: str | None = None      # an error document's reason
     fallback: Callable[[], UpdateOne] | None = None  # for an insert that finds its document
+    written: tuple[Any, str] | None = None  # (document, change): what the history compares
+    replaces: bool = False         # an upsert: the document it replaces goes to the history
 
 
 class _Writer:
@@ -357,8 +359,10 @@ class _Writer:
     retryable writes for all of it."""
 
     def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime, *,
-                 window: float = 30.0, backoff: float = retry_mod.FIRST_BACKOFF_S):
+                 window: float = 30.0, backoff: float = retry_mod.FIRST_BACKOFF_S,
+                 keep_versions: int = 0):
         self.db = db
+        self.keep_versions = keep_versions  # history.version_ops's bound (0: no history)
         self.now = now  # the run's time, in every write's bookkeeping
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
@@ -366,6 +370,8 @@ class _Writer:
         self.window = window
         self.backoff = backoff
         self.entries: list[_Entry] = []
+        self.keep_versions = keep_versions  # history.version_ops's bound (0: no history)
+        self._taken: list[_Entry] | None = None  # the entries whose write landed, in a flush
         self.seen_ids: list[str] = []
         self.seen_paths: list[str] = []
         self.seen_batches: list[tuple[list[str], list[str]]] = []
@@ -403,10 +409,26 @@ class _Writer:
             for ids, paths in seen:
                 self._write_seen(ids, paths)
             if entries:
+                keep = self.keep_versions
+                # the documents these writes replace, read before they are written (history)
+                before = history.read_before(self.db, (e._id for e in entries if keep and e.replaces)) \
+                    if keep else None
+                self._taken = []
                 again = self._write(entries)
                 if again:  # inserts of documents that were there after all: upserts instead
-                    self._write([_Entry(e.fallback(), e._id, e.path, e.kind, e.incomplete, e.reason)
-                                 for e in again])
+                    if keep:
+                        more = history.read_before(self.db, (e._id for e in again))
+                        before.docs.update(more.docs)
+                        before.newest.update(more.newest)
+                    self._write([_Entry(e.fallback(), e._id, e.path, e.kind, e.incomplete, e.reason,
+                                        written=e.written, replaces=True) for e in again])
+                taken, self._taken = self._taken, None
+                if keep:  # the replaced documents, in the same save as the files
+                    versions = history.version_ops(
+                        before, [e.written for e in taken if e.replaces and e.written is not None],
+                        now=self.now, run_id=self.report.run_id, keep=keep)
+                    if versions:
+                        self.retried(lambda: self.db[history.VERSIONS].bulk_write(versions, ordered=True))
             beat = datetime.now(timezone.utc)
             if beat - self.beat >= runs.HEARTBEAT_EVERY:
                 self.retried(lambda: runs.heartbeat(self.db, self.report.run_id, beat))  # in the same save
@@ -478,6 +500,8 @@ class _Writer:
 
     def _count(self, e: _Entry) -> None:
         """A file whose write landed."""
+        if self._taken is not None:
+            self._taken.append(e)
         if e.kind == "indexed":
             self.report.indexed += 1
             self.report.incomplete += e.incomplete
@@ -640,7 +664,8 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
 
     writer = _Writer(db, settings.batch_size, report, now,
                      window=getattr(settings, "failover_timeout_s", 30.0),
-                     backoff=getattr(settings, "retry_backoff_s", retry_mod.FIRST_BACKOFF_S))
+                     backoff=getattr(settings, "retry_backoff_s", retry_mod.FIRST_BACKOFF_S),
+                     keep_versions=getattr(settings, "keep_versions", 0))
     todo: list[str] = []
     changes: dict[str, str] = {}
     seen, site = writer.seen, settings.site
@@ -668,15 +693,18 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             failed = status == "error"
             change = changes.get(path, "new")
             if change == "new":  # as far as this run knows: inserted whole, not decoded
+                again = "new" if skip_existing else "reindexed"
                 op = insert_op(doc, now=now, run_id=report.run_id, status=status)
-                fallback = partial(_upsert_op_of, doc, now=now, run_id=report.run_id,
-                                   change="new" if skip_existing else "reindexed")
+                fallback = partial(_upsert_op_of, doc, now=now, run_id=report.run_id, change=again)
+                written, replaces = (doc, again), False
             else:
                 op, fallback = _upsert_op_of(doc, now=now, run_id=report.run_id, change=change), None
+                written, replaces = (doc, change), True
             # counted (indexed, incomplete, failed) once the database has taken the write
             writer.add(_Entry(op, doc_id(site, path), path, "failed" if failed else "indexed",
                               incomplete=status == "incomplete",
-                              reason=error if failed else None, fallback=fallback))
+                              reason=error if failed else None, fallback=fallback,
+                              written=written, replaces=replaces))
             done += 1
             if progress:
                 progress(done, total)

@@ -49,6 +49,8 @@ class Settings(BaseModel):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     batch_size: int = 500
     checksum: bool = False
+    # history: previous documents kept per file in file_versions (0: none; see history.py)
+    keep_versions: int = Field(10, ge=0)
     path_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_PATH_PATTERNS))
     # extraction bounds
     max_array_items: int = 1000

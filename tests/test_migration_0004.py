@@ -30,7 +30,7 @@ def test_0004_upgrades_a_version_3_catalog_and_down_reverses_it(kind, db, tmp_pa
     assert status_enum(db) == ["ok", "incomplete", "error"]
     docs_before = sorted(db.files.find({}), key=lambda d: d["_id"])
 
-    res = migrate.up(db, backup_root=tmp_path / "b")
+    res = migrate.up(db, to=4, backup_root=tmp_path / "b")
     assert res.ok, res.message
     assert [s.name for s in res.steps] == ["0004_lifecycle_and_lineage"]
     assert not res.reconciled                      # the migration did all that schema.json says
@@ -41,8 +41,7 @@ def test_0004_upgrades_a_version_3_catalog_and_down_reverses_it(kind, db, tmp_pa
     assert {"verify", "retired", "lineage"} <= set(props)
     assert file_indexes(db) == v3_indexes | LINEAGE
     assert file_indexes(db, "files_archive") == ARCHIVE
-    assert migrate.check(db).ok
-    assert reconcile.diff(schema.load_schema(), reconcile.snapshot(db)) == []
+    # (at head, migrate check and schema.json agree: tests/test_migration_0005.py)
     assert sorted(db.files.find({}), key=lambda d: d["_id"]) == docs_before
 
     down = migrate.down(db, to=3, backup_root=tmp_path / "b")

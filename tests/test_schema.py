@@ -31,8 +31,8 @@ def test_statuses_are_the_schemas_enum():
 
 def test_shipped_schema_is_consistent():
     data = schema.load_schema()
-    assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 4 == HEAD
-    assert {"files", "runs", "meta", "saved_queries", "changelog"} <= set(data["collections"])
+    assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 5 == HEAD
+    assert {"files", "runs", "meta", "saved_queries", "changelog", "file_versions"} <= set(data["collections"])
     # the highest migration equals schema_version
     assert _migration_versions()[-1] == data["schema_version"]
     files = data["collections"]["files"]
@@ -73,7 +73,7 @@ def test_setup_fresh_then_idempotent(db):
     info = {i["name"]: i for i in schema.list_indexes(db, "files")}
     assert info["path_1_site_1"]["unique"] is True
     assert info["checksum.sha256_1"]["partialFilterExpression"] == {"checksum.sha256": {"$exists": True}}
-    assert rep.summary().startswith(f"initialised at schema version {HEAD}: created 6 collections, ")
+    assert rep.summary().startswith(f"initialised at schema version {HEAD}: created 7 collections, ")
     again = schema.setup(db)
     assert again.action == "current" and again.commands == [] and again.drift == []
     assert again.summary() == f"schema version {HEAD}: nothing to create"

@@ -189,8 +189,11 @@ class Catalog:
         if lower not in ("insert", "update", "delete", "find", "aggregate", "count"):
             return None
         doc = dict(request.doc)
-        with self._mutex:
-            reply = getattr(self, "_" + lower)(self.db[doc[name]], doc)
+        try:
+            with self._mutex:
+                reply = getattr(self, "_" + lower)(self.db[doc[name]], doc)
+        except Exception as exc:  # a request this fake cannot run: an error reply, never silence
+            return request.fail(f"wire_fake.Catalog cannot run it: {type(exc).__name__}: {exc}")
         return request.ok(**reply)
 
     def apply(self, request: Any) -> dict:
@@ -219,8 +222,11 @@ class Catalog:
         n = modified = 0
         upserted = []
         for i, u in enumerate(doc.get("updates") or []):
-            fn = coll.update_many if u.get("multi") else coll.update_one
-            r = fn(u["q"], u["u"], upsert=bool(u.get("upsert")))
+            if not any(str(k).startswith("$") for k in u["u"]):  # a replacement document
+                r = coll.replace_one(u["q"], u["u"], upsert=bool(u.get("upsert")))
+            else:
+                fn = coll.update_many if u.get("multi") else coll.update_one
+                r = fn(u["q"], u["u"], upsert=bool(u.get("upsert")))
             if r.upserted_id is not None:
                 upserted.append({"index": i, "_id": r.upserted_id})
                 n += 1

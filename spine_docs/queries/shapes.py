@@ -117,6 +117,10 @@ def query_shapes() -> list[plans.Shape]:
         pipeline_shape("attribute dictionary, newest files", attribute_dictionary_pipeline(None, max_docs=5000),
                        "queries.attribute_dictionary"),
     ]
+    for key, field in (("input", "inputs"), ("name", "name"), ("run", "run")):  # setdiff.compare_sets
+        sides = Filter(dataset=["x"], prod_version=["v2"])
+        shapes.append(S(f"set diff side matched by {key}", sides.to_mongo(), ((field, 1), ("_id", 1)),
+                        "setdiff.compare_sets"))
     for key, field in REPLICA_KEYS.items():
         shapes.append(pipeline_shape(f"replicas by {key}", replicas_pipeline(None, key=key),
                                      "queries.replicas"))
@@ -125,10 +129,30 @@ def query_shapes() -> list[plans.Shape]:
     return shapes
 
 
+def version_shapes() -> list[plans.Shape]:
+    """Every shape sent to ``file_versions`` (:mod:`spine_docs.history`), named ``history: ...``."""
+    S = plans.Shape
+    fid = "s3df:/data/f.h5"
+    return [
+        S("history: versions of a batch's files", {"file_id": {"$in": [fid, "s3df:/g.h5"]}}, (),
+          "history.read_before"),
+        S("history: a file's versions", {"file_id": fid}, (("version", 1),), "history.versions"),
+        S("history: versions from N up", {"file_id": fid, "version": {"$gte": 2}}, (("version", 1),),
+          "history.document_version"),
+        S("history: newest version", {"file_id": fid}, (("version", -1),), "history.document_version"),
+        S("history: ring slot", {"_id": fid + "#0"}, (), "history.version_ops"),
+        S("history: mark pruned", {"file_id": fid, "version": {"$lte": 3}, "kind": {"$ne": "pruned"}},
+          (), "history.version_ops"),
+    ]
+
+
 def verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
     """The plan of every shape under ``schema.json`` (the shipped one by default)."""
     schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
-    return plans.check(query_shapes(), plans.indexes_of(schema_doc), ALLOWED)
+    out = plans.check(query_shapes(), plans.indexes_of(schema_doc), ALLOWED)
+    if "file_versions" in schema_doc["collections"]:
+        out += plans.check(version_shapes(), plans.indexes_of(schema_doc, "file_versions"), ALLOWED)
+    return out
 
 
 def markdown() -> str:
