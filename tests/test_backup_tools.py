@@ -224,7 +224,7 @@ def test_the_server_restore_needs_read_write_and_collmod_and_never_moves_the_loc
     path = _backup_of_a_small_catalog(tmp_path)
     db = store.connect(f"mongodb://{fake.address}/spine_docs")
     res = bk.restore(db, path)
-    assert set(res.restored) == {"files", "files_archive", "meta", "runs", "saved_queries"}
+    assert set(res.restored) == {"file_versions", "files", "files_archive", "meta", "runs", "saved_queries"}
     sent = [(name, doc) for name, doc in fake.requests if name not in IGNORED]
     needed = set()
     for name, doc in sent:
