@@ -626,15 +626,16 @@ def test_timeline_counts_missing_and_null_groups_as_one(db):
 
 
 def test_each_facet_is_one_index_friendly_aggregation_never_a_facet_stage():
-    # nothing selected: each facet walks its own field's index ($sort first); the only $match
-    # is the default exclusion of retired files, checked on the documents the walk fetches
+    # nothing selected: each facet walks its own field's index ($sort first) and groups, with
+    # no $match (the retired files' counts are subtracted after, from their partial index:
+    # a $match here would fetch every document)
     hidden = {"retired": {"$exists": False}}
     plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(), q.DEFAULT_FACETS))
     assert list(plans) == [(f,) for f in q.DEFAULT_FACETS]
     for (f,), p in plans.items():
-        assert p[0] == {"$sort": {f: 1}} and p[1] == {"$match": hidden}
-        assert p[2] == {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}
-        assert not any("$facet" in stage for stage in p)
+        assert p == [{"$sort": {f: 1}}, {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}]
+        assert q.retired_pipeline(f) == [{"$match": {"retired": {"$exists": True}}},
+                                         {"$group": {"_id": "$" + f, "count": {"$sum": 1}}}]
     # retired files included: no $match at all
     plans = dict((tuple(f), p) for f, p in q.facets_pipelines(Filter(include_retired=True), q.DEFAULT_FACETS))
     for (f,), p in plans.items():
@@ -645,7 +646,9 @@ def test_each_facet_is_one_index_friendly_aggregation_never_a_facet_stage():
     assert plans[("site",)][0] == {"$match": {"model": {"$in": ["x"]}, **hidden}}
     assert plans[("dataset",)][0] == {"$match": {"site": {"$in": ["y"]}, "model": {"$in": ["x"]}, **hidden}}
     # a selected value is a literal, even when it looks like a field path
-    sel = q.facets_pipelines(Filter(dataset=["$oops"]), ["dataset"])[0][1]
+    # (under another condition: with none, the selection is put first in Python, after the
+    # retired files' counts are subtracted)
+    sel = q.facets_pipelines(Filter(dataset=["$oops"], model=["x"]), ["dataset"])[0][1]
     assert {"$addFields": {"selected": {"$in": ["$_id", {"$literal": ["$oops"]}]}}} in sel
 
 
@@ -666,7 +669,8 @@ def _expression_strings(expr, out):
 def test_facet_selection_is_a_literal_in_expressions():
     # MongoDB reads "$oops" in an expression as a field path (mongomock does not)
     odd = ["$oops", "$$ROOT", "plain"]
-    for _fields, pipeline in q.facets_pipelines(Filter(dataset=odd), ["dataset"]):
+    # (under another condition: with none, the selection is put first in Python)
+    for _fields, pipeline in q.facets_pipelines(Filter(dataset=odd, site=["s"]), ["dataset"]):
         stages = [s for s in pipeline if "$addFields" in s]
         assert stages and not set(odd) & _expression_strings(stages, set()), stages
 
@@ -1457,3 +1461,31 @@ def test_a_refused_query_is_the_filters_error(server_files):
         with mock.patch.multiple(pymongo.collection.Collection, **{n: fail for n in names}):
             raised = _every_executor(server_files, Filter(model=["m"]))
         assert all(type(exc) is kind for exc in raised.values()), raised
+
+
+def test_unfiltered_facets_leave_out_the_retired_files_by_subtracting_their_counts(catalog_db):
+    # model a: 3 files, all retired; b: 2 files, 1 retired; c: 1 file; a retired file with no
+    # model, and one with model True (a group apart from 1 on a server) - counted by hand
+    retired = {"reason": "bad calibration", "by": "me@host", "at": MONDAY}
+    docs = [make_doc(f"/d/a{i}.h5", model="a") for i in range(3)] + \
+        [make_doc(f"/d/b{i}.h5", model="b") for i in range(2)] + [make_doc("/d/c.h5", model="c"),
+                                                                  make_doc("/d/n.h5", model=None),
+                                                                  make_doc("/d/t.h5", model=True),
+                                                                  make_doc("/d/one.h5", model=1)]
+    for d in docs:
+        if d["path"] in ("/d/a0.h5", "/d/a1.h5", "/d/a2.h5", "/d/b0.h5", "/d/n.h5", "/d/t.h5"):
+            d["retired"] = retired
+    load(catalog_db, docs)
+    got = q.facets(catalog_db, Filter(), ["model"])["model"]
+    assert got == [{"value": "b", "count": 1}, {"value": "c", "count": 1}, {"value": 1, "count": 1}] \
+        or sorted(map(str, got)) == sorted(map(str, [{"value": "b", "count": 1}, {"value": "c", "count": 1},
+                                                      {"value": 1, "count": 1}]))
+    # the limit counts the values left after the subtraction (a, all retired, takes no place)
+    assert len(q.facets(catalog_db, Filter(), ["model"], limit=2)["model"]) == 2
+    # a selected value survives the limit
+    sel = q.facets(catalog_db, Filter(model=["c"]), ["model"], limit=1)["model"]
+    assert sel == [{"value": "c", "count": 1}]
+    # retired files included: every file counted
+    every = q.facets(catalog_db, Filter(include_retired=True), ["model"])["model"]
+    assert {(str(v["value"]), v["count"]) for v in every} == {
+        ("a", 3), ("b", 2), ("c", 1), ("None", 1), ("True", 1), ("1", 1)}

@@ -55,8 +55,11 @@ def test_a_query_the_server_refuses_is_the_filters_error(fake, command, argv):
 
 
 def test_a_selected_value_that_starts_with_a_dollar_is_sent_as_a_literal(fake):
-    res = run(fake, "facets", "--dataset", "$oops", "--dataset", "$$ROOT")
+    # (with another condition: with none, the selection is put first in Python, after the
+    # retired files' counts are subtracted, and is sent nowhere)
+    res = run(fake, "facets", "--dataset", "$oops", "--dataset", "$$ROOT", "--site", "s")
     assert res.exit_code == 0, res.output
     pipelines = [a["pipeline"] for a in fake.sent("aggregate", "files")]
     selected = [s["$addFields"]["selected"] for p in pipelines for s in p if "$addFields" in s]
-    assert selected == [{"$in": ["$_id", {"$literal": ["$oops", "$$ROOT"]}]}]
+    assert selected == [{"$in": ["$_id", {"$literal": ["s"]}]},                 # site's facet
+                        {"$in": ["$_id", {"$literal": ["$oops", "$$ROOT"]}]}]   # dataset's

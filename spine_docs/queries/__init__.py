@@ -42,7 +42,7 @@ from .analytics import (
     histogram_stats_pipeline, run_coverage, run_coverage_pipeline, timeline, timeline_pipeline,
 )
 from .copies import REPLICA_COLUMNS, REPLICA_KEYS, replicas, replicas_pipeline
-from .counts import DEFAULT_FACETS, count, facets, facets_pipelines, total
+from .counts import DEFAULT_FACETS, count, facets, facets_pipelines, retired_pipeline, total
 from .dictionary import (
     ORDERED_TYPES, attribute_dictionary, attribute_dictionary_pipeline, attribute_keys,
     attribute_keys_pipeline, attribute_types,
@@ -73,7 +73,7 @@ __all__ = [
     # collections
     "FILES", "SAVED_QUERIES",
     # counts
-    "DEFAULT_FACETS", "count", "total", "facets", "facets_pipelines",
+    "DEFAULT_FACETS", "count", "total", "facets", "facets_pipelines", "retired_pipeline",
     # pages
     "DEFAULT_SORT", "ESCAPED_SUBDOCUMENTS", "MAX_PAGE_SIZE", "SORT_FIELDS", "TABLE_COLUMNS",
     "TIE_BREAKERS", "Page", "decode_cursor", "encode_cursor", "format_sort", "get_file",

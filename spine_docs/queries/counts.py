@@ -55,22 +55,29 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
     """``[([field], pipeline)]``: one aggregation per facet, each served by an index.
 
     A facet is counted under the filter minus its own selection. With no other condition the
-    pipeline starts with ``$sort`` on the field, so that a server walks the field's index in
-    order instead of scanning the collection (no ``$facet``: its sub-pipelines can use no
-    index); otherwise with the ``$match``, which the filter's index serves. Values come by
-    count, the field's selected values first so that they survive the limit."""
+    pipeline is ``$sort`` on the field then ``$group``, so that a server walks the field's
+    index in order (covered: no document is fetched) instead of scanning the collection (no
+    ``$facet``: its sub-pipelines can use no index). The retired files, hidden by default,
+    are then not left out by a ``$match`` (that would fetch every document): the pipeline
+    counts every file and keeps every value (no ``$limit``), and :func:`facets` subtracts
+    the retired files' counts (:func:`retired_pipeline`, served by the partial index that
+    holds only them). With other conditions it starts with the ``$match``, which the
+    filter's index serves. Values come by count, the field's selected values first so that
+    they survive the limit."""
     flt = _as_filter(flt)
     out = []
     for f in _facet_fields(fields):
         q = flt.without(f).query()
         selected = list(getattr(flt, f))
-        if not q:
+        minus_retired = q == NOT_RETIRED
+        if not q or minus_retired:
             pipeline: list[dict] = [{"$sort": {f: 1}}]
-        elif q == NOT_RETIRED:  # the field's index in order, the retired ones skipped as fetched
-            pipeline = [{"$sort": {f: 1}}, {"$match": q}]
         else:
             pipeline = [{"$match": q}]
         pipeline.append({"$group": {"_id": "$" + f, "count": {"$sum": 1}}})
+        if minus_retired:  # every value: the limit is applied after the subtraction
+            out.append(([f], pipeline))
+            continue
         if selected:
             # $literal: a selected value such as "$oops" is a value, not a field path
             pipeline.append({"$addFields": {"selected": {"$in": ["$_id", {"$literal": selected}]}}})
@@ -82,6 +89,32 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
     return out
 
 
+def retired_pipeline(field: str) -> list[dict]:
+    """The retired files' count per value of ``field`` (the partial ``{retired: 1}`` index
+    holds only them: few documents fetched)."""
+    return [{"$match": RETIRED}, {"$group": {"_id": "$" + field, "count": {"$sum": 1}}}]
+
+
+def _minus_retired(coll: Any, field: str, rows: list[dict], selected: list,
+                   limit: int, max_time_ms: int | None) -> list[dict]:
+    """Every file's counts of ``field`` (``rows``) minus the retired files', values left
+    with none dropped; the selected values first, then by count, at most ``limit``."""
+    retired = {_key(r["_id"]): r["count"] for r in _aggregate(coll, retired_pipeline(field), max_time_ms)}
+    kept = []
+    for r in rows:
+        n = r["count"] - retired.get(_key(r["_id"]), 0)
+        if n > 0:
+            kept.append({"_id": r["_id"], "count": n})
+    chosen = {_key(v) for v in selected}
+    kept.sort(key=lambda r: (_key(r["_id"]) not in chosen, -r["count"], r["_id"] is not None, str(r["_id"])))
+    return kept[:limit]
+
+
+def _key(value: Any) -> tuple:
+    """A group key as the server tells groups apart (1 and True are two groups)."""
+    return (type(value) is bool, value) if isinstance(value, (bool, int, float)) else (None, repr(value))
+
+
 def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_FACETS,
            limit: int = 50, *, max_time_ms: int | None = None) -> dict[str, list[dict]]:
     """``{field: [{"value": v, "count": n}, ...]}`` by decreasing count (ties by value), at most
@@ -90,8 +123,11 @@ def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_F
         raise QueryError("limit must be at least 1" if limit < 1 else "limit is too large")
     coll = _collection(db)
     result: dict[str, list[dict]] = {}
+    flt = _as_filter(flt)
     for (f,), pipeline in facets_pipelines(flt, fields, limit):
         rows = _aggregate(coll, pipeline, max_time_ms)
+        if flt.without(f).query() == NOT_RETIRED:
+            rows = _minus_retired(coll, f, rows, list(getattr(flt, f)), int(limit), max_time_ms)
         values = [{"value": r["_id"], "count": r["count"]} for r in rows]
         values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
         result[f] = values

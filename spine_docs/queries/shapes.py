@@ -19,7 +19,7 @@ from spine_docs import plans, schema
 
 from .analytics import histogram_pipeline, histogram_stats_pipeline, run_coverage_pipeline, timeline_pipeline
 from .copies import REPLICA_KEYS, replicas_pipeline
-from .counts import facets_pipelines
+from .counts import facets_pipelines, retired_pipeline
 from .dictionary import attribute_dictionary_pipeline, attribute_keys_pipeline
 from .filters import FACET_FIELDS, AttrFilter, Filter
 from .pages import SORT_FIELDS, format_sort, page_query, sort_spec
@@ -90,6 +90,8 @@ def query_shapes() -> list[plans.Shape]:
     for f in FACET_FIELDS:
         (_, pipe), = facets_pipelines(Filter(), [f])
         shapes.append(pipeline_shape(f"facet {f}", pipe, "queries.facets"))
+        shapes.append(pipeline_shape(f"facet {f}: the retired files' counts, subtracted",
+                                     retired_pipeline(f), "queries.facets"))
         other = "model" if f != "model" else "dataset"
         (_, pipe), = facets_pipelines(Filter(**{other: SAMPLES[other], f: SAMPLES[f]}), [f])
         shapes.append(pipeline_shape(f"facet {f}, {other} selected", pipe, "queries.facets"))
