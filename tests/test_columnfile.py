@@ -8,8 +8,11 @@ the cache switched off."""
 from __future__ import annotations
 
 import random
+from array import array
 
+import bson
 import pytest
+from sentinels import NOTHING
 
 from spine_docs import dumpfmt, store
 from spine_docs.store import columnfile
@@ -97,6 +100,36 @@ def test_restored_columns_are_the_built_ones(tmp_path, seed):
     for name, col in built.values.items():
         assert [repr(v) for v in back.values[name]] == [repr(v) for v in col], name
         assert [type(v) for v in back.values[name]] == [type(v) for v in col], name
+    # ``a`` is an embedded document or missing in every document: a raw column, restored
+    # as the documents' own bytes (plain Python: what bson.encode makes of each ``a``)
+    assert set(back.raw) == set(built.raw) == ({"a"} if any("a" in d for d in docs) else set())
+    for name in back.raw:
+        assert back.raw[name] == [bson.encode(d[name]) if name in d else NOTHING for d in docs]
+
+
+def test_a_payload_with_a_bad_raw_column_is_refused(tmp_path):
+    """A raw column whose values are not BSON documents, whose codes point nowhere or that
+    names a column is no usable dump: restore() declines (the caller builds)."""
+    docs = _docs(30)
+    _catalog(tmp_path, docs)
+    db = _reopen(tmp_path)
+    built = columns.columns_of(db.files._store, True)
+    good = bson.decode(columns.dump(built))
+    assert [e["name"] for e in good["raw"]] == ["a"]
+    args = (built.version, built.documents, built.keys, built.raws)
+    assert columns.restore(*args, bson.encode(good)) is not None
+    for damage in ("not a document", "codes", "a column", "short"):
+        doc = bson.decode(columns.dump(built))
+        entry = doc["raw"][0]
+        if damage == "not a document":
+            entry["distinct"][0] = entry["distinct"][0][:-1] + b"x"
+        elif damage == "codes":
+            entry["codes"] = array("I", [len(entry["distinct"])] * len(docs)).tobytes()
+        elif damage == "a column":
+            entry["name"] = "s"
+        else:
+            entry["codes"] = entry["codes"][:-4]
+        assert columns.restore(*args, bson.encode(doc)) is None, damage
 
 
 @pytest.mark.parametrize("seed", range(12))

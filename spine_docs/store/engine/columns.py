@@ -9,6 +9,9 @@ missing, one list of values aligned with the stored documents: a **column** (the
 a field with few distinct values are kept once). A field holding an embedded document, an
 array or any other type in some document is no column. Paths through embedded documents
 down to scalars (``attrs.num_events``) become columns on first use (:meth:`Columns.path`).
+A field holding an embedded document in every document that has it is kept as a **raw
+column** while small (:data:`RAW_BYTES_PER_DOC`): each value's BSON bytes, one copy of each
+distinct one, decoded when a read needs it (path columns: once per distinct value).
 The cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``:
 any write makes the next read build it again; writes never build it (an update's or a
 delete's scan uses it only while it is current); a reload drops it.
@@ -26,8 +29,9 @@ What reads it (each declines - None - when it cannot serve, and the caller does 
   document's own order), else decoded from the stored bytes.
 * :func:`sorted_raws`, for ``find().sort()`` by columns: the column sort keys are sorted as
   :func:`.sorting.sort_list` sorts documents, and only the documents returned are decoded.
-* :func:`leading`, for ``aggregate()``: ``[$sort] $group`` on columns (:func:`group`) and
-  ``$sort`` + ``$limit`` (the chosen documents decoded, no others).
+* :func:`leading`, for ``aggregate()``: ``[$sort] $group`` on columns (:func:`group`),
+  a computed ``$project`` on columns and raw columns (:func:`project`: once per distinct
+  input) and ``$sort`` + ``$limit`` (the chosen documents decoded, no others).
 
 Values and order are exactly those of the plain reads. The one difference: conditions on
 columns are decided first, so a condition mongomock cannot evaluate on some document
@@ -38,6 +42,7 @@ before (raising where it raises).
 """
 from __future__ import annotations
 
+import copy
 import heapq
 from array import array
 import operator
@@ -57,8 +62,8 @@ from sentinels import NOTHING
 
 from . import collector, rawbson
 from .conditions import value_test
-from .aggregation import Finished, accumulators, group_rows
-from .deps import filter_fields, union
+from .aggregation import Finished, _computed_only, _project_computed, accumulators, group_rows
+from .deps import _expr_fields, filter_fields, union
 from .keys import norm
 from .sorting import bson_key
 
@@ -76,13 +81,19 @@ _BATCH = 1024
 class _Nested:
     """Stands for an embedded document in a top-level decode: pymongo's C decoder hands the
     bytes of a document to a ``document_class`` marked as raw (``_type_marker`` 101)
-    instead of decoding it; this one keeps nothing (such a field is no column anyway)."""
+    instead of decoding it; this one keeps them (a raw column, see :class:`Columns`)."""
 
-    __slots__ = ()
+    __slots__ = ("raw",)
     _type_marker = 101
 
     def __init__(self, raw: Any, codec_options: Any) -> None:
-        pass
+        self.raw = raw
+
+
+#: a field whose values are all embedded documents (or missing) is kept as a raw column
+#: while its distinct values take at most this many bytes per document, on average
+RAW_BYTES_PER_DOC = 256
+_NESTED_OR_ABSENT = frozenset({_Nested, type(NOTHING)})
 
 
 _TOP_OPTIONS = DEFAULT_CODEC_OPTIONS.with_options(document_class=_Nested)
@@ -138,11 +149,21 @@ class Columns:
         self._paths: dict[str, list | None] = {}
         #: the columns whose strings are kept once (few distinct values)
         self.shared: set[str] = set()
+        #: raw columns: name -> each document's embedded document at ``name`` as its BSON
+        #: bytes (one copy of each distinct value; NOTHING when missing), for the fields
+        #: that are no columns because they hold embedded documents, when small (see
+        #: ``RAW_BYTES_PER_DOC``)
+        self.raw: dict[str, list] = {}
         if not build:  # restore(): the caller fills the columns in
             return
         layout_ids: dict[tuple, int] = {}
         shared: dict[str, dict | bool] = {}  # name -> the one copy of each string, or False
         values, bad, shapes = self.values, self.not_columns, self.shapes
+        raw_cols = self.raw
+        raw_memo: dict[str, dict] = {}  # name -> the one copy of each distinct value
+        raw_bytes: dict[str, int] = {}  # name -> bytes of its distinct values
+        raw_bad: set[str] = set()
+        raw_budget = RAW_BYTES_PER_DOC * n
         for start in range(0, n, _BATCH):
             rows = [_top_level(raw) for raw in self.raws[start:start + _BATCH]]
             for row in rows:
@@ -161,11 +182,17 @@ class Columns:
                            for name in set().union(*rows))
             for name, col in by_name:
                 if name in bad:
+                    if name not in raw_bad:
+                        self._add_raw(name, col, start, raw_memo, raw_bytes, raw_budget, raw_bad)
                     continue
                 kinds = set(map(type, col))
                 if not kinds <= _COLUMN_TYPES:
                     bad.add(name)
-                    values.pop(name, None)
+                    if name in values:  # scalars before: no raw column either
+                        del values[name]
+                        raw_bad.add(name)
+                    else:
+                        self._add_raw(name, col, start, raw_memo, raw_bytes, raw_budget, raw_bad)
                     continue
                 memo = shared.get(name)
                 if memo is None:  # few distinct values (a site, a dataset): keep one of each
@@ -182,7 +209,44 @@ class Columns:
             for col in values.values():
                 if len(col) < end:
                     col.extend([NOTHING] * (end - len(col)))
+            for col in raw_cols.values():
+                if len(col) < end:
+                    col.extend([NOTHING] * (end - len(col)))
         self.shared = {name for name, memo in shared.items() if memo is not False and name in values}
+
+    def _add_raw(self, name: str, col: list, start: int, memo: dict, sizes: dict, budget: int,
+                 raw_bad: set) -> None:
+        """Extend the raw column ``name`` with a batch's values (from document ``start``),
+        or drop it for good when a value is no embedded document or it grows past
+        ``budget`` bytes."""
+        if not set(map(type, col)) <= _NESTED_OR_ABSENT:
+            raw_bad.add(name)
+            self.raw.pop(name, None)
+            return
+        seen = memo.get(name)
+        if seen is None:
+            seen = memo[name] = {}
+            sizes[name] = 0
+        out = []
+        for v in col:
+            if v is NOTHING:
+                out.append(v)
+                continue
+            b = v.raw
+            one = seen.get(b)
+            if one is None:
+                one = seen[b] = b
+                sizes[name] += len(b)
+            out.append(one)
+        if sizes[name] > budget:
+            raw_bad.add(name)
+            self.raw.pop(name, None)
+            memo.pop(name)
+            return
+        have = self.raw.get(name)
+        if have is None:
+            have = self.raw[name] = [NOTHING] * start
+        have.extend(out)
 
     def is_current(self, store: Any) -> bool:
         return self.version == store.version and self.documents is store._documents
@@ -190,6 +254,11 @@ class Columns:
     def has(self, fields: set | frozenset) -> bool:
         """Whether every one of ``fields`` is a column (a field no document has is one)."""
         return not (fields & self.not_columns)
+
+    def servable(self, fields: set | frozenset) -> bool:
+        """Whether :meth:`maker` can make ``fields``: each a column or a raw column."""
+        raw = self.raw
+        return all(f in raw for f in fields & self.not_columns)
 
     def column(self, name: str) -> list:
         col = self.values.get(name)
@@ -218,6 +287,11 @@ class Columns:
                 or parts[0] not in self.not_columns:
             return None
         first, rest = parts[0], parts[1:]
+        raw_col = self.raw.get(first)
+        if raw_col is not None:  # each distinct embedded document decoded once
+            col = self._raw_path(raw_col, rest)
+            self._paths[path] = col
+            return col
         decode = rawbson.fields_decoder({first})
         col = []
         for raw in self.raws:
@@ -236,6 +310,28 @@ class Columns:
         self._paths[path] = col
         return col
 
+    @staticmethod
+    def _raw_path(raw_col: list, rest: list[str]) -> list | None:
+        """:meth:`path` below a raw column: the value at ``rest`` in each embedded document
+        (decoded once per distinct one), as :meth:`path` walks it."""
+        memo: dict = {NOTHING: NOTHING}
+        decode = bson.decode
+        for b in set(raw_col):
+            if b is NOTHING:
+                continue
+            v: Any = decode(b)
+            for name in rest:
+                if v is NOTHING:
+                    break
+                if type(v) is not dict:
+                    v = _BAD
+                    break
+                v = v.get(name, NOTHING)
+            if v is not NOTHING and type(v) not in SCALAR_TYPES:
+                return None
+            memo[b] = v
+        return list(map(memo.__getitem__, raw_col))
+
     def sort_keys(self, name: str) -> list | None:
         """The sort key (:func:`_sort_key`) of each document's ``name``, made once; None
         when a value has none."""
@@ -248,12 +344,21 @@ class Columns:
         return keys
 
     def maker(self, fields: set | frozenset) -> Callable[[int], dict]:
-        """i -> document ``i``'s ``fields`` (columns), in the document's order: a fresh dict
-        equal to what :func:`.rawbson.fields_decoder` decodes from its bytes."""
-        plans = [tuple((f, self.column(f)) for f in names if f in fields)
-                 for names in self.layouts]
+        """i -> document ``i``'s ``fields`` (columns or raw columns: :meth:`servable`), in
+        the document's order: a fresh dict equal to what :func:`.rawbson.fields_decoder`
+        decodes from its bytes (an embedded document decoded from its raw column)."""
+        raw = self.raw
+        if not (fields & raw.keys()):
+            plans = [tuple((f, self.column(f)) for f in names if f in fields)
+                     for names in self.layouts]
+            shapes = self.shapes
+            return lambda i: {f: col[i] for f, col in plans[shapes[i]]}
+        decode = bson.decode
+        mixed = [tuple((f, raw[f] if f in raw else self.column(f), f in raw)
+                       for f in names if f in fields) for names in self.layouts]
         shapes = self.shapes
-        return lambda i: {f: col[i] for f, col in plans[shapes[i]]}
+        return lambda i: {f: decode(col[i]) if is_raw else col[i]
+                          for f, col, is_raw in mixed[shapes[i]]}
 
 
 def columns_of(store: Any, build: bool) -> Columns | None:
@@ -291,7 +396,7 @@ def columns_of(store: Any, build: bool) -> Columns | None:
 # --------------------------------------------------------------------------- persisted
 
 #: the persisted form's version: change it with anything that changes what a build keeps
-PERSIST_FORMAT = 1
+PERSIST_FORMAT = 2
 
 
 def dump(cols: Columns) -> bytes:
@@ -306,7 +411,22 @@ def dump(cols: Columns) -> bytes:
         "shared": sorted(cols.shared),
         "columns": [_dump_column(name, col, name in cols.shared)
                     for name, col in cols.values.items()],
+        "raw": [_dump_raw(name, col) for name, col in cols.raw.items()],
     })
+
+
+def _dump_raw(name: str, col: list) -> dict:
+    """One raw column of :func:`dump`: its distinct values and each document's index among
+    them (0 where it is missing: the layouts say where)."""
+    index: dict = {}
+    codes = array("I", [0 if b is NOTHING else index.setdefault(b, len(index)) for b in col])
+    return {"name": name, "distinct": list(index), "codes": codes.tobytes()}
+
+
+def _is_document(b: Any) -> bool:
+    """Whether ``b`` is framed as one BSON document (its length, its final NUL)."""
+    return type(b) is bytes and len(b) >= 5 and b[-1] == 0 \
+        and int.from_bytes(b[:4], "little") == len(b)
 
 
 _NOTHING_OR_NONE = frozenset({type(None), type(NOTHING)})
@@ -370,7 +490,17 @@ def restore(version: int, documents: Any, keys: list, raws: list[bytes], payload
             values[name] = col
         if set(values) | not_columns != names_seen or not not_columns <= names_seen:
             return None
-        for name, col in values.items():  # a missing field was written as null
+        raw_cols = cols.raw
+        for entry in doc["raw"]:
+            name, distinct = entry["name"], entry["distinct"]
+            codes = array("I")
+            codes.frombytes(entry["codes"])
+            if type(name) is not str or name not in not_columns or name in raw_cols \
+                    or len(codes) != n or not all(map(_is_document, distinct)) \
+                    or (codes and max(codes) >= len(distinct)):
+                return None
+            raw_cols[name] = list(map(distinct.__getitem__, codes))
+        for name, col in [*values.items(), *raw_cols.items()]:  # missing: written as null/0
             lacking = {lid for lid, names in enumerate(layouts) if name not in names}
             if lacking:
                 for i, lid in enumerate(shapes):
@@ -571,7 +701,7 @@ def scan(store: Any, spec: Mapping, needed: set | None, *, build: bool = True
     # a write's also the fields of the whole filter, as the plain scan decodes them (an
     # update applies itself to that partial document)
     want = union(needed, sel.rest_fields if build else sel.spec_fields)
-    from_columns = want is not None and cols.has(want)
+    from_columns = want is not None and cols.servable(want)
     if not sel.tests and not from_columns:
         return None
     keys, raws = cols.keys, cols.raws
@@ -666,6 +796,8 @@ def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | 
     (the first documents chosen on the columns as :func:`sorted_raws` does, only they
     decoded: the attribute dictionary's newest files); None otherwise."""
     out = group(store, spec, stages)
+    if out is None and stages and stages[0][0] == "$project":
+        out = project(store, spec, stages)
     if out is not None or len(stages) < 2 or stages[0][0] != "$sort" or stages[1][0] != "$limit":
         return out
     arg, limit = stages[0][1], stages[1][1]
@@ -676,6 +808,83 @@ def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | 
         return None
     decode = rawbson.fields_decoder(needed)
     return [decode(raw) for raw in raws], stages[1:]
+
+
+# --------------------------------------------------------------------------- projecting
+
+#: column values a computed ``$project`` is evaluated once for (keyed with their type:
+#: ``1``, ``1.0`` and ``true`` apart); floats (``0.0`` and ``-0.0`` are one key) and
+#: decimals are not memoized
+_MEMO_KEY_TYPES = frozenset({str, bytes, int, bool, type(None), datetime, ObjectId, Int64,
+                             type(NOTHING)})
+#: distinct inputs remembered per pipeline at most (beyond: evaluated per document)
+_MEMO_MAX = 4096
+_FROZEN = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, Decimal128,
+                     bytes})
+
+
+def _fresh(v: Any) -> Any:
+    """A copy of a computed value sharing nothing mutable with it."""
+    t = type(v)
+    if t is dict:
+        return {k: _fresh(x) for k, x in v.items()}
+    if t is list:
+        return [_fresh(x) for x in v]
+    if t in _FROZEN:
+        return v
+    return copy.deepcopy(v)
+
+
+def project(store: Any, spec: Any, stages: list[tuple[str, Any]]
+            ) -> tuple[Iterator[dict], list[tuple[str, Any]]] | None:
+    """(output of the first stage, the stages left) for a pipeline whose ``$match`` was
+    ``spec`` and whose next stage is a ``$project`` that only computes fields
+    (:func:`.aggregation._computed_only`: the attribute dictionary's) from columns and raw
+    columns: the expressions are evaluated once per distinct tuple of the values they read
+    (an expression reads nothing but its document: same values, same result) and each
+    document gets a fresh copy of its result, in natural order; a result that raised
+    raises again at each document that reads the same values, as it would. None
+    otherwise."""
+    arg = stages[0][1]
+    computed = _computed_only(arg)
+    if computed is None:
+        return None
+    reads = _expr_fields({k: v for k, v in arg.items() if k != "_id"})
+    if reads is None:
+        return None
+    spec = _ready(store, spec)
+    if spec is None:
+        return None
+    sel = _selection(store, spec, True)
+    if sel is None or not sel.cols.servable(reads):
+        return None
+    cols = sel.cols
+    fields = sorted(reads)
+    keyed = [cols.raw[f] if f in cols.raw else cols.column(f) for f in fields]
+    make = cols.maker(reads)
+    return _projected(sel.indices(), keyed, make, computed), stages[1:]
+
+
+def _projected(chosen: Any, keyed: list[list], make: Callable[[int], dict],
+               computed: list[tuple[str, Any]]) -> Iterator[dict]:
+    memo: dict = {}
+    types = _MEMO_KEY_TYPES
+    for i in chosen:
+        vals = [col[i] for col in keyed]
+        kinds = tuple(map(type, vals))
+        if not types.issuperset(kinds):
+            yield from _project_computed((make(i),), computed)
+            continue
+        key = (*vals, *kinds)
+        out = memo.get(key)
+        if out is None:
+            out = next(_project_computed((make(i),), computed))
+            if len(memo) < _MEMO_MAX:
+                memo[key] = out
+            else:
+                yield out
+                continue
+        yield _fresh(out)
 
 
 # --------------------------------------------------------------------------- grouping
