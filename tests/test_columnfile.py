@@ -115,18 +115,18 @@ def test_a_payload_with_a_bad_raw_column_is_refused(tmp_path):
     db = _reopen(tmp_path)
     built = columns.columns_of(db.files._store, True)
     good = bson.decode(columns.dump(built))
-    assert [e["name"] for e in good["raw"]] == ["a"]
+    assert list(good["raw"]) == ["a"]
     args = (built.version, built.documents, built.keys, built.raws)
     assert columns.restore(*args, bson.encode(good)) is not None
     for damage in ("not a document", "codes", "a column", "short"):
         doc = bson.decode(columns.dump(built))
-        entry = doc["raw"][0]
+        entry = doc["raw"]["a"]
         if damage == "not a document":
             entry["distinct"][0] = entry["distinct"][0][:-1] + b"x"
         elif damage == "codes":
             entry["codes"] = array("I", [len(entry["distinct"])] * len(docs)).tobytes()
         elif damage == "a column":
-            entry["name"] = "s"
+            doc["raw"] = {"s": entry}
         else:
             entry["codes"] = entry["codes"][:-4]
         assert columns.restore(*args, bson.encode(doc)) is None, damage
@@ -233,6 +233,30 @@ def test_a_write_in_place_to_no_column_carries_the_file_over(tmp_path, builds):
     assert sorted((r["_id"], r["c"]) for r in db.files.aggregate(
         [{"$group": {"_id": "$s", "c": {"$sum": 1}}}])) == [("v0", 17), ("v1", 17), ("v2", 16)]
     assert builds == []
+
+
+def test_a_write_in_place_to_a_raw_column_carries_the_rest_over(tmp_path, builds):
+    """``ingest`` (a small embedded document in every document) is a raw column: a change
+    in place carries the file over without it, never with its old values."""
+    docs = [{"_id": i, "s": f"v{i % 3}", "ingest": {"last_seen": i}} for i in range(40)]
+    _catalog(tmp_path, docs)
+    _reopen(tmp_path).files.count_documents({"s": "x"})
+    db = _reopen(tmp_path)
+    builds.clear()
+    assert db.files.count_documents({"s": "v0"}) == 14
+    assert "ingest" in db.files._store.columns.raw and builds == []  # restored with it
+    with store.writing(db):
+        db.files.update_many({"_id": {"$in": list(range(0, 40, 2))}}, {"$set": {"ingest.last_seen": -1}})
+    store.close(db)
+    assert _sidecar(tmp_path).is_file()
+    db = _reopen(tmp_path)
+    assert [d["ingest"]["last_seen"] for d in db.files.find({}, {"ingest": 1}).sort("_id", 1)] \
+        == [-1 if i % 2 == 0 else i for i in range(40)]
+    assert db.files.count_documents({"ingest.last_seen": -1}) == 20
+    assert sorted((r["_id"], r["c"]) for r in db.files.aggregate(
+        [{"$group": {"_id": "$s", "c": {"$sum": 1}}}])) == [("v0", 14), ("v1", 13), ("v2", 13)]
+    assert builds == []
+    assert "ingest" not in db.files._store.columns.raw
 
 
 @pytest.mark.parametrize("write", [

@@ -116,6 +116,7 @@ What the engine changes relative to plain mongomock 4.3, and why
       [test_columnfile: test_restored_columns_are_the_built_ones,
       test_reads_on_restored_columns_are_the_plain_scans,
       test_a_write_in_place_to_no_column_carries_the_file_over,
+      test_a_write_in_place_to_a_raw_column_carries_the_rest_over,
       test_other_writes_drop_the_file]
     * a field holding an embedded document in every document that has it (``attrs``,
       ``attr_types``) was no column, so every read of it walked each document's field
@@ -123,9 +124,10 @@ What the engine changes relative to plain mongomock 4.3, and why
       ~0.7 s of its 1.8 s of CPU): the column cache keeps such a field's values as their
       BSON bytes (a **raw column**: one copy of each distinct value, the bytes the build's C
       decoder hands over anyway) while its distinct values take at most
-      ``columns.RAW_BYTES_PER_DOC`` bytes per document on average; documents are made from
+      ``columns.RAW_BYTES_PER_DOC`` (128) bytes per document on average; documents are made from
       it with one C decode, a path column through it (``attrs.num_events``) decodes each
-      distinct value once, and the persisted cache holds it. A ``$project`` that only
+      distinct value once, and the persisted cache holds it (a save after writes in place
+      to such a field keeps the file without that raw column). A ``$project`` that only
       computes fields, reading nothing but columns and raw columns, right after the
       ``$match`` (the attribute dictionary's) is evaluated once per distinct tuple of the
       values it reads (with their types: ``1``, ``1.0`` and ``true`` apart; floats and
@@ -260,11 +262,13 @@ from typing import Any
 from .collection import Collection
 from .columns import PERSIST_FORMAT as COLUMNS_FORMAT
 from .columns import dump as _dump_columns
+from .columns import without_raw as columns_without_raw
 from .database import Client, Database
 from .rawbson import raw_fields, raw_id
 from .stores import CollectionStore, DatabaseStore
 
 __all__ = ["COLUMNS_FORMAT", "Client", "CollectionStore", "DatabaseStore", "columns_payload",
+           "columns_without_raw",
            "database_store", "raw_documents", "raw_fields", "raw_id"]
 
 

@@ -92,7 +92,7 @@ class _Nested:
 
 #: a field whose values are all embedded documents (or missing) is kept as a raw column
 #: while its distinct values take at most this many bytes per document, on average
-RAW_BYTES_PER_DOC = 256
+RAW_BYTES_PER_DOC = 128
 _NESTED_OR_ABSENT = frozenset({_Nested, type(NOTHING)})
 
 
@@ -411,16 +411,35 @@ def dump(cols: Columns) -> bytes:
         "shared": sorted(cols.shared),
         "columns": [_dump_column(name, col, name in cols.shared)
                     for name, col in cols.values.items()],
-        "raw": [_dump_raw(name, col) for name, col in cols.raw.items()],
+        "raw": {name: _dump_raw(col) for name, col in cols.raw.items()},
+        # the fields whose values the payload does not hold (an in-place change of one of
+        # them leaves it valid): no column, no raw column
+        "opaque": sorted(cols.not_columns - cols.raw.keys()),
     })
 
 
-def _dump_raw(name: str, col: list) -> dict:
+def without_raw(payload: bytes, names: set) -> tuple[bytes, list[str]] | None:
+    """(``payload`` without the raw columns ``names``, its new ``opaque`` list): what a
+    persister keeps when writes changed those fields in place (their other columns stand);
+    None when it is no such payload. Decodes only the raw columns."""
+    try:
+        spans = rawbson.locate(payload, {b"raw", b"opaque"})
+        part = rawbson.decode_spans(payload, spans.values())
+        raw, opaque = part["raw"], part["opaque"]
+        kept = {k: v for k, v in raw.items() if k not in names}
+        opaque = sorted(set(opaque) | (set(raw) - set(kept)))
+        return rawbson.splice(payload, {"raw": kept, "opaque": opaque}, {"raw", "opaque"},
+                              spans), opaque
+    except Exception:  # noqa: BLE001 - not a payload
+        return None
+
+
+def _dump_raw(col: list) -> dict:
     """One raw column of :func:`dump`: its distinct values and each document's index among
     them (0 where it is missing: the layouts say where)."""
     index: dict = {}
     codes = array("I", [0 if b is NOTHING else index.setdefault(b, len(index)) for b in col])
-    return {"name": name, "distinct": list(index), "codes": codes.tobytes()}
+    return {"distinct": list(index), "codes": codes.tobytes()}
 
 
 def _is_document(b: Any) -> bool:
@@ -491,8 +510,8 @@ def restore(version: int, documents: Any, keys: list, raws: list[bytes], payload
         if set(values) | not_columns != names_seen or not not_columns <= names_seen:
             return None
         raw_cols = cols.raw
-        for entry in doc["raw"]:
-            name, distinct = entry["name"], entry["distinct"]
+        for name, entry in doc["raw"].items():
+            distinct = entry["distinct"]
             codes = array("I")
             codes.frombytes(entry["codes"])
             if type(name) is not str or name not in not_columns or name in raw_cols \
