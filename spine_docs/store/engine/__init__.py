@@ -117,7 +117,7 @@ What the engine changes relative to plain mongomock 4.3, and why
       test_reads_on_restored_columns_are_the_plain_scans,
       test_a_write_in_place_to_no_column_carries_the_file_over,
       test_a_write_in_place_to_a_raw_column_carries_the_rest_over,
-      test_other_writes_drop_the_file]
+      test_a_payload_with_a_bad_raw_column_is_refused, test_other_writes_drop_the_file]
     * a field holding an embedded document in every document that has it (``attrs``,
       ``attr_types``) was no column, so every read of it walked each document's field
       headers in Python (the attribute dictionary of all files at 50,000 catalog documents:
@@ -135,9 +135,7 @@ What the engine changes relative to plain mongomock 4.3, and why
       at 50,000 catalog documents, whose ``attr_types`` files of one production share).
       [test_columns: test_small_embedded_documents_are_kept_raw,
       test_reads_are_those_of_mongomock_and_of_the_plain_scan,
-      test_conditions_on_paths_through_documents;
-      test_columnfile: test_restored_columns_are_the_built_ones,
-      test_a_payload_with_a_bad_raw_column_is_refused]
+      test_conditions_on_paths_through_documents]
     * ``$sort`` right before ``$group`` is skipped on the column cache when it cannot change
       the result: ``_id: "$f"`` by the same ``f``, accumulators of constants (``$sum: 1``).
       Every member then adds the same value, and the documents a group gathers have equal
