@@ -434,10 +434,11 @@ def test_small_embedded_documents_are_kept_raw(monkeypatch):
                 if i % 3 else {"attrs": {}, "attr_types": {}}),
              "big": {"s": "x" * 400 + str(i)}} for i in range(40)]
     del docs[7]["attrs"]  # missing in one document
+    monkeypatch.setattr(columns, "RAW_MAX_BYTES", 8000)  # big: 40 distinct of 400 bytes
     vanilla, shim = twins(docs)
     assert shim.count_documents({"site": "s1"}) == 20  # builds the cache
     cols = shim._store.columns
-    assert set(cols.raw) == {"attrs", "attr_types"}  # big: 400 bytes a document, too big
+    assert set(cols.raw) == {"attrs", "attr_types"}  # big: over RAW_MAX_BYTES
     assert len({id(b) for b in cols.raw["attr_types"]}) == 2  # {} and the other, once each
     assert cols.raw["attrs"][7] is NOTHING
     picks = Calls(monkeypatch, rawbson, "_pick")

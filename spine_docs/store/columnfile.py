@@ -26,7 +26,10 @@ current, or when every write since the state the old file describes changed only
 that are no columns, in place (a re-scan's "seen again": ``ingest.last_seen``) - then the
 old payload is copied under the new header without decoding anything, less the raw
 columns (small embedded documents) of the fields changed, if any (the header's
-``opaque``: the fields the payload holds nothing of). Otherwise a save removes the file. Writes are best effort (a read-only catalog keeps none) and atomic
+``opaque``: the fields the payload holds nothing of); when documents were also inserted
+(an inject of new files), the old payload is restored and merged with a build of only the
+inserted documents (``engine.columns_extended``: the columns a build of all of them
+makes). Otherwise (a replacement, a delete) a save removes the file. Writes are best effort (a read-only catalog keeps none) and atomic
 (temporary file, then rename); a backup, ``mongorestore`` and ``migrate`` never read it
 (dot-files are no collections).
 """
@@ -139,13 +142,19 @@ class ColumnsFile:
 def carry_over(old: ColumnsFile | None, new: ColumnsFile, st: Any) -> bool:
     """At a save of store ``st`` (its state is ``new``'s): write ``new``'s file from the
     current columns, or from ``old``'s payload when every write since ``old``'s state only
-    changed non-column fields in place; else remove the file. True when it wrote one."""
+    changed non-column fields in place, or from ``old``'s payload and the documents
+    inserted since when the other writes were such; else remove the file. True when it
+    wrote one."""
     payload = engine.columns_payload(st, new.version)
     if payload is not None:
         return new.write(payload)
     if old is not None and st.drift is not None and st.drift_base == old.version:
         got = old.read_file()
-        if got is not None and st.drift <= set(got[0]["opaque"]):
+        if got is not None and st.appended:  # inserts: only they are decoded
+            payload = engine.columns_extended(st, bytes(got[1]), got[0]["count"])
+            if payload is not None:
+                return new.write(payload)
+        elif got is not None and st.drift <= set(got[0]["opaque"]):
             return new.write(got[1], got[0]["opaque"], got[0]["payload_crc32"])
         if got is not None:  # in place to raw columns too (embedded documents): drop those
             cut = engine.columns_without_raw(bytes(got[1]), st.drift - set(got[0]["opaque"]))

@@ -10,7 +10,7 @@ a field with few distinct values are kept once). A field holding an embedded doc
 array or any other type in some document is no column. Paths through embedded documents
 down to scalars (``attrs.num_events``) become columns on first use (:meth:`Columns.path`).
 A field holding an embedded document in every document that has it is kept as a **raw
-column** while small (:data:`RAW_BYTES_PER_DOC`): each value's BSON bytes, one copy of each
+column** while small (:data:`RAW_MAX_BYTES`): each value's BSON bytes, one copy of each
 distinct one, decoded when a read needs it (path columns: once per distinct value).
 The cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``:
 any write makes the next read build it again; writes never build it (an update's or a
@@ -91,8 +91,9 @@ class _Nested:
 
 
 #: a field whose values are all embedded documents (or missing) is kept as a raw column
-#: while its distinct values take at most this many bytes per document, on average
-RAW_BYTES_PER_DOC = 128
+#: while its distinct values take at most this many bytes (a fixed bound: appending
+#: documents never makes a field that is no raw column one, see :func:`extend`)
+RAW_MAX_BYTES = 2 << 20
 _NESTED_OR_ABSENT = frozenset({_Nested, type(NOTHING)})
 
 
@@ -152,7 +153,7 @@ class Columns:
         #: raw columns: name -> each document's embedded document at ``name`` as its BSON
         #: bytes (one copy of each distinct value; NOTHING when missing), for the fields
         #: that are no columns because they hold embedded documents, when small (see
-        #: ``RAW_BYTES_PER_DOC``)
+        #: ``RAW_MAX_BYTES``)
         self.raw: dict[str, list] = {}
         if not build:  # restore(): the caller fills the columns in
             return
@@ -163,7 +164,7 @@ class Columns:
         raw_memo: dict[str, dict] = {}  # name -> the one copy of each distinct value
         raw_bytes: dict[str, int] = {}  # name -> bytes of its distinct values
         raw_bad: set[str] = set()
-        raw_budget = RAW_BYTES_PER_DOC * n
+        raw_budget = RAW_MAX_BYTES
         for start in range(0, n, _BATCH):
             rows = [_top_level(raw) for raw in self.raws[start:start + _BATCH]]
             for row in rows:
@@ -416,6 +417,87 @@ def dump(cols: Columns) -> bytes:
         # them leaves it valid): no column, no raw column
         "opaque": sorted(cols.not_columns - cols.raw.keys()),
     })
+
+
+def extend(payload: bytes, keys: list, raws: list[bytes], n_old: int, in_place: set
+           ) -> Columns | None:
+    """The columns of the documents ``keys``/``raws`` whose first ``n_old`` are those the
+    ``payload`` (:func:`dump`) was made from - changed since only in place in the fields
+    ``in_place`` - and the rest were appended since: the payload restored, the appended
+    documents built, and the two merged as one build of all of them makes them (a field is
+    a column when it is one in both parts or missing from one, a raw column likewise while
+    its distinct values fit ``RAW_MAX_BYTES``, else none; layouts in order of first
+    appearance; the strings of a column kept once when the build would). A raw column
+    changed in place is none any more (its old values are all the payload has). None when
+    the payload is not a usable dump of ``n_old`` documents or a column changed in place."""
+    if n_old > len(raws):
+        return None
+    with collector.paused():
+        old = restore(0, None, keys[:n_old], raws[:n_old], payload)
+        if old is None or in_place & old.values.keys():
+            return None
+        for name in in_place & old.raw.keys():
+            del old.raw[name]
+        new = Columns(0, None, keys[n_old:], raws[n_old:])
+        return _merged(old, new, keys, raws)
+
+
+def _merged(old: Columns, new: Columns, keys: list, raws: list[bytes]) -> Columns:
+    """:func:`extend`'s merge of the columns of the first documents and of the rest."""
+    n_old, n_new = old.n, new.n
+    m = Columns(0, None, keys, raws, build=False)
+    ids = {names: lid for lid, names in enumerate(old.layouts)}
+    layouts = list(old.layouts)
+    remap = []
+    for names in new.layouts:  # the appended documents' new layouts, in their order
+        lid = ids.get(names)
+        if lid is None:
+            lid = ids[names] = len(layouts)
+            layouts.append(names)
+        remap.append(lid)
+    m.layouts = layouts
+    m.shapes = old.shapes + list(map(remap.__getitem__, new.shapes))
+    seen_old = set().union(*old.layouts) if old.layouts else set()
+    seen_new = set().union(*new.layouts) if new.layouts else set()
+
+    def kind(c: Columns, name: str, seen: set) -> str:
+        if name not in seen:
+            return ""
+        return "col" if name in c.values else "raw" if name in c.raw else "none"
+
+    for name in sorted(seen_old | seen_new):
+        a, b = kind(old, name, seen_old), kind(new, name, seen_new)
+        if a in ("col", "") and b in ("col", ""):
+            m.values[name] = (old.values[name] if a else [NOTHING] * n_old) \
+                + (new.values[name] if b else [NOTHING] * n_new)
+            if a and name in old.shared:
+                # the first batch holding it lies in the first part: decided there
+                first = next(i for i, v in enumerate(old.values[name]) if v is not NOTHING)
+                if first // _BATCH * _BATCH + _BATCH <= n_old:
+                    m.shared.add(name)
+                    continue
+            if _shared_by_build(m.values[name]):
+                m.shared.add(name)
+            continue
+        m.not_columns.add(name)
+        if a in ("raw", "") and b in ("raw", ""):
+            col = (old.raw[name] if a else [NOTHING] * n_old) + (new.raw[name] if b else [NOTHING] * n_new)
+            distinct = set(col)
+            distinct.discard(NOTHING)
+            if sum(map(len, distinct)) <= RAW_MAX_BYTES:
+                m.raw[name] = col
+    return m
+
+
+def _shared_by_build(col: list) -> bool:
+    """Whether a build keeps the strings of column ``col`` once: decided on the first batch
+    of documents that holds the field (see :class:`Columns`)."""
+    first = next((i for i, v in enumerate(col) if v is not NOTHING), None)
+    if first is None:
+        return False
+    start = first // _BATCH * _BATCH
+    batch = col[start:start + _BATCH]
+    return Decimal128 not in set(map(type, batch)) and len(set(batch)) * 4 <= len(batch)
 
 
 def without_raw(payload: bytes, names: set) -> tuple[bytes, list[str]] | None:
