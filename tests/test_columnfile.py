@@ -352,6 +352,19 @@ def test_inserts_keep_the_file_current(tmp_path, builds, monkeypatch, seed):
         assert got == want or (want[0] == "raises" and reads_a_non_column(spec, kept)), spec
 
 
+def test_inserts_whose_merge_declines_drop_the_file(tmp_path, monkeypatch):
+    """Inserts the merge cannot take (here: it declines) never leave the old payload under
+    the new state's header: the file goes."""
+    docs = [{"_id": i, "s": f"v{i % 3}", "ingest": {"last_seen": i}} for i in range(10)]
+    _catalog(tmp_path, docs)
+    _reopen(tmp_path).files.count_documents({"s": "x"})
+    monkeypatch.setattr(columnfile.engine, "columns_extended", lambda *a: None)
+    db = _reopen(tmp_path)
+    with store.writing(db):
+        db.files.insert_one({"_id": 10, "s": "v1"})
+    assert not _sidecar(tmp_path).exists()
+
+
 def test_inserts_keep_the_strings_kept_once_as_a_build_would(tmp_path, builds, monkeypatch):
     """Whether a column's strings are kept once is decided on the first batch of documents
     holding it: with batches of 4, ``late`` first appears in the inserted documents, at a

@@ -156,7 +156,7 @@ def carry_over(old: ColumnsFile | None, new: ColumnsFile, st: Any) -> bool:
                 return new.write(payload)
         elif got is not None and st.drift <= set(got[0]["opaque"]):
             return new.write(got[1], got[0]["opaque"], got[0]["payload_crc32"])
-        if got is not None:  # in place to raw columns too (embedded documents): drop those
+        elif got is not None:  # in place to raw columns too (embedded documents): drop those
             cut = engine.columns_without_raw(bytes(got[1]), st.drift - set(got[0]["opaque"]))
             if cut is not None and st.drift <= set(cut[1]):
                 return new.write(cut[0], cut[1])

@@ -121,6 +121,7 @@ What the engine changes relative to plain mongomock 4.3, and why
       test_a_write_in_place_to_no_column_carries_the_file_over,
       test_a_write_in_place_to_a_raw_column_carries_the_rest_over,
       test_a_payload_with_a_bad_raw_column_is_refused, test_inserts_keep_the_file_current,
+      test_inserts_whose_merge_declines_drop_the_file,
       test_inserts_keep_the_strings_kept_once_as_a_build_would,
       test_other_writes_drop_the_file]
     * a field holding an embedded document in every document that has it (``attrs``,
