@@ -237,6 +237,11 @@ def reads(rnd: random.Random, spec: dict) -> list[Callable[[Any], Any]]:
             {"$project": {"_id": 0, "o": {"$objectToArray": {"$ifNull": ["$a", {}]}},
                           "w": {"$ifNull": ["$" + rnd_f, "none"]},
                           "y": {"$cond": [{"$eq": ["$s", "x"]}, "$a.x", "$t"]}}}]))),
+        # the newest documents' attribute dictionary: a sort, a limit, a computed projection
+        plain_only(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [
+            {"$sort": dict(sort)}, {"$limit": limit or 3},
+            {"$project": {"_id": 0, "o": {"$objectToArray": {"$ifNull": ["$a", {}]}},
+                          "w": {"$ifNull": ["$" + rnd_f, "none"]}}}]))),
         plain_only(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [
             {"$project": {"_id": 0, "o": {"$objectToArray": {"$ifNull": ["$" + rnd_d, {}]}}}},
             {"$unwind": "$o"},

@@ -845,11 +845,16 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     if sel is None or not sel.cols.has({k for k, _d in sort}):
         return None
     with collector.paused():
-        return _sorted_raws(sel, sort, skip, limit)
+        chosen = _sorted_indices(sel, sort, skip, limit)
+    if chosen is None:
+        return None
+    raws = sel.cols.raws
+    return [raws[i] for i in chosen]
 
 
-def _sorted_raws(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
-                 ) -> list[bytes] | None:
+def _sorted_indices(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
+                    ) -> list[int] | None:
+    """The indices of :func:`sorted_raws`' documents, in order."""
     cols = sel.cols
     keyed = [cols.sort_keys(k) for k, _d in sort]
     if any(kc is None for kc in keyed):
@@ -882,9 +887,7 @@ def _sorted_raws(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit:
         else:
             order = sorted(range(n), key=get, reverse=rev)
         chosen = [chosen[j] for j in order]
-    chosen = chosen[skip:top if limit else None]
-    raws = cols.raws
-    return [raws[i] for i in chosen]
+    return list(chosen[skip:top if limit else None])
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -893,9 +896,11 @@ def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | 
             ) -> tuple[Any, list[tuple[str, Any]]] | None:
     """(the documents or rows the first stages make, the stages left) for a pipeline whose
     ``$match`` was ``spec`` and whose input documents hold ``needed``, when its first stages
-    run on the column cache: ``[$sort] $group`` (:func:`group`), or ``$sort`` then ``$limit``
-    (the first documents chosen on the columns as :func:`sorted_raws` does, only they
-    decoded: the attribute dictionary's newest files); None otherwise."""
+    run on the column cache: ``[$sort] $group`` (:func:`group`), a computed ``$project``
+    (:func:`project`), or ``$sort`` then ``$limit`` (the first documents chosen on the
+    columns as :func:`sorted_raws` does, only they decoded - or, when a computed
+    ``$project`` follows, projected as :func:`project` does: the attribute dictionary's
+    newest files); None otherwise."""
     out = group(store, spec, stages)
     if out is None and stages and stages[0][0] == "$project":
         out = project(store, spec, stages)
@@ -904,11 +909,30 @@ def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | 
     arg, limit = stages[0][1], stages[1][1]
     if not isinstance(arg, Mapping) or not arg or type(limit) is not int or limit <= 0:
         return None
-    raws = sorted_raws(store, spec, list(arg.items()), 0, limit)
-    if raws is None:
+    sort = list(arg.items())
+    if not all(isinstance(k, str) and not k.startswith("$") and "." not in k
+               and type(d) in (int, float) for k, d in sort):
         return None
+    spec = _ready(store, spec)
+    if spec is None:
+        return None
+    sel = _selection(store, spec, True)
+    if sel is None or not sel.cols.has({k for k, _d in sort}):
+        return None
+    with collector.paused():
+        chosen = _sorted_indices(sel, sort, 0, limit)
+    if chosen is None:
+        return None
+    cols = sel.cols
+    if len(stages) > 2 and stages[2][0] == "$project":  # a computed projection: memoized
+        made = _projection(cols, stages[2][1], chosen)
+        if made is not None:
+            return made, stages[3:]
+    if needed is not None and cols.servable(needed):
+        return list(map(cols.maker(needed), chosen)), stages[1:]
     decode = rawbson.fields_decoder(needed)
-    return [decode(raw) for raw in raws], stages[1:]
+    raws = cols.raws
+    return [decode(raws[i]) for i in chosen], stages[1:]
 
 
 # --------------------------------------------------------------------------- projecting
@@ -947,23 +971,32 @@ def project(store: Any, spec: Any, stages: list[tuple[str, Any]]
     raises again at each document that reads the same values, as it would. None
     otherwise."""
     arg = stages[0][1]
-    computed = _computed_only(arg)
-    if computed is None:
-        return None
-    reads = _expr_fields({k: v for k, v in arg.items() if k != "_id"})
-    if reads is None:
+    if _computed_only(arg) is None:
         return None
     spec = _ready(store, spec)
     if spec is None:
         return None
     sel = _selection(store, spec, True)
-    if sel is None or not sel.cols.servable(reads):
+    if sel is None:
         return None
-    cols = sel.cols
-    fields = sorted(reads)
-    keyed = [cols.raw[f] if f in cols.raw else cols.column(f) for f in fields]
-    make = cols.maker(reads)
-    return _projected(sel.indices(), keyed, make, computed), stages[1:]
+    made = _projection(sel.cols, arg, None, sel)
+    return None if made is None else (made, stages[1:])
+
+
+def _projection(cols: Columns, arg: Any, chosen: list[int] | None, sel: Any = None
+                ) -> Iterator[dict] | None:
+    """The documents the computed ``$project`` ``arg`` makes of the documents ``chosen``
+    (or those ``sel`` selects), evaluated once per distinct input (see :func:`project`);
+    None when it is no such projection or reads more than columns and raw columns."""
+    computed = _computed_only(arg)
+    if computed is None:
+        return None
+    reads = _expr_fields({k: v for k, v in arg.items() if k != "_id"})
+    if reads is None or not cols.servable(reads):
+        return None
+    keyed = [cols.raw[f] if f in cols.raw else cols.column(f) for f in sorted(reads)]
+    return _projected(sel.indices() if chosen is None else chosen, keyed, cols.maker(reads),
+                      computed)
 
 
 def _projected(chosen: Any, keyed: list[list], make: Callable[[int], dict],
