@@ -96,7 +96,8 @@ What the engine changes relative to plain mongomock 4.3, and why
       ``find().sort()`` by columns sorts the column keys and decodes only the documents
       returned; ``$group`` keyed by null, ``"$f"`` or an object of such paths with
       accumulators of constants or fields (facet counts, replica keys, run coverage) groups
-      the column values without documents; ``$sort`` + ``$limit`` chooses on the columns and
+      the column values without documents (a ``$sum`` of a column without decimals adds
+      each group's numbers with ``sum()`` as mongomock does, without its per-group call); ``$sort`` + ``$limit`` chooses on the columns and
       decodes only the chosen. Cost: about a quarter of the BSON size in memory (strings of
       a field with few distinct values are kept once), and the first read of a state pays
       the walk (~1 s of CPU at 50,000 catalog documents).

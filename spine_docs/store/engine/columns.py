@@ -1029,6 +1029,8 @@ _CONSTANT = (int, float, str, bool, type(None))
 _NUMBERS = frozenset({int, float, Int64})
 _NOTHING_TYPE = type(NOTHING)
 _FINISHED = frozenset(mm_aggregate._GROUPING_OPERATOR_MAP) | {"$push", "$addToSet"}
+#: the column value types that are numbers.Number (what mongomock's $sum adds up)
+_SUMMED = frozenset({int, float, bool, Int64})
 
 
 def _top_path(expr: Any) -> str | None:
@@ -1186,6 +1188,12 @@ def _group_rows_of(sel: _Selection, key_fields: list[str], names: list[str] | No
             g[1] = sorted(g[1] + m)  # natural order, as the plain $group gathers them
     plans = [(op, e, None) if _constant(e) else (op, e, cols.column(_top_path(e)))
              for _f, op, e in accs]
+    # $sum of a column without decimals: mongomock sums the members' numbers (the values
+    # that are numbers.Number: int, float, bool, Int64) with sum(), in their order: so here
+    plans = [(("$sum numbers" if op == "$sum" and col is not None
+               and Decimal128 not in set(map(type, col)) else op), e, col)
+             for op, e, col in plans]
+    summed = _SUMMED
     finished = {}
     for hk, (value, m) in groups.items():
         per_acc = []
@@ -1196,6 +1204,13 @@ def _group_rows_of(sel: _Selection, key_fields: list[str], names: list[str] | No
                     per_acc.append(Finished(e * count))
                 else:
                     per_acc.append([e] * count)
+            elif op == "$sum numbers":
+                if len(m) == 1:
+                    v = col[m[0]]
+                    per_acc.append(Finished(sum([v]) if type(v) in summed else 0))
+                else:
+                    per_acc.append(Finished(sum([v for v in (col[j] for j in m)
+                                                 if type(v) in summed])))
             elif len(m) == 1:
                 v = col[m[0]]
                 per_acc.append([] if v is NOTHING else [v])
