@@ -8,8 +8,11 @@ the cache switched off."""
 from __future__ import annotations
 
 import random
+from array import array
 
+import bson
 import pytest
+from sentinels import NOTHING
 
 from spine_docs import dumpfmt, store
 from spine_docs.store import columnfile
@@ -97,6 +100,36 @@ def test_restored_columns_are_the_built_ones(tmp_path, seed):
     for name, col in built.values.items():
         assert [repr(v) for v in back.values[name]] == [repr(v) for v in col], name
         assert [type(v) for v in back.values[name]] == [type(v) for v in col], name
+    # ``a`` is an embedded document or missing in every document: a raw column, restored
+    # as the documents' own bytes (plain Python: what bson.encode makes of each ``a``)
+    assert set(back.raw) == set(built.raw) == ({"a"} if any("a" in d for d in docs) else set())
+    for name in back.raw:
+        assert back.raw[name] == [bson.encode(d[name]) if name in d else NOTHING for d in docs]
+
+
+def test_a_payload_with_a_bad_raw_column_is_refused(tmp_path):
+    """A raw column whose values are not BSON documents, whose codes point nowhere or that
+    names a column is no usable dump: restore() declines (the caller builds)."""
+    docs = _docs(30)
+    _catalog(tmp_path, docs)
+    db = _reopen(tmp_path)
+    built = columns.columns_of(db.files._store, True)
+    good = bson.decode(columns.dump(built))
+    assert list(good["raw"]) == ["a"]
+    args = (built.version, built.documents, built.keys, built.raws)
+    assert columns.restore(*args, bson.encode(good)) is not None
+    for damage in ("not a document", "codes", "a column", "short"):
+        doc = bson.decode(columns.dump(built))
+        entry = doc["raw"]["a"]
+        if damage == "not a document":
+            entry["distinct"][0] = entry["distinct"][0][:-1] + b"x"
+        elif damage == "codes":
+            entry["codes"] = array("I", [len(entry["distinct"])] * len(docs)).tobytes()
+        elif damage == "a column":
+            doc["raw"] = {"s": entry}
+        else:
+            entry["codes"] = entry["codes"][:-4]
+        assert columns.restore(*args, bson.encode(doc)) is None, damage
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -202,11 +235,39 @@ def test_a_write_in_place_to_no_column_carries_the_file_over(tmp_path, builds):
     assert builds == []
 
 
+def test_a_write_in_place_to_a_raw_column_carries_the_rest_over(tmp_path, builds):
+    """``ingest`` (a small embedded document in every document) is a raw column: a change
+    in place carries the file over without it, never with its old values."""
+    docs = [{"_id": i, "s": f"v{i % 3}", "ingest": {"last_seen": i}} for i in range(40)]
+    _catalog(tmp_path, docs)
+    _reopen(tmp_path).files.count_documents({"s": "x"})
+    db = _reopen(tmp_path)
+    builds.clear()
+    assert db.files.count_documents({"s": "v0"}) == 14
+    assert "ingest" in db.files._store.columns.raw and builds == []  # restored with it
+    with store.writing(db):
+        db.files.update_many({"_id": {"$in": list(range(0, 40, 2))}}, {"$set": {"ingest.last_seen": -1}})
+    store.close(db)
+    assert _sidecar(tmp_path).is_file()
+    db = _reopen(tmp_path)
+    assert [d["ingest"]["last_seen"] for d in db.files.find({}, {"ingest": 1}).sort("_id", 1)] \
+        == [-1 if i % 2 == 0 else i for i in range(40)]
+    assert db.files.count_documents({"ingest.last_seen": -1}) == 20
+    assert sorted((r["_id"], r["c"]) for r in db.files.aggregate(
+        [{"$group": {"_id": "$s", "c": {"$sum": 1}}}])) == [("v0", 14), ("v1", 13), ("v2", 13)]
+    assert builds == []
+    assert "ingest" not in db.files._store.columns.raw
+
+
 @pytest.mark.parametrize("write", [
     lambda c: c.update_many({"_id": {"$in": [1, 2]}}, {"$set": {"n": -1}}),  # a column, in place
     lambda c: c.update_one({"_id": 1}, {"$set": {"extra": 1}}),  # a new field
     lambda c: c.update_one({"_id": 1}, {"$unset": {"ingest": 1}}),  # a field less
-    lambda c: c.insert_one({"_id": 100, "s": "v0", "n": -1, "ingest": {"last_seen": 0}}),
+    # an insert with a write to a column in place, or a replacement (inserts alone: below)
+    lambda c: (c.insert_one({"_id": 100, "s": "v0", "n": -1, "ingest": {"last_seen": 0}}),
+               c.update_many({"_id": {"$in": [1, 2]}}, {"$set": {"n": -1}})),
+    lambda c: (c.insert_one({"_id": 100, "s": "v0", "n": -1, "ingest": {"last_seen": 0}}),
+               c.replace_one({"_id": 100}, {"s": "v1"})),
     lambda c: c.delete_one({"_id": 3}),
     lambda c: c.replace_one({"_id": 1}, {"s": "v0", "n": -1}),
 ])
@@ -224,6 +285,110 @@ def test_other_writes_drop_the_file(tmp_path, builds, write):
     db = _reopen(tmp_path)
     assert outcome(lambda: list(db.files.find({"n": {"$gte": 0}}).sort("n", -1))) == want
     assert builds  # built again
+
+
+def _same_columns(got, want) -> None:
+    """Two Columns of the same documents hold the same: every value with its type, each
+    document's layout, what is no column, the raw columns, the columns kept shared."""
+    assert got.n == want.n
+    assert [got.layouts[x] for x in got.shapes] == [want.layouts[x] for x in want.shapes]
+    assert sorted(set(got.layouts)) == sorted(set(want.layouts)) and len(got.layouts) == len(want.layouts)
+    assert got.layouts == want.layouts  # ids in order of first appearance, as a build
+    assert got.not_columns == want.not_columns and set(got.values) == set(want.values)
+    for name, col in want.values.items():
+        assert [(type(v), repr(v)) for v in got.values[name]] == [(type(v), repr(v)) for v in col], name
+    assert got.raw == want.raw
+    assert got.shared == want.shared
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_inserts_keep_the_file_current(tmp_path, builds, monkeypatch, seed):
+    """A save after inserts (and writes in place to fields that are no columns) decodes only
+    the inserted documents and leaves the file a fresh build of all of them would leave:
+    new fields, fields that stop being columns or raw columns, new layouts, batches of the
+    build that straddle the old and the new documents (batches of 7 here)."""
+    monkeypatch.setattr(columns, "_BATCH", 7)
+    rnd = random.Random(300 + seed)
+    first = [make_doc(i, rnd, rare=seed % 3 == 0) for i in range(rnd.randint(1, 40))]
+    more = [make_doc(100 + i, rnd, rare=seed % 3 == 0) for i in range(rnd.randint(1, 30))]
+    odd = {"_id": 999, "fresh": {"x": rnd.randint(0, 3)}, "late": rnd.choice(["p", "q"])}
+    if seed % 2:
+        odd.update(s=[1], a=5)  # s an array, a (raw) a scalar: neither stays what it was
+    more.insert(rnd.randrange(len(more) + 1), odd)
+    _catalog(tmp_path, first)
+    _reopen(tmp_path).files.count_documents({"s": "x"})  # the file of the first documents
+    in_place = [d["_id"] for d in first if "a" in d][:2] if seed % 4 == 2 else []
+    db = _reopen(tmp_path)
+    builds.clear()
+    with store.writing(db):
+        db.files.insert_many(more[: len(more) // 2])
+        if in_place:  # a raw column, in place: its raw column goes
+            db.files.update_many({"_id": {"$in": in_place}}, {"$set": {"a.x": 7}})
+        db.files.insert_many(more[len(more) // 2:])
+    store.close(db)
+    assert len(builds) == len(more)  # only the inserted documents were decoded
+    assert _sidecar(tmp_path).is_file()
+    builds.clear()
+    db = _reopen(tmp_path)
+    st = db.files._store
+    kept = columns.columns_of(st, True)
+    assert builds == []  # restored from the file
+    fresh = columns.Columns(0, None, kept.keys, kept.raws)
+    if in_place:  # the one difference: the raw column changed in place is none any more
+        assert "a" not in kept.raw
+        fresh.raw.pop("a", None)
+    _same_columns(kept, fresh)
+    # and, independently, what the documents hold (plain Python)
+    alldocs = first + more
+    assert [kept.layouts[x] for x in kept.shapes] == [tuple(d) for d in alldocs]
+    assert ("fresh" in kept.raw) and ("late" in kept.values)
+    assert ("s" in kept.values) == (seed % 2 == 0)
+    assert ("a" in kept.raw) == (seed % 2 == 0 and not in_place)
+    for _ in range(8):
+        spec = make_spec(rnd)
+        with columns_off():
+            want = outcome(lambda: list(db.files.find(spec).sort("_id", 1)))
+        got = outcome(lambda: list(db.files.find(spec).sort("_id", 1)))
+        assert got == want or (want[0] == "raises" and reads_a_non_column(spec, kept)), spec
+
+
+def test_inserts_whose_merge_declines_drop_the_file(tmp_path, monkeypatch):
+    """Inserts the merge cannot take (here: it declines) never leave the old payload under
+    the new state's header: the file goes."""
+    docs = [{"_id": i, "s": f"v{i % 3}", "ingest": {"last_seen": i}} for i in range(10)]
+    _catalog(tmp_path, docs)
+    _reopen(tmp_path).files.count_documents({"s": "x"})
+    monkeypatch.setattr(columnfile.engine, "columns_extended", lambda *a: None)
+    db = _reopen(tmp_path)
+    with store.writing(db):
+        db.files.insert_one({"_id": 10, "s": "v1"})
+    assert not _sidecar(tmp_path).exists()
+
+
+def test_inserts_keep_the_strings_kept_once_as_a_build_would(tmp_path, builds, monkeypatch):
+    """Whether a column's strings are kept once is decided on the first batch of documents
+    holding it: with batches of 4, ``late`` first appears in the inserted documents, at a
+    batch start (documents 8-11, all "p": kept once), and ``mid`` in a batch that straddles the old and the
+    new documents (2 old + 2 new "m": kept once once the new ones join; not before)."""
+    monkeypatch.setattr(columns, "_BATCH", 4)
+    first = [{"_id": i, "s": "v"} for i in range(4)] + [{"_id": 4, "s": "v", "mid": "m"},
+                                                       {"_id": 5, "s": "v", "mid": "m"}]
+    more = [{"_id": 6 + i, "s": "v", "mid": "m", **({"late": "p"} if i >= 2 else {})}
+            for i in range(10)]
+    _catalog(tmp_path, first)
+    _reopen(tmp_path).files.count_documents({"s": "x"})
+    db = _reopen(tmp_path)
+    db.files.count_documents({"s": "x"})
+    assert "mid" not in db.files._store.columns.shared  # 1 distinct value in 2 documents
+    with store.writing(db):
+        db.files.insert_many(more)
+    store.close(db)
+    builds.clear()
+    db = _reopen(tmp_path)
+    kept = columns.columns_of(db.files._store, True)
+    assert builds == []
+    assert kept.shared == {"s", "mid", "late"}
+    _same_columns(kept, columns.Columns(0, None, kept.keys, kept.raws))
 
 
 def test_a_plain_mongodump_directory_gets_no_file(tmp_path):

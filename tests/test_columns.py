@@ -19,6 +19,8 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
+from sentinels import NOTHING
+
 from spine_docs import store
 from spine_docs.store.engine import columns, rawbson
 
@@ -197,6 +199,9 @@ def reads(rnd: random.Random, spec: dict) -> list[Callable[[Any], Any]]:
     by_server = plain_only if any(k in ("mix", "arr") for k, _ in sort) else (lambda op: op)
     # a group after a sort on such a field: both reasons at once
     by_group = plain_only if f in ("n", "mix", "arr") else (lambda op: op)
+    own = random.Random(repr(spec))  # (rnd's sequence stays that of the other tests)
+    rnd_f = own.choice(["n", "mix", "s", "sub", "a"])
+    rnd_d = own.choice(["a", "sub"])
     return [
         lambda c: list(c.find(spec)),
         lambda c: list(c.find(spec, {"s": 1, "n": 1})),
@@ -225,6 +230,22 @@ def reads(rnd: random.Random, spec: dict) -> list[Callable[[Any], Any]]:
         lambda c: list(c.aggregate([{"$match": spec}, {"$group": {
             "_id": None, "n": {"$sum": 1}, "s": {"$sum": "$n"}, "a": {"$avg": "$n"},
             "lo": {"$min": "$" + f}, "hi": {"$max": "$t"}, "u": {"$addToSet": "$s"}}}])),
+        # a projection that only computes fields, from a raw column (a), a field that is
+        # no column (sub) and columns (the attribute dictionary's first stage), alone and
+        # unwound and grouped as the dictionary does
+        plain_only(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [
+            {"$project": {"_id": 0, "o": {"$objectToArray": {"$ifNull": ["$a", {}]}},
+                          "w": {"$ifNull": ["$" + rnd_f, "none"]},
+                          "y": {"$cond": [{"$eq": ["$s", "x"]}, "$a.x", "$t"]}}}]))),
+        # the newest documents' attribute dictionary: a sort, a limit, a computed projection
+        plain_only(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [
+            {"$sort": dict(sort)}, {"$limit": limit or 3},
+            {"$project": {"_id": 0, "o": {"$objectToArray": {"$ifNull": ["$a", {}]}},
+                          "w": {"$ifNull": ["$" + rnd_f, "none"]}}}]))),
+        plain_only(lambda c: list(c.aggregate(([{"$match": spec}] if spec else []) + [
+            {"$project": {"_id": 0, "o": {"$objectToArray": {"$ifNull": ["$" + rnd_d, {}]}}}},
+            {"$unwind": "$o"},
+            {"$group": {"_id": {"k": "$o.k", "v": "$o.v"}, "n": {"$sum": 1}}}]))),
     ]
 
 
@@ -406,6 +427,50 @@ def test_conditions_on_paths_through_documents(monkeypatch):
     picks = Calls(monkeypatch, rawbson, "_pick")
     assert shim.count_documents({"attrs.k": {"$gte": 1}, "site": "s2"}) >= 0
     assert picks.calls == 0
+
+
+def test_small_embedded_documents_are_kept_raw(monkeypatch):
+    """A field holding an embedded document (or nothing) in every document is kept as its
+    BSON bytes, one copy of each distinct value, while small: documents and path columns are
+    made from them without walking the stored documents, and a projection that only
+    computes fields is evaluated once per distinct input, each document getting a copy."""
+    docs = [{"_id": i, "site": ["s1", "s2"][i % 2],
+             **({"attrs": {"a": i % 4, "b": "x"}, "attr_types": {"a": "int", "b": "string"}}
+                if i % 3 else {"attrs": {}, "attr_types": {}}),
+             "big": {"s": "x" * 400 + str(i)}} for i in range(40)]
+    del docs[7]["attrs"]  # missing in one document
+    monkeypatch.setattr(columns, "RAW_MAX_BYTES", 8000)  # big: 40 distinct of 400 bytes
+    vanilla, shim = twins(docs)
+    assert shim.count_documents({"site": "s1"}) == 20  # builds the cache
+    cols = shim._store.columns
+    assert set(cols.raw) == {"attrs", "attr_types"}  # big: over RAW_MAX_BYTES
+    assert len({id(b) for b in cols.raw["attr_types"]}) == 2  # {} and the other, once each
+    assert cols.raw["attrs"][7] is NOTHING
+    picks = Calls(monkeypatch, rawbson, "_pick")
+    evals = Calls(monkeypatch, columns, "_project_computed")
+
+    def has(i):
+        return i % 3 and i != 7
+
+    pipeline = [{"$project": {"_id": 0, "t": {"$objectToArray": "$attr_types"},
+                              "a": "$attrs.a", "n": {"$size": {"$objectToArray": {
+                                  "$ifNull": ["$attrs", {"z": 1}]}}}}}]
+    expected = [{"t": [{"k": "a", "v": "int"}, {"k": "b", "v": "string"}] if i % 3 else [],
+                 **({"a": i % 4} if has(i) else {}),
+                 "n": 2 if has(i) else 0 if i != 7 else 1} for i in range(40)]
+    got = list(shim.aggregate(pipeline))
+    assert got == expected
+    # distinct (attrs, attr_types): ({}, {}), (a=0..3, types), (missing, types)
+    assert evals.calls == 6
+    assert got[1] == got[5] and got[1]["t"] is not got[5]["t"] and got[1]["t"][0] is not got[5]["t"][0]
+    got[1]["t"][0]["k"] = "changed"
+    got[2]["t"].clear()
+    assert list(shim.aggregate(pipeline)) == expected
+    assert shim.count_documents({"attrs.a": {"$gte": 2}}) == sum(1 for i in range(40) if has(i) and i % 4 >= 2)
+    assert list(shim.find({"site": "s2"}, {"attrs": 1})) == [
+        {"_id": i, **({"attrs": docs[i]["attrs"]} if i != 7 else {})} for i in range(1, 40, 2)]
+    assert picks.calls == 0
+    assert list(shim.aggregate(pipeline)) == list(vanilla.aggregate(pipeline))
 
 
 def test_writes_neither_build_it_nor_see_a_stale_one(monkeypatch):

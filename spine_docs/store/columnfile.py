@@ -24,8 +24,12 @@ when it asked for it (``store.keep_columns(db)``: the explorer; other reads writ
 and a save (``writing()``) when the collection's columns are
 current, or when every write since the state the old file describes changed only fields
 that are no columns, in place (a re-scan's "seen again": ``ingest.last_seen``) - then the
-old payload is copied under the new header without decoding anything. Otherwise a save
-removes the file. Writes are best effort (a read-only catalog keeps none) and atomic
+old payload is copied under the new header without decoding anything, less the raw
+columns (small embedded documents) of the fields changed, if any (the header's
+``opaque``: the fields the payload holds nothing of); when documents were also inserted
+(an inject of new files), the old payload is restored and merged with a build of only the
+inserted documents (``engine.columns_extended``: the columns a build of all of them
+makes). Otherwise (a replacement, a delete) a save removes the file. Writes are best effort (a read-only catalog keeps none) and atomic
 (temporary file, then rename); a backup, ``mongorestore`` and ``migrate`` never read it
 (dot-files are no collections).
 """
@@ -87,7 +91,7 @@ class ColumnsFile:
             if header.get("payload_bytes") != len(payload) \
                     or header.get("payload_crc32") != zlib.crc32(payload):
                 return None
-            if not isinstance(header.get("not_columns"), list):
+            if not isinstance(header.get("opaque"), list):
                 return None
             return header, payload
         except (ValueError, struct.error, UnicodeDecodeError):
@@ -102,17 +106,18 @@ class ColumnsFile:
         got = self.read_file()
         return None if got is None else got[1]
 
-    def write(self, payload: Any, not_columns: list | None = None, crc32: int | None = None) -> bool:
+    def write(self, payload: Any, opaque: list | None = None, crc32: int | None = None) -> bool:
         """Write the file for this state (best effort: False when it could not);
-        ``not_columns`` and ``crc32`` of ``payload`` when known."""
-        if not_columns is None:
+        ``opaque`` (the fields whose values the payload does not hold) and ``crc32`` of
+        ``payload`` when known."""
+        if opaque is None:
             try:
-                not_columns = list(engine.raw_fields(bytes(payload), ["not_columns"])["not_columns"])
+                opaque = list(engine.raw_fields(bytes(payload), ["opaque"])["opaque"])
             except Exception:  # noqa: BLE001 - not a payload: keep no file
                 return False
         header = json.dumps({**self.tie, "payload_bytes": len(payload),
                              "payload_crc32": zlib.crc32(payload) if crc32 is None else crc32,
-                             "not_columns": not_columns}).encode()
+                             "opaque": opaque}).encode()
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(3)}.part")
         try:
             with open(tmp, "wb") as f:
@@ -137,14 +142,24 @@ class ColumnsFile:
 def carry_over(old: ColumnsFile | None, new: ColumnsFile, st: Any) -> bool:
     """At a save of store ``st`` (its state is ``new``'s): write ``new``'s file from the
     current columns, or from ``old``'s payload when every write since ``old``'s state only
-    changed non-column fields in place; else remove the file. True when it wrote one."""
+    changed non-column fields in place, or from ``old``'s payload and the documents
+    inserted since when the other writes were such; else remove the file. True when it
+    wrote one."""
     payload = engine.columns_payload(st, new.version)
     if payload is not None:
         return new.write(payload)
     if old is not None and st.drift is not None and st.drift_base == old.version:
         got = old.read_file()
-        if got is not None and st.drift <= set(got[0]["not_columns"]):
-            return new.write(got[1], got[0]["not_columns"], got[0]["payload_crc32"])
+        if got is not None and st.appended:  # inserts: only they are decoded
+            payload = engine.columns_extended(st, bytes(got[1]), got[0]["count"])
+            if payload is not None:
+                return new.write(payload)
+        elif got is not None and st.drift <= set(got[0]["opaque"]):
+            return new.write(got[1], got[0]["opaque"], got[0]["payload_crc32"])
+        elif got is not None:  # in place to raw columns too (embedded documents): drop those
+            cut = engine.columns_without_raw(bytes(got[1]), st.drift - set(got[0]["opaque"]))
+            if cut is not None and st.drift <= set(cut[1]):
+                return new.write(cut[0], cut[1])
     new.remove()
     return False
 

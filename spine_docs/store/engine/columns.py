@@ -9,6 +9,9 @@ missing, one list of values aligned with the stored documents: a **column** (the
 a field with few distinct values are kept once). A field holding an embedded document, an
 array or any other type in some document is no column. Paths through embedded documents
 down to scalars (``attrs.num_events``) become columns on first use (:meth:`Columns.path`).
+A field holding an embedded document in every document that has it is kept as a **raw
+column** while small (:data:`RAW_MAX_BYTES`): each value's BSON bytes, one copy of each
+distinct one, decoded when a read needs it (path columns: once per distinct value).
 The cache belongs to the :class:`.stores.CollectionStore` and is valid for one ``version``:
 any write makes the next read build it again; writes never build it (an update's or a
 delete's scan uses it only while it is current); a reload drops it.
@@ -26,8 +29,9 @@ What reads it (each declines - None - when it cannot serve, and the caller does 
   document's own order), else decoded from the stored bytes.
 * :func:`sorted_raws`, for ``find().sort()`` by columns: the column sort keys are sorted as
   :func:`.sorting.sort_list` sorts documents, and only the documents returned are decoded.
-* :func:`leading`, for ``aggregate()``: ``[$sort] $group`` on columns (:func:`group`) and
-  ``$sort`` + ``$limit`` (the chosen documents decoded, no others).
+* :func:`leading`, for ``aggregate()``: ``[$sort] $group`` on columns (:func:`group`),
+  a computed ``$project`` on columns and raw columns (:func:`project`: once per distinct
+  input) and ``$sort`` + ``$limit`` (the chosen documents decoded, no others).
 
 Values and order are exactly those of the plain reads. The one difference: conditions on
 columns are decided first, so a condition mongomock cannot evaluate on some document
@@ -38,6 +42,7 @@ before (raising where it raises).
 """
 from __future__ import annotations
 
+import copy
 import heapq
 from array import array
 import operator
@@ -57,8 +62,8 @@ from sentinels import NOTHING
 
 from . import collector, rawbson
 from .conditions import value_test
-from .aggregation import Finished, accumulators, group_rows
-from .deps import filter_fields, union
+from .aggregation import Finished, _computed_only, _project_computed, accumulators, group_rows
+from .deps import _expr_fields, filter_fields, union
 from .keys import norm
 from .sorting import bson_key
 
@@ -76,13 +81,20 @@ _BATCH = 1024
 class _Nested:
     """Stands for an embedded document in a top-level decode: pymongo's C decoder hands the
     bytes of a document to a ``document_class`` marked as raw (``_type_marker`` 101)
-    instead of decoding it; this one keeps nothing (such a field is no column anyway)."""
+    instead of decoding it; this one keeps them (a raw column, see :class:`Columns`)."""
 
-    __slots__ = ()
+    __slots__ = ("raw",)
     _type_marker = 101
 
     def __init__(self, raw: Any, codec_options: Any) -> None:
-        pass
+        self.raw = raw
+
+
+#: a field whose values are all embedded documents (or missing) is kept as a raw column
+#: while its distinct values take at most this many bytes (a fixed bound: appending
+#: documents never makes a field that is no raw column one, see :func:`extend`)
+RAW_MAX_BYTES = 2 << 20
+_NESTED_OR_ABSENT = frozenset({_Nested, type(NOTHING)})
 
 
 _TOP_OPTIONS = DEFAULT_CODEC_OPTIONS.with_options(document_class=_Nested)
@@ -138,11 +150,21 @@ class Columns:
         self._paths: dict[str, list | None] = {}
         #: the columns whose strings are kept once (few distinct values)
         self.shared: set[str] = set()
+        #: raw columns: name -> each document's embedded document at ``name`` as its BSON
+        #: bytes (one copy of each distinct value; NOTHING when missing), for the fields
+        #: that are no columns because they hold embedded documents, when small (see
+        #: ``RAW_MAX_BYTES``)
+        self.raw: dict[str, list] = {}
         if not build:  # restore(): the caller fills the columns in
             return
         layout_ids: dict[tuple, int] = {}
         shared: dict[str, dict | bool] = {}  # name -> the one copy of each string, or False
         values, bad, shapes = self.values, self.not_columns, self.shapes
+        raw_cols = self.raw
+        raw_memo: dict[str, dict] = {}  # name -> the one copy of each distinct value
+        raw_bytes: dict[str, int] = {}  # name -> bytes of its distinct values
+        raw_bad: set[str] = set()
+        raw_budget = RAW_MAX_BYTES
         for start in range(0, n, _BATCH):
             rows = [_top_level(raw) for raw in self.raws[start:start + _BATCH]]
             for row in rows:
@@ -161,11 +183,17 @@ class Columns:
                            for name in set().union(*rows))
             for name, col in by_name:
                 if name in bad:
+                    if name not in raw_bad:
+                        self._add_raw(name, col, start, raw_memo, raw_bytes, raw_budget, raw_bad)
                     continue
                 kinds = set(map(type, col))
                 if not kinds <= _COLUMN_TYPES:
                     bad.add(name)
-                    values.pop(name, None)
+                    if name in values:  # scalars before: no raw column either
+                        del values[name]
+                        raw_bad.add(name)
+                    else:
+                        self._add_raw(name, col, start, raw_memo, raw_bytes, raw_budget, raw_bad)
                     continue
                 memo = shared.get(name)
                 if memo is None:  # few distinct values (a site, a dataset): keep one of each
@@ -182,7 +210,44 @@ class Columns:
             for col in values.values():
                 if len(col) < end:
                     col.extend([NOTHING] * (end - len(col)))
+            for col in raw_cols.values():
+                if len(col) < end:
+                    col.extend([NOTHING] * (end - len(col)))
         self.shared = {name for name, memo in shared.items() if memo is not False and name in values}
+
+    def _add_raw(self, name: str, col: list, start: int, memo: dict, sizes: dict, budget: int,
+                 raw_bad: set) -> None:
+        """Extend the raw column ``name`` with a batch's values (from document ``start``),
+        or drop it for good when a value is no embedded document or it grows past
+        ``budget`` bytes."""
+        if not set(map(type, col)) <= _NESTED_OR_ABSENT:
+            raw_bad.add(name)
+            self.raw.pop(name, None)
+            return
+        seen = memo.get(name)
+        if seen is None:
+            seen = memo[name] = {}
+            sizes[name] = 0
+        out = []
+        for v in col:
+            if v is NOTHING:
+                out.append(v)
+                continue
+            b = v.raw
+            one = seen.get(b)
+            if one is None:
+                one = seen[b] = b
+                sizes[name] += len(b)
+            out.append(one)
+        if sizes[name] > budget:
+            raw_bad.add(name)
+            self.raw.pop(name, None)
+            memo.pop(name)
+            return
+        have = self.raw.get(name)
+        if have is None:
+            have = self.raw[name] = [NOTHING] * start
+        have.extend(out)
 
     def is_current(self, store: Any) -> bool:
         return self.version == store.version and self.documents is store._documents
@@ -190,6 +255,11 @@ class Columns:
     def has(self, fields: set | frozenset) -> bool:
         """Whether every one of ``fields`` is a column (a field no document has is one)."""
         return not (fields & self.not_columns)
+
+    def servable(self, fields: set | frozenset) -> bool:
+        """Whether :meth:`maker` can make ``fields``: each a column or a raw column."""
+        raw = self.raw
+        return all(f in raw for f in fields & self.not_columns)
 
     def column(self, name: str) -> list:
         col = self.values.get(name)
@@ -218,6 +288,11 @@ class Columns:
                 or parts[0] not in self.not_columns:
             return None
         first, rest = parts[0], parts[1:]
+        raw_col = self.raw.get(first)
+        if raw_col is not None:  # each distinct embedded document decoded once
+            col = self._raw_path(raw_col, rest)
+            self._paths[path] = col
+            return col
         decode = rawbson.fields_decoder({first})
         col = []
         for raw in self.raws:
@@ -236,6 +311,28 @@ class Columns:
         self._paths[path] = col
         return col
 
+    @staticmethod
+    def _raw_path(raw_col: list, rest: list[str]) -> list | None:
+        """:meth:`path` below a raw column: the value at ``rest`` in each embedded document
+        (decoded once per distinct one), as :meth:`path` walks it."""
+        memo: dict = {NOTHING: NOTHING}
+        decode = bson.decode
+        for b in set(raw_col):
+            if b is NOTHING:
+                continue
+            v: Any = decode(b)
+            for name in rest:
+                if v is NOTHING:
+                    break
+                if type(v) is not dict:
+                    v = _BAD
+                    break
+                v = v.get(name, NOTHING)
+            if v is not NOTHING and type(v) not in SCALAR_TYPES:
+                return None
+            memo[b] = v
+        return list(map(memo.__getitem__, raw_col))
+
     def sort_keys(self, name: str) -> list | None:
         """The sort key (:func:`_sort_key`) of each document's ``name``, made once; None
         when a value has none."""
@@ -248,12 +345,21 @@ class Columns:
         return keys
 
     def maker(self, fields: set | frozenset) -> Callable[[int], dict]:
-        """i -> document ``i``'s ``fields`` (columns), in the document's order: a fresh dict
-        equal to what :func:`.rawbson.fields_decoder` decodes from its bytes."""
-        plans = [tuple((f, self.column(f)) for f in names if f in fields)
-                 for names in self.layouts]
+        """i -> document ``i``'s ``fields`` (columns or raw columns: :meth:`servable`), in
+        the document's order: a fresh dict equal to what :func:`.rawbson.fields_decoder`
+        decodes from its bytes (an embedded document decoded from its raw column)."""
+        raw = self.raw
+        if not (fields & raw.keys()):
+            plans = [tuple((f, self.column(f)) for f in names if f in fields)
+                     for names in self.layouts]
+            shapes = self.shapes
+            return lambda i: {f: col[i] for f, col in plans[shapes[i]]}
+        decode = bson.decode
+        mixed = [tuple((f, raw[f] if f in raw else self.column(f), f in raw)
+                       for f in names if f in fields) for names in self.layouts]
         shapes = self.shapes
-        return lambda i: {f: col[i] for f, col in plans[shapes[i]]}
+        return lambda i: {f: decode(col[i]) if is_raw else col[i]
+                          for f, col, is_raw in mixed[shapes[i]]}
 
 
 def columns_of(store: Any, build: bool) -> Columns | None:
@@ -291,7 +397,7 @@ def columns_of(store: Any, build: bool) -> Columns | None:
 # --------------------------------------------------------------------------- persisted
 
 #: the persisted form's version: change it with anything that changes what a build keeps
-PERSIST_FORMAT = 1
+PERSIST_FORMAT = 2
 
 
 def dump(cols: Columns) -> bytes:
@@ -306,7 +412,122 @@ def dump(cols: Columns) -> bytes:
         "shared": sorted(cols.shared),
         "columns": [_dump_column(name, col, name in cols.shared)
                     for name, col in cols.values.items()],
+        "raw": {name: _dump_raw(col) for name, col in cols.raw.items()},
+        # the fields whose values the payload does not hold (an in-place change of one of
+        # them leaves it valid): no column, no raw column
+        "opaque": sorted(cols.not_columns - cols.raw.keys()),
     })
+
+
+def extend(payload: bytes, keys: list, raws: list[bytes], n_old: int, in_place: set
+           ) -> Columns | None:
+    """The columns of the documents ``keys``/``raws`` whose first ``n_old`` are those the
+    ``payload`` (:func:`dump`) was made from - changed since only in place in the fields
+    ``in_place`` - and the rest were appended since: the payload restored, the appended
+    documents built, and the two merged as one build of all of them makes them (a field is
+    a column when it is one in both parts or missing from one, a raw column likewise while
+    its distinct values fit ``RAW_MAX_BYTES``, else none; layouts in order of first
+    appearance; the strings of a column kept once when the build would). A raw column
+    changed in place is none any more (its old values are all the payload has). None when
+    the payload is not a usable dump of ``n_old`` documents or a column changed in place."""
+    if n_old > len(raws):
+        return None
+    with collector.paused():
+        old = restore(0, None, keys[:n_old], raws[:n_old], payload)
+        if old is None or in_place & old.values.keys():
+            return None
+        for name in in_place & old.raw.keys():
+            del old.raw[name]
+        new = Columns(0, None, keys[n_old:], raws[n_old:])
+        return _merged(old, new, keys, raws)
+
+
+def _merged(old: Columns, new: Columns, keys: list, raws: list[bytes]) -> Columns:
+    """:func:`extend`'s merge of the columns of the first documents and of the rest."""
+    n_old, n_new = old.n, new.n
+    m = Columns(0, None, keys, raws, build=False)
+    ids = {names: lid for lid, names in enumerate(old.layouts)}
+    layouts = list(old.layouts)
+    remap = []
+    for names in new.layouts:  # the appended documents' new layouts, in their order
+        lid = ids.get(names)
+        if lid is None:
+            lid = ids[names] = len(layouts)
+            layouts.append(names)
+        remap.append(lid)
+    m.layouts = layouts
+    m.shapes = old.shapes + list(map(remap.__getitem__, new.shapes))
+    seen_old = set().union(*old.layouts) if old.layouts else set()
+    seen_new = set().union(*new.layouts) if new.layouts else set()
+
+    def kind(c: Columns, name: str, seen: set) -> str:
+        if name not in seen:
+            return ""
+        return "col" if name in c.values else "raw" if name in c.raw else "none"
+
+    for name in sorted(seen_old | seen_new):
+        a, b = kind(old, name, seen_old), kind(new, name, seen_new)
+        if a in ("col", "") and b in ("col", ""):
+            m.values[name] = (old.values[name] if a else [NOTHING] * n_old) \
+                + (new.values[name] if b else [NOTHING] * n_new)
+            if a and name in old.shared:
+                # the first batch holding it lies in the first part: decided there
+                first = next(i for i, v in enumerate(old.values[name]) if v is not NOTHING)
+                if first // _BATCH * _BATCH + _BATCH <= n_old:
+                    m.shared.add(name)
+                    continue
+            if _shared_by_build(m.values[name]):
+                m.shared.add(name)
+            continue
+        m.not_columns.add(name)
+        if a in ("raw", "") and b in ("raw", ""):
+            col = (old.raw[name] if a else [NOTHING] * n_old) + (new.raw[name] if b else [NOTHING] * n_new)
+            distinct = set(col)
+            distinct.discard(NOTHING)
+            if sum(map(len, distinct)) <= RAW_MAX_BYTES:
+                m.raw[name] = col
+    return m
+
+
+def _shared_by_build(col: list) -> bool:
+    """Whether a build keeps the strings of column ``col`` once: decided on the first batch
+    of documents that holds the field (see :class:`Columns`)."""
+    first = next((i for i, v in enumerate(col) if v is not NOTHING), None)
+    if first is None:
+        return False
+    start = first // _BATCH * _BATCH
+    batch = col[start:start + _BATCH]
+    return Decimal128 not in set(map(type, batch)) and len(set(batch)) * 4 <= len(batch)
+
+
+def without_raw(payload: bytes, names: set) -> tuple[bytes, list[str]] | None:
+    """(``payload`` without the raw columns ``names``, its new ``opaque`` list): what a
+    persister keeps when writes changed those fields in place (their other columns stand);
+    None when it is no such payload. Decodes only the raw columns."""
+    try:
+        spans = rawbson.locate(payload, {b"raw", b"opaque"})
+        part = rawbson.decode_spans(payload, spans.values())
+        raw, opaque = part["raw"], part["opaque"]
+        kept = {k: v for k, v in raw.items() if k not in names}
+        opaque = sorted(set(opaque) | (set(raw) - set(kept)))
+        return rawbson.splice(payload, {"raw": kept, "opaque": opaque}, {"raw", "opaque"},
+                              spans), opaque
+    except Exception:  # noqa: BLE001 - not a payload
+        return None
+
+
+def _dump_raw(col: list) -> dict:
+    """One raw column of :func:`dump`: its distinct values and each document's index among
+    them (0 where it is missing: the layouts say where)."""
+    index: dict = {}
+    codes = array("I", [0 if b is NOTHING else index.setdefault(b, len(index)) for b in col])
+    return {"distinct": list(index), "codes": codes.tobytes()}
+
+
+def _is_document(b: Any) -> bool:
+    """Whether ``b`` is framed as one BSON document (its length, its final NUL)."""
+    return type(b) is bytes and len(b) >= 5 and b[-1] == 0 \
+        and int.from_bytes(b[:4], "little") == len(b)
 
 
 _NOTHING_OR_NONE = frozenset({type(None), type(NOTHING)})
@@ -370,7 +591,17 @@ def restore(version: int, documents: Any, keys: list, raws: list[bytes], payload
             values[name] = col
         if set(values) | not_columns != names_seen or not not_columns <= names_seen:
             return None
-        for name, col in values.items():  # a missing field was written as null
+        raw_cols = cols.raw
+        for name, entry in doc["raw"].items():
+            distinct = entry["distinct"]
+            codes = array("I")
+            codes.frombytes(entry["codes"])
+            if type(name) is not str or name not in not_columns or name in raw_cols \
+                    or len(codes) != n or not all(map(_is_document, distinct)) \
+                    or (codes and max(codes) >= len(distinct)):
+                return None
+            raw_cols[name] = list(map(distinct.__getitem__, codes))
+        for name, col in [*values.items(), *raw_cols.items()]:  # missing: written as null/0
             lacking = {lid for lid, names in enumerate(layouts) if name not in names}
             if lacking:
                 for i, lid in enumerate(shapes):
@@ -571,7 +802,7 @@ def scan(store: Any, spec: Mapping, needed: set | None, *, build: bool = True
     # a write's also the fields of the whole filter, as the plain scan decodes them (an
     # update applies itself to that partial document)
     want = union(needed, sel.rest_fields if build else sel.spec_fields)
-    from_columns = want is not None and cols.has(want)
+    from_columns = want is not None and cols.servable(want)
     if not sel.tests and not from_columns:
         return None
     keys, raws = cols.keys, cols.raws
@@ -614,11 +845,16 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     if sel is None or not sel.cols.has({k for k, _d in sort}):
         return None
     with collector.paused():
-        return _sorted_raws(sel, sort, skip, limit)
+        chosen = _sorted_indices(sel, sort, skip, limit)
+    if chosen is None:
+        return None
+    raws = sel.cols.raws
+    return [raws[i] for i in chosen]
 
 
-def _sorted_raws(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
-                 ) -> list[bytes] | None:
+def _sorted_indices(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
+                    ) -> list[int] | None:
+    """The indices of :func:`sorted_raws`' documents, in order."""
     cols = sel.cols
     keyed = [cols.sort_keys(k) for k, _d in sort]
     if any(kc is None for kc in keyed):
@@ -651,9 +887,7 @@ def _sorted_raws(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit:
         else:
             order = sorted(range(n), key=get, reverse=rev)
         chosen = [chosen[j] for j in order]
-    chosen = chosen[skip:top if limit else None]
-    raws = cols.raws
-    return [raws[i] for i in chosen]
+    return list(chosen[skip:top if limit else None])
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -662,20 +896,129 @@ def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | 
             ) -> tuple[Any, list[tuple[str, Any]]] | None:
     """(the documents or rows the first stages make, the stages left) for a pipeline whose
     ``$match`` was ``spec`` and whose input documents hold ``needed``, when its first stages
-    run on the column cache: ``[$sort] $group`` (:func:`group`), or ``$sort`` then ``$limit``
-    (the first documents chosen on the columns as :func:`sorted_raws` does, only they
-    decoded: the attribute dictionary's newest files); None otherwise."""
+    run on the column cache: ``[$sort] $group`` (:func:`group`), a computed ``$project``
+    (:func:`project`), or ``$sort`` then ``$limit`` (the first documents chosen on the
+    columns as :func:`sorted_raws` does, only they decoded - or, when a computed
+    ``$project`` follows, projected as :func:`project` does: the attribute dictionary's
+    newest files); None otherwise."""
     out = group(store, spec, stages)
+    if out is None and stages and stages[0][0] == "$project":
+        out = project(store, spec, stages)
     if out is not None or len(stages) < 2 or stages[0][0] != "$sort" or stages[1][0] != "$limit":
         return out
     arg, limit = stages[0][1], stages[1][1]
     if not isinstance(arg, Mapping) or not arg or type(limit) is not int or limit <= 0:
         return None
-    raws = sorted_raws(store, spec, list(arg.items()), 0, limit)
-    if raws is None:
+    sort = list(arg.items())
+    if not all(isinstance(k, str) and not k.startswith("$") and "." not in k
+               and type(d) in (int, float) for k, d in sort):
         return None
+    spec = _ready(store, spec)
+    if spec is None:
+        return None
+    sel = _selection(store, spec, True)
+    if sel is None or not sel.cols.has({k for k, _d in sort}):
+        return None
+    with collector.paused():
+        chosen = _sorted_indices(sel, sort, 0, limit)
+    if chosen is None:
+        return None
+    cols = sel.cols
+    if len(stages) > 2 and stages[2][0] == "$project":  # a computed projection: memoized
+        made = _projection(cols, stages[2][1], chosen)
+        if made is not None:
+            return made, stages[3:]
+    if needed is not None and cols.servable(needed):
+        return list(map(cols.maker(needed), chosen)), stages[1:]
     decode = rawbson.fields_decoder(needed)
-    return [decode(raw) for raw in raws], stages[1:]
+    raws = cols.raws
+    return [decode(raws[i]) for i in chosen], stages[1:]
+
+
+# --------------------------------------------------------------------------- projecting
+
+#: column values a computed ``$project`` is evaluated once for (keyed with their type:
+#: ``1``, ``1.0`` and ``true`` apart); floats (``0.0`` and ``-0.0`` are one key) and
+#: decimals are not memoized
+_MEMO_KEY_TYPES = frozenset({str, bytes, int, bool, type(None), datetime, ObjectId, Int64,
+                             type(NOTHING)})
+#: distinct inputs remembered per pipeline at most (beyond: evaluated per document)
+_MEMO_MAX = 4096
+_FROZEN = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, Decimal128,
+                     bytes})
+
+
+def _fresh(v: Any) -> Any:
+    """A copy of a computed value sharing nothing mutable with it."""
+    t = type(v)
+    if t is dict:
+        return {k: _fresh(x) for k, x in v.items()}
+    if t is list:
+        return [_fresh(x) for x in v]
+    if t in _FROZEN:
+        return v
+    return copy.deepcopy(v)
+
+
+def project(store: Any, spec: Any, stages: list[tuple[str, Any]]
+            ) -> tuple[Iterator[dict], list[tuple[str, Any]]] | None:
+    """(output of the first stage, the stages left) for a pipeline whose ``$match`` was
+    ``spec`` and whose next stage is a ``$project`` that only computes fields
+    (:func:`.aggregation._computed_only`: the attribute dictionary's) from columns and raw
+    columns: the expressions are evaluated once per distinct tuple of the values they read
+    (an expression reads nothing but its document: same values, same result) and each
+    document gets a fresh copy of its result, in natural order; a result that raised
+    raises again at each document that reads the same values, as it would. None
+    otherwise."""
+    arg = stages[0][1]
+    if _computed_only(arg) is None:
+        return None
+    spec = _ready(store, spec)
+    if spec is None:
+        return None
+    sel = _selection(store, spec, True)
+    if sel is None:
+        return None
+    made = _projection(sel.cols, arg, None, sel)
+    return None if made is None else (made, stages[1:])
+
+
+def _projection(cols: Columns, arg: Any, chosen: list[int] | None, sel: Any = None
+                ) -> Iterator[dict] | None:
+    """The documents the computed ``$project`` ``arg`` makes of the documents ``chosen``
+    (or those ``sel`` selects), evaluated once per distinct input (see :func:`project`);
+    None when it is no such projection or reads more than columns and raw columns."""
+    computed = _computed_only(arg)
+    if computed is None:
+        return None
+    reads = _expr_fields({k: v for k, v in arg.items() if k != "_id"})
+    if reads is None or not cols.servable(reads):
+        return None
+    keyed = [cols.raw[f] if f in cols.raw else cols.column(f) for f in sorted(reads)]
+    return _projected(sel.indices() if chosen is None else chosen, keyed, cols.maker(reads),
+                      computed)
+
+
+def _projected(chosen: Any, keyed: list[list], make: Callable[[int], dict],
+               computed: list[tuple[str, Any]]) -> Iterator[dict]:
+    memo: dict = {}
+    types = _MEMO_KEY_TYPES
+    for i in chosen:
+        vals = [col[i] for col in keyed]
+        kinds = tuple(map(type, vals))
+        if not types.issuperset(kinds):
+            yield from _project_computed((make(i),), computed)
+            continue
+        key = (*vals, *kinds)
+        out = memo.get(key)
+        if out is None:
+            out = next(_project_computed((make(i),), computed))
+            if len(memo) < _MEMO_MAX:
+                memo[key] = out
+            else:
+                yield out
+                continue
+        yield _fresh(out)
 
 
 # --------------------------------------------------------------------------- grouping
@@ -686,6 +1029,8 @@ _CONSTANT = (int, float, str, bool, type(None))
 _NUMBERS = frozenset({int, float, Int64})
 _NOTHING_TYPE = type(NOTHING)
 _FINISHED = frozenset(mm_aggregate._GROUPING_OPERATOR_MAP) | {"$push", "$addToSet"}
+#: the column value types that are numbers.Number (what mongomock's $sum adds up)
+_SUMMED = frozenset({int, float, bool, Int64})
 
 
 def _top_path(expr: Any) -> str | None:
@@ -843,6 +1188,12 @@ def _group_rows_of(sel: _Selection, key_fields: list[str], names: list[str] | No
             g[1] = sorted(g[1] + m)  # natural order, as the plain $group gathers them
     plans = [(op, e, None) if _constant(e) else (op, e, cols.column(_top_path(e)))
              for _f, op, e in accs]
+    # $sum of a column without decimals: mongomock sums the members' numbers (the values
+    # that are numbers.Number: int, float, bool, Int64) with sum(), in their order: so here
+    plans = [(("$sum numbers" if op == "$sum" and col is not None
+               and Decimal128 not in set(map(type, col)) else op), e, col)
+             for op, e, col in plans]
+    summed = _SUMMED
     finished = {}
     for hk, (value, m) in groups.items():
         per_acc = []
@@ -853,6 +1204,13 @@ def _group_rows_of(sel: _Selection, key_fields: list[str], names: list[str] | No
                     per_acc.append(Finished(e * count))
                 else:
                     per_acc.append([e] * count)
+            elif op == "$sum numbers":
+                if len(m) == 1:
+                    v = col[m[0]]
+                    per_acc.append(Finished(sum([v]) if type(v) in summed else 0))
+                else:
+                    per_acc.append(Finished(sum([v for v in (col[j] for j in m)
+                                                 if type(v) in summed])))
             elif len(m) == 1:
                 v = col[m[0]]
                 per_acc.append([] if v is NOTHING else [v])

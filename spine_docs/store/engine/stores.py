@@ -59,6 +59,9 @@ class CollectionStore(mm_store.CollectionStore):
         #: ``drift_base``, by writes of existing documents only; None: anything else changed
         self.drift: set | None = None
         self.drift_base = 0
+        #: the documents inserted since ``drift_base`` (at the end of the natural order),
+        #: while :attr:`drift` is tracked
+        self.appended = 0
 
     # ---- the indexes dict: every replacement resets the derived maps
     @property
@@ -185,6 +188,7 @@ class CollectionStore(mm_store.CollectionStore):
         """Start recording :attr:`drift` from the present state."""
         self.drift = set()
         self.drift_base = self.version
+        self.appended = 0
 
     def put(self, key: Any, raw: bytes, touched: set | None = None, in_place: bool = False) -> None:
         """Store a document (BSON bytes) under ``key``, enforcing the unique indexes.
@@ -193,15 +197,16 @@ class CollectionStore(mm_store.CollectionStore):
         ``in_place``: the document under ``key`` keeps its top-level names in their order,
         only the values of ``touched`` changed (:attr:`drift`)."""
         self._check_write()
-        if self.drift is not None:
-            if in_place and touched is not None and key in self._documents:
+        inserted = key not in self._documents
+        if self.drift is not None and not inserted:
+            if in_place and touched is not None:
                 self.drift.update(touched)
             else:
                 self.drift = None
         has_unique, ufields = self._unique_info()
         if has_unique:
             if touched is not None and ufields is not None \
-                    and key in self._documents and not (touched & ufields):
+                    and not inserted and not (touched & ufields):
                 # the maps (built or not) stand; a re-scan's first write in a fresh process
                 # does not build them
                 self._documents[key] = raw
@@ -219,6 +224,8 @@ class CollectionStore(mm_store.CollectionStore):
             if entries:
                 self._ukeys[key] = entries
         self._documents[key] = raw
+        if inserted and self.drift is not None:
+            self.appended += 1
         self.version = next(_VERSIONS)
 
     # ---- unique indexes
