@@ -215,6 +215,8 @@ def builder_pipelines():
         for fields in (q.DEFAULT_FACETS, q.FACET_FIELDS, ("model",)):
             for _, pipeline in q.facets_pipelines(flt, fields, 10):
                 out.append(("facets_pipelines", pipeline))
+    for field in q.FACET_FIELDS:
+        out.append(("retired_pipeline", q.retired_pipeline(field)))
         for name, direction in itertools.product(q.SORT_FIELDS, (1, -1)):
             for after, backward in itertools.product(
                     (None, (None, "id"), (5, "id"), ("x", "id"), (datetime(2024, 1, 1), "id")),
