@@ -48,57 +48,132 @@ def _name(text: str) -> str:
 
 def resolve(db: Any, child: Mapping[str, Any], text: str) -> dict[str, Any]:
     """One parent entry ``{text, path, how}`` for the input ``text`` of ``child``."""
-    norm = _norm(text)
-    if norm is not None and norm != child.get("path") and db.files.find_one({"path": norm}, {"_id": 1}):
-        return {"text": text, "path": norm, "how": "path"}
-    name = _name(text)
-    if name and child.get("dataset") is not None:
-        found = {d["path"] for d in db.files.find(
-            {"name": name, "dataset": child.get("dataset"), "prod_version": child.get("prod_version")},
-            {"path": 1}) if d["path"] != child.get("path")}
-        if len(found) == 1:
-            return {"text": text, "path": found.pop(), "how": "name"}
-    return {"text": text, "path": None, "how": None}
+    return _Resolver(db, [(child, [text])]).parent(child, text)
 
 
-def lineage_of(db: Any, child: Mapping[str, Any]) -> dict[str, Any]:
+class _Resolver:
+    """Resolves the inputs of many children with two reads in all (not two per input): the
+    documents at the inputs' normalised paths (``{path: {$in}}``, the ``{path, site}``
+    index) and, for the inputs not found there, the documents with their file names
+    (``{name: {$in}}``, the ``{name, _id}`` index), kept by (name, dataset, production)."""
+
+    def __init__(self, db: Any, wanted: Iterable[tuple[Mapping[str, Any], Iterable[str]]]):
+        wanted = [(c, [t for t in texts if isinstance(t, str)]) for c, texts in wanted]
+        if not store.is_server(db):
+            # in process, a long $in compares every document with every value: one pass over
+            # the catalog's path, name, dataset and production columns instead
+            self.paths, self.by_name = set(), {}
+            for d in db.files.find({}, {"path": 1, "name": 1, "dataset": 1, "prod_version": 1, "_id": 0}):
+                self.paths.add(d["path"])
+                key = (d.get("name"), d.get("dataset"), d.get("prod_version"))
+                self.by_name.setdefault(key, set()).add(d["path"])
+            return
+        norms = sorted({n for _c, texts in wanted for n in map(_norm, texts) if n is not None})
+        self.paths: set[str] = set()
+        for i in range(0, len(norms), BATCH):
+            self.paths.update(d["path"] for d in db.files.find(
+                {"path": {"$in": norms[i:i + BATCH]}}, {"path": 1, "_id": 0}))
+        names = sorted({_name(t) for c, texts in wanted if c.get("dataset") is not None
+                        for t in texts if _norm(t) not in self.paths and _name(t)})
+        self.by_name: dict[tuple, set[str]] = {}
+        for i in range(0, len(names), BATCH):
+            for d in db.files.find({"name": {"$in": names[i:i + BATCH]}},
+                                   {"path": 1, "name": 1, "dataset": 1, "prod_version": 1, "_id": 0}):
+                key = (d.get("name"), d.get("dataset"), d.get("prod_version"))
+                self.by_name.setdefault(key, set()).add(d["path"])
+
+    def parent(self, child: Mapping[str, Any], text: str) -> dict[str, Any]:
+        norm = _norm(text)
+        if norm is not None and norm != child.get("path") and norm in self.paths:
+            return {"text": text, "path": norm, "how": "path"}
+        name = _name(text)
+        if name and child.get("dataset") is not None:
+            found = self.by_name.get((name, child.get("dataset"), child.get("prod_version")), set()) \
+                - {child.get("path")}
+            if len(found) == 1:
+                return {"text": text, "path": next(iter(found)), "how": "name"}
+        return {"text": text, "path": None, "how": None}
+
+
+def lineage_of(db: Any, child: Mapping[str, Any], resolver: _Resolver | None = None) -> dict[str, Any]:
     """The ``lineage`` sub-document of a document (from its ``inputs``)."""
-    parents = [resolve(db, child, t) for t in (child.get("inputs") or []) if isinstance(t, str)]
+    texts = [t for t in (child.get("inputs") or []) if isinstance(t, str)]
+    resolver = resolver or _Resolver(db, [(child, texts)])
+    parents = [resolver.parent(child, t) for t in texts]
     pending = sorted({_name(p["text"]) for p in parents if p["path"] is None})
     return {"parents": parents, "pending": pending}
 
 
 def link(db: Any, paths: Iterable[str], site: str | None = None) -> int:
     """Resolve the parents of the documents at ``paths`` (just indexed), then the waiting
-    children of those documents. Returns the number of documents updated."""
-    paths = list(dict.fromkeys(paths))
+    children of those documents. Returns the number of documents updated. A few reads per
+    batch of :data:`BATCH` documents, whatever their number of inputs."""
+    with store.writing(db):  # one save of the embedded catalog for all of it, not one per batch
+        return _link(db, list(dict.fromkeys(paths)), site)
+
+
+#: names of just-indexed files looked up among the waiting children per query (a server)
+WAITING_BATCH = 1000
+
+
+def _waiting(db: Any, names: set[str], fields: Mapping[str, int]) -> Iterable[list[dict]]:
+    """The documents with a pending parent named in ``names``, in lists. On a server, by
+    ``{lineage.pending: {$in}}`` (its index: a lookup per name); in process (the embedded
+    catalog, mongomock), whose ``$in`` on an array compares every document with every name,
+    every document with any pending name (``$gt: ""``: one pass), kept when one is in
+    ``names``."""
+    ordered = sorted(names)
+    if store.is_server(db):
+        for i in range(0, len(ordered), WAITING_BATCH):
+            yield list(db.files.find({"lineage.pending": {"$in": ordered[i:i + WAITING_BATCH]}}, fields))
+        return
+    if ordered:
+        yield [d for d in db.files.find({"lineage.pending": {"$gt": ""}}, fields)
+               if not names.isdisjoint((d.get("lineage") or {}).get("pending") or ())]
+
+
+def _link(db: Any, paths: list[str], site: str | None) -> int:
+    from .extract import doc_id
+
     updated = 0
+    fields = {"path": 1, "name": 1, "inputs": 1, "dataset": 1, "prod_version": 1, "lineage": 1}
+    names: set[str] = set()
+    resolver: _Resolver | None = None
     for i in range(0, len(paths), BATCH):
         chunk = paths[i:i + BATCH]
-        query: dict[str, Any] = {"path": {"$in": chunk}}
-        if site is not None:
-            query["site"] = site
-        docs = list(db.files.find(query, {"path": 1, "name": 1, "inputs": 1, "dataset": 1,
-                                          "prod_version": 1, "lineage": 1}))
+        # by _id when the site is known (the primary key: a lookup, never a scan)
+        if site is not None and not store.is_server(db):  # in process: lookups by _id, not a long $in
+            docs = [d for d in (db.files.find_one({"_id": doc_id(site, p)}, fields) for p in chunk) if d]
+        else:
+            query: dict[str, Any] = {"_id": {"$in": [doc_id(site, p) for p in chunk]}} if site is not None \
+                else {"path": {"$in": chunk}}
+            docs = list(db.files.find(query, fields))
+        if resolver is None or store.is_server(db):  # in process: one snapshot for all batches
+            resolver = _Resolver(db, [(d, d.get("inputs") or []) for d in docs])
         ops = []
         for d in docs:
-            new = lineage_of(db, d)
+            new = lineage_of(db, d, resolver)
             if new != d.get("lineage"):
                 ops.append(UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}))
-        # children that named these files before they were indexed
-        names = sorted({d.get("name") or _name(d["path"]) for d in docs})
-        for w in db.files.find({"lineage.pending": {"$in": names}},
-                               {"path": 1, "name": 1, "inputs": 1, "dataset": 1, "prod_version": 1, "lineage": 1}):
+        if ops:
+            updated += db.files.bulk_write(ops, ordered=False).modified_count
+        names.update(d.get("name") or _name(d["path"]) for d in docs)
+    # children that named these files before they were indexed
+    for waiting in _waiting(db, names, fields):
+        if resolver is None or store.is_server(db):
+            resolver = _Resolver(db, [(w, [p["text"] for p in ((w.get("lineage") or {}).get("parents") or [])
+                                           if p.get("path") is None]) for w in waiting])
+        ops = []
+        for w in waiting:
             old = w.get("lineage") or {}
-            parents = [p if p.get("path") is not None else resolve(db, w, p["text"])
+            parents = [p if p.get("path") is not None else resolver.parent(w, p["text"])
                        for p in old.get("parents") or []]
             new = {"parents": parents,
                    "pending": sorted({_name(p["text"]) for p in parents if p["path"] is None})}
             if new != old:
                 ops.append(UpdateOne({"_id": w["_id"]}, {"$set": {"lineage": new}}))
         if ops:
-            with store.writing(db):
-                updated += db.files.bulk_write(ops, ordered=False).modified_count
+            updated += db.files.bulk_write(ops, ordered=False).modified_count
     return updated
 
 
