@@ -23,7 +23,7 @@ concept each, with their docstrings as the reference of their functions:
   (``ATTR_OP_TABLE``), the URL-parameter form, :func:`and_queries`
 - ``_run``: the runtime every executor shares (collection of a ``db`` argument, ``find`` /
   ``aggregate`` with server options, time limits -> :class:`QueryTimeout`, projections)
-- ``counts``: :func:`count`, :func:`total`, :func:`facets`
+- ``counts``: :func:`count`, :func:`total`, :func:`facets`, :func:`lifecycle_counts`
 - ``pages``: sorts, cursors, :func:`page`, :func:`iter_pages`, :func:`get_file`
 - ``exporting``: :func:`export` (jsonl, csv, paths)
 - ``analytics``: :func:`timeline`, :func:`histogram`, :func:`run_coverage`
@@ -42,7 +42,10 @@ from .analytics import (
     histogram_stats_pipeline, run_coverage, run_coverage_pipeline, timeline, timeline_pipeline,
 )
 from .copies import REPLICA_COLUMNS, REPLICA_KEYS, replicas, replicas_pipeline
-from .counts import DEFAULT_FACETS, count, facets, facets_pipelines, total
+from .counts import (
+    DEFAULT_FACETS, LIFECYCLE_COUNTED, count, facets, facets_pipelines, lifecycle_counts,
+    lifecycle_pipelines, total,
+)
 from .dictionary import (
     ORDERED_TYPES, attribute_dictionary, attribute_dictionary_pipeline, attribute_keys,
     attribute_keys_pipeline, attribute_types,
@@ -73,7 +76,8 @@ __all__ = [
     # collections
     "FILES", "SAVED_QUERIES",
     # counts
-    "DEFAULT_FACETS", "count", "total", "facets", "facets_pipelines",
+    "DEFAULT_FACETS", "LIFECYCLE_COUNTED", "count", "total", "facets", "facets_pipelines",
+    "lifecycle_counts", "lifecycle_pipelines",
     # pages
     "DEFAULT_SORT", "ESCAPED_SUBDOCUMENTS", "MAX_PAGE_SIZE", "SORT_FIELDS", "TABLE_COLUMNS",
     "TIE_BREAKERS", "Page", "decode_cursor", "encode_cursor", "format_sort", "get_file",

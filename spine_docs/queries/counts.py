@@ -96,3 +96,37 @@ def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_F
         values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
         result[f] = values
     return {f: result[f] for f in _facet_fields(fields)}
+
+
+#: the statuses ``spine-docs verify`` records (:data:`spine_docs.extract.LIFECYCLE_STATUSES`)
+LIFECYCLE_COUNTED: tuple[str, ...] = ("missing", "changed", "corrupt")
+
+
+def lifecycle_pipelines() -> list[tuple[str, list[dict]]]:
+    """``[("status", pipeline), ("retired", pipeline)]``: the files with a verify verdict
+    by site and status (the status index bounds the ``$match``) and the retired files by
+    site (the partial index that holds only them). Retired or not, every document counts:
+    these are the catalog's documents as they stand, not a filter's view."""
+    by_status = [{"$match": {"status": {"$in": list(LIFECYCLE_COUNTED)}}},
+                 {"$group": {"_id": {"site": "$site", "status": "$status"}, "count": {"$sum": 1}}}]
+    retired = [{"$match": dict(RETIRED)}, {"$group": {"_id": "$site", "count": {"$sum": 1}}}]
+    return [("status", by_status), ("retired", retired)]
+
+
+def lifecycle_counts(db: Any, *, max_time_ms: int | None = None) -> dict[Any, dict[str, int]]:
+    """``{site: {"missing", "changed", "corrupt", "retired"}}`` for every site that has at
+    least one such file (sites in sorted order; a site of ``None`` last)."""
+    coll = _collection(db)
+    out: dict[Any, dict[str, int]] = {}
+
+    def row(site: Any) -> dict[str, int]:
+        return out.setdefault(site, {**{s: 0 for s in LIFECYCLE_COUNTED}, "retired": 0})
+
+    for kind, pipeline in lifecycle_pipelines():
+        for r in _aggregate(coll, pipeline, max_time_ms):
+            if kind == "status":
+                key = r["_id"] or {}
+                row(key.get("site"))[key.get("status")] += r["count"]
+            else:
+                row(r["_id"])["retired"] += r["count"]
+    return {s: out[s] for s in sorted(out, key=lambda s: (s is None, str(s)))}

@@ -19,7 +19,7 @@ from spine_docs import plans, schema
 
 from .analytics import histogram_pipeline, histogram_stats_pipeline, run_coverage_pipeline, timeline_pipeline
 from .copies import REPLICA_KEYS, replicas_pipeline
-from .counts import facets_pipelines
+from .counts import facets_pipelines, lifecycle_pipelines
 from .dictionary import attribute_dictionary_pipeline, attribute_keys_pipeline
 from .filters import FACET_FIELDS, AttrFilter, Filter
 from .pages import SORT_FIELDS, format_sort, page_query, sort_spec
@@ -117,6 +117,8 @@ def query_shapes() -> list[plans.Shape]:
         pipeline_shape("attribute dictionary, newest files", attribute_dictionary_pipeline(None, max_docs=5000),
                        "queries.attribute_dictionary"),
     ]
+    for kind, pipe in lifecycle_pipelines():  # doctor's lifecycle section
+        shapes.append(pipeline_shape(f"lifecycle counts by site: {kind}", pipe, "queries.lifecycle_counts"))
     for key, field in (("input", "inputs"), ("name", "name"), ("run", "run")):  # setdiff.compare_sets
         sides = Filter(dataset=["x"], prod_version=["v2"])
         shapes.append(S(f"set diff side matched by {key}", sides.to_mongo(), ((field, 1), ("_id", 1)),
