@@ -404,7 +404,8 @@ def summarize_explain(doc: Mapping) -> ExplainSummary:
 #: aggregation ``count_documents`` sends; the pipeline shapes of :func:`shape_pipelines`
 #: as their whole pipeline
 FIND_SOURCES = frozenset({"queries.page", "queries.get_file", "queries.export", "ingest.existing_index",
-                          "verify.known_files", "queries.replicas", "setdiff.compare_sets"})
+                          "verify.known_files", "queries.replicas", "setdiff.compare_sets",
+                          "supersede.mark"})
 COUNT_SOURCES = frozenset({"queries.count"})
 FIND_LIMIT = 50
 

@@ -43,7 +43,7 @@ from .analytics import (
 )
 from .copies import REPLICA_COLUMNS, REPLICA_KEYS, replicas, replicas_pipeline
 from .counts import (
-    DEFAULT_FACETS, LIFECYCLE_COUNTED, count, facets, facets_pipelines, lifecycle_counts,
+    DEFAULT_FACETS, LIFECYCLE_COUNTED, count, count_queries, facets, facets_pipelines, lifecycle_counts,
     lifecycle_pipelines, total,
 )
 from .dictionary import (
@@ -53,7 +53,8 @@ from .dictionary import (
 from .errors import QueryError, QueryTimeout
 from .exporting import EXPORT_COLUMNS, EXPORT_FORMATS, export, export_header
 from .filters import (
-    ATTR_OP_TABLE, ATTR_OPS, FACET_FIELDS, FORBIDDEN_OPERATORS, NONE_TOKEN, NOT_RETIRED, PARAM_KEYS,
+    ATTR_OP_TABLE, ATTR_OPS, FACET_FIELDS, FORBIDDEN_OPERATORS, NONE_TOKEN, NOT_RETIRED, NOT_SUPERSEDED,
+    PARAM_KEYS,
     QUERY_OPERATORS, AttrFilter, AttrOp, Filter, and_queries,
 )
 from .pages import (
@@ -72,11 +73,11 @@ __all__ = [
     "coerce_value", "parse_datetime",
     # filters
     "ATTR_OP_TABLE", "ATTR_OPS", "FACET_FIELDS", "FORBIDDEN_OPERATORS", "NONE_TOKEN",
-    "NOT_RETIRED", "PARAM_KEYS", "QUERY_OPERATORS", "AttrFilter", "AttrOp", "Filter", "and_queries",
+    "NOT_RETIRED", "NOT_SUPERSEDED", "PARAM_KEYS", "QUERY_OPERATORS", "AttrFilter", "AttrOp", "Filter", "and_queries",
     # collections
     "FILES", "SAVED_QUERIES",
     # counts
-    "DEFAULT_FACETS", "LIFECYCLE_COUNTED", "count", "total", "facets", "facets_pipelines",
+    "DEFAULT_FACETS", "LIFECYCLE_COUNTED", "count", "count_queries", "total", "facets", "facets_pipelines",
     "lifecycle_counts", "lifecycle_pipelines",
     # pages
     "DEFAULT_SORT", "ESCAPED_SUBDOCUMENTS", "MAX_PAGE_SIZE", "SORT_FIELDS", "TABLE_COLUMNS",

@@ -14,27 +14,44 @@ from typing import Any, Sequence
 
 from .errors import QueryError
 from ._run import _aggregate, _collection, _is_server, _running
-from .filters import FACET_FIELDS, NOT_RETIRED, Filter, _as_filter, _query
+from .filters import FACET_FIELDS, NOT_RETIRED, Filter, _as_filter, _query, only_hidden
 
 #: the retired files: served by the partial index that holds only them
 RETIRED: dict = {"retired": {"$exists": True}}
+#: the superseded files that are not retired (the partial index on superseded_by)
+SUPERSEDED_NOT_RETIRED: dict = {"superseded_by": {"$exists": True}, **NOT_RETIRED}
 
 DEFAULT_FACETS: tuple[str, ...] = ("site", "spine_version", "model", "dataset", "status")
 
 
-def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None) -> int:
-    """Number of files matching the filter (exact; the empty filter reads the collection's
-    metadata count like :func:`total`)."""
-    coll = _collection(db)
+def count_queries(flt: Filter | Any = None) -> list[dict]:
+    """The queries :func:`count` sends for ``flt`` and sums (the excluded ones subtracted
+    from the metadata total when the filter is nothing but the default exclusions): ``[]``
+    when it reads the collection's metadata count only."""
     query = _query(flt)
     if not query:
+        return []
+    if only_hidden(query):  # all but the retired and/or superseded: those few, by their indexes
+        out = [RETIRED] if "retired" in query else []
+        if "superseded_by" in query:
+            out.append(SUPERSEDED_NOT_RETIRED if "retired" in query else {"superseded_by": {"$exists": True}})
+        return out
+    return [query]
+
+
+def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None) -> int:
+    """Number of files matching the filter (exact; the empty filter reads the collection's
+    metadata count like :func:`total`; a filter of only the default exclusions counts the
+    few excluded files by their partial indexes and subtracts them from it)."""
+    coll = _collection(db)
+    query = _query(flt)
+    sent = count_queries(flt)
+    if not sent:
         return total(db)
-    if query == NOT_RETIRED:  # all but the retired: the few retired ones are counted by their index
-        kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
-        with _running(coll, max_time_ms):
-            return max(0, total(db) - coll.count_documents(RETIRED, **kwargs))
     kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
     with _running(coll, max_time_ms):
+        if only_hidden(query):
+            return max(0, total(db) - sum(coll.count_documents(q, **kwargs) for q in sent))
         return coll.count_documents(query, **kwargs)
 
 
@@ -66,7 +83,7 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
         selected = list(getattr(flt, f))
         if not q:
             pipeline: list[dict] = [{"$sort": {f: 1}}]
-        elif q == NOT_RETIRED:  # the field's index in order, the retired ones skipped as fetched
+        elif only_hidden(q):  # the field's index in order, the excluded ones skipped as fetched
             pipeline = [{"$sort": {f: 1}}, {"$match": q}]
         else:
             pipeline = [{"$match": q}]
