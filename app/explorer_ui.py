@@ -16,7 +16,7 @@ module holds what every page needs:
   and mirrored into the URL on every run, so a view can be shared and reloaded
   (:func:`sync_url`, :func:`state`, :func:`current_filter`, :func:`set_filter`);
 * the filter sidebar (:func:`filter_sidebar`): facets with counts, ranges, dates, path and
-  attribute conditions, and whether retired files are included;
+  attribute conditions, whether retired files are included and whether superseded ones are;
 * :func:`file_lineage`: a file's parents and children (:func:`spine_docs.lineage.neighbours`);
 * :func:`export_file`: the bytes of an export, streamed from the cursor to a temporary file.
 
@@ -519,6 +519,7 @@ def _seed_widgets(flt: queries.Filter, facet_values: Mapping[str, list]) -> None
     _seed("path_regex", bool(flt.path_regex))
     _seed("where", to_json_text(flt.where) if flt.where else "")
     _seed("include_retired", flt.include_retired)
+    _seed("latest_only", flt.latest_only)
 
 
 def filter_sidebar(cat: Catalog) -> queries.Filter:
@@ -558,6 +559,10 @@ def filter_sidebar(cat: Catalog) -> queries.Filter:
     side.toggle("Include retired files", key=_w("include_retired"), on_change=_on_value,
                 args=("include_retired",),
                 help="Retired files (`spine-docs retire`) are hidden unless this is on")
+    side.toggle("Latest versions only", key=_w("latest_only"), on_change=_on_value,
+                args=("latest_only",),
+                help="Hide files a newer version superseded (same inputs and config name, newer "
+                     "production or SPINE version)")
 
     ranged = any(getattr(flt, n) is not None for n in (
         "run_min", "run_max", "subrun_min", "subrun_max", "events_min", "events_max",
@@ -662,6 +667,8 @@ def cli_command(command: str, cat: Catalog, flt: queries.Filter, extra: list[str
             rest[field] = None
     if flt.include_retired:
         args.append("--include-retired")
+    if flt.latest_only:
+        args.append("--latest-only")
     remaining = queries.Filter.model_validate(rest)
     if not remaining.is_empty():
         args += ["--where", to_json_text(remaining.to_mongo())]

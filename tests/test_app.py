@@ -364,6 +364,14 @@ def test_retired_files_toggle_and_lifecycle_statuses(tmp_path, monkeypatch):
     at.toggle(key="w:include_retired").set_value(False).run()
     assert as_int(metric(ok(at), "Matching files")) == 9
     assert "include_retired" not in at.query_params
+    # latest versions only: the corrupt file is marked superseded by hand
+    with store.writing(db):
+        db.files.update_one({"_id": ids["corrupt"]}, {"$set": {"superseded_by": ids["missing"]}})
+    at.button(key="w:refresh").click().run()  # (the stamp does not see an update in place)
+    at.toggle(key="w:latest_only").set_value(True).run()
+    assert as_int(metric(ok(at), "Matching files")) == 8
+    assert ids["corrupt"] not in set(table(at)["_id"])
+    assert at.query_params["latest_only"] == "True"
 
 
 def test_detail_panel_links_parents_and_children_and_says_retired(tmp_path, monkeypatch):
