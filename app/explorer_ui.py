@@ -1,7 +1,8 @@
 """Shared pieces of the spine-docs explorer, imported by ``explorer.py`` and ``views/*.py``.
 
 The explorer only renders: every query is a function of :mod:`spine_docs.queries` (or of
-``store``/``schema``/``runs`` for the connection, the version gate and the last run). This
+``store``/``schema``/``runs`` for the connection, the version gate and the last run, and
+:mod:`spine_docs.lineage` for a file's parents and children). This
 module holds what every page needs:
 
 * :func:`open_catalog` connects once per URL (``st.cache_resource``), picks up files other
@@ -15,7 +16,8 @@ module holds what every page needs:
   and mirrored into the URL on every run, so a view can be shared and reloaded
   (:func:`sync_url`, :func:`state`, :func:`current_filter`, :func:`set_filter`);
 * the filter sidebar (:func:`filter_sidebar`): facets with counts, ranges, dates, path and
-  attribute conditions;
+  attribute conditions, whether retired files are included and whether superseded ones are;
+* :func:`file_lineage`: a file's parents and children (:func:`spine_docs.lineage.neighbours`);
 * :func:`export_file`: the bytes of an export, streamed from the cursor to a temporary file.
 
 It is a plain module beside ``explorer.py`` (Streamlit puts that directory on ``sys.path``
@@ -35,7 +37,7 @@ import streamlit as st
 from bson import json_util
 from pymongo.errors import OperationFailure, PyMongoError
 
-from spine_docs import access, queries, runs, schema, store
+from spine_docs import access, lineage, queries, runs, schema, store
 from spine_docs.settings import Settings
 
 #: Seconds a query result is reused before it is asked again. Results are also keyed by a
@@ -220,10 +222,21 @@ def get_file(cat: Catalog, file_id: str) -> dict | None:
     return _cached_file(cat.url, int(cat.settings.connect_timeout_ms), cat.stamp, file_id)
 
 
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=500)
+def _cached_lineage(url: str, connect_ms: int, stamp: str, path: str) -> dict:
+    return lineage.neighbours(_connect(url, connect_ms), path)
+
+
+def file_lineage(cat: Catalog, path: str) -> dict:
+    """The direct parents and children of a file (:func:`spine_docs.lineage.neighbours`)."""
+    return _cached_lineage(cat.url, int(cat.settings.connect_timeout_ms), cat.stamp, path)
+
+
 def refresh_caches() -> None:
     """The Refresh button: forget cached results (the catalog is reloaded on every run)."""
     _cached.clear()
     _cached_file.clear()
+    _cached_lineage.clear()
 
 
 # --------------------------------------------------------------------------- view state (URL)
@@ -505,6 +518,8 @@ def _seed_widgets(flt: queries.Filter, facet_values: Mapping[str, list]) -> None
     _seed("path", flt.path_regex or flt.path_contains or "")
     _seed("path_regex", bool(flt.path_regex))
     _seed("where", to_json_text(flt.where) if flt.where else "")
+    _seed("include_retired", flt.include_retired)
+    _seed("latest_only", flt.latest_only)
 
 
 def filter_sidebar(cat: Catalog) -> queries.Filter:
@@ -540,6 +555,14 @@ def filter_sidebar(cat: Catalog) -> queries.Filter:
                              format_func=fmt, key=_w("facet_more:" + field),
                              on_change=_on_facet, args=(field, True),
                              placeholder=f"{len(rest)} more…", label_visibility="collapsed")
+
+    side.toggle("Include retired files", key=_w("include_retired"), on_change=_on_value,
+                args=("include_retired",),
+                help="Retired files (`spine-docs retire`) are hidden unless this is on")
+    side.toggle("Latest versions only", key=_w("latest_only"), on_change=_on_value,
+                args=("latest_only",),
+                help="Hide files a newer version superseded (same inputs and config name, newer "
+                     "production or SPINE version)")
 
     ranged = any(getattr(flt, n) is not None for n in (
         "run_min", "run_max", "subrun_min", "subrun_max", "events_min", "events_max",
@@ -642,6 +665,10 @@ def cli_command(command: str, cat: Catalog, flt: queries.Filter, extra: list[str
         if value is not None:
             args += ["--" + field.replace("_", "-"), str(value)]
             rest[field] = None
+    if flt.include_retired:
+        args.append("--include-retired")
+    if flt.latest_only:
+        args.append("--latest-only")
     remaining = queries.Filter.model_validate(rest)
     if not remaining.is_empty():
         args += ["--where", to_json_text(remaining.to_mongo())]

@@ -283,7 +283,7 @@ def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
 
 
 def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
-    """``--include-retired``, ``--derived-from PATH`` (every descendant) and ``--parent-of
+    """``--include-retired``, ``--latest-only``, ``--derived-from PATH`` (every descendant) and ``--parent-of
     PATH`` (its resolved parents) on top of a Filter: the two lineage options become a
     condition on the paths the lineage walk finds."""
     from . import lineage
@@ -291,6 +291,8 @@ def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
 
     if p.get("include_retired"):
         flt = flt.model_copy(update={"include_retired": True})
+    if p.get("latest_only"):
+        flt = flt.model_copy(update={"latest_only": True})
     conditions = []
     if p.get("derived_from"):
         walk = lineage.descendants(database, [p["derived_from"]])
@@ -319,6 +321,8 @@ AttrOpt = typer.Option([], "--attr", help="Root attribute condition: 'key>=1.5',
 PathOpt = typer.Option(None, "--path-contains", help="Substring of the path.")
 SavedOpt = typer.Option(None, "--saved", help="Start from a saved query.")
 RetiredOpt = typer.Option(False, "--include-retired", help="Show retired files too (hidden by default).")
+LatestOpt = typer.Option(False, "--latest-only", help="Leave out files a newer version superseded "
+                         "(same inputs and config, newer production or SPINE version).")
 DerivedOpt = typer.Option(None, "--derived-from", help="Files derived from this file, transitively.")
 ParentOpt = typer.Option(None, "--parent-of", help="The files this file was made from.")
 
@@ -360,7 +364,8 @@ def query(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
+    derived_from: Optional[str] = DerivedOpt,
     parent_of: Optional[str] = ParentOpt,
     limit: int = typer.Option(0, "--limit", min=0, help="At most N files (0: all; table default 50)."),
     sort: str = typer.Option("-mtime", help="Sort field, '-' for descending (e.g. -mtime, run, path)."),
@@ -398,7 +403,8 @@ def facets(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
+    derived_from: Optional[str] = DerivedOpt,
     parent_of: Optional[str] = ParentOpt,
     field: List[str] = typer.Option([], "--field", help="Facet field (repeatable; default site, spine_version, model, dataset, status)."),
     limit: int = typer.Option(20, help="Values per facet."),
@@ -429,7 +435,8 @@ def attrs(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
+    derived_from: Optional[str] = DerivedOpt,
     parent_of: Optional[str] = ParentOpt,
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,

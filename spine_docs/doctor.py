@@ -19,6 +19,9 @@ What :func:`diagnose` reads (read-only; nothing is written, not even the run log
   estimated count) and the largest document: on a server ``$bsonSize`` over a random sample
   (or every document with ``full_scan=True``: a collection scan), on the embedded catalog and
   mongomock the exact size of every stored BSON document (no decoding);
+* the lifecycle, per site: the files ``verify`` found missing, changed or corrupt and the
+  retired ones (:func:`lifecycle`: the status index and the retired partial index), and the
+  site's last verify run (:func:`spine_docs.verify.last_runs`);
 * query plans: the plan checker's static verdict for every query shape
   (:func:`spine_docs.queries.shapes.verdicts`) under the indexes the ``files`` collection has;
   with ``explain=True`` on a server, ``explain("executionStats")`` of every shape against the
@@ -58,6 +61,7 @@ from . import ingest, migrate, plans, queries, runs, samples, schema, store
 from .queries import shapes
 from .settings import Settings
 from .store.engine import raw_documents, raw_id
+from .verify import last_runs as last_verify_runs
 
 
 class DoctorError(Exception):
@@ -211,6 +215,26 @@ def document_counts(db: Any, collections: Iterable[str]) -> dict:
     by_status = queries.facets(db, None, ["status"], limit=20)["status"] if "files" in existing else []
     counts = {n: db[n].estimated_document_count() for n in collections if n in existing}
     return {"files": counts.get("files", 0), "by_status": by_status, "collections": counts}
+
+
+def lifecycle(db: Any) -> list[dict]:
+    """Per site, what ``verify`` and ``retire`` left: ``[{"site", "missing", "changed",
+    "corrupt", "retired", "last_verify"}]`` where ``last_verify`` is the site's newest verify
+    run (``{"_id", "state", "started", "finished", "counts"}``) or None. Every site with such
+    a file or a verify run has a row (sorted by site; a site of ``None`` last); the counts are
+    two index-served aggregations (:func:`spine_docs.queries.lifecycle_counts`)."""
+    if "files" not in set(db.list_collection_names()):
+        counts: dict = {}
+    else:
+        counts = queries.lifecycle_counts(db)
+    verified = last_verify_runs(db) if "runs" in set(db.list_collection_names()) else {}
+    rows = []
+    for site in sorted(set(counts) | set(verified), key=lambda s: (s is None, str(s))):
+        c = counts.get(site) or {k: 0 for k in (*queries.LIFECYCLE_COUNTED, "retired")}
+        run = verified.get(site)
+        last = None if run is None else {k: run.get(k) for k in ("_id", "state", "started", "finished", "counts")}
+        rows.append({"site": site, **c, "last_verify": last})
+    return rows
 
 
 #: documents sampled on a server for the largest document (without ``full_scan``)
@@ -380,7 +404,8 @@ def summarize_explain(doc: Mapping) -> ExplainSummary:
 #: aggregation ``count_documents`` sends; the pipeline shapes of :func:`shape_pipelines`
 #: as their whole pipeline
 FIND_SOURCES = frozenset({"queries.page", "queries.get_file", "queries.export", "ingest.existing_index",
-                          "verify.known_files", "queries.replicas", "setdiff.compare_sets"})
+                          "verify.known_files", "queries.replicas", "setdiff.compare_sets",
+                          "supersede.mark"})
 COUNT_SOURCES = frozenset({"queries.count"})
 FIND_LIMIT = 50
 
@@ -502,6 +527,7 @@ class Report:
     runs: list[dict]
     counts: dict
     largest: dict
+    lifecycle: list[dict]                      # per site: counts and the last verify run
     static_plans: list[ShapePlan]
     explain: list[ShapePlan] | None            # None: not asked for, or no server
     explain_note: str | None
@@ -555,6 +581,7 @@ def diagnose(db: Any, *, explain: bool = False, full_scan: bool = False, runs_li
     spec = schema.load_schema(schema_file)
     counts = document_counts(db, list(spec["collections"]))
     largest = largest_document(db, full_scan=full_scan)
+    life = lifecycle(db)
     if largest.get("error"):
         warnings.append(f"largest document: {largest['error']}")
 
@@ -585,7 +612,7 @@ def diagnose(db: Any, *, explain: bool = False, full_scan: bool = False, runs_li
         note = ("explain needs a MongoDB server: the plans above are the plan checker's static "
                 "verdicts (MongoDB's planner rules applied to this catalog's indexes)")
     return Report(database=store.describe(db), kind=kind, server=server, schema=facts, lock=lock,
-                  lock_stale=lock_stale, runs=run_rows, counts=counts, largest=largest,
+                  lock_stale=lock_stale, runs=run_rows, counts=counts, largest=largest, lifecycle=life,
                   static_plans=static, explain=measured, explain_note=note,
                   problems=problems, warnings=warnings)
 
@@ -714,6 +741,21 @@ def render(report: Report, *, all_plans: bool = False) -> list[str]:
         out.append("  largest document: no documents")
     else:
         out.append(f"  largest document: {_size(lg['bytes'])}  {lg['_id']}  ({lg['method']})")
+    out += ["", "Lifecycle (verify and retire, per site)"]
+    if not report.lifecycle:
+        out.append("  no missing, changed, corrupt or retired files; no verify run yet")
+    for row in report.lifecycle:
+        site = row["site"] if row["site"] is not None else "(none)"
+        out.append(f"  {site}: missing {row['missing']:,}, changed {row['changed']:,}, "
+                   f"corrupt {row['corrupt']:,}, retired {row['retired']:,}")
+        v = row["last_verify"]
+        if v is None:
+            out.append("    last verify: never")
+        else:
+            c = v.get("counts") or {}
+            out.append(f"    last verify: {_when(v.get('started'))} {v.get('state')}, checked "
+                       f"{c.get('checked', '?')}: ok {c.get('ok', '?')}, missing {c.get('missing', '?')}, "
+                       f"changed {c.get('changed', '?')}, corrupt {c.get('corrupt', '?')}  ({v.get('_id')})")
     plans_shown = report.explain if report.explain is not None else report.static_plans
     how = ("explain(\"executionStats\") on the server" if report.explain is not None
            else "static: the plan checker, under this catalog's indexes")

@@ -718,6 +718,14 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
                 for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
                     report.problems.append(Problem("(lineage)", f"database refused a lineage link: "
                                                                 f"{err.get('errmsg')}"))
+            from . import supersede  # older versions of these files (spine_docs.supersede)
+
+            try:
+                supersede.mark(db, todo, site=settings.site)
+            except BulkWriteError as exc:
+                for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
+                    report.problems.append(Problem("(supersede)", f"database refused a superseded_by mark: "
+                                                                  f"{err.get('errmsg')}"))
         report.seconds = time.monotonic() - started
         state = "failed" if report.failed else "done"
         writer.retried(lambda: runs.end(db, report.run_id, state, _run_end_fields(report)))

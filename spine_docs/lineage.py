@@ -312,3 +312,15 @@ def render_dot(walk: Walk) -> str:
             out.append(f'  "{t}" [style=dashed]; "{t}" -> "{child}" [style=dashed];')
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def neighbours(db: Any, path: str) -> dict[str, list]:
+    """The direct parents and children of the file at ``path`` (any site), for a detail
+    view: ``{"parents": [{"_id", "path"}], "children": [{"_id", "path"}], "unresolved":
+    [input text]}`` (sorted; retired files included: a link still says where a file came
+    from). Two one-level walks (:func:`ancestors`, :func:`descendants`)."""
+    up = ancestors(db, [path], depth=1)
+    down = descendants(db, [path], depth=1)
+    return {"parents": [{"_id": i, "path": p} for i, p in up.documents],
+            "children": [{"_id": i, "path": p} for i, p in down.documents],
+            "unresolved": sorted({t for texts in up.unresolved.values() for t in texts})}

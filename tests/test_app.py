@@ -315,6 +315,90 @@ def test_detail_of_a_file_that_vanished(app):
     assert any("not in the catalog" in w.value for w in at.warning)
 
 
+# --------------------------------------------------------------------------- lifecycle and lineage
+
+RETIRED_AT = __import__("datetime").datetime(2025, 6, 1, 8, 30, 0)
+
+
+def lifecycle_catalog(tmp_path, monkeypatch):
+    """12 known files; by hand: the two oldest retired, the next missing, the next corrupt,
+    and a chain parent -> child -> grandchild (plus an unresolved input of the child)."""
+    url, db, specs = build_catalog(tmp_path / "prod", n=12)
+    order = [s["_id"] for s in sorted(specs, key=lambda s: s["mtime"])]
+    retired, missing, corrupt = order[:2], order[2], order[3]
+    parent, child, grandchild = order[4], order[5], order[6]
+    path = {s["_id"]: s["path"] for s in specs}
+    mark = {"reason": "bad calibration", "by": "alice", "at": RETIRED_AT}
+    with store.writing(db):
+        db.files.update_many({"_id": {"$in": retired}}, {"$set": {"retired": mark}})
+        db.files.update_one({"_id": missing}, {"$set": {"status": "missing"}})
+        db.files.update_one({"_id": corrupt}, {"$set": {"status": "corrupt"}})
+        db.files.update_one({"_id": child}, {"$set": {"retired": mark, "lineage": {"parents": [
+            {"text": path[parent], "path": path[parent], "how": "path"},
+            {"text": "raw/lost_input.root", "path": None, "how": None}], "pending": ["lost_input.root"]}}})
+        db.files.update_one({"_id": grandchild}, {"$set": {"lineage": {"parents": [
+            {"text": path[child], "path": path[child], "how": "path"}], "pending": []}}})
+    monkeypatch.setenv("SPINE_DOCS_DB", url)
+    ids = {"retired": retired, "missing": missing, "corrupt": corrupt, "parent": parent,
+           "child": child, "grandchild": grandchild}
+    return AppTest.from_file(ENTRY, default_timeout=TIMEOUT), db, specs, ids, path
+
+
+def test_retired_files_toggle_and_lifecycle_statuses(tmp_path, monkeypatch):
+    at, db, specs, ids, _ = lifecycle_catalog(tmp_path, monkeypatch)
+    ok(at.run())
+    hidden = set(ids["retired"]) | {ids["child"]}
+    assert as_int(metric(at, "Matching files")) == 12 - len(hidden) == 9
+    assert not set(table(at)["_id"]) & hidden
+    statuses = dict(re.fullmatch(r"(.*) · ([\d,]+)", o).groups() for o in at.pills(key="w:facet:status").options)
+    assert (statuses["missing"], statuses["corrupt"]) == ("1", "1")
+    at.pills(key="w:facet:status").set_value(["missing", "corrupt"]).run()
+    assert list(table(ok(at))["_id"]) == [ids["corrupt"], ids["missing"]]  # newest first
+    assert at.query_params["status"] == "missing,corrupt"
+    at.button(key="w:clear").click().run()
+    assert at.toggle(key="w:include_retired").value is False
+    at.toggle(key="w:include_retired").set_value(True).run()
+    assert as_int(metric(ok(at), "Matching files")) == 12
+    assert hidden <= set(table(at)["_id"])
+    assert at.query_params["include_retired"] == "True"
+    at.toggle(key="w:include_retired").set_value(False).run()
+    assert as_int(metric(ok(at), "Matching files")) == 9
+    assert "include_retired" not in at.query_params
+    # latest versions only: the corrupt file is marked superseded by hand
+    with store.writing(db):
+        db.files.update_one({"_id": ids["corrupt"]}, {"$set": {"superseded_by": ids["missing"]}})
+    at.button(key="w:refresh").click().run()  # (the stamp does not see an update in place)
+    at.toggle(key="w:latest_only").set_value(True).run()
+    assert as_int(metric(ok(at), "Matching files")) == 8
+    assert ids["corrupt"] not in set(table(at)["_id"])
+    assert at.query_params["latest_only"] == "True"
+
+
+def test_detail_panel_links_parents_and_children_and_says_retired(tmp_path, monkeypatch):
+    at, db, specs, ids, path = lifecycle_catalog(tmp_path, monkeypatch)
+    at.query_params["file"] = ids["child"]
+    ok(at.run())
+    assert "Retired: bad calibration, by alice, 2025-06-01 08:30:00 UTC" in [w.value for w in at.warning]
+    parents = [b for b in at.button if b.key and b.key.startswith("w:lineage:parents:")]
+    children = [b for b in at.button if b.key and b.key.startswith("w:lineage:children:")]
+    assert [b.label for b in parents] == [path[ids["parent"]]]
+    assert [b.label for b in children] == [path[ids["grandchild"]]]
+    assert "raw/lost_input.root" in [c.value for c in at.code]
+    # a link opens that file's detail
+    children[0].click().run()
+    assert ok(at).query_params["file"] == ids["grandchild"]
+    grand = db.files.find_one({"_id": ids["grandchild"]})
+    assert grand["name"] in [s.value for s in at.subheader]
+    assert [b.label for b in at.button if b.key and b.key.startswith("w:lineage:parents:")] == [path[ids["child"]]]
+    assert not [w for w in at.warning if w.value.startswith("Retired:")]
+    # a file without links says so: file 11 of write_known_files is a plain HDF5 file (no inputs)
+    plain = sorted(specs, key=lambda s: s["mtime"])[11]
+    assert "/other/" in plain["path"]
+    at.query_params["file"] = plain["_id"]
+    ok(at.run())
+    assert "Lineage: no parents or children in the catalog." in [c.value for c in at.caption]
+
+
 # --------------------------------------------------------------------------- Export
 
 def test_export_downloads_equal_the_query_result(app):

@@ -75,7 +75,7 @@ def test_a_healthy_catalog(db, backend):
     r = doctor.diagnose(db)
     assert r.problems == [] and r.exit_code == 0, r.problems
     assert r.kind == backend
-    assert (r.schema.db_version, r.schema.code_version, r.schema.current) == (5, 5, True)
+    assert (r.schema.db_version, r.schema.code_version, r.schema.current) == (6, 6, True)
     assert r.schema.drift == [] and r.schema.pending == []
     assert r.schema.validators["files"]["present"] and r.schema.validators["files"]["matches"]
     assert (r.schema.validators["files"]["level"], r.schema.validators["files"]["action"]) == ("moderate", "warn")
@@ -150,7 +150,7 @@ def test_a_schema_version_mismatch_is_a_problem(db):
         schema.stamp_version(db, 2)
     r = doctor.diagnose(db)
     assert r.exit_code == 1
-    assert r.problems[0] == "database schema version 2, this spine-docs needs 5: run `spine-docs migrate up`"
+    assert r.problems[0] == "database schema version 2, this spine-docs needs 6: run `spine-docs migrate up`"
     assert (r.schema.db_version, r.schema.current) == (2, False)
 
 
@@ -192,11 +192,90 @@ def test_the_text_report(db):
     for section in ("Server", "Schema", "Migration lock", "Ingest runs (newest 3)", "Documents",
                     "Query plans (static: the plan checker, under this catalog's indexes)"):
         assert f"\n{section}\n" in text
-    assert "  version: database 5, code 5 (current)" in lines
+    assert "  version: database 6, code 6 (current)" in lines
     assert "  files: 6 (ok 3, incomplete 2, error 1)" in lines
     n = len(bson.encode(BIGGEST))
     assert f"  largest document: {n / 1024:.1f} KiB ({n:,} bytes)  {BIGGEST['_id']}" in text
     assert lines[-1] == "Problems: none"
+
+
+# --------------------------------------------------------------------------- the lifecycle
+
+def _life(site, i, status, *, retired=False):
+    doc = dict(_file(i, status), _id=f"{site}:/data/life/f{i}.h5", site=site,
+               path=f"/data/life/f{i}.h5", name=f"f{i}.h5", dir="/data/life")
+    if retired:
+        doc["retired"] = {"reason": "bad calibration", "by": "alice", "at": T0}
+    return doc
+
+
+#: (site, status, retired) -> per site by hand: s3df missing 2 (one retired), changed 1,
+#: retired 2; nersc corrupt 1; slac has none, only a verify run
+LIFE = [_life("s3df", 11, "missing"), _life("s3df", 12, "missing", retired=True),
+        _life("s3df", 13, "changed"), _life("s3df", 14, "ok", retired=True),
+        _life("nersc", 15, "corrupt"), _life("nersc", 16, "ok")]
+
+
+def _verify_run(site, day, checked, missing):
+    return {"_id": f"v{site}{day}", "kind": "verify", "site": site, "state": "done",
+            "started": T0 + timedelta(days=day), "finished": T0 + timedelta(days=day, minutes=1),
+            "heartbeat": T0 + timedelta(days=day), "host": "node7", "pid": 1, "user": "alice",
+            "counts": {"checked": checked, "ok": checked - missing, "missing": missing, "changed": 0,
+                       "corrupt": 0}, "problems": [], "problems_count": 0}
+
+
+VERIFY_RUNS = [_verify_run("s3df", 4, 3, 1), _verify_run("s3df", 6, 4, 2), _verify_run("slac", 5, 7, 0)]
+
+
+def build_lifecycle(db):
+    build(db)
+    with store.writing(db):
+        db.files.insert_many([dict(d) for d in LIFE])
+        db.runs.insert_many([dict(r) for r in VERIFY_RUNS])
+
+
+def test_lifecycle_counts_and_last_verify_per_site(db):
+    build_lifecycle(db)
+    r = doctor.diagnose(db)
+    assert r.problems == [], r.problems
+    got = {row["site"]: {k: row[k] for k in ("missing", "changed", "corrupt", "retired")} for row in r.lifecycle}
+    assert got == {"nersc": {"missing": 0, "changed": 0, "corrupt": 1, "retired": 0},
+                   "s3df": {"missing": 2, "changed": 1, "corrupt": 0, "retired": 2},
+                   "slac": {"missing": 0, "changed": 0, "corrupt": 0, "retired": 0}}
+    assert [row["site"] for row in r.lifecycle] == ["nersc", "s3df", "slac"]
+    last = {row["site"]: (row["last_verify"] or {}).get("_id") for row in r.lifecycle}
+    assert last == {"nersc": None, "s3df": "vs3df6", "slac": "vslac5"}
+    lines = doctor.render(r)
+    i = lines.index("Lifecycle (verify and retire, per site)")
+    assert lines[i + 1:i + 7] == [
+        "  nersc: missing 0, changed 0, corrupt 1, retired 0",
+        "    last verify: never",
+        "  s3df: missing 2, changed 1, corrupt 0, retired 2",
+        "    last verify: 2024-03-07 12:00:00 done, checked 4: ok 2, missing 2, changed 0, corrupt 0  (vs3df6)",
+        "  slac: missing 0, changed 0, corrupt 0, retired 0",
+        "    last verify: 2024-03-06 12:00:00 done, checked 7: ok 7, missing 0, changed 0, corrupt 0  (vslac5)"]
+
+
+def test_lifecycle_of_a_catalog_without_any(db):
+    build(db)
+    r = doctor.diagnose(db)
+    assert r.lifecycle == []
+    lines = doctor.render(r)
+    i = lines.index("Lifecycle (verify and retire, per site)")
+    assert lines[i + 1] == "  no missing, changed, corrupt or retired files; no verify run yet"
+
+
+def test_cli_json_has_the_lifecycle(db, db_url, monkeypatch, capsys):
+    build_lifecycle(db)
+    code, out, err = run_main(monkeypatch, capsys, "doctor", "--db", db_url, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    s3df, = [row for row in doc["lifecycle"] if row["site"] == "s3df"]
+    assert (s3df["missing"], s3df["changed"], s3df["corrupt"], s3df["retired"]) == (2, 1, 0, 2)
+    assert s3df["last_verify"]["_id"] == "vs3df6"
+    assert s3df["last_verify"]["started"] == {"$date": "2024-03-07T12:00:00Z"}
+    code, out, err = run_main(monkeypatch, capsys, "doctor", "--db", db_url)
+    assert "  nersc: missing 0, changed 0, corrupt 1, retired 0\n" in out
 
 
 # --------------------------------------------------------------------------- the command
@@ -246,7 +325,7 @@ def test_cli_exit_1_on_a_problem(db, db_url, monkeypatch, capsys):
         schema.stamp_version(db, 1)
     code, out, err = run_main(monkeypatch, capsys, "doctor", "--db", db_url)
     assert code == 1
-    assert "\nProblems\n  database schema version 1, this spine-docs needs 5: run `spine-docs migrate up`\n" in out
+    assert "\nProblems\n  database schema version 1, this spine-docs needs 6: run `spine-docs migrate up`\n" in out
 
 
 def test_cli_usage_and_connection_errors_are_one_line(tmp_path, monkeypatch, capsys):

@@ -25,9 +25,9 @@ ADDED = {
 }
 DROPPED = {(("site", 1), ("path", 1)), (("spine_version_key", 1),), (("ingest.last_seen", -1),)}
 #: what the later migrations (run by the same `up` to head) add to files: 0004 (lineage,
-#: retired), 0005 (set diff)
+#: retired), 0005 (set diff), 0006 (superseded)
 ADDED_LATER = {(("lineage.parents.path", 1),), (("lineage.pending", 1),), (("retired", 1),),
-               (("inputs", 1), ("_id", 1)), (("name", 1), ("_id", 1))}
+               (("inputs", 1), ("_id", 1)), (("name", 1), ("_id", 1)), (("superseded_by", 1),)}
 
 
 def file_indexes(db):

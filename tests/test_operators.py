@@ -237,6 +237,8 @@ def builder_pipelines():
                         q.attribute_dictionary_pipeline(flt, max_docs)))
         for key in q.REPLICA_KEYS:
             out.append(("replicas_pipeline", q.replicas_pipeline(flt, 5, key)))
+    for _, pipeline in q.lifecycle_pipelines():
+        out.append(("lifecycle_pipelines", pipeline))
     return out
 
 

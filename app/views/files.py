@@ -77,6 +77,11 @@ def _on_select(table_key: str, ids: list[str]) -> None:
     ui.set_view(file=ids[rows[0]] if rows and rows[0] < len(ids) else None)
 
 
+def _open_file(file_id: str) -> None:
+    ui.set_view(file=file_id)
+    st.session_state["_table_gen"] = st.session_state.get("_table_gen", 0) + 1
+
+
 def _close_detail() -> None:
     ui.set_view(file=None)
     st.session_state["_table_gen"] = st.session_state.get("_table_gen", 0) + 1
@@ -184,6 +189,25 @@ def _value_text(value: object) -> str:
     return ui.to_json_text(value)
 
 
+def lineage_links(doc: dict) -> None:
+    """The file's parents and children, each a link to its own detail."""
+    links = ui.file_lineage(cat, doc.get("path") or "")
+    if not (links["parents"] or links["children"] or links["unresolved"]):
+        st.caption("Lineage: no parents or children in the catalog.")
+        return
+    a, b = st.columns(2)
+    for col, kind, title in ((a, "parents", "Parents"), (b, "children", "Children")):
+        with col:
+            st.caption(f"{title} ({len(links[kind]):,})")
+            for i, other in enumerate(links[kind]):
+                st.button(other["path"], key=f"w:lineage:{kind}:{i}", type="tertiary",
+                          icon=":material/arrow_upward:" if kind == "parents" else ":material/arrow_downward:",
+                          on_click=_open_file, args=(other["_id"],), help=other["_id"])
+    if links["unresolved"]:
+        st.caption(f"Inputs not in the catalog ({len(links['unresolved']):,})")
+        st.code("\n".join(links["unresolved"]), language=None)
+
+
 def detail(doc: dict) -> None:
     head, close = st.columns([6, 1], vertical_alignment="center")
     head.subheader(doc.get("name") or doc["_id"])
@@ -200,6 +224,11 @@ def detail(doc: dict) -> None:
         st.code(doc.get("dir") or "", language=None, wrap_lines=True)
     if doc.get("error"):
         st.error(f"Could not be read: {doc['error']}")
+    retired = doc.get("retired")
+    if isinstance(retired, dict):
+        st.warning(f"Retired: {retired.get('reason') or '?'}, by {retired.get('by') or '?'}, "
+                   f"{ui.utc_text(retired.get('at'))}", icon=":material/block:")
+    lineage_links(doc)
 
     tabs = st.tabs(["Summary", "Attributes", "Structure", "Ingest history", "Configuration",
                     "Sidecars", "Document"])

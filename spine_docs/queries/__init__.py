@@ -23,7 +23,7 @@ concept each, with their docstrings as the reference of their functions:
   (``ATTR_OP_TABLE``), the URL-parameter form, :func:`and_queries`
 - ``_run``: the runtime every executor shares (collection of a ``db`` argument, ``find`` /
   ``aggregate`` with server options, time limits -> :class:`QueryTimeout`, projections)
-- ``counts``: :func:`count`, :func:`total`, :func:`facets`
+- ``counts``: :func:`count`, :func:`total`, :func:`facets`, :func:`lifecycle_counts`
 - ``pages``: sorts, cursors, :func:`page`, :func:`iter_pages`, :func:`get_file`
 - ``exporting``: :func:`export` (jsonl, csv, paths)
 - ``analytics``: :func:`timeline`, :func:`histogram`, :func:`run_coverage`
@@ -42,7 +42,10 @@ from .analytics import (
     histogram_stats_pipeline, run_coverage, run_coverage_pipeline, timeline, timeline_pipeline,
 )
 from .copies import REPLICA_COLUMNS, REPLICA_KEYS, replicas, replicas_pipeline
-from .counts import DEFAULT_FACETS, count, facets, facets_pipelines, retired_pipeline, total
+from .counts import (
+    DEFAULT_FACETS, LIFECYCLE_COUNTED, count, count_queries, facets, facets_pipelines, lifecycle_counts,
+    lifecycle_pipelines, retired_pipeline, total,
+)
 from .dictionary import (
     ORDERED_TYPES, attribute_dictionary, attribute_dictionary_pipeline, attribute_keys,
     attribute_keys_pipeline, attribute_types,
@@ -50,7 +53,8 @@ from .dictionary import (
 from .errors import QueryError, QueryTimeout
 from .exporting import EXPORT_COLUMNS, EXPORT_FORMATS, export, export_header
 from .filters import (
-    ATTR_OP_TABLE, ATTR_OPS, FACET_FIELDS, FORBIDDEN_OPERATORS, NONE_TOKEN, NOT_RETIRED, PARAM_KEYS,
+    ATTR_OP_TABLE, ATTR_OPS, FACET_FIELDS, FORBIDDEN_OPERATORS, NONE_TOKEN, NOT_RETIRED, NOT_SUPERSEDED,
+    PARAM_KEYS,
     QUERY_OPERATORS, AttrFilter, AttrOp, Filter, and_queries,
 )
 from .pages import (
@@ -69,11 +73,12 @@ __all__ = [
     "coerce_value", "parse_datetime",
     # filters
     "ATTR_OP_TABLE", "ATTR_OPS", "FACET_FIELDS", "FORBIDDEN_OPERATORS", "NONE_TOKEN",
-    "NOT_RETIRED", "PARAM_KEYS", "QUERY_OPERATORS", "AttrFilter", "AttrOp", "Filter", "and_queries",
+    "NOT_RETIRED", "NOT_SUPERSEDED", "PARAM_KEYS", "QUERY_OPERATORS", "AttrFilter", "AttrOp", "Filter", "and_queries",
     # collections
     "FILES", "SAVED_QUERIES",
     # counts
-    "DEFAULT_FACETS", "count", "total", "facets", "facets_pipelines", "retired_pipeline",
+    "DEFAULT_FACETS", "LIFECYCLE_COUNTED", "count", "count_queries", "total", "facets", "facets_pipelines",
+    "lifecycle_counts", "lifecycle_pipelines", "retired_pipeline",
     # pages
     "DEFAULT_SORT", "ESCAPED_SUBDOCUMENTS", "MAX_PAGE_SIZE", "SORT_FIELDS", "TABLE_COLUMNS",
     "TIE_BREAKERS", "Page", "decode_cursor", "encode_cursor", "format_sort", "get_file",

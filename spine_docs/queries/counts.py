@@ -14,27 +14,44 @@ from typing import Any, Sequence
 
 from .errors import QueryError
 from ._run import _aggregate, _collection, _is_server, _running
-from .filters import FACET_FIELDS, NOT_RETIRED, Filter, _as_filter, _query
+from .filters import FACET_FIELDS, NOT_RETIRED, Filter, _as_filter, _query, only_hidden
 
 #: the retired files: served by the partial index that holds only them
 RETIRED: dict = {"retired": {"$exists": True}}
+#: the superseded files that are not retired (the partial index on superseded_by)
+SUPERSEDED_NOT_RETIRED: dict = {"superseded_by": {"$exists": True}, **NOT_RETIRED}
 
 DEFAULT_FACETS: tuple[str, ...] = ("site", "spine_version", "model", "dataset", "status")
 
 
-def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None) -> int:
-    """Number of files matching the filter (exact; the empty filter reads the collection's
-    metadata count like :func:`total`)."""
-    coll = _collection(db)
+def count_queries(flt: Filter | Any = None) -> list[dict]:
+    """The queries :func:`count` sends for ``flt`` and sums (the excluded ones subtracted
+    from the metadata total when the filter is nothing but the default exclusions): ``[]``
+    when it reads the collection's metadata count only."""
     query = _query(flt)
     if not query:
+        return []
+    if only_hidden(query):  # all but the retired and/or superseded: those few, by their indexes
+        out = [RETIRED] if "retired" in query else []
+        if "superseded_by" in query:
+            out.append(SUPERSEDED_NOT_RETIRED if "retired" in query else {"superseded_by": {"$exists": True}})
+        return out
+    return [query]
+
+
+def count(db: Any, flt: Filter | None = None, *, max_time_ms: int | None = None) -> int:
+    """Number of files matching the filter (exact; the empty filter reads the collection's
+    metadata count like :func:`total`; a filter of only the default exclusions counts the
+    few excluded files by their partial indexes and subtracts them from it)."""
+    coll = _collection(db)
+    query = _query(flt)
+    sent = count_queries(flt)
+    if not sent:
         return total(db)
-    if query == NOT_RETIRED:  # all but the retired: the few retired ones are counted by their index
-        kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
-        with _running(coll, max_time_ms):
-            return max(0, total(db) - coll.count_documents(RETIRED, **kwargs))
     kwargs = {"maxTimeMS": int(max_time_ms)} if max_time_ms and _is_server(coll) else {}
     with _running(coll, max_time_ms):
+        if only_hidden(query):
+            return max(0, total(db) - sum(coll.count_documents(q, **kwargs) for q in sent))
         return coll.count_documents(query, **kwargs)
 
 
@@ -72,6 +89,8 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
         minus_retired = q == NOT_RETIRED
         if not q or minus_retired:
             pipeline: list[dict] = [{"$sort": {f: 1}}]
+        elif only_hidden(q):  # the field's index in order, the excluded ones skipped as fetched
+            pipeline = [{"$sort": {f: 1}}, {"$match": q}]
         else:
             pipeline = [{"$match": q}]
         pipeline.append({"$group": {"_id": "$" + f, "count": {"$sum": 1}}})
@@ -132,3 +151,37 @@ def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_F
         values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
         result[f] = values
     return {f: result[f] for f in _facet_fields(fields)}
+
+
+#: the statuses ``spine-docs verify`` records (:data:`spine_docs.extract.LIFECYCLE_STATUSES`)
+LIFECYCLE_COUNTED: tuple[str, ...] = ("missing", "changed", "corrupt")
+
+
+def lifecycle_pipelines() -> list[tuple[str, list[dict]]]:
+    """``[("status", pipeline), ("retired", pipeline)]``: the files with a verify verdict
+    by site and status (the status index bounds the ``$match``) and the retired files by
+    site (the partial index that holds only them). Retired or not, every document counts:
+    these are the catalog's documents as they stand, not a filter's view."""
+    by_status = [{"$match": {"status": {"$in": list(LIFECYCLE_COUNTED)}}},
+                 {"$group": {"_id": {"site": "$site", "status": "$status"}, "count": {"$sum": 1}}}]
+    retired = [{"$match": dict(RETIRED)}, {"$group": {"_id": "$site", "count": {"$sum": 1}}}]
+    return [("status", by_status), ("retired", retired)]
+
+
+def lifecycle_counts(db: Any, *, max_time_ms: int | None = None) -> dict[Any, dict[str, int]]:
+    """``{site: {"missing", "changed", "corrupt", "retired"}}`` for every site that has at
+    least one such file (sites in sorted order; a site of ``None`` last)."""
+    coll = _collection(db)
+    out: dict[Any, dict[str, int]] = {}
+
+    def row(site: Any) -> dict[str, int]:
+        return out.setdefault(site, {**{s: 0 for s in LIFECYCLE_COUNTED}, "retired": 0})
+
+    for kind, pipeline in lifecycle_pipelines():
+        for r in _aggregate(coll, pipeline, max_time_ms):
+            if kind == "status":
+                key = r["_id"] or {}
+                row(key.get("site"))[key.get("status")] += r["count"]
+            else:
+                row(r["_id"])["retired"] += r["count"]
+    return {s: out[s] for s in sorted(out, key=lambda s: (s is None, str(s)))}

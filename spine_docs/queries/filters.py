@@ -26,6 +26,9 @@ query documents.
   :meth:`AttrFilter.parse_expr` (its docstring gives the quoting rule and what it refuses).
 - ``include_retired``: retired files (``spine-docs retire``) are left out unless this is true
   (:data:`NOT_RETIRED`; :meth:`Filter.is_empty` ignores that default condition)
+- ``latest_only``: files superseded by a newer version (``superseded_by``, see
+  :mod:`spine_docs.supersede`) are left out (:data:`NOT_SUPERSEDED`; ignored by ``is_empty``
+  too)
 - ``where``: a raw MongoDB query document (the CLI's ``--where`` JSON object, Extended JSON
   accepted) of MongoDB 6.0's operators (:data:`QUERY_OPERATORS`); unknown ``$names``, server-side
   JavaScript (``$where``, ``$function``, ``$accumulator``) and the arguments a server refuses
@@ -433,6 +436,19 @@ def _json_kind(value: Any) -> str:
 #: holds only those), and the facet's own index walked in order.
 NOT_RETIRED: dict = {"retired": {"$exists": False}}
 
+#: the condition ``latest_only`` adds: files a newer version superseded (same inputs and
+#: config name, newer production or SPINE version: :mod:`spine_docs.supersede`) are left out.
+#: A residual predicate like :data:`NOT_RETIRED`; a partial index holds the superseded ones.
+NOT_SUPERSEDED: dict = {"superseded_by": {"$exists": False}}
+
+
+def only_hidden(query: Mapping) -> bool:
+    """Whether a (non-empty) query is nothing but the default exclusions
+    (:data:`NOT_RETIRED`, :data:`NOT_SUPERSEDED`): no index serves it, and the counts and
+    facets answer it otherwise (total minus the excluded files, the facet's index in order)."""
+    return (bool(query) and set(query) <= {"retired", "superseded_by"}
+            and all(v == {"$exists": False} for v in query.values()))
+
 _RANGE_PAIRS = (("run_min", "run_max"), ("subrun_min", "subrun_max"),
                 ("events_min", "events_max"))
 
@@ -465,6 +481,7 @@ class Filter(BaseModel):
     attr_filters: list[AttrFilter] = Field(default_factory=list)
     where: dict[str, Any] | None = None
     include_retired: bool = False
+    latest_only: bool = False
 
     # -- validation ------------------------------------------------------------------------
 
@@ -655,19 +672,29 @@ class Filter(BaseModel):
         empty); what the queries send is :meth:`query`."""
         return and_queries(*self.selection_clauses())
 
+    def hidden_clauses(self) -> list[dict]:
+        """The default exclusions this filter adds: :data:`NOT_RETIRED` unless
+        ``include_retired``, :data:`NOT_SUPERSEDED` with ``latest_only``."""
+        return [NOT_RETIRED] * (not self.include_retired) + [NOT_SUPERSEDED] * self.latest_only
+
     def query(self) -> dict:
         """The MongoDB query document every query of this package sends: :meth:`to_mongo`
-        and, unless ``include_retired``, :data:`NOT_RETIRED`. A filter that is one ``$or``
-        (an open run range) stays a rooted ``$or``, each branch served by its own index:
-        :data:`NOT_RETIRED` goes into every branch."""
+        and :meth:`hidden_clauses` (unless ``include_retired``, :data:`NOT_RETIRED`; with
+        ``latest_only``, :data:`NOT_SUPERSEDED`). A filter that is one ``$or`` (an open run
+        range) stays a rooted ``$or``, each branch served by its own index: the exclusions go
+        into every branch."""
         query = self.to_mongo()
-        if self.include_retired:
+        hidden = self.hidden_clauses()
+        if not hidden:
             return query
         if set(query) == {"$or"}:
-            return {"$or": [and_queries(branch, NOT_RETIRED) for branch in query["$or"]]}
-        if "retired" in query:  # the user's own condition on it stays, and both must hold
-            return and_queries(query, NOT_RETIRED)
-        return {**query, **NOT_RETIRED}
+            return {"$or": [and_queries(branch, *hidden) for branch in query["$or"]]}
+        if any(k in query for h in hidden for k in h):  # the user's own condition stays too
+            return and_queries(query, *hidden)
+        out = dict(query)
+        for h in hidden:
+            out.update(h)
+        return out
 
     # -- URL parameters --------------------------------------------------------------------
 
@@ -756,6 +783,8 @@ class Filter(BaseModel):
             parts.append(f"where {_short(self.where, 200)}")
         if self.include_retired:
             parts.append("retired files included")
+        if self.latest_only:
+            parts.append("latest versions only")
         return "; ".join(parts) if parts else "all files"
 
 

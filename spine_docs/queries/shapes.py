@@ -15,11 +15,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Mapping, Sequence
 
-from spine_docs import plans, schema
+from spine_docs import plans, schema, supersede
 
 from .analytics import histogram_pipeline, histogram_stats_pipeline, run_coverage_pipeline, timeline_pipeline
 from .copies import REPLICA_KEYS, replicas_pipeline
-from .counts import facets_pipelines, retired_pipeline
+from .counts import count_queries, facets_pipelines, lifecycle_pipelines, retired_pipeline
 from .dictionary import attribute_dictionary_pipeline, attribute_keys_pipeline
 from .filters import FACET_FIELDS, AttrFilter, Filter
 from .pages import SORT_FIELDS, format_sort, page_query, sort_spec
@@ -35,6 +35,7 @@ SAMPLES: dict[str, Any] = {
     "attr_filters": [AttrFilter(key="energy", op="gt", value=1.5)],
     "where": {"num_events": {"$gt": 5}},
     "include_retired": True,
+    "latest_only": True,
 }
 
 #: shapes that may read every matching document, and why (at most a few)
@@ -84,7 +85,10 @@ def query_shapes() -> list[plans.Shape]:
             shapes.append(S(f"next page sorted {label}", q, tuple(spec), "queries.page"))
     for field in Filter.model_fields:
         flt = Filter(**{field: SAMPLES[field]})
-        shapes.append(S(f"filter: {field}", flt.query(), (), "queries.count"))
+        sent = count_queries(flt) or [flt.query()]  # (nothing sent: the metadata count)
+        for i, q in enumerate(sent):
+            more = f" ({i + 1} of {len(sent)})" if i else ""
+            shapes.append(S(f"filter: {field}{more}", q, (), "queries.count"))
         q, spec = page_query(flt)
         shapes.append(S(f"first page, filter: {field}", q, tuple(spec), "queries.page"))
     for f in FACET_FIELDS:
@@ -103,6 +107,8 @@ def query_shapes() -> list[plans.Shape]:
         S("export sorted by _id", {}, tuple(sort_spec("_id")), "queries.export"),
         S("ingest: a site's known files", {"site": "s3df"}, (), "ingest.existing_index"),
         S("retired files", {"retired": {"$exists": True}}, (), "queries.count"),
+        S("supersede: a group's candidates", supersede.group_query((("/data/in.root",), "cfg.yaml")), (),
+          "supersede.mark"),
         S("verify: a site's files", {"site": "s3df", "retired": {"$exists": False}}, (), "verify.known_files"),
         pipeline_shape("timeline", timeline_pipeline(None, "month", "dataset"), "queries.timeline"),
         pipeline_shape("histogram stats: size", histogram_stats_pipeline(None, "size"),
@@ -119,6 +125,8 @@ def query_shapes() -> list[plans.Shape]:
         pipeline_shape("attribute dictionary, newest files", attribute_dictionary_pipeline(None, max_docs=5000),
                        "queries.attribute_dictionary"),
     ]
+    for kind, pipe in lifecycle_pipelines():  # doctor's lifecycle section
+        shapes.append(pipeline_shape(f"lifecycle counts by site: {kind}", pipe, "queries.lifecycle_counts"))
     for key, field in (("input", "inputs"), ("name", "name"), ("run", "run")):  # setdiff.compare_sets
         sides = Filter(dataset=["x"], prod_version=["v2"])
         shapes.append(S(f"set diff side matched by {key}", sides.to_mongo(), ((field, 1), ("_id", 1)),

@@ -234,6 +234,8 @@ class Columns:
                 out.append(v)
                 continue
             b = v.raw
+            if type(b) is not bytes:  # a document spliced in place is stored as a buffer view
+                b = bytes(b)
             one = seen.get(b)
             if one is None:
                 one = seen[b] = b

@@ -1,0 +1,94 @@
+"""Supersede: a newer version of a file marks the older ones ``superseded_by`` it.
+
+Two files are versions of one product when their ``inputs`` (as a set of texts) and their
+``config`` name are the same, at any site. Among such files, those with the highest
+``(production, SPINE version)`` (``prod_version`` compared as a version number with
+:func:`spine_docs.spine.semver_key`, else as nothing; then ``spine_version_key``) are the
+latest; every other one gets ``superseded_by: <_id of a latest file>`` (one at its own site
+when there is one, else the smallest ``_id``). Files with equal keys (copies at two sites, a
+re-index) supersede nothing; a latest file loses a mark it had. Files without inputs or
+without a config name are never grouped.
+
+:func:`mark` runs after each inject for the files it indexed, in either order: an older file
+arriving after the newer one is marked at once. The group of a file is found by its first
+input and config (``{inputs, config}``: the ``{inputs: 1, _id: 1}`` index, multikey) and
+checked in Python. ``Filter(latest_only=True)`` hides the marked files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from pymongo import UpdateOne
+
+from . import spine, store
+
+BATCH = 500
+PROJECTION = {"_id": 1, "site": 1, "inputs": 1, "config": 1, "prod_version": 1,
+              "spine_version_key": 1, "superseded_by": 1}
+
+
+def version_key(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """What orders the versions of one product: (production, SPINE version), as strings
+    whose order is version order ("" when unknown)."""
+    return (spine.semver_key(doc.get("prod_version")) or "", doc.get("spine_version_key") or "")
+
+
+def group_of(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
+    """``(sorted inputs, config)``, or None for a file that is in no group."""
+    inputs = doc.get("inputs")
+    config = doc.get("config")
+    if not isinstance(inputs, list) or not inputs or not isinstance(config, str) or not config:
+        return None
+    return tuple(sorted({str(i) for i in inputs})), config
+
+
+def group_query(group: tuple[tuple[str, ...], str]) -> dict:
+    """The query that finds a group's candidates (checked against the whole group after)."""
+    inputs, config = group
+    return {"inputs": inputs[0], "config": config}
+
+
+def plan(members: list[Mapping[str, Any]]) -> dict[str, str | None]:
+    """``{_id: the _id it is superseded by, or None}`` for every member of one group."""
+    if not members:
+        return {}
+    newest = max(version_key(m) for m in members)
+    latest = sorted((m for m in members if version_key(m) == newest), key=lambda m: m["_id"])
+    out: dict[str, str | None] = {}
+    for m in members:
+        if version_key(m) == newest:
+            out[m["_id"]] = None
+        else:
+            same_site = [x for x in latest if x.get("site") == m.get("site")]
+            out[m["_id"]] = (same_site or latest)[0]["_id"]
+    return out
+
+
+def mark(db: Any, paths: Iterable[str], site: str | None = None) -> int:
+    """Mark (or unmark) the groups of the documents at ``paths`` (just indexed); returns the
+    number of documents changed."""
+    paths = list(dict.fromkeys(paths))
+    seen: set = set()
+    changed = 0
+    for i in range(0, len(paths), BATCH):
+        query: dict[str, Any] = {"path": {"$in": paths[i:i + BATCH]}}
+        if site is not None:
+            query["site"] = site
+        ops = []
+        for d in db.files.find(query, PROJECTION):
+            group = group_of(d)
+            if group is None or group in seen:
+                continue
+            seen.add(group)
+            members = [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
+            current = {m["_id"]: m.get("superseded_by") for m in members}
+            for fid, by in plan(members).items():
+                if by == current[fid]:
+                    continue
+                ops.append(UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by
+                                     else {"$unset": {"superseded_by": ""}}))
+        if ops:
+            with store.writing(db):
+                changed += db.files.bulk_write(ops, ordered=False).modified_count
+    return changed
