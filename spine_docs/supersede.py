@@ -68,9 +68,26 @@ def plan(members: list[Mapping[str, Any]]) -> dict[str, str | None]:
 def mark(db: Any, paths: Iterable[str], site: str | None = None) -> int:
     """Mark (or unmark) the groups of the documents at ``paths`` (just indexed); returns the
     number of documents changed."""
-    paths = list(dict.fromkeys(paths))
+    with store.writing(db):  # one save of the embedded catalog for all of it
+        return _mark(db, list(dict.fromkeys(paths)), site)
+
+
+def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
+    """Every group's members, from one pass over the catalog: in process (the embedded
+    catalog, mongomock) a query on ``inputs`` (an array) reads every document, so one query
+    per group would read the catalog once per group."""
+    groups: dict[tuple, list[dict]] = {}
+    for m in db.files.find({"config": {"$type": "string"}}, PROJECTION):
+        g = group_of(m)
+        if g is not None:
+            groups.setdefault(g, []).append(m)
+    return groups
+
+
+def _mark(db: Any, paths: list[str], site: str | None) -> int:
     seen: set = set()
     changed = 0
+    snapshot = None if store.is_server(db) else _groups_in_process(db)
     for i in range(0, len(paths), BATCH):
         query: dict[str, Any] = {"path": {"$in": paths[i:i + BATCH]}}
         if site is not None:
@@ -81,7 +98,8 @@ def mark(db: Any, paths: Iterable[str], site: str | None = None) -> int:
             if group is None or group in seen:
                 continue
             seen.add(group)
-            members = [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
+            members = snapshot.get(group, []) if snapshot is not None else \
+                [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
             current = {m["_id"]: m.get("superseded_by") for m in members}
             for fid, by in plan(members).items():
                 if by == current[fid]:
@@ -89,6 +107,5 @@ def mark(db: Any, paths: Iterable[str], site: str | None = None) -> int:
                 ops.append(UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by
                                      else {"$unset": {"superseded_by": ""}}))
         if ops:
-            with store.writing(db):
-                changed += db.files.bulk_write(ops, ordered=False).modified_count
+            changed += db.files.bulk_write(ops, ordered=False).modified_count
     return changed
