@@ -35,6 +35,7 @@ SAMPLES: dict[str, Any] = {
     "attr_filters": [AttrFilter(key="energy", op="gt", value=1.5)],
     "where": {"num_events": {"$gt": 5}},
     "include_retired": True,
+    "as_of": "2026-11-01",
 }
 
 #: shapes that may read every matching document, and why (at most a few)
@@ -83,6 +84,10 @@ def query_shapes() -> list[plans.Shape]:
             q, spec = page_query(None, (name, d), after=(1, "x"))
             shapes.append(S(f"next page sorted {label}", q, tuple(spec), "queries.page"))
     for field in Filter.model_fields:
+        if field == "as_of":  # spine_docs.asof: the files first seen by then, first-seen order
+            shapes.append(S("filter: as_of", {"ingest.first_seen": {"$lte": Filter(as_of=SAMPLES[field]).as_of}},
+                            (("ingest.first_seen", 1), ("_id", 1)), "asof.documents"))
+            continue
         flt = Filter(**{field: SAMPLES[field]})
         shapes.append(S(f"filter: {field}", flt.query(), (), "queries.count"))
         q, spec = page_query(flt)
