@@ -26,7 +26,7 @@ import explorer_ui as ui
 from spine_docs import diff, setdiff
 
 MODES = {"files": "Two files", "sets": "Two sets"}
-MATCH_KEYS = ("input", "name", "run", "path", "fingerprint", "checksum")
+MATCH_KEYS = ("input", "name", "run", "path")  # the keys an index sorts the files by (setdiff.sort_plan)
 SECTION_TITLES = {"facts": "File facts", "promoted": "Promoted fields", "attrs": "Root attributes",
                   "cfg": "Configuration (key paths)", "info": "/info attributes",
                   "structure": "Structure (groups and datasets)"}
