@@ -19,6 +19,7 @@ PAGES = [
     st.Page("views/attributes.py", title="Attributes", icon=":material/schema:", url_path="attributes"),
     st.Page("views/replicas.py", title="Replicas", icon=":material/content_copy:", url_path="replicas"),
     st.Page("views/saved.py", title="Saved queries", icon=":material/bookmark:", url_path="saved"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ]
 
 

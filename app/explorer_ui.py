@@ -65,6 +65,7 @@ PAGE_KEYS: dict[str, tuple[str, ...]] = {
     "attributes": ("docs",),
     "replicas": ("rkey",),
     "saved": (),
+    "compare": ("mode", "a", "b", "all", "left", "right", "key"),
 }
 #: Keys that lose their meaning when the filter changes (page cursors, the selected file).
 RESET_ON_FILTER = ("after", "before", "pg", "file")

@@ -279,7 +279,11 @@ def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     flt = build_filter(p["where"], p["model"], p["dataset"], p["site"], p["status"],
                        p["version_min"], p["version_max"], p["run_min"], p["run_max"], p["attr"],
                        p["path_contains"], p["saved"], database)
-    return settings, database, _lifecycle_options(p, flt, database)
+    flt = _lifecycle_options(p, flt, database)
+    if p.get("as_of"):
+        from .queries import Filter
+        flt = Filter(**{**flt.model_dump(), "as_of": p["as_of"]})
+    return settings, database, flt
 
 
 def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
@@ -325,6 +329,9 @@ LatestOpt = typer.Option(False, "--latest-only", help="Leave out files a newer v
                          "(same inputs and config, newer production or SPINE version).")
 DerivedOpt = typer.Option(None, "--derived-from", help="Files derived from this file, transitively.")
 ParentOpt = typer.Option(None, "--parent-of", help="The files this file was made from.")
+AsOfOpt = typer.Option(None, "--as-of", help="The catalog as it stood then (DATE: the end of that day, UTC; "
+                       "or an ISO date-time): the files it held, with the values they had. Evaluated "
+                       "client-side over every file known then.")
 
 
 def _table(*columns: str) -> Any:
@@ -366,7 +373,7 @@ def query(
     saved: Optional[str] = SavedOpt,
     include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
     derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
+    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     limit: int = typer.Option(0, "--limit", min=0, help="At most N files (0: all; table default 50)."),
     sort: str = typer.Option("-mtime", help="Sort field, '-' for descending (e.g. -mtime, run, path)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl, csv or paths."),
@@ -376,6 +383,9 @@ def query(
     from . import queries
 
     settings, database, flt = open_filtered(ctx)
+    if flt.as_of is not None:
+        _query_as_of(database, flt, fmt, sort, limit)
+        return
     if fmt == "table":
         size = limit or 50
         page = queries.page(database, flt, sort=sort, size=min(size, queries.MAX_PAGE_SIZE),
@@ -394,6 +404,25 @@ def query(
         sys.stdout.write(line)
 
 
+def _query_as_of(database: Any, flt: Any, fmt: str, sort: str, limit: int) -> None:
+    from . import asof, queries
+
+    if fmt != "table":
+        if fmt not in queries.EXPORT_FORMATS:
+            raise fail(f"unknown --format {fmt!r}: choose table, jsonl, csv or paths")
+        for line in asof.export(database, flt, fmt, sort=sort, limit=limit or None):
+            sys.stdout.write(line)
+        return
+    docs = asof.sorted_documents(database, flt, sort)
+    cols = ("path", "site", "spine_version", "model", "dataset", "run", "num_events", "status", "mtime")
+    table = _table(*cols)
+    for r in docs[:limit or 50]:
+        table.add_row(*(_cell(r.get(c)) for c in cols))
+    _print_table(table)
+    typer.echo(f"{min(len(docs), limit or 50)} of {len(docs)} matching files as of "
+               f"{flt.as_of:%Y-%m-%d %H:%M:%S}Z", err=True)
+
+
 @app.command()
 @handled
 def facets(
@@ -405,7 +434,7 @@ def facets(
     saved: Optional[str] = SavedOpt,
     include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
     derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
+    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     field: List[str] = typer.Option([], "--field", help="Facet field (repeatable; default site, spine_version, model, dataset, status)."),
     limit: int = typer.Option(20, help="Values per facet."),
     as_json: bool = typer.Option(False, "--json"),
@@ -415,8 +444,12 @@ def facets(
     from . import queries
 
     settings, database, flt = open_filtered(ctx)
-    result = queries.facets(database, flt, tuple(field) or queries.DEFAULT_FACETS, limit,
-                            max_time_ms=settings.query_timeout_ms)
+    if flt.as_of is not None:
+        from . import asof
+        result = asof.facets(database, flt, tuple(field) or queries.DEFAULT_FACETS, limit)
+    else:
+        result = queries.facets(database, flt, tuple(field) or queries.DEFAULT_FACETS, limit,
+                                max_time_ms=settings.query_timeout_ms)
     if as_json:
         print_json(result)
         return

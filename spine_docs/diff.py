@@ -207,6 +207,56 @@ def diff_documents(a: Mapping[str, Any], b: Mapping[str, Any], *, ref_a: str | N
     return out
 
 
+def _all_rows(a: Mapping[tuple[str, ...], Any], b: Mapping[tuple[str, ...], Any],
+              missing_is_none: bool = False) -> list[dict[str, Any]]:
+    """Rows ``{key, change, a, b}`` for every path of either side; ``change`` is ``same``
+    for equal leaves (else as :func:`compare_flat`)."""
+    rows: list[dict[str, Any]] = []
+    for path in list(a) + [p for p in b if p not in a]:
+        in_a, in_b = path in a, path in b
+        va, vb = a.get(path), b.get(path)
+        if in_a and in_b:
+            change = "same" if _same(va, vb) else "changed"
+        elif missing_is_none and va is None and vb is None:
+            change = "same"
+        else:
+            change = "removed" if in_a else "added"
+        rows.append({"key": join_path(path), "change": change, "a": va, "b": vb})
+    return rows
+
+
+def side_by_side(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every key of two documents, side by side: rows ``{section, key, change, a, b}`` in
+    the sections of :func:`diff_documents` (``structure`` rows are items by path, shown as
+    ``kind shape dtype``), ``change`` ``same`` for equal values. The rows whose change is not
+    ``same`` are the keys :func:`diff_documents` reports (the explorer's "changed only")."""
+    out: list[dict[str, Any]] = []
+
+    def add(section: str, rows: list[dict[str, Any]]) -> None:
+        out.extend({"section": section, **r} for r in rows)
+
+    add("facts", _all_rows(_fields(a, FACTS), _fields(b, FACTS), missing_is_none=True))
+    add("promoted", _all_rows(_fields(a, PROMOTED), _fields(b, PROMOTED), missing_is_none=True))
+    add("attrs", _all_rows({(convert.unescape_key(k),): v for k, v in (a.get("attrs") or {}).items()},
+                           {(convert.unescape_key(k),): v for k, v in (b.get("attrs") or {}).items()}))
+    for section in ("cfg", "info"):
+        add(section, _all_rows(_tree(a, section), _tree(b, section)))
+    ia, ib = _items(a), _items(b)
+    rows = []
+    for path in list(ia) + [p for p in ib if p not in ia]:
+        x, y = ia.get(path), ib.get(path)
+        tx = _item_text(x) if x is not None else None
+        ty = _item_text(y) if y is not None else None
+        if x is None or y is None:
+            change = "added" if x is None else "removed"
+        else:
+            same = all(_same(x.get(f), y.get(f)) for f in ("shape", "dtype", *ITEM_FIELDS))
+            change = "same" if same else "changed"
+        rows.append({"key": path, "change": change, "a": tx, "b": ty})
+    add("structure", rows)
+    return out
+
+
 def count_changes(d: Mapping[str, Any]) -> int:
     return sum(len(d[s]) for s in SECTIONS) + sum(len(v) for v in d["structure"].values())
 

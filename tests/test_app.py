@@ -706,3 +706,112 @@ def test_new_files_appear_without_restart(tmp_path, monkeypatch):
     at.run()
     assert as_int(metric(ok(at), "In the catalog")) == 11
     assert as_int(metric(at, "Matching files")) == 11
+
+
+# --------------------------------------------------------------------------- Compare page
+
+def _write_energy(path, energy, hour=0):
+    """A SPINE file whose root attribute ``energy`` is ``energy`` (and a dotted name)."""
+    import os
+    from datetime import datetime as _dt, timezone as _tz
+    from spine_docs import samples
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples.write_spine_file(path, root_attrs={"energy": energy, "a.b": "dotted"}, seed=0, n_events=3)
+    ts = _dt(2026, 1, 1, hour, tzinfo=_tz.utc).timestamp()
+    os.utime(path, (ts, ts))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compare_catalog(tmp_path_factory):
+    """A/f1 (energy 1.0, then re-processed to 5.0: one kept version), A/f2 1.0, A/f3 1.0;
+    B/f1 1.0, B/f2 2.0, B/f4 1.0. Returns (url, db, root)."""
+    root = tmp_path_factory.mktemp("cmp")
+    url = f"mongomock://cmp-{uuid.uuid4().hex[:10]}"
+    db = store.connect(url)
+    for name, energy in (("A/f1.h5", 1.0), ("A/f2.h5", 1.0), ("A/f3.h5", 1.0),
+                         ("B/f1.h5", 1.0), ("B/f2.h5", 2.0), ("B/f4.h5", 1.0)):
+        _write_energy(root / name, energy)
+    assert ingest.inject(db, settings=_settings(), sources=[str(root)]).indexed == 6
+    _write_energy(root / "A/f1.h5", 5.0, hour=1)   # re-processed (a new mtime)
+    rep = ingest.inject(db, settings=_settings(), sources=[str(root / "A/f1.h5")])
+    assert rep.failed == 0
+    assert db.file_versions.count_documents({}) == 1
+    return url, db, root
+
+
+@pytest.fixture
+def cmp_app(compare_catalog, monkeypatch):
+    url, db, root = compare_catalog
+    for key in list(__import__("os").environ):
+        if key.startswith("SPINE_DOCS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SPINE_DOCS_DB", url)
+    return AppTest.from_file(ENTRY, default_timeout=TIMEOUT), db, root
+
+
+def frame(at, title):
+    """The Compare page's table under the subheader ``title`` (each section: one table)."""
+    heads = [h.value for h in at.main.subheader]
+    frames = [d.value for d in at.main.dataframe]
+    assert len(heads) == len(frames), (heads, len(frames))
+    found = [f for h, f in zip(heads, frames) if h == title or h.startswith(title + " (")]
+    assert len(found) == 1, f"no table {title!r} in {heads}"
+    return found[0]
+
+
+def test_compare_two_versions_of_a_file_changed_only_and_every_key(cmp_app):
+    at, db, root = cmp_app
+    fid = f"{SITE}:{root / 'A/f1.h5'}"
+    ok(at.run())
+    at.query_params.update({"mode": "files", "a": f"{fid}@1", "b": fid})
+    ok(at.switch_page("views/compare.py").run())
+    attrs = frame(at, "Root attributes")
+    assert attrs.to_dict("records") == [{"key": "energy", "change": "changed", "A": "1.0", "B": "5.0"}]
+    assert any("version 1" in c.value for c in at.caption)
+    at.toggle(key="w:cmp_all").set_value(True).run()
+    attrs = frame(ok(at), "Root attributes")
+    assert {r["key"]: r["change"] for r in attrs.to_dict("records")} == {"energy": "changed", '"a.b"': "same"}
+    assert at.query_params["all"] == "1"
+    # a reference the catalog does not hold is one message
+    at.text_input(key="w:cmp_b").set_value("/nowhere.h5").run()
+    assert not at.exception and any("not in the catalog" in e.value for e in at.error)
+
+
+def test_detail_panel_links_to_the_previous_version(cmp_app):
+    at, db, root = cmp_app
+    unchanged = f"{SITE}:{root / 'A/f2.h5'}"
+    at.query_params["file"] = unchanged
+    ok(at.run())
+    assert not [b for b in at.button if b.key == "w:compare_previous"]   # no version kept
+    fid = f"{SITE}:{root / 'A/f1.h5'}"
+    at.query_params["file"] = fid
+    ok(at.run())
+    at.button(key="w:compare_previous").click().run()
+    ok(at)
+    assert at.text_input(key="w:cmp_a").value == f"{fid}@1"
+    assert at.text_input(key="w:cmp_b").value == fid
+    assert frame(at, "Root attributes").to_dict("records") == [
+        {"key": "energy", "change": "changed", "A": "1.0", "B": "5.0"}]
+
+
+def test_compare_two_sets(cmp_app):
+    at, db, root = cmp_app
+    ok(at.run())
+    at.query_params.update({"mode": "sets", "left": f"path_contains={root}/A/",
+                            "right": f"path_contains={root}/B/", "key": "name"})
+    ok(at.switch_page("views/compare.py").run())
+    # by name: f1 and f2 pair; f3 only left, f4 only right
+    assert [as_int(metric(at, m)) for m in ("Left files", "Right files", "Pairs", "Only left", "Only right")] \
+        == [3, 3, 2, 1, 1]
+    keys = {(r["section"], r["key"]): r for r in frame(at, "Keys that differ").to_dict("records")}
+    energy = keys[("attrs", "energy")]      # 5.0 vs 1.0 and 1.0 vs 2.0: every pair
+    assert (energy["in"], energy["changed"], energy["values only"]) == ("every pair", 2, True)
+    assert ("attrs", '"a.b"') not in keys
+    assert frame(at, "Only left (1)").to_dict("records") == [
+        {"file": f"{SITE}:{root / 'A/f3.h5'}", "name": "f3.h5"}]
+    assert frame(at, "Only right (1)").to_dict("records") == [
+        {"file": f"{SITE}:{root / 'B/f4.h5'}", "name": "f4.h5"}]
+    # a side that is not a filter is one message
+    at.text_input(key="w:cmp_left").set_value("").run()
+    assert not at.exception and any("Give the two sets" in i.value for i in at.info)

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 import explorer_ui as ui
-from spine_docs import queries
+from spine_docs import history as file_history, queries
 
 SORT_LABELS = {
     "mtime": "modified", "path": "path", "name": "name", "site": "site", "size": "size",
@@ -229,6 +229,15 @@ def detail(doc: dict) -> None:
         st.warning(f"Retired: {retired.get('reason') or '?'}, by {retired.get('by') or '?'}, "
                    f"{ui.utc_text(retired.get('at'))}", icon=":material/block:")
     lineage_links(doc)
+    kept = file_history.versions(cat.db, doc["_id"])
+    if kept:
+        previous = kept[-1]["version"]
+        if st.button("Compare with the previous version", key="w:compare_previous",
+                     icon=":material/compare_arrows:",
+                     help=f"Version {previous} (replaced {ui.utc_text(kept[-1].get('replaced_at'))}) "
+                          f"against the current document; {len(kept)} earlier version(s) kept"):
+            ui.set_view(mode="files", a=f"{doc['_id']}@{previous}", b=doc["_id"], all=None)
+            ui.switch_to("views/compare.py")
 
     tabs = st.tabs(["Summary", "Attributes", "Structure", "Ingest history", "Configuration",
                     "Sidecars", "Document"])

@@ -482,6 +482,9 @@ class Filter(BaseModel):
     where: dict[str, Any] | None = None
     include_retired: bool = False
     latest_only: bool = False
+    #: the catalog as it stood at that instant (see :mod:`spine_docs.asof`: evaluated there,
+    #: client-side; every other query refuses a filter that has it)
+    as_of: datetime | None = None
 
     # -- validation ------------------------------------------------------------------------
 
@@ -523,6 +526,18 @@ class Filter(BaseModel):
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
         return None if v is None else _check_regex(v)
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _as_of(cls, v: Any) -> Any:
+        from ..history import HistoryError, as_of_instant
+
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        try:
+            return as_of_instant(v)   # a date: the end of that day (UTC)
+        except HistoryError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("mtime_from", "mtime_to", mode="before")
     @classmethod
@@ -683,6 +698,9 @@ class Filter(BaseModel):
         ``latest_only``, :data:`NOT_SUPERSEDED`). A filter that is one ``$or`` (an open run
         range) stays a rooted ``$or``, each branch served by its own index: the exclusions go
         into every branch."""
+        if self.as_of is not None:
+            raise QueryError("an as-of filter is evaluated from the history (spine_docs.asof: "
+                             "query, facets and export with --as-of); this query cannot answer it")
         query = self.to_mongo()
         hidden = self.hidden_clauses()
         if not hidden:
@@ -707,6 +725,8 @@ class Filter(BaseModel):
                 continue
             if name in FACET_FIELDS:
                 out[name] = _join_list(value)
+            elif name == "as_of":
+                out[name] = value.isoformat()
             elif name in ("mtime_from", "mtime_to"):
                 out[name] = _format_when(value)
             elif name == "attr_filters":
@@ -785,6 +805,8 @@ class Filter(BaseModel):
             parts.append("retired files included")
         if self.latest_only:
             parts.append("latest versions only")
+        if self.as_of is not None:
+            parts.append(f"as of {self.as_of:%Y-%m-%d %H:%M:%S}Z")
         return "; ".join(parts) if parts else "all files"
 
 

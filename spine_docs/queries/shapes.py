@@ -36,6 +36,7 @@ SAMPLES: dict[str, Any] = {
     "where": {"num_events": {"$gt": 5}},
     "include_retired": True,
     "latest_only": True,
+    "as_of": "2026-11-01",
 }
 
 #: shapes that may read every matching document, and why (at most a few)
@@ -84,6 +85,10 @@ def query_shapes() -> list[plans.Shape]:
             q, spec = page_query(None, (name, d), after=(1, "x"))
             shapes.append(S(f"next page sorted {label}", q, tuple(spec), "queries.page"))
     for field in Filter.model_fields:
+        if field == "as_of":  # spine_docs.asof: the files first seen by then, first-seen order
+            shapes.append(S("filter: as_of", {"ingest.first_seen": {"$lte": Filter(as_of=SAMPLES[field]).as_of}},
+                            (("ingest.first_seen", 1), ("_id", 1)), "asof.documents"))
+            continue
         flt = Filter(**{field: SAMPLES[field]})
         sent = count_queries(flt) or [flt.query()]  # (nothing sent: the metadata count)
         for i, q in enumerate(sent):

@@ -1,0 +1,114 @@
+"""As of a date: ``query``/``facets --as-of`` and :mod:`spine_docs.asof` give the files the
+catalog held then, with the values they had then. Expected values are the energies the test
+wrote at each date, by hand."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from spine_docs import asof, cli, ingest, queries, samples
+from spine_docs.queries import Filter
+from spine_docs.settings import Settings
+
+UTC = timezone.utc
+
+
+class Clock(datetime):
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls.at
+
+
+def write(path, energy, hour):
+    samples.write_spine_file(path, root_attrs={"energy": energy}, seed=0, n_events=3)
+    ts = datetime(2026, 1, 1, hour, tzinfo=UTC).timestamp()
+    os.utime(path, (ts, ts))
+
+
+@pytest.fixture
+def history_catalog(db, db_url, tmp_path, monkeypatch):
+    """f1: 1.0 (Mar 1), 2.0 (Mar 5), 4.0 (Mar 9); f2: first indexed Mar 5 with 3.0."""
+    monkeypatch.setattr(ingest, "datetime", Clock)
+    f1, f2 = tmp_path / "f1.h5", tmp_path / "f2.h5"
+
+    def inject(*paths):
+        rep = ingest.inject(db, settings=Settings.load(env={}, db=db_url, site="s", workers=1),
+                            sources=[str(p) for p in paths])
+        assert rep.failed == 0
+
+    Clock.at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    write(f1, 1.0, 0)
+    inject(f1)
+    Clock.at = datetime(2026, 3, 5, 12, tzinfo=UTC)
+    write(f1, 2.0, 1)
+    write(f2, 3.0, 0)
+    inject(f1, f2)
+    Clock.at = datetime(2026, 3, 9, 12, tzinfo=UTC)
+    write(f1, 4.0, 2)
+    inject(f1)
+    assert db.file_versions.count_documents({}) == 2
+    return db, db_url, str(f1), str(f2)
+
+
+def energies(db, when, **kw):
+    return {d["path"]: d["attrs"]["energy"] for d in asof.documents(db, Filter(as_of=when, **kw))}
+
+
+def test_as_of_before_the_first_between_and_after_the_last(history_catalog):
+    db, url, f1, f2 = history_catalog
+    assert energies(db, "2026-02-28") == {}                       # before anything was indexed
+    assert energies(db, "2026-03-01") == {f1: 1.0}                 # f2 indexed later: absent
+    assert energies(db, "2026-03-05T11:59:59Z") == {f1: 1.0}
+    assert energies(db, "2026-03-05") == {f1: 2.0, f2: 3.0}
+    assert energies(db, "2026-03-08") == {f1: 2.0, f2: 3.0}
+    assert energies(db, "2026-03-09") == {f1: 4.0, f2: 3.0}        # after the last version
+    assert energies(db, "2999-01-01") == {f1: 4.0, f2: 3.0}
+
+
+def test_the_filter_applies_to_the_values_then(history_catalog):
+    db, url, f1, f2 = history_catalog
+    high = queries.AttrFilter.parse_expr("energy>=1.5", {"energy": "float"})
+    assert energies(db, "2026-03-02", attr_filters=[high]) == {}    # 1.0 then (4.0 now)
+    assert energies(db, "2026-03-06", attr_filters=[high]) == {f1: 2.0, f2: 3.0}
+    assert asof.count(db, Filter(as_of="2026-03-06", path_contains="f2")) == 1
+    # every other query refuses an as-of filter rather than ignore it
+    with pytest.raises(queries.QueryError, match="as-of"):
+        queries.count(db, Filter(as_of="2026-03-06"))
+
+
+def run(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_query_and_facets_as_of(history_catalog):
+    db, url, f1, f2 = history_catalog
+    code, out, err = run("query", "--db", url, "--as-of", "2026-03-02", "-f", "jsonl")
+    assert code == 0, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert [(d["path"], d["attrs"]["energy"]) for d in docs] == [(f1, 1.0)]
+    code, out, err = run("query", "--db", url, "--as-of", "2026-03-06", "-f", "paths", "--sort", "path")
+    assert code == 0, err
+    assert [l for l in out.splitlines() if not l.startswith("#")] == [f1, f2]
+    code, out, err = run("query", "--db", url, "--as-of", "2026-03-06", "--attr", "energy<2.5")
+    assert code == 0, err
+    assert "1 of 1 matching files as of 2026-03-06" in err and "f1.h5" in out
+    code, out, err = run("facets", "--db", url, "--as-of", "2026-03-01", "--field", "status", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"status": [{"value": "ok", "count": 1}]}
+    code, out, err = run("query", "--db", url, "--as-of", "yesterday")
+    assert code == 2 and "yesterday" in err and "Traceback" not in err
