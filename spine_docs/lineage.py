@@ -139,6 +139,8 @@ def _link(db: Any, paths: list[str], site: str | None) -> int:
     fields = {"path": 1, "name": 1, "inputs": 1, "dataset": 1, "prod_version": 1, "lineage": 1}
     names: set[str] = set()
     resolver: _Resolver | None = None
+    later: list[UpdateOne] = []
+    linked: set[str] = set()
     for i in range(0, len(paths), BATCH):
         chunk = paths[i:i + BATCH]
         # by _id when the site is known (the primary key: a lookup, never a scan)
@@ -155,9 +157,12 @@ def _link(db: Any, paths: list[str], site: str | None) -> int:
             new = lineage_of(db, d, resolver)
             if new != d.get("lineage"):
                 ops.append(UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}))
-        if ops:
+        if ops and store.is_server(db):
             updated += db.files.bulk_write(ops, ordered=False).modified_count
+        else:  # in process: written at the end (a write makes the next read rebuild its caches)
+            later += ops
         names.update(d.get("name") or _name(d["path"]) for d in docs)
+        linked.update(d["_id"] for d in docs)
     # children that named these files before they were indexed
     for waiting in _waiting(db, names, fields):
         if resolver is None or store.is_server(db):
@@ -165,6 +170,8 @@ def _link(db: Any, paths: list[str], site: str | None) -> int:
                                            if p.get("path") is None]) for w in waiting])
         ops = []
         for w in waiting:
+            if w["_id"] in linked:  # just linked whole above
+                continue
             old = w.get("lineage") or {}
             parents = [p if p.get("path") is not None else resolver.parent(w, p["text"])
                        for p in old.get("parents") or []]
@@ -172,8 +179,9 @@ def _link(db: Any, paths: list[str], site: str | None) -> int:
                    "pending": sorted({_name(p["text"]) for p in parents if p["path"] is None})}
             if new != old:
                 ops.append(UpdateOne({"_id": w["_id"]}, {"$set": {"lineage": new}}))
-        if ops:
-            updated += db.files.bulk_write(ops, ordered=False).modified_count
+        later += ops
+    if later:
+        updated += db.files.bulk_write(later, ordered=False).modified_count
     return updated
 
 

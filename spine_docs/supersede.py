@@ -84,10 +84,24 @@ def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
     return groups
 
 
+def _ops(members: list[Mapping[str, Any]]) -> list[UpdateOne]:
+    """The writes that bring one group's marks to :func:`plan`."""
+    current = {m["_id"]: m.get("superseded_by") for m in members}
+    return [UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by else {"$unset": {"superseded_by": ""}})
+            for fid, by in plan(members).items() if by != current[fid]]
+
+
 def _mark(db: Any, paths: list[str], site: str | None) -> int:
     seen: set = set()
     changed = 0
     snapshot = None if store.is_server(db) else _groups_in_process(db)
+    if snapshot is not None and site is not None:  # in process: the groups of the new files, one write
+        from .extract import doc_id
+
+        wanted = {doc_id(site, p) for p in paths}
+        ops = [op for members in snapshot.values() if any(m["_id"] in wanted for m in members)
+               for op in _ops(members)]
+        return db.files.bulk_write(ops, ordered=False).modified_count if ops else 0
     for i in range(0, len(paths), BATCH):
         query: dict[str, Any] = {"path": {"$in": paths[i:i + BATCH]}}
         if site is not None:
@@ -100,12 +114,7 @@ def _mark(db: Any, paths: list[str], site: str | None) -> int:
             seen.add(group)
             members = snapshot.get(group, []) if snapshot is not None else \
                 [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
-            current = {m["_id"]: m.get("superseded_by") for m in members}
-            for fid, by in plan(members).items():
-                if by == current[fid]:
-                    continue
-                ops.append(UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by
-                                     else {"$unset": {"superseded_by": ""}}))
+            ops += _ops(members)
         if ops:
             changed += db.files.bulk_write(ops, ordered=False).modified_count
     return changed
