@@ -526,7 +526,7 @@ def verify_cmd(
     from . import verify
 
     settings = Settings.load(db=db, site=site)
-    database = open_db(settings)
+    database = open_db(settings, failover=True)  # a long run: waits out an election
     flt = _lifecycle_options(ctx.params, _filter_without_site(ctx, database), database)
     with _Bar(progress and not as_json, "verifying") as bar:
         report = verify.verify(database, site=settings.site, flt=flt, checksum=checksum,
@@ -1238,7 +1238,7 @@ def doctor_cmd(db: Optional[str] = DbOpt,
     url = settings.db_url
     if "://" not in url and not Path(url).expanduser().is_dir():
         raise fail(f"no embedded catalog at {url} (give --db, or run `spine-docs setup` first)")
-    database = open_db(settings)
+    database = open_db(settings, failover=True)  # before and after an upgrade: waits out an election
     report = doctor.diagnose(database, explain=explain, full_scan=largest_full_scan, runs_limit=runs_limit,
                              max_time_ms=settings.query_timeout_ms, schema_file=settings.schema_file,
                              migrations_dir=settings.migrations_dir)

@@ -185,3 +185,27 @@ def test_no_progress_bar_means_no_progress_calls(tmp_path, monkeypatch):
         r = run("inject", "--db", "mongomock://progress", "--source", src, *extra)
         assert r.exit_code == 0, r.output
     assert given == [None, None, None]
+
+
+@pytest.mark.parametrize("args, waits", [
+    (["inject", "--source", "{src}", "--no-progress"], True),
+    (["verify", "--no-progress"], True),
+    (["doctor"], True),
+    (["backup", "--out", "{out}"], True),
+    (["migrate", "status"], True),
+    (["query"], False),
+    (["facets"], False),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+def test_long_commands_wait_out_an_election_and_quick_reads_do_not(monkeypatch, tmp_path, args, waits):
+    # the commands an administrator or a batch job runs for minutes connect with server
+    # selection and retries sized for an election (access.connect's failover); a query fails fast
+    from spine_docs import access
+
+    seen = []
+    real = access.connect
+    monkeypatch.setattr(access, "connect",
+                        lambda settings, **kw: seen.append(kw.get("failover")) or real(settings, **kw))
+    (tmp_path / "src").mkdir()
+    args = [a.format(src=tmp_path / "src", out=tmp_path / "out") for a in args]
+    run(*args, "--db", "mongomock://elections")
+    assert seen and seen[0] is waits, (args, seen)
