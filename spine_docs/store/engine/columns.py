@@ -43,7 +43,6 @@ before (raising where it raises).
 from __future__ import annotations
 
 import copy
-import heapq
 from array import array
 import operator
 from collections import Counter
@@ -65,7 +64,7 @@ from .conditions import value_test
 from .aggregation import Finished, _computed_only, _project_computed, accumulators, group_rows
 from .deps import _expr_fields, filter_fields, union
 from .keys import norm
-from .sorting import bson_key
+from .sorting import bson_key, ordered_indices
 
 #: the value types a column may hold (all immutable): a field with any other value is no column
 SCALAR_TYPES = frozenset({str, int, float, bool, type(None), datetime, ObjectId, Int64, Decimal128})
@@ -837,6 +836,20 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     """The stored bytes of ``find(spec).sort(sort).skip(skip).limit(limit)``, in order, when
     the filter's columns and the sort fields (top-level columns) serve it; None otherwise.
     The order is :func:`.sorting.sort_list`'s (mongomock's): one stable pass per key."""
+    sel = _sort_selection(store, spec, sort)
+    if sel is None:
+        return None
+    with collector.paused():
+        chosen = _sorted_indices(sel, sort, skip, limit)
+    if chosen is None:
+        return None
+    raws = sel.cols.raws
+    return [raws[i] for i in chosen]
+
+
+def _sort_selection(store: Any, spec: Any, sort: list[tuple[str, Any]]) -> _Selection | None:
+    """The selection of ``spec`` when it and the sort fields (top-level columns, numeric
+    directions) are served by the columns; None otherwise."""
     if not sort or not all(isinstance(k, str) and not k.startswith("$") and "." not in k
                            and type(d) in (int, float) for k, d in sort):
         return None
@@ -846,12 +859,7 @@ def sorted_raws(store: Any, spec: Any, sort: list[tuple[str, Any]], skip: int, l
     sel = _selection(store, spec, True)
     if sel is None or not sel.cols.has({k for k, _d in sort}):
         return None
-    with collector.paused():
-        chosen = _sorted_indices(sel, sort, skip, limit)
-    if chosen is None:
-        return None
-    raws = sel.cols.raws
-    return [raws[i] for i in chosen]
+    return sel
 
 
 def _sorted_indices(sel: _Selection, sort: list[tuple[str, Any]], skip: int, limit: int
@@ -871,24 +879,7 @@ def _sorted_indices(sel: _Selection, sort: list[tuple[str, Any]], skip: int, lim
             keys = [kc[i] for i in chosen]
         else:
             keys = [tuple(kc[i] for kc in keyed) for i in chosen]
-        if len(set(reverse)) > 1:
-            # mixed directions: a descending field's key becomes minus its rank among the
-            # field's distinct keys (as sort_list does)
-            per_field = list(zip(*keys))
-            for j, r in enumerate(reverse):
-                if r:
-                    rank = {k: -x for x, k in enumerate(sorted(set(per_field[j])))}
-                    per_field[j] = [rank[k] for k in per_field[j]]
-            keys = list(zip(*per_field))
-            rev = False
-        else:
-            rev = reverse[0]
-        get = keys.__getitem__
-        if top and top < n:
-            order = (heapq.nlargest if rev else heapq.nsmallest)(top, range(n), key=get)
-        else:
-            order = sorted(range(n), key=get, reverse=rev)
-        chosen = [chosen[j] for j in order]
+        chosen = [chosen[j] for j in ordered_indices(keys, reverse, top)]
     return list(chosen[skip:top if limit else None])
 
 
@@ -912,14 +903,8 @@ def leading(store: Any, spec: Any, stages: list[tuple[str, Any]], needed: set | 
     if not isinstance(arg, Mapping) or not arg or type(limit) is not int or limit <= 0:
         return None
     sort = list(arg.items())
-    if not all(isinstance(k, str) and not k.startswith("$") and "." not in k
-               and type(d) in (int, float) for k, d in sort):
-        return None
-    spec = _ready(store, spec)
-    if spec is None:
-        return None
-    sel = _selection(store, spec, True)
-    if sel is None or not sel.cols.has({k for k, _d in sort}):
+    sel = _sort_selection(store, spec, sort)
+    if sel is None:
         return None
     with collector.paused():
         chosen = _sorted_indices(sel, sort, 0, limit)

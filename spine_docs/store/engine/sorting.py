@@ -221,6 +221,14 @@ def sort_list(entries: list, doc_of: Any, sort: list[tuple[str, Any]], top: int 
             if None in k:
                 return _sort_fallback(entries, doc_of, sort, top)
             keys.append(k)
+    return [entries[i] for i in ordered_indices(keys, reverse, top)]
+
+
+def ordered_indices(keys: list, reverse: list[bool], top: int = 0) -> list[int]:
+    """The positions of ``keys`` (one native key per entry: a value for one field, a tuple
+    for several, ``reverse[i]`` true where field ``i`` descends) in sort order, ties in
+    their order; only the first ``top`` (selected with a heap) when ``top`` > 0."""
+    n = len(keys)
     if len(set(reverse)) > 1:
         # mixed directions: a descending field's key becomes minus its rank among the
         # field's distinct keys, so that one ascending native key orders everything
@@ -235,11 +243,8 @@ def sort_list(entries: list, doc_of: Any, sort: list[tuple[str, Any]], top: int 
         rev = reverse[0]
     get = keys.__getitem__
     if top and top < n:
-        pick = heapq.nlargest if rev else heapq.nsmallest
-        order = pick(top, range(n), key=get)
-    else:
-        order = sorted(range(n), key=get, reverse=rev)
-    return [entries[i] for i in order]
+        return (heapq.nlargest if rev else heapq.nsmallest)(top, range(n), key=get)
+    return sorted(range(n), key=get, reverse=rev)
 
 
 def _fallback_key(key: str, doc: Any, desc: bool) -> tuple:
