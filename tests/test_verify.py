@@ -235,3 +235,49 @@ def test_cli_verify(db_url, db, tmp_path):
     assert "checked 1: ok 1, missing 0" in r.stdout and "hashed 1" in r.stdout
     r = runner.invoke(app, ["query", "--db", db_url, "--status", "missing", "--format", "paths"], env=env)
     assert [line for line in r.stdout.splitlines() if line and not line.startswith("#")] == [paths[0]]
+
+
+_VERIFY_AS_A_USER = """
+import sys
+from spine_docs import cli
+cli.main(sys.argv[1:])
+"""
+
+
+def test_unreadable_files_are_reported_and_left_as_they_were_for_a_user_and_for_root(tmp_path):
+    """A file that cannot be read (chmod 000, --checksum) and one that cannot even be
+    stat()ed (in a chmod 000 directory): each reported unreadable by path, exit 1, nothing
+    concluded - their documents keep their status. Run in a child process that meets mode
+    bits as their owner does, also when the tests run as root (tests/unprivileged.py)."""
+    from unprivileged import run_python
+
+    cat = tmp_path / "cat"
+    db = store.connect(str(cat))
+    paths = make_files(tmp_path)
+    locked_dir = tmp_path / "data" / "locked"
+    locked_dir.mkdir()
+    hidden = str(samples.write_spine_file(locked_dir / "in_locked_dir.h5", seed=9))
+    rep = ingest.inject(db, settings=settings(checksum=True), sources=[str(tmp_path / "data")])
+    assert rep.indexed == len(paths) + 1
+    before = statuses(db)
+    store.close(db)
+    os.chmod(paths[1], 0)
+    locked_dir.chmod(0)
+    try:
+        out = run_python(_VERIFY_AS_A_USER, "verify", "--db", cat, "--site", SITE, "--checksum",
+                         "--json", "--no-progress")
+    finally:
+        locked_dir.chmod(0o755)
+        os.chmod(paths[1], 0o644)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert (report["unreadable"], report["missing"], report["corrupt"], report["changed"]) == (2, 0, 0, 0)
+    assert report["ok"] == len(paths) - 1
+    reasons = {p["path"]: p["reason"] for p in report["problems"]}
+    assert set(reasons) == {paths[1], hidden}
+    assert reasons[paths[1]].startswith("cannot read for checksum: ")
+    assert reasons[hidden] == "permission denied (cannot stat)"
+    db = store.connect(str(cat), create=False)
+    assert statuses(db) == before                     # nothing concluded about either
+    store.close(db)
+    assert hidden in before and paths[1] in before
