@@ -46,11 +46,6 @@ def _name(text: str) -> str:
     return os.path.basename(text.rstrip("/")) if isinstance(text, str) else str(text)
 
 
-def resolve(db: Any, child: Mapping[str, Any], text: str) -> dict[str, Any]:
-    """One parent entry ``{text, path, how}`` for the input ``text`` of ``child``."""
-    return _Resolver(db, [(child, [text])]).parent(child, text)
-
-
 class _Resolver:
     """Resolves the inputs of many children with two reads in all (not two per input): the
     documents at the inputs' normalised paths (``{path: {$in}}``, the ``{path, site}``
@@ -95,13 +90,15 @@ class _Resolver:
         return {"text": text, "path": None, "how": None}
 
 
-def lineage_of(db: Any, child: Mapping[str, Any], resolver: _Resolver | None = None) -> dict[str, Any]:
+def _lineage(parents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``lineage`` sub-document of these parent entries: they, and the file names of the
+    unresolved ones (``pending``)."""
+    return {"parents": parents, "pending": sorted({_name(p["text"]) for p in parents if p["path"] is None})}
+
+
+def lineage_of(child: Mapping[str, Any], resolver: _Resolver) -> dict[str, Any]:
     """The ``lineage`` sub-document of a document (from its ``inputs``)."""
-    texts = [t for t in (child.get("inputs") or []) if isinstance(t, str)]
-    resolver = resolver or _Resolver(db, [(child, texts)])
-    parents = [resolver.parent(child, t) for t in texts]
-    pending = sorted({_name(p["text"]) for p in parents if p["path"] is None})
-    return {"parents": parents, "pending": pending}
+    return _lineage([resolver.parent(child, t) for t in (child.get("inputs") or []) if isinstance(t, str)])
 
 
 def link(db: Any, paths: Iterable[str], site: str | None = None) -> int:
@@ -135,53 +132,50 @@ def _waiting(db: Any, names: set[str], fields: Mapping[str, int]) -> Iterable[li
 def _link(db: Any, paths: list[str], site: str | None) -> int:
     from .extract import doc_id
 
-    updated = 0
+    server = store.is_server(db)
     fields = {"path": 1, "name": 1, "inputs": 1, "dataset": 1, "prod_version": 1, "lineage": 1}
+    updated = 0
     names: set[str] = set()
-    resolver: _Resolver | None = None
-    later: list[UpdateOne] = []
     linked: set[str] = set()
+    ops: list[UpdateOne] = []
+    resolver: _Resolver | None = None  # in process: one snapshot of the catalog serves all
     for i in range(0, len(paths), BATCH):
         chunk = paths[i:i + BATCH]
-        # by _id when the site is known (the primary key: a lookup, never a scan)
-        if site is not None and not store.is_server(db):  # in process: lookups by _id, not a long $in
+        if site is not None and not server:  # in process: lookups by _id, not a long $in
             docs = [d for d in (db.files.find_one({"_id": doc_id(site, p)}, fields) for p in chunk) if d]
         else:
             query: dict[str, Any] = {"_id": {"$in": [doc_id(site, p) for p in chunk]}} if site is not None \
                 else {"path": {"$in": chunk}}
             docs = list(db.files.find(query, fields))
-        if resolver is None or store.is_server(db):  # in process: one snapshot for all batches
+        if server or resolver is None:
             resolver = _Resolver(db, [(d, d.get("inputs") or []) for d in docs])
-        ops = []
+        batch = []
         for d in docs:
-            new = lineage_of(db, d, resolver)
+            new = lineage_of(d, resolver)
             if new != d.get("lineage"):
-                ops.append(UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}))
-        if ops and store.is_server(db):
-            updated += db.files.bulk_write(ops, ordered=False).modified_count
-        else:  # in process: written at the end (a write makes the next read rebuild its caches)
-            later += ops
+                batch.append(UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}))
+        if server:  # batch by batch
+            if batch:
+                updated += db.files.bulk_write(batch, ordered=False).modified_count
+        else:  # in process: at the end (a write makes the next read rebuild the engine's caches)
+            ops += batch
         names.update(d.get("name") or _name(d["path"]) for d in docs)
         linked.update(d["_id"] for d in docs)
     # children that named these files before they were indexed
     for waiting in _waiting(db, names, fields):
-        if resolver is None or store.is_server(db):
+        if server or resolver is None:
             resolver = _Resolver(db, [(w, [p["text"] for p in ((w.get("lineage") or {}).get("parents") or [])
                                            if p.get("path") is None]) for w in waiting])
-        ops = []
         for w in waiting:
             if w["_id"] in linked:  # just linked whole above
                 continue
             old = w.get("lineage") or {}
-            parents = [p if p.get("path") is not None else resolver.parent(w, p["text"])
-                       for p in old.get("parents") or []]
-            new = {"parents": parents,
-                   "pending": sorted({_name(p["text"]) for p in parents if p["path"] is None})}
+            new = _lineage([p if p.get("path") is not None else resolver.parent(w, p["text"])
+                            for p in old.get("parents") or []])
             if new != old:
                 ops.append(UpdateOne({"_id": w["_id"]}, {"$set": {"lineage": new}}))
-        later += ops
-    if later:
-        updated += db.files.bulk_write(later, ordered=False).modified_count
+    if ops:
+        updated += db.files.bulk_write(ops, ordered=False).modified_count
     return updated
 
 
