@@ -86,7 +86,7 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
     for f in _facet_fields(fields):
         q = flt.without(f).query()
         selected = list(getattr(flt, f))
-        minus_retired = q == NOT_RETIRED
+        minus_retired = _minus_retired_case(flt, f)
         if not q or minus_retired:
             pipeline: list[dict] = [{"$sort": {f: 1}}]
         elif only_hidden(q):  # the field's index in order, the excluded ones skipped as fetched
@@ -106,6 +106,12 @@ def facets_pipelines(flt: Filter | None, fields: Sequence[str] = DEFAULT_FACETS,
         pipeline.append({"$limit": int(limit)})
         out.append(([f], pipeline))
     return out
+
+
+def _minus_retired_case(flt: Filter, field: str) -> bool:
+    """Whether ``field``'s facet counts every file and has the retired ones subtracted
+    (the filter, without the field's own selection, is only the default exclusion)."""
+    return flt.without(field).query() == NOT_RETIRED
 
 
 def retired_pipeline(field: str) -> list[dict]:
@@ -145,7 +151,7 @@ def facets(db: Any, flt: Filter | None = None, fields: Sequence[str] = DEFAULT_F
     flt = _as_filter(flt)
     for (f,), pipeline in facets_pipelines(flt, fields, limit):
         rows = _aggregate(coll, pipeline, max_time_ms)
-        if flt.without(f).query() == NOT_RETIRED:
+        if _minus_retired_case(flt, f):
             rows = _minus_retired(coll, f, rows, list(getattr(flt, f)), int(limit), max_time_ms)
         values = [{"value": r["_id"], "count": r["count"]} for r in rows]
         values.sort(key=lambda v: (-v["count"], v["value"] is not None, str(v["value"])))
