@@ -286,6 +286,15 @@ def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     return settings, database, flt
 
 
+def _now_only(ctx: typer.Context, flt: Any) -> None:
+    """A command that changes the catalog acts on it as it is now: these commands take no
+    ``--as-of``, and a saved query that has one is refused (exit 2)."""
+    if flt.as_of is not None:
+        raise fail(f"{ctx.info_name} changes the catalog as it is now: the saved query "
+                   f"{ctx.params.get('saved')!r} is as of {flt.as_of:%Y-%m-%d %H:%M:%S}Z "
+                   f"(use it with query, facets, attrs or diff)")
+
+
 def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
     """``--include-retired``, ``--latest-only``, ``--derived-from PATH`` (every descendant) and ``--parent-of
     PATH`` (its resolved parents) on top of a Filter: the two lineage options become a
@@ -528,9 +537,10 @@ def verify_cmd(
     settings = Settings.load(db=db, site=site)
     database = open_db(settings, failover=True)  # a long run: waits out an election
     flt = _lifecycle_options(ctx.params, _filter_without_site(ctx, database), database)
+    _now_only(ctx, flt)
     with _Bar(progress and not as_json, "verifying") as bar:
         report = verify.verify(database, site=settings.site, flt=flt, checksum=checksum,
-                               workers=workers, progress=bar)
+                               workers=workers, progress=bar, keep_versions=settings.keep_versions)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -579,6 +589,7 @@ def prune(
     from . import prune as pruning
 
     settings, database, flt = open_filtered(ctx)
+    _now_only(ctx, flt)
     try:
         age = pruning.parse_age(missing_for) if missing_for is not None else None
         query = pruning.selection(flt, missing_for=age, retired=retired)
@@ -614,6 +625,7 @@ def restore_files(
     from . import prune as pruning
 
     settings, database, flt = open_filtered(ctx)
+    _now_only(ctx, flt)
     if flt.is_empty() and not run and not all_:
         raise fail("say what to restore: filter options, --run RUN_ID, or --all")
     report = pruning.restore(database, pruning.archive_query(flt, run_id=run), dry_run=dry_run)
@@ -621,12 +633,13 @@ def restore_files(
     raise typer.Exit(1 if report.conflicts else 0)
 
 
-def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -> tuple[Any, dict]:
-    """The database and the query of a command that takes a PATH or the filter options
+def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -> tuple[Settings, Any, dict]:
+    """The settings, database and query of a command that takes a PATH or the filter options
     (one of them: an empty selection is refused, never "every file")."""
     from .queries import Filter, and_queries
 
     settings, database, flt = open_filtered(ctx)
+    _now_only(ctx, flt)
     if include_retired:
         flt = flt.model_copy(update={"include_retired": True})
     if path is None and flt.is_empty():
@@ -636,7 +649,7 @@ def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -
         from .extract import normalise_path
 
         query = and_queries(query, {"$or": [{"_id": path}, {"path": normalise_path(path)}]})
-    return database, query
+    return settings, database, query
 
 
 def _print_retire(report: Any, as_json: bool) -> None:
@@ -679,9 +692,9 @@ def retire(
 
     if not reason.strip():
         raise fail("--reason must say why")
-    database, query = _target(ctx, path, include_retired=False)
+    settings, database, query = _target(ctx, path, include_retired=False)
     report = retiring.retire(database, query, reason=reason, with_descendants=with_descendants,
-                             dry_run=not yes)
+                             dry_run=not yes, keep_versions=settings.keep_versions)
     _print_retire(report, as_json)
 
 
@@ -703,8 +716,9 @@ def unretire(
     """Bring retired files back into queries (the reverse of `retire`)."""
     from . import retire as retiring
 
-    database, query = _target(ctx, path, include_retired=True)
-    _print_retire(retiring.unretire(database, query, dry_run=dry_run), as_json)
+    settings, database, query = _target(ctx, path, include_retired=True)
+    _print_retire(retiring.unretire(database, query, dry_run=dry_run,
+                                    keep_versions=settings.keep_versions), as_json)
 
 
 @app.command("lineage")
