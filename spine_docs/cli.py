@@ -479,15 +479,18 @@ def attrs(
     saved: Optional[str] = SavedOpt,
     include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
     derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
+    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
 ) -> None:
     """The attribute dictionary: every root attribute key, in how many files, with which types."""
-    from . import queries
+    from . import asof, queries
 
     settings, database, flt = open_filtered(ctx)
-    rows = queries.attribute_dictionary(database, flt, max_time_ms=settings.query_timeout_ms)
+    if flt.as_of is not None:
+        rows = asof.attribute_dictionary(database, flt)
+    else:
+        rows = queries.attribute_dictionary(database, flt, max_time_ms=settings.query_timeout_ms)
     if as_json:
         print_json(rows)
         return
@@ -786,12 +789,18 @@ def diff_cmd(
     examples: int = typer.Option(3, "--examples", min=0, max=100, help="Set diff: examples per differing key."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
     site: Optional[str] = typer.Option(None, "--site", help="Site of a path given without one (default: any)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Set diff: both sets as the catalog held them "
+                                        "then (DATE: the end of that day, UTC; or an ISO date-time)."),
+    left_as_of: Optional[str] = typer.Option(None, "--left-as-of", help="Set diff: the left set as of then "
+                                             "(overrides --as-of for that side)."),
+    right_as_of: Optional[str] = typer.Option(None, "--right-as-of", help="Set diff: the right set as of then."),
     db: Optional[str] = DbOpt,
 ) -> None:
     """What changed between two files, two versions of one file, or two sets of files.
 
     spine-docs diff /data/v2/f.h5 /data/v3/f.h5;  spine-docs diff /data/f.h5@1 /data/f.h5;
-    spine-docs diff --left 'dataset=mpvmpr_v1,prod_version=v2' --right 'dataset=mpvmpr_v1,prod_version=v3'
+    spine-docs diff --left 'dataset=mpvmpr_v1,prod_version=v2' --right 'dataset=mpvmpr_v1,prod_version=v3';
+    spine-docs diff --left prod_version=v2 --left-as-of 2026-11-01 --right prod_version=v2
     """
     from . import diff as docdiff, setdiff
 
@@ -804,13 +813,22 @@ def diff_cmd(
         raise fail("a set diff needs both --left and --right")
     if not sets and (a is None or b is None):
         raise fail("give two files to compare (A B), or two sets with --left and --right")
+    if not sets and (as_of or left_as_of or right_as_of):
+        raise fail("--as-of, --left-as-of and --right-as-of are for a set diff; a file as of a date is PATH@DATE")
     settings = Settings.load(db=db)
     database = open_db(settings)
     if sets:
+        from .queries import Filter
+
         try:
-            result = setdiff.compare_sets(database, setdiff.side_filter(database, left),
-                                          setdiff.side_filter(database, right), match_on=match_on,
-                                          left_text=left, right_text=right, examples=examples)
+            sides = []
+            for text, when in ((left, left_as_of or as_of), (right, right_as_of or as_of)):
+                flt = setdiff.side_filter(database, text)
+                if when:
+                    flt = Filter(**{**flt.model_dump(), "as_of": when})
+                sides.append((flt, text if flt.as_of is None else f"{text} as of {flt.as_of:%Y-%m-%d %H:%M:%S}Z"))
+            result = setdiff.compare_sets(database, sides[0][0], sides[1][0], match_on=match_on,
+                                          left_text=sides[0][1], right_text=sides[1][1], examples=examples)
         except setdiff.SetDiffError as exc:
             raise fail(str(exc))
         if fmt == "json":
