@@ -16,7 +16,9 @@ module holds what every page needs:
   and mirrored into the URL on every run, so a view can be shared and reloaded
   (:func:`sync_url`, :func:`state`, :func:`current_filter`, :func:`set_filter`);
 * the filter sidebar (:func:`filter_sidebar`): facets with counts, ranges, dates, path and
-  attribute conditions, whether retired files are included and whether superseded ones are;
+  attribute conditions, whether retired files are included and whether superseded ones are,
+  and "as of" a date (the filter's ``as_of``: :func:`run` then answers from
+  :mod:`spine_docs.asof`, the history, and :func:`as_of_banner` says which instant is shown);
 * :func:`file_lineage`: a file's parents and children (:func:`spine_docs.lineage.neighbours`);
 * :func:`export_file`: the bytes of an export, streamed from the cursor to a temporary file.
 
@@ -37,7 +39,7 @@ import streamlit as st
 from bson import json_util
 from pymongo.errors import OperationFailure, PyMongoError
 
-from spine_docs import access, lineage, queries, runs, schema, store
+from spine_docs import access, asof, history, lineage, queries, runs, schema, store
 from spine_docs.settings import Settings
 
 #: Seconds a query result is reused before it is asked again. Results are also keyed by a
@@ -176,12 +178,32 @@ def _key_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+#: The queries answered as of a date (a filter with ``as_of``): by :mod:`spine_docs.asof`,
+#: client-side from the history, without a time limit. Every other one is refused then.
+AS_OF_QUERIES: dict[str, Any] = {
+    "count": asof.count, "facets": asof.facets, "page": asof.page,
+    "attribute_dictionary": asof.attribute_dictionary,
+}
+
+
+def _query_function(fn: str, flt: queries.Filter) -> tuple[Any, bool]:
+    """(the function answering ``fn`` for ``flt``, whether it takes a time limit)."""
+    if flt.as_of is None:
+        return getattr(queries, fn), True
+    if fn not in AS_OF_QUERIES:
+        raise queries.QueryError("not available as of a date (the file list, counts, facets, exports "
+                                 "and the attribute dictionary are); clear \"As of\" in the sidebar")
+    return AS_OF_QUERIES[fn], False
+
+
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=2000)
 def _cached(fn: str, url: str, connect_ms: int, stamp: str, params: str, kwargs: str,
             timeout_ms: int) -> Any:
     db = _connect(url, connect_ms)
     flt = queries.Filter.from_params(json.loads(params))
-    return getattr(queries, fn)(db, flt, **json.loads(kwargs), max_time_ms=timeout_ms)
+    function, timed = _query_function(fn, flt)
+    more = {"max_time_ms": timeout_ms} if timed else {}
+    return function(db, flt, **json.loads(kwargs), **more)
 
 
 def run(fn: str, cat: Catalog, flt: queries.Filter | None, **kwargs: Any) -> Any:
@@ -214,13 +236,26 @@ def fetch(what: str, fn: str, cat: Catalog, flt: queries.Filter | None, *, where
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=500)
-def _cached_file(url: str, connect_ms: int, stamp: str, file_id: str) -> dict | None:
-    return queries.get_file(_connect(url, connect_ms), file_id, unescape=True)
+def _cached_file(url: str, connect_ms: int, stamp: str, file_id: str, as_of: str | None = None) -> dict | None:
+    db = _connect(url, connect_ms)
+    if as_of is None:
+        return queries.get_file(db, file_id, unescape=True)
+    doc = queries.get_file(db, file_id)
+    if doc is None:
+        return None
+    try:
+        then = history.document_as_of(db, doc, as_of)
+    except history.HistoryError:
+        return None
+    then.pop("version", None)
+    return queries.unescape_document(then)
 
 
-def get_file(cat: Catalog, file_id: str) -> dict | None:
-    """The document of one file with its original attribute names (for display)."""
-    return _cached_file(cat.url, int(cat.settings.connect_timeout_ms), cat.stamp, file_id)
+def get_file(cat: Catalog, file_id: str, as_of: datetime | None = None) -> dict | None:
+    """The document of one file with its original attribute names (for display); with
+    ``as_of``, as it was then (None when it was not in the catalog then)."""
+    return _cached_file(cat.url, int(cat.settings.connect_timeout_ms), cat.stamp, file_id,
+                        None if as_of is None else as_of.isoformat())
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=500)
@@ -407,8 +442,9 @@ def export_file(db: Any, params: Mapping[str, str], fmt: str, sort: str = "-mtim
     a download in memory once — for very large exports use ``spine-docs query --format``).
     Runs in Streamlit's download thread: no ``st.*`` call here."""
     flt = queries.Filter.from_params(params)
+    lines = queries.export(db, flt, fmt, sort=sort) if flt.as_of is None else asof.export(db, flt, fmt, sort=sort)
     with tempfile.TemporaryFile() as f:
-        for line in queries.export(db, flt, fmt, sort=sort):
+        for line in lines:
             f.write(line.encode("utf-8"))
         f.seek(0)
         return f.read()
@@ -536,6 +572,11 @@ def filter_sidebar(cat: Catalog) -> queries.Filter:
         if ss.get(key):
             side.error(ss.pop(key))
     side.caption(flt.describe())
+    _seed("as_of", _as_date(flt.as_of))
+    side.date_input("As of", value=None, key=_w("as_of"), on_change=_on_value, args=("as_of",),
+                    format="YYYY-MM-DD",
+                    help="The catalog as it stood at the end of that day (UTC): the files it held "
+                         "then, with the values they had (from the history). Empty: now.")
 
     facets = fetch("Facets", "facets", cat, flt, where=side,
                    fields=list(queries.DEFAULT_FACETS), limit=FACET_LIMIT) or {}
@@ -638,6 +679,8 @@ def _cached_preview(url: str, connect_ms: int, stamp: str, params: str, fmt: str
                     lines: int, timeout_ms: int) -> list[str]:
     db = _connect(url, connect_ms)
     flt = queries.Filter.from_params(json.loads(params))
+    if flt.as_of is not None:
+        return list(asof.export(db, flt, fmt, sort=sort, limit=lines))
     return list(queries.export(db, flt, fmt, sort=sort, limit=lines, max_time_ms=timeout_ms))
 
 
@@ -670,6 +713,11 @@ def cli_command(command: str, cat: Catalog, flt: queries.Filter, extra: list[str
         args.append("--include-retired")
     if flt.latest_only:
         args.append("--latest-only")
+    if flt.as_of is not None:
+        day = flt.as_of.date()
+        args += ["--as-of", day.isoformat() if history.as_of_instant(day) == flt.as_of
+                 else flt.as_of.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"]
+        rest["as_of"] = None
     remaining = queries.Filter.model_validate(rest)
     if not remaining.is_empty():
         args += ["--where", to_json_text(remaining.to_mongo())]
@@ -691,4 +739,13 @@ def bootstrap(page: str) -> tuple[Catalog, queries.Filter]:
     cat = open_catalog()
     catalog_sidebar(cat)
     flt = filter_sidebar(cat)
+    as_of_banner(flt)
     return cat, flt
+
+
+def as_of_banner(flt: queries.Filter) -> None:
+    """Say, above every page, that the catalog is shown as of a date."""
+    if flt.as_of is not None:
+        st.info(f"As of {utc_text(flt.as_of)}: the files the catalog held then, with the values "
+                "they had (from the history). Clear \"As of\" in the sidebar for now.",
+                icon=":material/history:")

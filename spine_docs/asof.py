@@ -1,5 +1,6 @@
 """The catalog as of a date: the files it held at that instant, with the values they had
-then (``query``/``facets`` with ``--as-of DATE``; :attr:`spine_docs.queries.Filter.as_of`).
+then (``query``/``facets``/``attrs`` and each side of ``diff --left/--right`` with ``--as-of DATE``,
+the explorer's "as of" control; :attr:`spine_docs.queries.Filter.as_of`).
 
 **Evaluated client-side, and bounded by the catalog's size.** The candidates are the files
 first seen at or before the instant (``ingest.first_seen <= at``: an index walk of
@@ -17,6 +18,7 @@ What it cannot know: a file whose version at the instant is no longer kept (beyo
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -127,6 +129,52 @@ def export(db: Any, flt: Filter, fmt: str = "jsonl", *, sort: Any = "-mtime",
         raise QueryError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
     cols = ("path",) if fmt == "paths" else tuple(EXPORT_COLUMNS) if fmt == "csv" else ()
     return _export_lines(db.files, sorted_documents(db, flt, sort, limit), flt, fmt, cols, None)
+
+
+def page(db: Any, flt: Filter, *, sort: Any = "-mtime", size: int = 50, after: str | None = None,
+         before: str | None = None, columns: Sequence[str] | None = None) -> Any:
+    """One page of the documents as of ``flt.as_of`` (a :class:`spine_docs.queries.Page`,
+    as :func:`spine_docs.queries.page` returns). The cursors are positions in the sorted
+    documents (``@<n>``): the history is no index, so every page sorts them all again."""
+    from .queries import MAX_PAGE_SIZE, TABLE_COLUMNS, Page, QueryError, parse_sort
+
+    sort = parse_sort(sort)
+    if not 1 <= int(size) <= MAX_PAGE_SIZE:
+        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
+    if after and before:
+        raise QueryError("give after or before, not both")
+    size = int(size)
+    start = 0
+    cursor = after or before
+    if cursor:
+        if not (isinstance(cursor, str) and cursor.startswith("@") and cursor[1:].isdigit()):
+            raise QueryError(f"not a cursor of an as-of page: {cursor!r}")
+        start = int(cursor[1:]) if after else max(0, int(cursor[1:]) - size)
+    docs = sorted_documents(db, flt, sort)
+    cols = ("_id", *(columns or TABLE_COLUMNS))
+    rows = [{c: d[c] for c in cols if c in d} for d in docs[start:start + size]]
+    return Page(rows=rows, next_after=f"@{start + size}" if start + size < len(docs) else None,
+                prev_before=f"@{start}" if start > 0 else None, sort=sort, size=size)
+
+
+def attribute_dictionary(db: Any, flt: Filter, examples: int = 3, *,
+                         max_docs: int | None = None) -> list[dict]:
+    """:func:`spine_docs.queries.attribute_dictionary` of the documents as of ``flt.as_of``:
+    their attributes (``attrs``, ``attr_types``, ``mtime``) are copied into an in-memory
+    catalog and the same pipeline counts them there (so the rows are the live ones' shape
+    and rules). Holds the attributes of every matching file."""
+    from . import queries, store
+
+    scratch = store.connect(f"mongomock://asof{uuid.uuid4().hex}")
+    try:
+        docs = [{k: d[k] for k in ("_id", "attrs", "attr_types", "mtime") if k in d}
+                for d in documents(db, flt)]
+        if docs:
+            scratch.files.insert_many(docs)
+        return queries.attribute_dictionary(scratch, Filter(include_retired=True), examples,
+                                            max_docs=max_docs)
+    finally:
+        scratch.client.drop_database(scratch.name)
 
 
 def _get(doc: dict, fld: str) -> Any:

@@ -286,6 +286,15 @@ def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
     return settings, database, flt
 
 
+def _now_only(ctx: typer.Context, flt: Any) -> None:
+    """A command that changes the catalog acts on it as it is now: these commands take no
+    ``--as-of``, and a saved query that has one is refused (exit 2)."""
+    if flt.as_of is not None:
+        raise fail(f"{ctx.info_name} changes the catalog as it is now: the saved query "
+                   f"{ctx.params.get('saved')!r} is as of {flt.as_of:%Y-%m-%d %H:%M:%S}Z "
+                   f"(use it with query, facets, attrs or diff)")
+
+
 def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
     """``--include-retired``, ``--latest-only``, ``--derived-from PATH`` (every descendant) and ``--parent-of
     PATH`` (its resolved parents) on top of a Filter: the two lineage options become a
@@ -470,15 +479,18 @@ def attrs(
     saved: Optional[str] = SavedOpt,
     include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
     derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
+    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
 ) -> None:
     """The attribute dictionary: every root attribute key, in how many files, with which types."""
-    from . import queries
+    from . import asof, queries
 
     settings, database, flt = open_filtered(ctx)
-    rows = queries.attribute_dictionary(database, flt, max_time_ms=settings.query_timeout_ms)
+    if flt.as_of is not None:
+        rows = asof.attribute_dictionary(database, flt)
+    else:
+        rows = queries.attribute_dictionary(database, flt, max_time_ms=settings.query_timeout_ms)
     if as_json:
         print_json(rows)
         return
@@ -528,9 +540,10 @@ def verify_cmd(
     settings = Settings.load(db=db, site=site)
     database = open_db(settings, failover=True)  # a long run: waits out an election
     flt = _lifecycle_options(ctx.params, _filter_without_site(ctx, database), database)
+    _now_only(ctx, flt)
     with _Bar(progress and not as_json, "verifying") as bar:
         report = verify.verify(database, site=settings.site, flt=flt, checksum=checksum,
-                               workers=workers, progress=bar)
+                               workers=workers, progress=bar, keep_versions=settings.keep_versions)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -579,6 +592,7 @@ def prune(
     from . import prune as pruning
 
     settings, database, flt = open_filtered(ctx)
+    _now_only(ctx, flt)
     try:
         age = pruning.parse_age(missing_for) if missing_for is not None else None
         query = pruning.selection(flt, missing_for=age, retired=retired)
@@ -614,6 +628,7 @@ def restore_files(
     from . import prune as pruning
 
     settings, database, flt = open_filtered(ctx)
+    _now_only(ctx, flt)
     if flt.is_empty() and not run and not all_:
         raise fail("say what to restore: filter options, --run RUN_ID, or --all")
     report = pruning.restore(database, pruning.archive_query(flt, run_id=run), dry_run=dry_run)
@@ -621,12 +636,13 @@ def restore_files(
     raise typer.Exit(1 if report.conflicts else 0)
 
 
-def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -> tuple[Any, dict]:
-    """The database and the query of a command that takes a PATH or the filter options
+def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -> tuple[Settings, Any, dict]:
+    """The settings, database and query of a command that takes a PATH or the filter options
     (one of them: an empty selection is refused, never "every file")."""
     from .queries import Filter, and_queries
 
     settings, database, flt = open_filtered(ctx)
+    _now_only(ctx, flt)
     if include_retired:
         flt = flt.model_copy(update={"include_retired": True})
     if path is None and flt.is_empty():
@@ -636,7 +652,7 @@ def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -
         from .extract import normalise_path
 
         query = and_queries(query, {"$or": [{"_id": path}, {"path": normalise_path(path)}]})
-    return database, query
+    return settings, database, query
 
 
 def _print_retire(report: Any, as_json: bool) -> None:
@@ -679,9 +695,9 @@ def retire(
 
     if not reason.strip():
         raise fail("--reason must say why")
-    database, query = _target(ctx, path, include_retired=False)
+    settings, database, query = _target(ctx, path, include_retired=False)
     report = retiring.retire(database, query, reason=reason, with_descendants=with_descendants,
-                             dry_run=not yes)
+                             dry_run=not yes, keep_versions=settings.keep_versions)
     _print_retire(report, as_json)
 
 
@@ -703,8 +719,9 @@ def unretire(
     """Bring retired files back into queries (the reverse of `retire`)."""
     from . import retire as retiring
 
-    database, query = _target(ctx, path, include_retired=True)
-    _print_retire(retiring.unretire(database, query, dry_run=dry_run), as_json)
+    settings, database, query = _target(ctx, path, include_retired=True)
+    _print_retire(retiring.unretire(database, query, dry_run=dry_run,
+                                    keep_versions=settings.keep_versions), as_json)
 
 
 @app.command("lineage")
@@ -772,12 +789,18 @@ def diff_cmd(
     examples: int = typer.Option(3, "--examples", min=0, max=100, help="Set diff: examples per differing key."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
     site: Optional[str] = typer.Option(None, "--site", help="Site of a path given without one (default: any)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Set diff: both sets as the catalog held them "
+                                        "then (DATE: the end of that day, UTC; or an ISO date-time)."),
+    left_as_of: Optional[str] = typer.Option(None, "--left-as-of", help="Set diff: the left set as of then "
+                                             "(overrides --as-of for that side)."),
+    right_as_of: Optional[str] = typer.Option(None, "--right-as-of", help="Set diff: the right set as of then."),
     db: Optional[str] = DbOpt,
 ) -> None:
     """What changed between two files, two versions of one file, or two sets of files.
 
     spine-docs diff /data/v2/f.h5 /data/v3/f.h5;  spine-docs diff /data/f.h5@1 /data/f.h5;
-    spine-docs diff --left 'dataset=mpvmpr_v1,prod_version=v2' --right 'dataset=mpvmpr_v1,prod_version=v3'
+    spine-docs diff --left 'dataset=mpvmpr_v1,prod_version=v2' --right 'dataset=mpvmpr_v1,prod_version=v3';
+    spine-docs diff --left prod_version=v2 --left-as-of 2026-11-01 --right prod_version=v2
     """
     from . import diff as docdiff, setdiff
 
@@ -790,13 +813,22 @@ def diff_cmd(
         raise fail("a set diff needs both --left and --right")
     if not sets and (a is None or b is None):
         raise fail("give two files to compare (A B), or two sets with --left and --right")
+    if not sets and (as_of or left_as_of or right_as_of):
+        raise fail("--as-of, --left-as-of and --right-as-of are for a set diff; a file as of a date is PATH@DATE")
     settings = Settings.load(db=db)
     database = open_db(settings)
     if sets:
+        from .queries import Filter
+
         try:
-            result = setdiff.compare_sets(database, setdiff.side_filter(database, left),
-                                          setdiff.side_filter(database, right), match_on=match_on,
-                                          left_text=left, right_text=right, examples=examples)
+            sides = []
+            for text, when in ((left, left_as_of or as_of), (right, right_as_of or as_of)):
+                flt = setdiff.side_filter(database, text)
+                if when:
+                    flt = Filter(**{**flt.model_dump(), "as_of": when})
+                sides.append((flt, text if flt.as_of is None else f"{text} as of {flt.as_of:%Y-%m-%d %H:%M:%S}Z"))
+            result = setdiff.compare_sets(database, sides[0][0], sides[1][0], match_on=match_on,
+                                          left_text=sides[0][1], right_text=sides[1][1], examples=examples)
         except setdiff.SetDiffError as exc:
             raise fail(str(exc))
         if fmt == "json":

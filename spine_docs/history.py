@@ -43,6 +43,16 @@ reads nothing). Lookups go through the unique ``{file_id: 1, version: 1}`` index
 Writes are made by :mod:`spine_docs.ingest`'s writer inside its ``store.writing`` block, as
 one bulk write per batch of files: :func:`read_before` (the previous documents and version
 numbers, read before the batch is written) then :func:`version_ops`.
+
+**Status changes are versions too.** ``verify`` (``ok`` -> ``missing`` -> ``ok``, ``changed``,
+``corrupt``), ``retire``/``unretire`` and ``supersede`` (``superseded_by`` set or removed) send
+their ``files`` updates through :func:`write_updates`: one read of the documents the batch
+changes and their newest versions, the updates applied in Python (:func:`updated`: ``$set``
+and ``$unset``; the ``ingest`` bookkeeping is not kept), the replaced documents kept as above
+(``change``: ``verify``, ``retire``, ``unretire``, ``supersede``), bounded by the same
+``keep_versions``, and one bulk write of each collection. So ``--as-of`` and ``diff PATH@N``
+see a file as missing, retired or superseded when it was. ``prune``/``restore-files`` keep
+no version: they move a document whole, and its versions stay keyed by its ``_id``.
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import ReplaceOne, UpdateMany
+from pymongo import ReplaceOne, UpdateMany, UpdateOne
 
 VERSIONS = "file_versions"
 #: fields compared but never kept: identity and bookkeeping
@@ -66,6 +76,8 @@ NOT_CONTENT = ("mtime",)
 NESTED = ("attrs", "attr_types", "info", "cfg", "sidecar", "job", "provenance")
 #: a delta at least this fraction of the whole previous document keeps the whole instead
 WHOLE_RATIO = 0.5
+#: versions per file when no setting says (``Settings.keep_versions``' default)
+DEFAULT_KEEP = 10
 UTC = timezone.utc
 
 
@@ -247,22 +259,135 @@ def version_ops(before: Before, writes: Iterable[tuple[Mapping[str, Any], str]],
         old = before.docs.get(new["_id"])
         if old is None:
             continue
-        number, last = before.newest.get(old["_id"], (0, None))
-        valid_from = last if last is not None else (old.get("ingest") or {}).get("first_seen")
-        doc = version_document(old, effective(old, new), version=number + 1, replaced_at=now,
-                               run_id=run_id, valid_from=valid_from, change=change)
-        if doc is None:
-            continue
-        doc["_id"] = f"{old['_id']}#{number % keep}"
-        ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-        before.newest[old["_id"]] = (number + 1, now)   # a file twice in one batch
-        before.docs[old["_id"]] = {**effective(old, new), "_id": old["_id"],
-                                   "ingest": old.get("ingest")}
-        if number + 1 > keep:  # matches only after the bound was lowered
-            ops.append(UpdateMany({"file_id": old["_id"], "version": {"$lte": number + 1 - keep},
-                                   "kind": {"$ne": "pruned"}},
-                                  {"$set": {"kind": "pruned"}, "$unset": {"delta": "", "whole": ""}}))
+        ops += _kept(before, old, {**effective(old, new), "_id": old["_id"], "ingest": old.get("ingest")},
+                     now=now, run_id=run_id, keep=keep, change=change)
     return ops
+
+
+def _kept(before: Before, old: Mapping[str, Any], new: dict[str, Any], *, now: datetime,
+          run_id: Any, keep: int, change: str) -> list[Any]:
+    """The ops keeping ``old`` (replaced by ``new``) in its ring slot, and ``before`` moved
+    on to ``new`` (a file twice in one batch); none when the content did not change."""
+    number, last = before.newest.get(old["_id"], (0, None))
+    valid_from = last if last is not None else (old.get("ingest") or {}).get("first_seen")
+    doc = version_document(old, new, version=number + 1, replaced_at=now,
+                           run_id=run_id, valid_from=valid_from, change=change)
+    if doc is None:
+        return []
+    doc["_id"] = f"{old['_id']}#{number % keep}"
+    ops: list[Any] = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)]
+    before.newest[old["_id"]] = (number + 1, now)
+    before.docs[old["_id"]] = new
+    if number + 1 > keep:  # matches only after the bound was lowered
+        ops.append(UpdateMany({"file_id": old["_id"], "version": {"$lte": number + 1 - keep},
+                               "kind": {"$ne": "pruned"}},
+                              {"$set": {"kind": "pruned"}, "$unset": {"delta": "", "whole": ""}}))
+    return ops
+
+
+# --------------------------------------------------------------------------- status changes
+
+#: what a status change is recorded as (``change`` of its version): verify's verdicts (and a
+#: file found again), retire, unretire, supersede (``superseded_by`` set or removed)
+STATUS_CHANGES = ("verify", "retire", "unretire", "supersede")
+
+
+def _op_parts(op: Any) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """(filter, update document, many) of a pymongo ``UpdateOne``/``UpdateMany``."""
+    if not isinstance(op, (UpdateOne, UpdateMany)):
+        raise TypeError(f"a status change is an UpdateOne or UpdateMany, not {type(op).__name__}")
+    return op._filter, op._doc, isinstance(op, UpdateMany)  # pymongo's own fields
+
+
+def _op_ids(flt: Mapping[str, Any]) -> list[Any]:
+    """The ``_id``s a files update names (``{_id: x}`` or ``{_id: {$in: [...]}}``)."""
+    which = flt.get("_id")
+    if isinstance(which, Mapping):
+        if set(which) != {"$in"}:
+            raise ValueError(f"a status change selects files by _id or _id $in: {dict(flt)!r}")
+        return list(which["$in"])
+    if which is None:
+        raise ValueError(f"a status change selects files by _id or _id $in: {dict(flt)!r}")
+    return [which]
+
+
+def updated(doc: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``doc`` with ``update`` applied, as the database will: ``$set`` and
+    ``$unset`` (dotted paths); any operator on the ``ingest`` bookkeeping (``$push`` of a
+    history entry) is left out, it is not kept in versions."""
+    out = copy.deepcopy(dict(doc))
+    for verb, fields in update.items():
+        for path, value in fields.items():
+            keys = path.split(".")
+            if keys[0] in SKIPPED:
+                continue
+            if verb not in ("$set", "$unset"):
+                raise ValueError(f"a status change can $set and $unset, not {verb} {path}")
+            target = out
+            for k in keys[:-1]:
+                if not isinstance(target.get(k), dict):
+                    if verb == "$unset":
+                        target = None
+                        break
+                    target[k] = {}
+                target = target[k]
+            if target is None:
+                continue
+            if verb == "$set":
+                target[keys[-1]] = copy.deepcopy(value)
+            else:
+                target.pop(keys[-1], None)
+    return out
+
+
+def read_before_updates(db: Any, updates: Sequence[Any]) -> Before:
+    """:func:`read_before` of the files ``updates`` (UpdateOne/UpdateMany by ``_id``) name."""
+    return read_before(db, (i for op in updates for i in _op_ids(_op_parts(op)[0])))
+
+
+def status_ops(before: Before, updates: Iterable[Any], *, now: datetime, run_id: Any,
+               keep: int, change: str) -> list[Any]:
+    """The bulk-write ops on ``file_versions`` for ``updates`` (the ``UpdateOne``/``UpdateMany``
+    about to be sent to ``files``, each selecting by ``_id``): for each document of
+    ``before`` an update's filter matches (a guard that no longer holds writes nothing, and
+    keeps nothing), the document it replaces, as :func:`version_ops` keeps an inject's.
+    ``change`` is one of :data:`STATUS_CHANGES`."""
+    from mongomock.filtering import filter_applies
+
+    ops: list[Any] = []
+    if keep <= 0:
+        return ops
+    for op in updates:
+        flt, update, many = _op_parts(op)
+        for file_id in _op_ids(flt):
+            old = before.docs.get(file_id)
+            if old is None or not filter_applies(dict(flt), old):
+                continue
+            ops += _kept(before, old, updated(old, update), now=now, run_id=run_id, keep=keep,
+                         change=change)
+            if not many:
+                break
+    return ops
+
+
+def write_updates(db: Any, updates: Sequence[Any], *, change: str, keep: int,
+                  run_id: Any = None, now: datetime | None = None) -> Any:
+    """``db.files.bulk_write(updates, ordered=False)`` and the versions the updates make
+    (:func:`status_ops`): one read of the documents and their newest versions before, one
+    bulk write of ``file_versions`` after. Call it inside ``store.writing(db)`` (both go
+    into the same save of an embedded catalog). Returns the files' ``BulkWriteResult``."""
+    updates = list(updates)
+    if not updates:
+        return None
+    versions: list[Any] = []
+    if keep > 0:
+        when = now or datetime.now(UTC).replace(microsecond=0)
+        versions = status_ops(read_before_updates(db, updates), updates, now=when,
+                              run_id=run_id, keep=keep, change=change)
+    result = db.files.bulk_write(updates, ordered=False)
+    if versions:
+        db[VERSIONS].bulk_write(versions, ordered=True)
+    return result
 
 
 # --------------------------------------------------------------------------- reading

@@ -721,7 +721,8 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             from . import supersede  # older versions of these files (spine_docs.supersede)
 
             try:
-                supersede.mark(db, todo, site=settings.site)
+                supersede.mark(db, todo, site=settings.site, run_id=report.run_id, now=now,
+                               keep_versions=getattr(settings, "keep_versions", 0))
             except BulkWriteError as exc:
                 for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
                     report.problems.append(Problem("(supersede)", f"database refused a superseded_by mark: "

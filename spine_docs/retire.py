@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from . import store
+from pymongo import UpdateMany
+
+from . import history, store
 from .prune import SHOWN, who
 from .queries.filters import and_queries
 
@@ -49,9 +51,11 @@ def _select(db: Any, query: Mapping) -> list[tuple[str, str]]:
 
 
 def retire(db: Any, query: Mapping, *, reason: str, with_descendants: bool = False,
-           dry_run: bool = True, by: str | None = None) -> RetireReport:
+           dry_run: bool = True, by: str | None = None,
+           keep_versions: int = history.DEFAULT_KEEP) -> RetireReport:
     """Mark retired what ``query`` selects (and its descendants); files retired already keep
-    their first reason."""
+    their first reason. The documents before the mark are kept in the history (at most
+    ``keep_versions`` per file)."""
     if not (reason or "").strip():
         raise ValueError("a reason is required")
     report = RetireReport("retire", dry_run)
@@ -78,15 +82,18 @@ def retire(db: Any, query: Mapping, *, reason: str, with_descendants: bool = Fal
             "at": datetime.now(timezone.utc).replace(microsecond=0)}
     for i in range(0, len(ids), BATCH):
         with store.writing(db):
-            res = db.files.update_many({"_id": {"$in": ids[i:i + BATCH]}, "retired": {"$exists": False}},
-                                       {"$set": {"retired": mark}})
+            res = history.write_updates(db, [UpdateMany(
+                {"_id": {"$in": ids[i:i + BATCH]}, "retired": {"$exists": False}}, {"$set": {"retired": mark}})],
+                change="retire", keep=keep_versions, now=mark["at"])
         report.changed += res.modified_count
     return report
 
 
-def unretire(db: Any, query: Mapping, *, dry_run: bool = False) -> RetireReport:
+def unretire(db: Any, query: Mapping, *, dry_run: bool = False,
+             keep_versions: int = history.DEFAULT_KEEP) -> RetireReport:
     """Remove the mark from the retired files ``query`` selects (give it with retired files
-    included: ``Filter(include_retired=True).query()``)."""
+    included: ``Filter(include_retired=True).query()``); the retired documents are kept in
+    the history (at most ``keep_versions`` per file)."""
     report = RetireReport("unretire", dry_run)
     chosen = _select(db, and_queries(dict(query), {"retired": {"$exists": True}}))
     report.selected = len(chosen)
@@ -94,8 +101,11 @@ def unretire(db: Any, query: Mapping, *, dry_run: bool = False) -> RetireReport:
     if dry_run:
         return report
     ids = [i for i, _ in chosen]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
     for i in range(0, len(ids), BATCH):
         with store.writing(db):
-            res = db.files.update_many({"_id": {"$in": ids[i:i + BATCH]}}, {"$unset": {"retired": ""}})
+            res = history.write_updates(db, [UpdateMany({"_id": {"$in": ids[i:i + BATCH]}},
+                                                        {"$unset": {"retired": ""}})],
+                                        change="unretire", keep=keep_versions, now=now)
         report.changed += res.modified_count
     return report

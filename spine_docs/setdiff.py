@@ -18,7 +18,9 @@ serves (checked with :mod:`spine_docs.plans` before anything is read; on a serve
 is also given as a ``hint``), and the two are merged like sorted files: at any time only
 the files that share the current key are held, and the summary's counters and examples
 are bounded by the number of distinct keys, not of files. Two sets of 100,000 files are
-compared in the memory of a few hundred documents (``bench/diff.py``).
+compared in the memory of a few hundred documents (``bench/diff.py``). A side with
+``as_of`` (``--as-of``, ``--left-as-of``/``--right-as-of``: the files as they were then, see
+:mod:`spine_docs.asof`) is the exception: it is rebuilt from the history and sorted in memory.
 
 **Ties.** Files of one side that share a key are paired with those of the other side in
 the order of the tie-breaker (``_id``); the extra files of the bigger group are unmatched,
@@ -148,6 +150,23 @@ def _cursor(db: Any, flt: Filter, fld: str, tie: str, index: str) -> Iterator[Ma
     # hand documents over as they are (a projection would copy each one)
     projection = {f: 0 for f in SKIPPED_FIELDS} if store.is_server(db) else None
     return db.files.find(flt.to_mongo(), projection, **kwargs)
+
+
+def _as_of_sorted(db: Any, flt: Filter, fld: str, tie: str) -> Iterator[Mapping[str, Any]]:
+    """The files of a side as of ``flt.as_of`` (:mod:`spine_docs.asof`), in the order of
+    :func:`_cursor` (key, tie-breaker). Not streamed: the history is no index, so the side's
+    documents as they were are rebuilt and sorted in memory."""
+    from . import asof
+
+    # the same selection as _cursor (to_mongo(): retired and superseded files included)
+    flt = flt.model_copy(update={"include_retired": True, "latest_only": False})
+    docs = list(asof.documents(db, flt))
+    docs.sort(key=lambda d: (order_key(key_value(d, fld)), order_key(d.get(tie))))
+    return iter(docs)
+
+
+def _side(db: Any, flt: Filter, fld: str, tie: str, index: str) -> Iterator[Mapping[str, Any]]:
+    return _cursor(db, flt, fld, tie, index) if flt.as_of is None else _as_of_sorted(db, flt, fld, tie)
 
 
 def _groups(docs: Iterable[Mapping[str, Any]], fld: str, side: str,
@@ -300,8 +319,8 @@ def compare_sets(db: Any, left: Filter, right: Filter, *, match_on: str = "input
             side.no_key += 1
         return f
 
-    lg = _groups(counted(_cursor(db, left, fld, tie_l, ix_l), out.left), fld, "left", no_key(out.left))
-    rg = _groups(counted(_cursor(db, right, fld, tie_r, ix_r), out.right), fld, "right", no_key(out.right))
+    lg = _groups(counted(_side(db, left, fld, tie_l, ix_l), out.left), fld, "left", no_key(out.left))
+    rg = _groups(counted(_side(db, right, fld, tie_r, ix_r), out.right), fld, "right", no_key(out.right))
     a, b = next(lg, None), next(rg, None)
     while a is not None or b is not None:
         if b is None or (a is not None and a[0] < b[0]):

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from pymongo import UpdateOne
 
-from . import spine, store
+from . import history, spine, store
 
 BATCH = 500
 PROJECTION = {"_id": 1, "site": 1, "inputs": 1, "config": 1, "prod_version": 1,
@@ -65,11 +65,13 @@ def plan(members: list[Mapping[str, Any]]) -> dict[str, str | None]:
     return out
 
 
-def mark(db: Any, paths: Iterable[str], site: str | None = None) -> int:
+def mark(db: Any, paths: Iterable[str], site: str | None = None, *,
+         keep_versions: int = history.DEFAULT_KEEP, run_id: str | None = None, now: Any = None) -> int:
     """Mark (or unmark) the groups of the documents at ``paths`` (just indexed); returns the
-    number of documents changed."""
+    number of documents changed. The documents a mark changes are kept in the history (at
+    most ``keep_versions`` per file; ``run_id`` and ``now``: the inject that marked them)."""
     with store.writing(db):  # one save of the embedded catalog for all of it
-        return _mark(db, list(dict.fromkeys(paths)), site)
+        return _mark(db, list(dict.fromkeys(paths)), site, (keep_versions, run_id, now))
 
 
 def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
@@ -91,7 +93,7 @@ def _ops(members: list[Mapping[str, Any]]) -> list[UpdateOne]:
             for fid, by in plan(members).items() if by != current[fid]]
 
 
-def _mark(db: Any, paths: list[str], site: str | None) -> int:
+def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, None)) -> int:
     seen: set = set()
     changed = 0
     snapshot = None if store.is_server(db) else _groups_in_process(db)
@@ -101,7 +103,7 @@ def _mark(db: Any, paths: list[str], site: str | None) -> int:
         wanted = {doc_id(site, p) for p in paths}
         ops = [op for members in snapshot.values() if any(m["_id"] in wanted for m in members)
                for op in _ops(members)]
-        return db.files.bulk_write(ops, ordered=False).modified_count if ops else 0
+        return _write(db, ops, kept).modified_count if ops else 0
     for i in range(0, len(paths), BATCH):
         query: dict[str, Any] = {"path": {"$in": paths[i:i + BATCH]}}
         if site is not None:
@@ -116,5 +118,10 @@ def _mark(db: Any, paths: list[str], site: str | None) -> int:
                 [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
             ops += _ops(members)
         if ops:
-            changed += db.files.bulk_write(ops, ordered=False).modified_count
+            changed += _write(db, ops, kept).modified_count
     return changed
+
+
+def _write(db: Any, ops: list[UpdateOne], kept: tuple) -> Any:
+    """The marks, and the documents they replace into the history (one batched write each)."""
+    return history.write_updates(db, ops, change="supersede", keep=kept[0], run_id=kept[1], now=kept[2])

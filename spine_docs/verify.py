@@ -32,7 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from pymongo import UpdateOne
 
-from . import ingest, runs, store
+from . import history, ingest, runs, store
 from .extract import LIFECYCLE_STATUSES, sha256_file
 from .ingest import (MAX_LOGGED_PROBLEMS, STAT_THREADS, Problem, Progress, prepare, same_stat,
                      stat_many, stored_mtime_ms)
@@ -188,9 +188,11 @@ def judge(k: Known, st: os.stat_result | None, problem: str | None,
 
 def verify(db: Any, *, site: str, flt: Filter | Mapping | None = None, checksum: bool = False,
            workers: int | None = None, progress: Progress | None = None,
-           batch_size: int = BATCH) -> VerifyReport:
+           batch_size: int = BATCH, keep_versions: int = history.DEFAULT_KEEP) -> VerifyReport:
     """Check every file of ``site`` the filter selects against the disk and record the
-    verdicts; returns what was found. See the module docstring."""
+    verdicts; returns what was found. The documents a verdict changes are kept in the
+    history (at most ``keep_versions`` per file, see :func:`spine_docs.history.write_updates`).
+    See the module docstring."""
     prepare(db)
     started = time.monotonic()
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -205,7 +207,8 @@ def verify(db: Any, *, site: str, flt: Filter | Mapping | None = None, checksum:
     def flush() -> None:
         if ops:
             with store.writing(db):
-                res = db.files.bulk_write(list(ops), ordered=False)
+                res = history.write_updates(db, list(ops), change="verify", keep=keep_versions,
+                                            run_id=report.run_id, now=now)
             report.updated += res.modified_count
             ops.clear()
 

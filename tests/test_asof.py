@@ -112,3 +112,68 @@ def test_cli_query_and_facets_as_of(history_catalog):
     assert json.loads(out) == {"status": [{"value": "ok", "count": 1}]}
     code, out, err = run("query", "--db", url, "--as-of", "yesterday")
     assert code == 2 and "yesterday" in err and "Traceback" not in err
+
+
+def energy_row(rows):
+    (row,) = [r for r in rows if r["key"] == "energy"]
+    return row["files"], row["min"], row["max"]
+
+
+def test_attrs_as_of(history_catalog):
+    db, url, f1, f2 = history_catalog
+    assert energy_row(asof.attribute_dictionary(db, Filter(as_of="2026-03-02"))) == (1, 1.0, 1.0)
+    assert energy_row(asof.attribute_dictionary(db, Filter(as_of="2026-03-06"))) == (2, 2.0, 3.0)
+    assert asof.attribute_dictionary(db, Filter(as_of="2026-02-01")) == []
+    code, out, err = run("attrs", "--db", url, "--as-of", "2026-03-06", "--json")
+    assert code == 0, err
+    assert energy_row(json.loads(out)) == (2, 2.0, 3.0)
+    code, out, err = run("attrs", "--db", url, "--json")                 # now: 4.0 and 3.0
+    assert code == 0, err
+    assert energy_row(json.loads(out)) == (2, 3.0, 4.0)
+
+
+def test_set_diff_as_of_per_side_and_for_both(history_catalog):
+    db, url, f1, f2 = history_catalog
+    # f1 as of Mar 2 (1.0) against f1 now (4.0), matched by name
+    code, out, err = run("diff", "--db", url, "--left", "path_contains=f1.h5", "--left-as-of", "2026-03-02",
+                         "--right", "path_contains=f1.h5", "--match-on", "name", "-f", "json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert (s["left"]["files"], s["right"]["files"], s["pairs"]) == (1, 1, 1)
+    assert "as of 2026-03-02" in s["left"]["filter"] and "as of" not in s["right"]["filter"]
+    (energy,) = [k for k in s["keys"] if k["section"] == "attrs" and k["key"] == "energy"]
+    assert (energy["changed"], energy["examples"][0]["a"], energy["examples"][0]["b"]) == (1, 1.0, 4.0)
+    # --as-of for both sides: f2 was not in the catalog on Mar 2
+    code, out, err = run("diff", "--db", url, "--left", "path_contains=f1.h5", "--right", "path_contains=f2.h5",
+                         "--as-of", "2026-03-02", "--match-on", "name", "-f", "json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert (s["left"]["files"], s["right"]["files"], s["pairs"], s["left"]["unmatched"]) == (1, 0, 0, 1)
+    # both as of Mar 6 against each other: 2.0 (f1) and 3.0 (f2) both exist, unmatched by name
+    code, out, err = run("diff", "--db", url, "--left", "path_contains=f1.h5", "--right", "path_contains=f2.h5",
+                         "--as-of", "2026-03-06", "--right-as-of", "2026-03-01", "-f", "json", "--match-on", "name")
+    assert code == 0, err
+    s = json.loads(out)
+    assert (s["left"]["files"], s["right"]["files"]) == (1, 0)            # --right-as-of wins for the right
+    code, out, err = run("diff", "--db", url, f1, f2, "--as-of", "2026-03-02")
+    assert code == 2 and "PATH@DATE" in err
+
+
+@pytest.mark.parametrize("command", [["verify"], ["prune", "--retired"], ["restore-files", "--all"],
+                                     ["retire", "--reason", "r", "x"], ["unretire", "x"]])
+def test_commands_that_write_take_no_as_of(history_catalog, command):
+    db, url, f1, f2 = history_catalog
+    code, out, err = run(*command, "--db", url, "--as-of", "2026-03-02")
+    assert code == 2 and "--as-of" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_saved_as_of_query_reads_but_does_not_write(history_catalog):
+    db, url, f1, f2 = history_catalog
+    queries.save_query(db, "then", Filter(as_of="2026-03-02", path_contains="f1.h5"))
+    code, out, err = run("query", "--db", url, "--saved", "then", "-f", "jsonl")
+    assert code == 0, err
+    assert [json.loads(line)["attrs"]["energy"] for line in out.splitlines()] == [1.0]
+    for command in (["retire", "--reason", "r", "--yes"], ["prune", "--retired", "--yes"], ["verify", "--site", "s"]):
+        code, out, err = run(*command, "--db", url, "--saved", "then")
+        assert code == 2 and "as of 2026-03-02" in err and len(err.strip().splitlines()) == 1, (command, err)
+    assert db.files.count_documents({"retired": {"$exists": True}}) == 0

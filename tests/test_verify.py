@@ -195,6 +195,8 @@ def test_an_interrupted_run_leaves_each_document_before_or_after(db, tmp_path, m
     calls = []
 
     def failing(self, ops, *a, **k):
+        if self.name != "files":  # the history's writes (file_versions) go through too
+            return real(self, ops, *a, **k)
         calls.append(len(ops))
         if len(calls) == 3:
             raise KeyboardInterrupt("stop")

@@ -308,10 +308,12 @@ def detail(doc: dict) -> None:
 
 file_id = view.get("file")
 if file_id:
-    doc = ui.get_file(cat, file_id)
+    doc = ui.get_file(cat, file_id, flt.as_of)
     with st.container(border=True, key="detail"):
         if doc is None:
-            st.warning(f"{file_id} is not in the catalog (any more).")
+            st.warning(f"{file_id} is not in the catalog (any more)." if flt.as_of is None else
+                       f"{file_id} was not in the catalog on {ui.utc_text(flt.as_of)} (or its version "
+                       "then is no longer kept).")
             st.button("Close", key="w:close_missing", on_click=_close_detail)
         else:
             detail(doc)

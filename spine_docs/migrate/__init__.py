@@ -3,7 +3,9 @@
 Layers (as in Alembic's command / script / runtime split):
 
 * :mod:`.scripts` - migration files: discover, load, checksum, scaffold ``new``;
-* :mod:`.ops` - building blocks for migration files (idempotent, plannable commands; batches);
+* :mod:`.ops` - building blocks for migration files (idempotent, plannable commands; batches;
+  :func:`.ops.transform_files`: a change to ``files`` documents that reaches the versions kept
+  in ``file_versions`` too -- the rule for every migration that rewrites documents);
 * :mod:`.reconcile` - schema.json versus the database, compared by spec; the fixing commands;
 * :mod:`.lock` - the atomic migration lock with a lease and stale-lock takeover;
 * :mod:`.durable` - majority concerns, retries through a failover, the server's clock;

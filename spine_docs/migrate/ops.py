@@ -10,6 +10,17 @@ Structural changes are written as MongoDB commands (``create``, ``collMod``,
 
 Data changes use :func:`backfill` (keyset batches over ``_id``, resumable) and
 :func:`count` for the plan.
+
+**The history follows the documents.** ``file_versions`` keeps earlier documents of each
+file (see :mod:`spine_docs.history`): as reverse deltas (the old values of the changed paths)
+or whole documents, rebuilt from the *current* ``files`` document. A migration that rewrites
+``files`` documents must apply the same change to the versions kept of them, or ``--as-of``
+and ``diff PATH@N`` would rebuild old documents of the old shape onto the new one (a renamed
+field would show both names, a removed one would come back); if a change need not reach
+the history, the migration's docstring says why (e.g. 0002's derived key: versions are only
+kept from schema version 5 on, and every document written since has the key). Use
+:func:`transform_files`: it applies one document transformation to both, in batches. Adding
+only validators, indexes or collections (0003-0006) touches no document and needs nothing.
 """
 
 from __future__ import annotations
@@ -198,3 +209,100 @@ def backfill(db, collection: str, filter: Mapping, compute: Callable[[dict], Map
 
 def _bulk(coll, ops) -> int:
     return coll.bulk_write(ops, ordered=False).modified_count
+
+
+def transform_files(db, transform: Callable[[dict], dict | None], *, filter: Mapping | None = None,
+                    batch_size: int = 500) -> tuple[int, int]:
+    """Apply ``transform`` to every ``files`` document ``filter`` selects *and to every
+    version of it kept in* ``file_versions``, so that the history stays consistent with the
+    documents (see the module docstring). Returns (files documents changed, versions
+    rewritten).
+
+    ``transform(doc)`` takes a whole document (a copy: change it in place and return it, or
+    return a new one; None leaves it as it is) and must be idempotent, like every
+    migration step. For each file, the kept versions are first rebuilt whole from the
+    current document (:func:`spine_docs.history.reconstruct`), each is transformed, and the
+    stored versions are recomputed from the transformed chain (a delta or the whole
+    document, by size, as :mod:`spine_docs.history` chooses; their metadata -- number,
+    dates, run, change -- is kept). Versions marked ``pruned`` hold nothing and stay.
+
+    Keyset batches over ``_id``; each batch's two bulk writes (versions, then documents) go
+    into one save of an embedded catalog. On a server they are two writes: a step
+    interrupted between them is what the runner's backup and restore are for.
+    """
+    from pymongo import ReplaceOne
+
+    from .. import history
+
+    coll, versions_coll = db["files"], db[history.VERSIONS]
+    changed = rewritten = 0
+    last: Any = None
+    base = dict(filter or {})
+    while True:
+        q = dict(base) if last is None else {"$and": [base, {"_id": {"$gt": last}}]}
+        batch = list(coll.find(q).sort("_id", 1).limit(batch_size))
+        if not batch:
+            return changed, rewritten
+        last = batch[-1]["_id"]
+        kept: dict[Any, list[dict]] = {}
+        for v in versions_coll.find({"file_id": {"$in": [d["_id"] for d in batch]}}):
+            if v.get("kind") != "pruned":
+                kept.setdefault(v["file_id"], []).append(v)
+        file_ops, version_ops = [], []
+        for doc in batch:
+            new = transform(copy.deepcopy(doc))
+            new = doc if new is None else new
+            for v in _transformed_versions(doc, new, kept.get(doc["_id"], []), transform):
+                version_ops.append(ReplaceOne({"_id": v["_id"]}, v))
+            if new is not doc and new != doc:
+                file_ops.append(ReplaceOne({"_id": doc["_id"]}, new))
+        with sch.writing(db):
+            if version_ops:
+                versions_coll.bulk_write(version_ops, ordered=True)
+                rewritten += len(version_ops)
+            if file_ops:
+                changed += coll.bulk_write(file_ops, ordered=False).modified_count
+        if len(batch) < batch_size:
+            return changed, rewritten
+
+
+def _transformed_versions(doc: dict, new: dict, versions: list[dict],
+                          transform: Callable[[dict], dict | None]) -> list[dict]:
+    """The stored versions of one file recomputed after ``transform`` (``doc``: its current
+    document before, ``new``: after); only the ones that differ from what is stored. The
+    chain rebuilt is the unbroken one down from the newest version (an older one, cut off
+    by a gap, could not be read anyway and stays as it is)."""
+    from .. import history
+
+    chain: list[dict] = []
+    for v in sorted(versions, key=lambda v: -v["version"]):
+        if chain and v["version"] != chain[-1]["version"] - 1:
+            break
+        chain.append(v)
+    out = []
+    current: dict = doc
+    newer = new
+    for v in chain:                                  # newest first; a copy each: ``newer`` shares it
+        current = history.undo(copy.deepcopy(current), v)   # the document this version kept, whole
+        old = transform(copy.deepcopy(current))
+        old = current if old is None else old
+        rebuilt = _version_like(v, old, newer)
+        if rebuilt != v:
+            out.append(rebuilt)
+        newer = {**old, "_id": doc["_id"], "ingest": new.get("ingest")}
+    return out
+
+
+def _version_like(v: Mapping, old: dict, newer: dict) -> dict:
+    """Version ``v`` (its metadata kept) keeping ``old`` against the next document ``newer``."""
+    from .. import history
+
+    d, changed = history.delta(old, newer)
+    whole = {k: val for k, val in old.items() if k not in history.SKIPPED}
+    out = {k: val for k, val in v.items() if k not in ("delta", "whole", "kind", "changed", "status")}
+    out.update(status=old.get("status"), changed=changed)
+    if len(history._enc(d)) >= history.WHOLE_RATIO * len(history._enc(whole)):
+        out.update(kind="whole", whole=whole)
+    else:
+        out.update(kind="delta", delta=d)
+    return out

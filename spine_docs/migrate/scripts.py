@@ -136,6 +136,9 @@ Version {version:04d}. Write up(db) so that running it twice, or again after an 
 finishes the job without harm (filter on what is not done yet; work in batches).
 Structural changes: list them as MongoDB commands and apply them with ops.ensure, so that
 `spine-docs migrate plan` can show them without writing.
+Rewriting `files` documents? Apply the same change to the versions kept in `file_versions`
+(ops.transform_files does both), or say here why the history need not follow: otherwise
+`--as-of` and `diff PATH@N` rebuild old documents of the old shape (see ops' docstring).
 """
 
 from spine_docs.migrate import ops
