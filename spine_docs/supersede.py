@@ -3,7 +3,7 @@
 Two files are versions of one product when their ``inputs`` (as a set of texts) and their
 ``config`` name are the same, at any site. Among such files, those with the highest
 ``(production, SPINE version)`` (``prod_version`` compared as a version number with
-:func:`spine_docs.spine.semver_key`, else as nothing; then ``spine_version_key``) are the
+:func:`spine_docs.versions.semver_key`, else as nothing; then ``spine_version_key``) are the
 latest; every other one gets ``superseded_by: <_id of a latest file>`` (one at its own site
 when there is one, else the smallest ``_id``). Files with equal keys (copies at two sites, a
 re-index) supersede nothing; a latest file loses a mark it had. Files without inputs or
@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping
 
 from pymongo import UpdateOne
 
-from . import spine, store
+from . import store
+from .versions import semver_key
 
 BATCH = 500
 PROJECTION = {"_id": 1, "site": 1, "inputs": 1, "config": 1, "prod_version": 1,
@@ -36,7 +37,7 @@ def version_key(doc: Mapping[str, Any]) -> tuple[str, str]:
     return ((_semver(prod) if isinstance(prod, str) else None) or "", doc.get("spine_version_key") or "")
 
 
-_semver = lru_cache(maxsize=4096)(spine.semver_key)  # a production's files share their version
+_semver = lru_cache(maxsize=4096)(semver_key)  # a production's files share their version
 
 
 def group_of(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
