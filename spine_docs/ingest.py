@@ -240,7 +240,8 @@ def is_unchanged(known: tuple[int | None, int | None, str | None] | None, st: os
     return status not in RESCAN_STATUSES and same_stat(size, mtime, st)
 
 
-def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str) -> UpdateOne:
+def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str,
+              extra: Mapping[str, Any] | None = None) -> UpdateOne:
     """The write for one extracted document, keyed by ``_id`` (site + path).
 
     An ``error`` document only updates status, error, size and mtime of a document that
@@ -249,7 +250,8 @@ def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str
     The order of the operators and fields is the order of a new document's fields on the
     embedded catalog (a server orders them its own way): ``ingest`` right after ``_id``,
     and in it first the three fields a re-scan rewrites (see :func:`seen_op`), so that
-    finding them in the BSON is short.
+    finding them in the BSON is short. ``extra``: fields set last (the ``lineage``), only
+    when the document is inserted for an ``error`` document.
     """
     bookkeeping = {"ingest.last_seen": now, "ingest.run_id": run_id,
                    "ingest.extractor_version": EXTRACTOR_VERSION}
@@ -261,6 +263,8 @@ def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str
         on_insert.update({k: v for k, v in body.items() if k not in keep})
     else:
         fields = {**bookkeeping, **body}
+    if extra:
+        (on_insert if doc["status"] == "error" else fields).update(extra)
     update = {
         "$set": fields,
         "$inc": {"ingest.times_seen": 1},
@@ -273,25 +277,27 @@ def upsert_op(doc: Mapping[str, Any], *, now: datetime, run_id: str, change: str
 
 
 def insert_op(doc: Mapping[str, Any] | bytes, *, now: datetime, run_id: str,
-              status: str | None = None) -> InsertOne:
+              status: str | None = None, extra: Mapping[str, Any] | None = None) -> InsertOne:
     """The write for a file the catalog does not hold yet: its whole document, with the
     ``ingest`` a new document gets from :func:`upsert_op` (same fields, same order), inserted
     as it is: a worker's BSON (bytes or a ``RawBSONDocument``) is not decoded here. Should the
     catalog hold the file after all (``--no-skip-existing``, or another run indexed it
     meanwhile), the insert fails with a duplicate key and the writer sends :func:`upsert_op`
-    instead. ``status``: the document's, when the caller knows it already."""
+    instead. ``status``: the document's, when the caller knows it already; ``extra``: fields
+    added at the end (the ``lineage`` the writer resolved)."""
     if isinstance(doc, bytes):
         raw, doc = doc, RawBSONDocument(doc)
     else:
         raw = doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
     ingest = _new_ingest(now, run_id, doc_facts(doc)["status"] if status is None else status)
+    tail = bson.encode(extra)[4:-1] if extra else b""
     if raw[4] == 0x02 and raw[5:9] == b"_id\x00":  # what extract makes: _id first, a string
         after_id = 13 + int.from_bytes(raw[9:13], "little")
-        body = b"".join((raw[4:after_id], ingest, raw[after_id:-1]))
+        body = b"".join((raw[4:after_id], ingest, raw[after_id:-1], tail))
     else:
         fields = bson.decode(raw)
         body = b"".join((bson.encode({"_id": fields.pop("_id")})[4:-1], ingest,
-                         bson.encode(fields)[4:-1]))
+                         bson.encode(fields)[4:-1], tail))
     return InsertOne(RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\0"))
 
 
@@ -331,6 +337,22 @@ class InjectStopped(store.StoreError):
 
 
 @dataclass
+class _Extracted:
+    """A file's extracted document, buffered until its batch's links are resolved."""
+    doc: Any                       # a dict, or a worker's BSON bytes
+    facts: Mapping[str, Any]       # its FACTS
+    change: str                    # "new", "changed" or "retried"
+
+    @property
+    def path(self) -> str:
+        return self.facts["path"]
+
+    @property
+    def status(self) -> str:
+        return self.facts["status"]
+
+
+@dataclass
 class _Entry:
     """One file's write, and how the report counts the file once the write has landed."""
     op: Any
@@ -359,11 +381,14 @@ class _Writer:
     retryable writes for all of it."""
 
     def __init__(self, db: Any, batch_size: int, report: InjectReport, now: datetime, *,
+                 site: str = "", skip_existing: bool = True,
                  window: float = 30.0, backoff: float = retry_mod.FIRST_BACKOFF_S,
                  keep_versions: int = 0):
         self.db = db
-        self.keep_versions = keep_versions  # history.version_ops's bound (0: no history)
-        self.now = now  # the run's time, in every write's bookkeeping
+        self.site = site
+        self.skip_existing = skip_existing
+        self.links: Any = None  # spine_docs.links.Links, made with the first extracted file
+        self.extractions: list[_Extracted] = []
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
         self.report = report
@@ -371,6 +396,7 @@ class _Writer:
         self.backoff = backoff
         self.entries: list[_Entry] = []
         self.keep_versions = keep_versions  # history.version_ops's bound (0: no history)
+        self.now = now  # the run's time, in every write's bookkeeping
         self._taken: list[_Entry] | None = None  # the entries whose write landed, in a flush
         self.seen_ids: list[str] = []
         self.seen_paths: list[str] = []
@@ -382,8 +408,17 @@ class _Writer:
         self.entries.append(entry)
         self._maybe_flush()
 
+    def extracted(self, doc: Any, facts: Mapping[str, Any], change: str) -> None:
+        """A file's extracted document (a dict, or a worker's BSON bytes) and its
+        :data:`FACTS`, to write: its
+        write is made when its batch is sent, with the ``lineage`` that
+        :class:`spine_docs.links.Links` resolves for the whole batch. ``change``: "new" (the
+        catalog does not hold the file, as far as this run knows), "changed" or "retried"."""
+        self.extractions.append(_Extracted(doc, facts, change))
+        self._maybe_flush()
+
     def _maybe_flush(self) -> None:
-        if (len(self.entries) + len(self.seen_batches) >= self.batch_size
+        if (len(self.entries) + len(self.extractions) + len(self.seen_batches) >= self.batch_size
                 and time.monotonic() - self.last >= self.interval):
             self.flush()
 
@@ -400,7 +435,52 @@ class _Writer:
             self.seen_ids, self.seen_paths = [], []
             self._maybe_flush()
 
+    def _entries(self) -> list[_Entry]:
+        """The writes of the buffered extractions, each new document with its lineage."""
+        batch, self.extractions = self.extractions, []
+        if not batch:
+            return []
+        from . import links
+
+        if self.links is None:
+            self.links = links.Links(self.db)
+        lineages = self.links.lineages([x.facts for x in batch], new=[x.change == "new" for x in batch],
+                                       written=[x.change == "new" or x.status != "error" for x in batch])
+        now, run_id = self.now, self.report.run_id
+        out = []
+        for x, lineage in zip(batch, lineages):
+            extra = {"lineage": lineage} if lineage is not None else None
+            if x.change == "new":  # as far as this run knows: inserted whole, not decoded
+                again = "new" if self.skip_existing else "reindexed"
+                op = insert_op(x.doc, now=now, run_id=run_id, status=x.status, extra=extra)
+                fallback = partial(_upsert_op_of, x.doc, now=now, run_id=run_id, change=again, extra=extra)
+                written, replaces = (x.doc, again), False
+            else:
+                op, fallback = _upsert_op_of(x.doc, now=now, run_id=run_id, change=x.change, extra=extra), None
+                written, replaces = (x.doc, x.change), True
+            failed = x.status == "error"
+            # counted (indexed, incomplete, failed) once the database has taken the write
+            out.append(_Entry(op, doc_id(self.site, x.path), x.path, "failed" if failed else "indexed",
+                              incomplete=x.status == "incomplete",
+                              reason=x.facts.get("error") if failed else None,
+                              fallback=fallback, written=written, replaces=replaces))
+        return out
+
+    def finish(self) -> None:
+        """After the last flush: the links the whole run changed (:meth:`Links.finish`); a
+        link the database refuses is reported (the files are indexed)."""
+        if self.links is None:
+            return
+        try:
+            self.retried(lambda: self.links.finish(self.site, keep_versions=self.keep_versions,
+                                                   run_id=self.report.run_id, now=self.now))
+        except BulkWriteError as exc:
+            for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
+                self.report.problems.append(Problem("(links)", f"database refused a lineage link or a "
+                                                               f"superseded_by mark: {err.get('errmsg')}"))
+
     def flush(self) -> None:
+        self.entries += self._entries()
         if not self.entries and not self.seen_batches:
             return
         entries, self.entries = self.entries, []
@@ -576,36 +656,41 @@ def _init_worker() -> None:
     _worker_cache = ExtractCache(copy=False)  # each document is pickled as soon as it is made
 
 
-#: what extract_many yields for one file: the document (a dict, or BSON bytes from a worker),
-#: its path, status and error (None unless the status is "error")
-Extracted = tuple[Any, str, str, "str | None"]
+#: the fields of a document that its write and its links are made from (:mod:`spine_docs.links`):
+#: a worker sends them beside the document's BSON, so that this process need not walk the bytes
+FACTS = ("_id", "path", "name", "site", "inputs", "dataset", "prod_version", "config",
+         "spine_version_key", "status", "error")
+
+#: what extract_many yields for one file: the document (a dict, or BSON bytes from a worker)
+#: and its facts (:data:`FACTS`; the document itself when it is a dict)
+Extracted = tuple[Any, Mapping[str, Any]]
 
 
 def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool,
                        cache: ExtractCache | None = None, raw: bool = False) -> Extracted:
-    """One file's document and its path, status and error; with ``raw``, the document as BSON
-    bytes (what a worker process sends back: the BSON that fit() made anyway crosses between
-    processes faster than a nested dict, the catalog writes the nested parts' bytes as they
-    are, and the facts beside it spare the caller a walk through the bytes)."""
+    """One file's document and its facts; with ``raw``, the document as BSON bytes (what a
+    worker process sends back: the BSON that fit() made anyway crosses between processes
+    faster than a nested dict, the catalog writes the nested parts' bytes as they are, and
+    the facts beside it spare the caller a walk through the bytes)."""
     try:
         if raw:
             doc, encoded = extract_encoded(path, site=site, limits=limits, checksum=checksum,
                                            cache=cache or _worker_cache)
-            return encoded, doc["path"], doc["status"], doc.get("error")
+            return encoded, {k: doc.get(k) for k in FACTS}
         doc = extract(path, site=site, limits=limits, checksum=checksum,
                       cache=cache or _worker_cache)
     except Exception as exc:  # extract() handles file problems; this is a last resort
         doc = error_document(site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])
         if raw:
-            return bson.encode(doc), doc["path"], doc["status"], doc.get("error")
-    return doc, doc["path"], doc["status"], doc.get("error")
+            return bson.encode(doc), {k: doc.get(k) for k in FACTS}
+    return doc, doc
 
 
 def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: bool,
                  workers: int) -> Iterator[Extracted]:
-    """Extract documents, in ``workers`` processes when that helps; yields
-    (document, path, status, error) in input order. The document is a dict when extracted in
-    this process, the BSON bytes of one (:func:`insert_op` writes them as they are; a
+    """Extract documents, in ``workers`` processes when that helps; yields (document, facts)
+    in input order. The document is a dict when extracted in this process (and its own
+    facts), the BSON bytes of one (:func:`insert_op` writes them as they are; a
     ``RawBSONDocument`` of them is a read-only mapping whose dates are naive UTC) from a
     worker."""
     fn = partial(_extract_in_worker, site=site, limits=limits, checksum=checksum)
@@ -658,17 +743,18 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
         report.failed += 1
     report.candidates = len(paths)
     total = len(paths)
+    site = settings.site
     done = 0
     if progress:
         progress(0, total)
 
-    writer = _Writer(db, settings.batch_size, report, now,
+    writer = _Writer(db, settings.batch_size, report, now, site=site, skip_existing=skip_existing,
                      window=getattr(settings, "failover_timeout_s", 30.0),
                      backoff=getattr(settings, "retry_backoff_s", retry_mod.FIRST_BACKOFF_S),
                      keep_versions=getattr(settings, "keep_versions", 0))
+    seen = writer.seen
     todo: list[str] = []
     changes: dict[str, str] = {}
-    seen, site = writer.seen, settings.site
     try:
         for path, (st, problem) in zip(paths, stat_many(paths)):
             prior = known.get(path)
@@ -688,48 +774,18 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             progress(done, total)
 
         limits = Limits.from_settings(settings)
-        for doc, path, status, error in extract_many(todo, site=settings.site, limits=limits,
-                                                     checksum=settings.checksum, workers=settings.workers):
-            failed = status == "error"
-            change = changes.get(path, "new")
-            if change == "new":  # as far as this run knows: inserted whole, not decoded
-                again = "new" if skip_existing else "reindexed"
-                op = insert_op(doc, now=now, run_id=report.run_id, status=status)
-                fallback = partial(_upsert_op_of, doc, now=now, run_id=report.run_id, change=again)
-                written, replaces = (doc, again), False
-            else:
-                op, fallback = _upsert_op_of(doc, now=now, run_id=report.run_id, change=change), None
-                written, replaces = (doc, change), True
-            # counted (indexed, incomplete, failed) once the database has taken the write
-            writer.add(_Entry(op, doc_id(site, path), path, "failed" if failed else "indexed",
-                              incomplete=status == "incomplete",
-                              reason=error if failed else None, fallback=fallback,
-                              written=written, replaces=replaces))
+        for doc, facts in extract_many(todo, site=settings.site, limits=limits,
+                                       checksum=settings.checksum, workers=settings.workers):
+            writer.extracted(doc, facts, changes.get(facts["path"], "new"))
             done += 1
             if progress:
                 progress(done, total)
-        writer.flush()
-        if todo:  # their parents, and the children that waited for them (spine_docs.lineage)
-            from . import lineage
-
-            try:
-                lineage.link(db, todo, site=settings.site)
-            except BulkWriteError as exc:  # the files are indexed: a refused link is reported
-                for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
-                    report.problems.append(Problem("(lineage)", f"database refused a lineage link: "
-                                                                f"{err.get('errmsg')}"))
-            from . import supersede  # older versions of these files (spine_docs.supersede)
-
-            try:
-                supersede.mark(db, todo, site=settings.site, run_id=report.run_id, now=now,
-                               keep_versions=getattr(settings, "keep_versions", 0))
-            except BulkWriteError as exc:
-                for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
-                    report.problems.append(Problem("(supersede)", f"database refused a superseded_by mark: "
-                                                                  f"{err.get('errmsg')}"))
-        report.seconds = time.monotonic() - started
-        state = "failed" if report.failed else "done"
-        writer.retried(lambda: runs.end(db, report.run_id, state, _run_end_fields(report)))
+        with store.writing(db):  # the last batch, the links and the run's end: one save
+            writer.flush()
+            writer.finish()
+            report.seconds = time.monotonic() - started
+            state = "failed" if report.failed else "done"
+            writer.retried(lambda: runs.end(db, report.run_id, state, _run_end_fields(report)))
     except InjectStopped:  # the database may be back by now: the counts are worth a wait
         report.seconds = time.monotonic() - started
         try:

@@ -42,40 +42,55 @@ def _norm(text: str) -> str | None:
     return normalise_path(text)
 
 
-def _name(text: str) -> str:
+def name_of(text: str) -> str:
+    """The file name an input names (what the name fallback and ``lineage.pending`` hold)."""
     return os.path.basename(text.rstrip("/")) if isinstance(text, str) else str(text)
 
 
-class _Resolver:
+_name = name_of
+
+
+class Resolver:
     """Resolves the inputs of many children with two reads in all (not two per input): the
     documents at the inputs' normalised paths (``{path: {$in}}``, the ``{path, site}``
     index) and, for the inputs not found there, the documents with their file names
-    (``{name: {$in}}``, the ``{name, _id}`` index), kept by (name, dataset, production)."""
+    (``{name: {$in}}``, the ``{name, _id}`` index), kept by (name, dataset, production).
+
+    In process (the embedded catalog, mongomock), where a long ``$in`` compares every
+    document with every value, it is one pass over the catalog's path, name, dataset and
+    production columns instead; :meth:`empty` and :meth:`learn` let a caller make that pass
+    itself (:mod:`spine_docs.links` shares it with the supersede groups)."""
 
     def __init__(self, db: Any, wanted: Iterable[tuple[Mapping[str, Any], Iterable[str]]]):
+        self.paths: set[str] = set()
+        self.by_name: dict[tuple, set[str]] = {}
         wanted = [(c, [t for t in texts if isinstance(t, str)]) for c, texts in wanted]
         if not store.is_server(db):
-            # in process, a long $in compares every document with every value: one pass over
-            # the catalog's path, name, dataset and production columns instead
-            self.paths, self.by_name = set(), {}
             for d in db.files.find({}, {"path": 1, "name": 1, "dataset": 1, "prod_version": 1, "_id": 0}):
-                self.paths.add(d["path"])
-                key = (d.get("name"), d.get("dataset"), d.get("prod_version"))
-                self.by_name.setdefault(key, set()).add(d["path"])
+                self.learn(d)
             return
         norms = sorted({n for _c, texts in wanted for n in map(_norm, texts) if n is not None})
-        self.paths: set[str] = set()
         for i in range(0, len(norms), BATCH):
             self.paths.update(d["path"] for d in db.files.find(
                 {"path": {"$in": norms[i:i + BATCH]}}, {"path": 1, "_id": 0}))
         names = sorted({_name(t) for c, texts in wanted if c.get("dataset") is not None
                         for t in texts if _norm(t) not in self.paths and _name(t)})
-        self.by_name: dict[tuple, set[str]] = {}
         for i in range(0, len(names), BATCH):
             for d in db.files.find({"name": {"$in": names[i:i + BATCH]}},
                                    {"path": 1, "name": 1, "dataset": 1, "prod_version": 1, "_id": 0}):
-                key = (d.get("name"), d.get("dataset"), d.get("prod_version"))
-                self.by_name.setdefault(key, set()).add(d["path"])
+                self.learn(d)
+
+    @classmethod
+    def empty(cls) -> "Resolver":
+        """A resolver that knows no document yet (see :meth:`learn`)."""
+        self = cls.__new__(cls)
+        self.paths, self.by_name = set(), {}
+        return self
+
+    def learn(self, d: Mapping[str, Any]) -> None:
+        """Know the document ``d`` (its path, name, dataset and production) as a parent."""
+        self.paths.add(d["path"])
+        self.by_name.setdefault((d.get("name"), d.get("dataset"), d.get("prod_version")), set()).add(d["path"])
 
     def parent(self, child: Mapping[str, Any], text: str) -> dict[str, Any]:
         norm = _norm(text)
@@ -96,17 +111,40 @@ def _lineage(parents: list[dict[str, Any]]) -> dict[str, Any]:
     return {"parents": parents, "pending": sorted({_name(p["text"]) for p in parents if p["path"] is None})}
 
 
-def lineage_of(child: Mapping[str, Any], resolver: _Resolver) -> dict[str, Any]:
+def lineage_of(child: Mapping[str, Any], resolver: Resolver) -> dict[str, Any]:
     """The ``lineage`` sub-document of a document (from its ``inputs``)."""
     return _lineage([resolver.parent(child, t) for t in (child.get("inputs") or []) if isinstance(t, str)])
 
 
+#: what the links of a document are made from
+FIELDS = {"path": 1, "name": 1, "inputs": 1, "dataset": 1, "prod_version": 1, "lineage": 1}
+
+
 def link(db: Any, paths: Iterable[str], site: str | None = None) -> int:
-    """Resolve the parents of the documents at ``paths`` (just indexed), then the waiting
-    children of those documents. Returns the number of documents updated. A few reads per
-    batch of :data:`BATCH` documents, whatever their number of inputs."""
+    """Resolve the parents of the documents at ``paths`` again, then the waiting children of
+    those documents. Returns the number of documents updated. A few reads per batch of
+    :data:`BATCH` documents, whatever their number of inputs. (``inject`` does the same as
+    it writes: see :mod:`spine_docs.links`.)"""
+    from .extract import doc_id
+
+    paths = list(dict.fromkeys(paths))
     with store.writing(db):  # one save of the embedded catalog for all of it, not one per batch
-        return _link(db, list(dict.fromkeys(paths)), site)
+        server = store.is_server(db)
+        docs: list[dict] = []
+        for i in range(0, len(paths), BATCH):
+            chunk = paths[i:i + BATCH]
+            if site is not None and not server:  # in process: lookups by _id, not a long $in
+                docs += [d for d in (db.files.find_one({"_id": doc_id(site, p)}, FIELDS) for p in chunk) if d]
+            else:
+                query: dict[str, Any] = {"_id": {"$in": [doc_id(site, p) for p in chunk]}} \
+                    if site is not None else {"path": {"$in": chunk}}
+                docs += db.files.find(query, FIELDS)
+        resolver = Resolver(db, [(d, d.get("inputs") or []) for d in docs])
+        ops = [UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}) for d in docs
+               if (new := lineage_of(d, resolver)) != d.get("lineage")]
+        ops += waiting_ops(db, {d.get("name") or _name(d["path"]) for d in docs},
+                           skip={d["_id"] for d in docs}, resolver=None if server else resolver)
+        return db.files.bulk_write(ops, ordered=False).modified_count if ops else 0
 
 
 #: names of just-indexed files looked up among the waiting children per query (a server)
@@ -129,54 +167,33 @@ def _waiting(db: Any, names: set[str], fields: Mapping[str, int]) -> Iterable[li
                if not names.isdisjoint((d.get("lineage") or {}).get("pending") or ())]
 
 
-def _link(db: Any, paths: list[str], site: str | None) -> int:
-    from .extract import doc_id
-
-    server = store.is_server(db)
-    fields = {"path": 1, "name": 1, "inputs": 1, "dataset": 1, "prod_version": 1, "lineage": 1}
-    updated = 0
-    names: set[str] = set()
-    linked: set[str] = set()
+def waiting_ops(db: Any, names: set[str], *, skip: set[str] = frozenset(),
+                resolver: Resolver | None = None) -> list[UpdateOne]:
+    """The updates that resolve the children waiting for files named ``names`` (but those in
+    ``skip``, linked whole by the caller): their unresolved parents are looked up again, with
+    ``resolver`` (in process: the caller's snapshot) or, on a server, a resolver per batch."""
     ops: list[UpdateOne] = []
-    resolver: _Resolver | None = None  # in process: one snapshot of the catalog serves all
-    for i in range(0, len(paths), BATCH):
-        chunk = paths[i:i + BATCH]
-        if site is not None and not server:  # in process: lookups by _id, not a long $in
-            docs = [d for d in (db.files.find_one({"_id": doc_id(site, p)}, fields) for p in chunk) if d]
-        else:
-            query: dict[str, Any] = {"_id": {"$in": [doc_id(site, p) for p in chunk]}} if site is not None \
-                else {"path": {"$in": chunk}}
-            docs = list(db.files.find(query, fields))
-        if server or resolver is None:
-            resolver = _Resolver(db, [(d, d.get("inputs") or []) for d in docs])
-        batch = []
-        for d in docs:
-            new = lineage_of(d, resolver)
-            if new != d.get("lineage"):
-                batch.append(UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}))
-        if server:  # batch by batch
-            if batch:
-                updated += db.files.bulk_write(batch, ordered=False).modified_count
-        else:  # in process: at the end (a write makes the next read rebuild the engine's caches)
-            ops += batch
-        names.update(d.get("name") or _name(d["path"]) for d in docs)
-        linked.update(d["_id"] for d in docs)
-    # children that named these files before they were indexed
-    for waiting in _waiting(db, names, fields):
-        if server or resolver is None:
-            resolver = _Resolver(db, [(w, [p["text"] for p in ((w.get("lineage") or {}).get("parents") or [])
-                                           if p.get("path") is None]) for w in waiting])
-        for w in waiting:
-            if w["_id"] in linked:  # just linked whole above
-                continue
-            old = w.get("lineage") or {}
-            new = _lineage([p if p.get("path") is not None else resolver.parent(w, p["text"])
-                            for p in old.get("parents") or []])
-            if new != old:
-                ops.append(UpdateOne({"_id": w["_id"]}, {"$set": {"lineage": new}}))
-    if ops:
-        updated += db.files.bulk_write(ops, ordered=False).modified_count
-    return updated
+    for waiting in _waiting(db, names, FIELDS):
+        waiting = [w for w in waiting if w["_id"] not in skip]
+        ops += relink_ops(waiting, resolver or Resolver(db, [(w, _unresolved(w)) for w in waiting]))
+    return ops
+
+
+def _unresolved(d: Mapping[str, Any]) -> list[str]:
+    return [p["text"] for p in ((d.get("lineage") or {}).get("parents") or []) if p.get("path") is None]
+
+
+def relink_ops(docs: Iterable[Mapping[str, Any]], resolver: Resolver) -> list[UpdateOne]:
+    """The updates that resolve the unresolved parents of ``docs`` (waiting children) that
+    ``resolver`` knows now."""
+    ops: list[UpdateOne] = []
+    for w in docs:
+        old = w.get("lineage") or {}
+        new = _lineage([p if p.get("path") is not None else resolver.parent(w, p["text"])
+                        for p in old.get("parents") or []])
+        if new != old:
+            ops.append(UpdateOne({"_id": w["_id"]}, {"$set": {"lineage": new}}))
+    return ops
 
 
 @dataclass

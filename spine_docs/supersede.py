@@ -3,7 +3,7 @@
 Two files are versions of one product when their ``inputs`` (as a set of texts) and their
 ``config`` name are the same, at any site. Among such files, those with the highest
 ``(production, SPINE version)`` (``prod_version`` compared as a version number with
-:func:`spine_docs.spine.semver_key`, else as nothing; then ``spine_version_key``) are the
+:func:`spine_docs.versions.semver_key`, else as nothing; then ``spine_version_key``) are the
 latest; every other one gets ``superseded_by: <_id of a latest file>`` (one at its own site
 when there is one, else the smallest ``_id``). Files with equal keys (copies at two sites, a
 re-index) supersede nothing; a latest file loses a mark it had. Files without inputs or
@@ -17,11 +17,13 @@ checked in Python. ``Filter(latest_only=True)`` hides the marked files.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 from pymongo import UpdateOne
 
-from . import history, spine, store
+from . import history, store
+from .versions import semver_key
 
 BATCH = 500
 PROJECTION = {"_id": 1, "site": 1, "inputs": 1, "config": 1, "prod_version": 1,
@@ -31,7 +33,11 @@ PROJECTION = {"_id": 1, "site": 1, "inputs": 1, "config": 1, "prod_version": 1,
 def version_key(doc: Mapping[str, Any]) -> tuple[str, str]:
     """What orders the versions of one product: (production, SPINE version), as strings
     whose order is version order ("" when unknown)."""
-    return (spine.semver_key(doc.get("prod_version")) or "", doc.get("spine_version_key") or "")
+    prod = doc.get("prod_version")
+    return ((_semver(prod) if isinstance(prod, str) else None) or "", doc.get("spine_version_key") or "")
+
+
+_semver = lru_cache(maxsize=4096)(semver_key)  # a production's files share their version
 
 
 def group_of(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | None:
@@ -86,7 +92,7 @@ def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _ops(members: list[Mapping[str, Any]]) -> list[UpdateOne]:
+def mark_ops(members: list[Mapping[str, Any]]) -> list[UpdateOne]:
     """The writes that bring one group's marks to :func:`plan`."""
     current = {m["_id"]: m.get("superseded_by") for m in members}
     return [UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by else {"$unset": {"superseded_by": ""}})
@@ -102,7 +108,7 @@ def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, N
 
         wanted = {doc_id(site, p) for p in paths}
         ops = [op for members in snapshot.values() if any(m["_id"] in wanted for m in members)
-               for op in _ops(members)]
+               for op in mark_ops(members)]
         return _write(db, ops, kept).modified_count if ops else 0
     for i in range(0, len(paths), BATCH):
         query: dict[str, Any] = {"path": {"$in": paths[i:i + BATCH]}}
@@ -116,7 +122,7 @@ def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, N
             seen.add(group)
             members = snapshot.get(group, []) if snapshot is not None else \
                 [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
-            ops += _ops(members)
+            ops += mark_ops(members)
         if ops:
             changed += _write(db, ops, kept).modified_count
     return changed

@@ -259,6 +259,29 @@ def test_a_write_in_place_to_a_raw_column_carries_the_rest_over(tmp_path, builds
     assert "ingest" not in db.files._store.columns.raw
 
 
+def test_a_writer_that_built_the_columns_keeps_them_when_there_was_no_file(tmp_path, builds):
+    """A re-scan (no column file yet, no keep_columns: a writer) builds the columns to find
+    the unchanged files, then writes "seen again" in place: its save keeps the columns it
+    built, less the raw column it changed, so that the next re-scan restores them."""
+    docs = [{"_id": i, "s": f"v{i % 3}", "n": i, "ingest": {"last_seen": i}} for i in range(30)]
+    _catalog(tmp_path, docs)
+    assert not _sidecar(tmp_path).exists()
+    store.close(store.connect(tmp_path, create=False))
+    db = store.connect(tmp_path, create=False)            # an inject: keeps no read's columns
+    assert db.files.count_documents({"s": "v1"}) == 10 and builds   # built, not saved
+    assert not _sidecar(tmp_path).exists()
+    with store.writing(db):
+        db.files.update_many({"_id": {"$in": list(range(30))}}, {"$set": {"ingest.last_seen": 7}})
+    assert _sidecar(tmp_path).is_file()
+    builds.clear()
+    db = _reopen(tmp_path)
+    assert db.files.count_documents({"s": "v1"}) == 10
+    assert sorted(d["n"] for d in db.files.find({"n": {"$lt": 5}}, {"n": 1})) == [0, 1, 2, 3, 4]
+    assert [d["ingest"]["last_seen"] for d in db.files.find({}, {"ingest": 1})] == [7] * 30
+    assert builds == []  # restored, not decoded
+    assert "ingest" not in db.files._store.columns.raw  # its old values were never kept
+
+
 @pytest.mark.parametrize("write", [
     lambda c: c.update_many({"_id": {"$in": [1, 2]}}, {"$set": {"n": -1}}),  # a column, in place
     lambda c: c.update_one({"_id": 1}, {"$set": {"extra": 1}}),  # a new field

@@ -141,25 +141,32 @@ class ColumnsFile:
 
 def carry_over(old: ColumnsFile | None, new: ColumnsFile, st: Any) -> bool:
     """At a save of store ``st`` (its state is ``new``'s): write ``new``'s file from the
-    current columns, or from ``old``'s payload when every write since ``old``'s state only
-    changed non-column fields in place, or from ``old``'s payload and the documents
-    inserted since when the other writes were such; else remove the file. True when it
-    wrote one."""
+    current columns, or from the columns of the state the writes started from (``old``'s
+    payload, else the columns this process built of that state, if it did) when every write
+    since only changed non-column fields in place, or from those and the documents inserted
+    since when the other writes were such; else remove the file. True when it wrote one."""
     payload = engine.columns_payload(st, new.version)
     if payload is not None:
         return new.write(payload)
-    if old is not None and st.drift is not None and st.drift_base == old.version:
-        got = old.read_file()
-        if got is not None and st.appended:  # inserts: only they are decoded
-            payload = engine.columns_extended(st, bytes(got[1]), got[0]["count"])
-            if payload is not None:
-                return new.write(payload)
-        elif got is not None and st.drift <= set(got[0]["opaque"]):
-            return new.write(got[1], got[0]["opaque"], got[0]["payload_crc32"])
-        elif got is not None:  # in place to raw columns too (embedded documents): drop those
-            cut = engine.columns_without_raw(bytes(got[1]), st.drift - set(got[0]["opaque"]))
-            if cut is not None and st.drift <= set(cut[1]):
-                return new.write(cut[0], cut[1])
+    got = None
+    if st.drift is not None:
+        if old is not None and st.drift_base == old.version:
+            got = old.read_file()
+        if got is None:  # no file of that state: the columns built of it in memory, if any
+            base = engine.columns_of_base(st)
+            if base is not None:
+                got = ({"count": len(st) - st.appended,
+                        "opaque": list(engine.raw_fields(base, ["opaque"])["opaque"])}, base)
+    if got is not None and st.appended:  # inserts: only they are decoded
+        payload = engine.columns_extended(st, bytes(got[1]), got[0]["count"])
+        if payload is not None:
+            return new.write(payload)
+    elif got is not None and st.drift <= set(got[0]["opaque"]):
+        return new.write(got[1], got[0]["opaque"], got[0].get("payload_crc32"))
+    elif got is not None:  # in place to raw columns too (embedded documents): drop those
+        cut = engine.columns_without_raw(bytes(got[1]), st.drift - set(got[0]["opaque"]))
+        if cut is not None and st.drift <= set(cut[1]):
+            return new.write(cut[0], cut[1])
     new.remove()
     return False
 

@@ -275,7 +275,7 @@ from .rawbson import raw_fields, raw_id
 from .stores import CollectionStore, DatabaseStore
 
 __all__ = ["COLUMNS_FORMAT", "Client", "CollectionStore", "DatabaseStore", "columns_extended",
-           "columns_payload", "columns_without_raw",
+           "columns_of_base", "columns_payload", "columns_without_raw",
            "database_store", "raw_documents", "raw_fields", "raw_id"]
 
 
@@ -284,6 +284,16 @@ def columns_payload(store: CollectionStore, version: int) -> bytes | None:
     back to restore it) when it is current and of state ``version``; None otherwise."""
     cols = store.columns
     if cols is None or not cols.is_current(store) or cols.version != version:
+        return None
+    return _dump_columns(cols)
+
+
+def columns_of_base(store: CollectionStore) -> bytes | None:
+    """The column cache this process built of state ``store.drift_base`` persisted, when it
+    is still held (writes since then leave it stale, never changed): what a save can bring
+    up to date, as it would the file of that state (see ``store/columnfile.py``)."""
+    cols = store.columns
+    if cols is None or store.drift is None or cols.version != store.drift_base:
         return None
     return _dump_columns(cols)
 

@@ -1,0 +1,168 @@
+"""Links: what the files one inject writes change in the relations between files (their
+lineage, and the supersede marks of their versions), kept as the run writes.
+
+The lineage of a new file is written *with* its document: the writer of
+:mod:`spine_docs.ingest` hands every batch to :meth:`Links.lineages` before it writes it.
+Once everything is written, :meth:`Links.finish` writes only what the rest of the run
+changed:
+
+* the run's files whose parents could not be resolved when they were written (a parent
+  indexed later in the run) or were resolved by file name (a second candidate may have come:
+  then the name resolves nothing, as :mod:`spine_docs.lineage` documents);
+* the files that were waiting for one of the run's files (``lineage.pending``);
+* the ``superseded_by`` marks of every group a file of the run is in
+  (:mod:`spine_docs.supersede`).
+
+So the catalog ends as :func:`spine_docs.lineage.link` and :func:`spine_docs.supersede.mark`
+would leave it if they ran over the run's files afterwards (``tests/test_links.py`` checks
+that), without reading each file back and writing it again.
+
+In process (the embedded catalog, mongomock), one pass over the catalog, made when the first
+batch comes, serves both the parents' lookups and the supersede groups; the run's files are
+added to it as they are written. When other processes wrote files meanwhile (the count
+differs from what this run expects), :meth:`Links.finish` reads the catalog again. On a
+server, each batch's parents are looked up by two index-served reads (see
+:class:`spine_docs.lineage.Resolver`), and the groups by :func:`spine_docs.supersede.mark`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from pymongo import UpdateOne
+
+from . import history, lineage, store, supersede
+
+#: the catalog's fields the in-process pass reads
+_PASS = {"_id": 1, "path": 1, "name": 1, "site": 1, "inputs": 1, "dataset": 1,
+         "prod_version": 1, "config": 1, "spine_version_key": 1, "superseded_by": 1,
+         "lineage.pending": 1}
+
+
+def _uncertain(entry: Mapping[str, Any]) -> bool:
+    """A lineage that later files can change: a parent unresolved or resolved by name."""
+    return any(p.get("path") is None or p.get("how") == "name" for p in entry["parents"])
+
+
+class Links:
+    """The links of one run's files (see the module docstring)."""
+
+    def __init__(self, db: Any):
+        self.db = db
+        self.server = store.is_server(db)
+        self.resolver: lineage.Resolver | None = None     # in process: the catalog's snapshot
+        self.groups: dict[tuple, dict[str, dict]] = {}     # in process: supersede groups
+        self.group_of: dict[str, tuple] = {}              # in process: _id -> its group
+        self.expected = 0                                 # in process: files in the catalog
+        self.kept: dict[str, tuple[dict, dict]] = {}      # _id -> (facts, lineage written)
+        self.names: set[str] = set()                      # the run's files' names
+        self.ids: set[str] = set()
+        self.paths: list[str] = []
+        self.touched: set[tuple] = set()                  # in process: groups to plan again
+        self.waiting: dict[str, set[str]] = {}            # in process: pending name -> _ids
+
+    # ----------------------------------------------------------------- while writing
+    def lineages(self, docs: list[Mapping[str, Any]], *, new: Iterable[bool] | None = None,
+                 written: Iterable[bool] | None = None) -> list[dict[str, Any] | None]:
+        """The ``lineage`` to write with each of ``docs`` (their fields
+        :data:`spine_docs.ingest.FACTS`), in order.
+        ``new``: per document, whether it is a file the catalog did not hold (an insert);
+        ``written``: whether its lineage is written with it (False for an error document
+        that only updates a file the catalog holds: its stored lineage stays)."""
+        new = list(new) if new is not None else [True] * len(docs)
+        written = list(written) if written is not None else [True] * len(docs)
+        if self.server:
+            resolver = lineage.Resolver(self.db, [(d, d.get("inputs") or []) for d, w in zip(docs, written) if w])
+        else:
+            if self.resolver is None:
+                self._snapshot()
+            for d, is_new in zip(docs, new):
+                self._learn(d, is_new)
+            resolver = self.resolver
+        out: list[dict[str, Any] | None] = []
+        for d, w in zip(docs, written):
+            self.ids.add(d["_id"])
+            self.paths.append(d["path"])
+            self.names.add(d.get("name") or lineage.name_of(d["path"]))
+            if not w:
+                out.append(None)
+                continue
+            entry = lineage.lineage_of(d, resolver)
+            if _uncertain(entry):
+                self.kept[d["_id"]] = (dict(d), entry)
+            else:
+                self.kept.pop(d["_id"], None)
+            out.append(entry)
+        return out
+
+    def _snapshot(self) -> None:
+        self.resolver = lineage.Resolver.empty()
+        self.groups, self.group_of, self.waiting = {}, {}, {}
+        n = 0
+        for d in self.db.files.find({}, _PASS):
+            n += 1
+            self.resolver.learn(d)
+            self._group(d)
+            for name in (d.get("lineage") or {}).get("pending") or ():
+                self.waiting.setdefault(name, set()).add(d["_id"])
+        self.expected = n
+
+    def _group(self, d: Mapping[str, Any]) -> None:
+        old = self.group_of.pop(d["_id"], None)
+        prior = None
+        if old is not None:
+            prior = self.groups[old].pop(d["_id"], None)
+            self.touched.add(old)
+        g = supersede.group_of(d)
+        if g is None:
+            return
+        member = {k: d.get(k) for k in supersede.PROJECTION}
+        if prior is not None and "superseded_by" not in d:  # the new document keeps the mark
+            member["superseded_by"] = prior.get("superseded_by")
+        self.groups.setdefault(g, {})[d["_id"]] = member
+        self.group_of[d["_id"]] = g
+
+    def _learn(self, d: Mapping[str, Any], is_new: bool) -> None:
+        self.resolver.learn(d)
+        if d.get("_id") in self.group_of or supersede.group_of(d) is not None:
+            self._group(d)
+            if d["_id"] in self.group_of:
+                self.touched.add(self.group_of[d["_id"]])
+        self.expected += bool(is_new)
+
+    # ----------------------------------------------------------------- afterwards
+    def finish(self, site: str | None = None, *, keep_versions: int = 0, run_id: str | None = None,
+               now: Any = None) -> tuple[int, int]:
+        """Write what the whole run changed (see the module docstring); returns the numbers
+        of lineage links and supersede marks changed (the documents a mark changes are kept
+        in the history: at most ``keep_versions`` per file, by run ``run_id`` at ``now``).
+        Call it inside ``store.writing``."""
+        if not self.ids:
+            return 0, 0
+        if not self.server and self.db.files.estimated_document_count() != self.expected:
+            kept, touched = self.kept, {self.group_of.get(i) for i in self.ids}
+            self._snapshot()  # other processes wrote meanwhile: their files count too
+            self.kept = kept
+            self.touched |= touched | {self.group_of.get(i) for i in self.ids}
+        resolver = self.resolver if not self.server else lineage.Resolver(
+            self.db, [(f, f.get("inputs") or []) for f, _ in self.kept.values()])
+        ops: list[UpdateOne] = []
+        for fid, (facts, written) in self.kept.items():
+            entry = lineage.lineage_of(facts, resolver)
+            if entry != written:
+                ops.append(UpdateOne({"_id": fid}, {"$set": {"lineage": entry}}))
+        if self.server:
+            ops += lineage.waiting_ops(self.db, self.names, skip=self.ids)
+        else:  # the snapshot knows who waits: only they are read
+            ids = sorted({i for n in self.names for i in self.waiting.get(n, ())} - self.ids)
+            docs = (self.db.files.find_one({"_id": i}, lineage.FIELDS) for i in ids)
+            ops += lineage.relink_ops([d for d in docs if d], resolver)
+        linked = self.db.files.bulk_write(ops, ordered=False).modified_count if ops else 0
+        if self.server:
+            return linked, supersede.mark(self.db, self.paths, site, keep_versions=keep_versions,
+                                          run_id=run_id, now=now)
+        marks = [op for g in self.touched if g is not None and g in self.groups
+                 for op in supersede.mark_ops(list(self.groups[g].values()))]
+        marked = history.write_updates(self.db, marks, change="supersede", keep=keep_versions,
+                                       run_id=run_id, now=now).modified_count if marks else 0
+        return linked, marked

@@ -1,0 +1,127 @@
+"""links.py: an inject writes each new file's lineage with its document, then fixes what
+the rest of the run changed (a parent written in a later batch, a file name that became
+ambiguous, a file another process wrote meanwhile, supersede marks of the run's groups).
+Expected values are written by hand from the fixtures; the last test also checks that
+re-linking every file afterwards (lineage.link, supersede.mark) finds nothing left to change."""
+
+from __future__ import annotations
+
+import pytest
+
+from spine_docs import history, ingest, lineage, links, samples, store, supersede
+from spine_docs.settings import Settings
+
+SITE = "s1"
+
+
+def inject(db, *paths, batch_size=1, workers=1):
+    settings = Settings.load(env={}, site=SITE, workers=workers, batch_size=batch_size)
+    rep = ingest.inject(db, settings=settings, sources=[str(p) for p in paths])
+    assert rep.failed == 0, rep.problems
+    return rep
+
+
+def write(path, inputs, **kw):
+    return str(samples.write_spine_file(path, inputs=inputs, n_events=3, **kw))
+
+
+def lin(db, path):
+    return db.files.find_one({"path": path})["lineage"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_parent_written_in_a_later_batch_of_the_same_run_is_linked(db, tmp_path, workers):
+    d = tmp_path / "p"
+    d.mkdir()
+    # discovery is in name order: the children come before their parent, one file per batch
+    a = write(d / "a_child.h5", [str(d / "z_parent.h5")])
+    b = write(d / "b_child.h5", ["staged/ds1/z_parent.h5"])      # the name fallback (same dataset)
+    c = write(d / "c_child.h5", ["/raw/x.root"])                  # never resolved: kept as text
+    z = write(d / "z_parent.h5", ["/raw/ds1/y.root"])
+    for i in range(8):  # enough files for the worker pool (it starts at 8)
+        write(d / f"m{i}.h5", [f"/raw/m{i}.root"])
+    inject(db, d, workers=workers)
+    assert lin(db, a) == {"parents": [{"text": z, "path": z, "how": "path"}], "pending": []}
+    assert lin(db, b) == {"parents": [{"text": "staged/ds1/z_parent.h5", "path": z, "how": "name"}], "pending": []}
+    assert lin(db, c) == {"parents": [{"text": "/raw/x.root", "path": None, "how": None}],
+                          "pending": ["x.root"]}
+    assert lin(db, z) == {"parents": [{"text": "/raw/ds1/y.root", "path": None, "how": None}],
+                          "pending": ["y.root"]}
+    assert sorted(x["path"] for x in db.files.find({"lineage.parents.path": z})) == sorted([a, b])
+
+
+def test_a_name_that_a_later_file_makes_ambiguous_resolves_nothing(db, tmp_path):
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    child = write(tmp_path / "a.h5", ["s/ds1/p.h5"])
+    one = write(tmp_path / "d1" / "p.h5", ["/raw/ds1/1.root"])
+    inject(db, child, one)
+    assert lin(db, child)["parents"] == [{"text": "s/ds1/p.h5", "path": one, "how": "name"}]
+    two = write(tmp_path / "d2" / "p.h5", ["/raw/ds1/2.root"])     # same name, dataset, production
+    child2 = write(tmp_path / "b.h5", ["s/ds1/p.h5"])
+    inject(db, child2, two)        # child2 is written before "two" arrives: one candidate then
+    assert lin(db, child2) == {"parents": [{"text": "s/ds1/p.h5", "path": None, "how": None}], "pending": ["p.h5"]}
+
+
+def test_an_older_and_a_newer_version_in_one_run_and_a_reindexed_older_keeps_its_mark(db, tmp_path):
+    inputs = ["/raw/bnb/r1.root"]
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    old = samples.write_spine_file(tmp_path / "old" / "f.h5", spine_version="0.16.0", inputs=inputs, n_events=3)
+    new = samples.write_spine_file(tmp_path / "new" / "f.h5", spine_version="0.17.1", inputs=inputs, n_events=3)
+    inject(db, tmp_path)
+    marks = {x["path"]: x.get("superseded_by") for x in db.files.find({})}
+    assert marks == {str(old): f"{SITE}:{new}", str(new): None}
+    samples.write_spine_file(old, spine_version="0.16.0", inputs=inputs, n_events=4)   # re-processed
+    rep = inject(db, tmp_path)
+    assert rep.indexed == 1
+    assert db.files.find_one({"path": str(old)})["superseded_by"] == f"{SITE}:{new}"
+    assert db.files.find_one({"path": str(old)})["num_events"] == 4
+    samples.write_spine_file(old, spine_version="0.18.0", inputs=inputs, n_events=5)   # now the newest
+    inject(db, tmp_path)
+    marks = {x["path"]: x.get("superseded_by") for x in db.files.find({})}
+    assert marks == {str(old): None, str(new): f"{SITE}:{old}"}
+    # the marks are status changes kept in the history, by the run that made them
+    assert [(v["change"], v["changed"]) for v in history.versions(db, f"{SITE}:{new}")] == \
+        [("supersede", ["superseded_by"])]
+    assert [v["change"] for v in history.versions(db, f"{SITE}:{old}")] == \
+        ["supersede", "changed", "changed", "supersede"]
+
+
+def test_a_parent_another_process_wrote_meanwhile_is_found_at_the_end(db):
+    child = {"_id": "s1:/d/c.h5", "path": "/d/c.h5", "name": "c.h5", "site": "s1",
+             "inputs": ["/d/p.h5"], "dataset": "ds", "prod_version": None, "status": "ok"}
+    run = links.Links(db)
+    [entry] = run.lineages([child])
+    assert entry == {"parents": [{"text": "/d/p.h5", "path": None, "how": None}], "pending": ["p.h5"]}
+    with store.writing(db):
+        db.files.insert_one({**child, "lineage": entry})
+        db.files.insert_one({"_id": "s2:/d/p.h5", "path": "/d/p.h5", "name": "p.h5", "site": "s2"})
+        assert run.finish() == (1, 0)
+    assert db.files.find_one({"_id": "s1:/d/c.h5"})["lineage"] == {
+        "parents": [{"text": "/d/p.h5", "path": "/d/p.h5", "how": "path"}], "pending": []}
+
+
+def test_nothing_is_left_for_a_relink_after_the_run(db, tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    paths = []
+    for i in range(12):  # parents after children, bare names, two versions of some products
+        parent = d / f"z{i % 4}.h5"
+        inputs = [str(parent)] if i % 3 == 0 else ([f"s/ds1/z{i % 4}.h5"] if i % 3 == 1 else [f"/raw/ds1/{i % 5}.root"])
+        paths.append(write(d / f"f{i:02d}.h5", inputs, spine_version="0.16.0" if i % 2 else "0.17.1"))
+    for i in range(4):
+        paths.append(write(d / f"z{i}.h5", [f"/raw/ds1/{i}.root"]))
+    inject(db, d, batch_size=3)
+    before = {x["_id"]: x for x in db.files.find({})}
+    with store.writing(db):
+        assert lineage.link(db, paths, site=SITE) == 0
+        assert supersede.mark(db, paths, site=SITE) == 0
+    assert {x["_id"]: x for x in db.files.find({})} == before
+    # and the links are there: every f with a path or name input to z has it resolved
+    resolved = {x["path"] for x in db.files.find({"lineage.parents.how": {"$in": ["path", "name"]}})}
+    assert resolved == {p for i, p in enumerate(paths[:12]) if i % 3 != 2}
+    # same inputs and config, an older SPINE version: f05 and z0 (/raw/0.root), f11 and z1
+    # (/raw/1.root); f02/z2 and f08/z3 have equal versions and supersede nothing
+    marked = {x["path"]: x["superseded_by"] for x in db.files.find({"superseded_by": {"$type": "string"}})}
+    assert marked == {paths[5]: f"{SITE}:{paths[12]}", paths[11]: f"{SITE}:{paths[13]}"}
