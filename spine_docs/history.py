@@ -314,8 +314,10 @@ def _op_ids(flt: Mapping[str, Any]) -> list[Any]:
 def updated(doc: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``doc`` with ``update`` applied, as the database will: ``$set`` and
     ``$unset`` (dotted paths); any operator on the ``ingest`` bookkeeping (``$push`` of a
-    history entry) is left out, it is not kept in versions."""
-    out = copy.deepcopy(dict(doc))
+    history entry) is left out, it is not kept in versions. Only the containers on the
+    updated paths are copied: the other fields are ``doc``'s own objects, which
+    :func:`delta` then finds unchanged at once (by identity), without encoding them."""
+    out = dict(doc)
     for verb, fields in update.items():
         for path, value in fields.items():
             keys = path.split(".")
@@ -325,12 +327,16 @@ def updated(doc: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]
                 raise ValueError(f"a status change can $set and $unset, not {verb} {path}")
             target = out
             for k in keys[:-1]:
-                if not isinstance(target.get(k), dict):
+                child = target.get(k)
+                if not isinstance(child, dict):
                     if verb == "$unset":
                         target = None
                         break
-                    target[k] = {}
-                target = target[k]
+                    child = {}
+                else:
+                    child = dict(child)  # copied on the path: ``doc`` itself never changes
+                target[k] = child
+                target = child
             if target is None:
                 continue
             if verb == "$set":
@@ -338,6 +344,11 @@ def updated(doc: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]
             else:
                 target.pop(keys[-1], None)
     return out
+
+
+def op_ids(op: Any) -> list[Any]:
+    """The ``_id``s a files ``UpdateOne``/``UpdateMany`` by ``_id`` names."""
+    return _op_ids(_op_parts(op)[0])
 
 
 def read_before_updates(db: Any, updates: Sequence[Any]) -> Before:

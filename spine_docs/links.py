@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 
 from pymongo import UpdateOne
 
-from . import history, lineage, store, supersede
+from . import lineage, store, supersede
 
 #: the catalog's fields the in-process pass reads
 _PASS = {"_id": 1, "path": 1, "name": 1, "site": 1, "inputs": 1, "dataset": 1,
@@ -57,6 +57,7 @@ class Links:
         self.kept: dict[str, tuple[dict, dict]] = {}      # _id -> (facts, lineage written)
         self.names: set[str] = set()                      # the run's files' names
         self.ids: set[str] = set()
+        self.inserted: set[str] = set()                   # the run's files new to the catalog
         self.paths: list[str] = []
         self.touched: set[tuple] = set()                  # in process: groups to plan again
         self.waiting: dict[str, set[str]] = {}            # in process: pending name -> _ids
@@ -80,8 +81,10 @@ class Links:
                 self._learn(d, is_new)
             resolver = self.resolver
         out: list[dict[str, Any] | None] = []
-        for d, w in zip(docs, written):
+        for d, w, is_new in zip(docs, written, new):
             self.ids.add(d["_id"])
+            if is_new:
+                self.inserted.add(d["_id"])
             self.paths.append(d["path"])
             self.names.add(d.get("name") or lineage.name_of(d["path"]))
             if not w:
@@ -160,9 +163,9 @@ class Links:
         linked = self.db.files.bulk_write(ops, ordered=False).modified_count if ops else 0
         if self.server:
             return linked, supersede.mark(self.db, self.paths, site, keep_versions=keep_versions,
-                                          run_id=run_id, now=now)
+                                          run_id=run_id, now=now, fresh=self.inserted)
         marks = [op for g in self.touched if g is not None and g in self.groups
                  for op in supersede.mark_ops(list(self.groups[g].values()))]
-        marked = history.write_updates(self.db, marks, change="supersede", keep=keep_versions,
-                                       run_id=run_id, now=now).modified_count if marks else 0
+        marked = supersede.write_marks(self.db, marks, keep=keep_versions, run_id=run_id, now=now,
+                                       fresh=self.inserted).modified_count if marks else 0
         return linked, marked

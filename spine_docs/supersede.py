@@ -72,12 +72,14 @@ def plan(members: list[Mapping[str, Any]]) -> dict[str, str | None]:
 
 
 def mark(db: Any, paths: Iterable[str], site: str | None = None, *,
-         keep_versions: int = history.DEFAULT_KEEP, run_id: str | None = None, now: Any = None) -> int:
+         keep_versions: int = history.DEFAULT_KEEP, run_id: str | None = None, now: Any = None,
+         fresh: Iterable[str] = ()) -> int:
     """Mark (or unmark) the groups of the documents at ``paths`` (just indexed); returns the
     number of documents changed. The documents a mark changes are kept in the history (at
-    most ``keep_versions`` per file; ``run_id`` and ``now``: the inject that marked them)."""
+    most ``keep_versions`` per file; ``run_id`` and ``now``: the inject that marked them),
+    but those of the files in ``fresh`` (see :func:`write_marks`)."""
     with store.writing(db):  # one save of the embedded catalog for all of it
-        return _mark(db, list(dict.fromkeys(paths)), site, (keep_versions, run_id, now))
+        return _mark(db, list(dict.fromkeys(paths)), site, (keep_versions, run_id, now, set(fresh)))
 
 
 def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
@@ -130,4 +132,25 @@ def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, N
 
 def _write(db: Any, ops: list[UpdateOne], kept: tuple) -> Any:
     """The marks, and the documents they replace into the history (one batched write each)."""
-    return history.write_updates(db, ops, change="supersede", keep=kept[0], run_id=kept[1], now=kept[2])
+    return write_marks(db, ops, keep=kept[0], run_id=kept[1], now=kept[2], fresh=kept[3] if len(kept) > 3 else ())
+
+
+class _Written:
+    def __init__(self, modified_count: int):
+        self.modified_count = modified_count
+
+
+def write_marks(db: Any, ops: list[UpdateOne], *, keep: int, run_id: Any = None, now: Any = None,
+                fresh: Iterable[str] = ()) -> Any:
+    """Write the marks ``ops``; the documents they change are kept in the history (at most
+    ``keep`` versions per file), but those of the files in ``fresh`` (inserted by the run
+    that marks them: the mark is part of their indexing, as their lineage is). Returns an
+    object with the ``modified_count``."""
+    fresh = set(fresh)
+    new = [op for op in ops if history.op_ids(op)[0] in fresh]
+    old = [op for op in ops if history.op_ids(op)[0] not in fresh]
+    n = db.files.bulk_write(new, ordered=False).modified_count if new else 0
+    if old:
+        n += history.write_updates(db, old, change="supersede", keep=keep, run_id=run_id,
+                                   now=now).modified_count
+    return _Written(n)
