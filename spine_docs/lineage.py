@@ -195,12 +195,13 @@ class Walk:
         return [p for _, p in self.documents]
 
 
-def _children(db: Any, paths: Sequence[str]) -> list[dict]:
-    return list(db.files.find({"lineage.parents.path": {"$in": list(paths)}},
-                              {"path": 1, "lineage.parents": 1}))
+def _children(db: Any, paths: Sequence[str], collections: Sequence[str] = ("files",)) -> list[dict]:
+    return [d for c in collections for d in db[c].find({"lineage.parents.path": {"$in": list(paths)}},
+                                                       {"path": 1, "lineage.parents": 1})]
 
 
-def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
+def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None,
+          collections: Sequence[str] = ("files",)) -> Walk:
     roots = [normalise_path(r) for r in roots]
     walk = Walk(root=roots)
     seen = set(roots)
@@ -211,17 +212,20 @@ def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
         level += 1
         nxt: list[str] = []
         if up:
-            for d in db.files.find({"path": {"$in": frontier}}, {"path": 1, "lineage.parents": 1}):
+            for d in (d for c in collections
+                      for d in db[c].find({"path": {"$in": frontier}}, {"path": 1, "lineage.parents": 1})):
                 for p in ((d.get("lineage") or {}).get("parents") or []):
                     if p.get("path") is None:
-                        walk.unresolved.setdefault(d["path"], []).append(p["text"])
+                        texts = walk.unresolved.setdefault(d["path"], [])
+                        if p["text"] not in texts:  # (a path in files and in files_archive: once)
+                            texts.append(p["text"])
                         continue
                     walk.edges.append((p["path"], d["path"]))
                     if p["path"] not in seen:
                         seen.add(p["path"])
                         nxt.append(p["path"])
         else:
-            for d in _children(db, frontier):
+            for d in _children(db, frontier, collections):
                 for p in ((d.get("lineage") or {}).get("parents") or []):
                     if p.get("path") in frontier:
                         walk.edges.append((p["path"], d["path"]))
@@ -233,8 +237,8 @@ def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
         frontier = sorted(set(nxt))
     found = [p for p in seen if p not in set(roots)]
     if found:
-        walk.documents = sorted((d["_id"], d["path"]) for d in
-                                db.files.find({"path": {"$in": found}}, {"_id": 1, "path": 1}))
+        walk.documents = sorted({(d["_id"], d["path"]) for c in collections for d in
+                                 db[c].find({"path": {"$in": found}}, {"_id": 1, "path": 1})})
     walk.edges = sorted(set(walk.edges))
     walk.cycles = find_cycles(walk.edges)
     return walk
@@ -270,14 +274,19 @@ def find_cycles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
     return cycles
 
 
-def descendants(db: Any, paths: Sequence[str], depth: int | None = None) -> Walk:
-    """Every file derived from ``paths`` (children, their children, ...), each once."""
-    return _walk(db, paths, up=False, depth=depth)
+def descendants(db: Any, paths: Sequence[str], depth: int | None = None,
+                collections: Sequence[str] = ("files",)) -> Walk:
+    """Every file derived from ``paths`` (children, their children, ...), each once.
+    ``collections``: where the documents are looked up (``("files", "files_archive")``:
+    through archived documents too, e.g. a chain that was pruned whole)."""
+    return _walk(db, paths, up=False, depth=depth, collections=collections)
 
 
-def ancestors(db: Any, paths: Sequence[str], depth: int | None = None) -> Walk:
-    """Every catalog file ``paths`` were made from, transitively (unresolved inputs listed)."""
-    return _walk(db, paths, up=True, depth=depth)
+def ancestors(db: Any, paths: Sequence[str], depth: int | None = None,
+              collections: Sequence[str] = ("files",)) -> Walk:
+    """Every catalog file ``paths`` were made from, transitively (unresolved inputs listed);
+    ``collections`` as for :func:`descendants`."""
+    return _walk(db, paths, up=True, depth=depth, collections=collections)
 
 
 def render_tree(walk: Walk, up: bool) -> list[str]:

@@ -161,3 +161,63 @@ def test_lineage_filter_options_and_formats(db_url, db, tmp_path):
     assert r.stdout.splitlines() == [a, f"  {b}", f"    {c}", f"  {b2}"]
     r = run(db_url, "lineage", "--db", db_url, a, "--down", "--format", "dot")
     assert f'"{a}" -> "{b}";' in r.stdout and r.stdout.startswith("digraph lineage {")
+
+
+def archived(db):
+    return sorted(d["path"] for d in db.files_archive.find({}, {"path": 1}))
+
+
+def catalog_paths(db):
+    return sorted(d["path"] for d in db.files.find({}, {"path": 1}))
+
+
+def test_lineage_options_on_verify(db_url, db, tmp_path):
+    a, b, b2, c, other = family(tmp_path)
+    inject(db, tmp_path / "prod")
+    import os
+    os.remove(c)
+    os.remove(other)                              # gone too, but not derived from a
+    r = run(db_url, "verify", "--db", db_url, "--derived-from", a, "--json")
+    out = json.loads(r.stdout)
+    assert r.exit_code == 1, r.output
+    assert (out["checked"], out["missing"], out["ok"]) == (3, 1, 2)    # b, b2, c
+    status = {d["path"]: d["status"] for d in db.files.find({}, {"path": 1, "status": 1})}
+    assert status == {a: "ok", b: "ok", b2: "ok", c: "missing", other: "ok"}
+    r = run(db_url, "verify", "--db", db_url, "--parent-of", c, "--json")
+    out = json.loads(r.stdout)
+    assert r.exit_code == 0 and (out["checked"], out["ok"]) == (1, 1), r.output     # b alone
+    r = run(db_url, "verify", "--db", db_url, "--parent-of", other, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["checked"] == 0                  # no parent in the catalog
+
+
+def test_lineage_options_on_prune_and_restore_files(db_url, db, tmp_path):
+    a, b, b2, c, other = family(tmp_path)          # a -> b -> c, a -> b2; other unrelated
+    inject(db, tmp_path / "prod")
+    r = run(db_url, "retire", "--db", db_url, a, "--reason", "bad", "--with-descendants", "--yes")
+    assert r.exit_code == 0, r.output
+    with_other = run(db_url, "retire", "--db", db_url, other, "--reason", "bad", "--yes")
+    assert with_other.exit_code == 0, with_other.output
+
+    r = run(db_url, "prune", "--db", db_url, "--retired", "--derived-from", b, "--json")   # a dry run
+    assert r.exit_code == 0 and json.loads(r.stdout)["paths"] == [c] and archived(db) == []
+    r = run(db_url, "prune", "--db", db_url, "--retired", "--derived-from", b, "--yes")
+    assert r.exit_code == 0 and archived(db) == [c], r.output
+    r = run(db_url, "prune", "--db", db_url, "--retired", "--parent-of", b, "--yes")
+    assert r.exit_code == 0 and archived(db) == sorted([a, c]), r.output
+    # a is archived now: its descendants in the catalog are b and b2 (c is archived already)
+    r = run(db_url, "prune", "--db", db_url, "--retired", "--derived-from", a, "--yes")
+    assert r.exit_code == 0 and archived(db) == sorted([a, b, b2, c]), r.output
+    assert catalog_paths(db) == [other]
+
+    # restore-files: the archived documents the lineage (through the archive) selects
+    r = run(db_url, "restore-files", "--db", db_url, "--derived-from", b, "--dry-run", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["paths"] == [c], r.output
+    r = run(db_url, "restore-files", "--db", db_url, "--derived-from", b)
+    assert r.exit_code == 0 and catalog_paths(db) == sorted([c, other]), r.output
+    r = run(db_url, "restore-files", "--db", db_url, "--parent-of", c)        # c is back; its parent b is archived
+    assert r.exit_code == 0 and catalog_paths(db) == sorted([b, c, other]), r.output
+    r = run(db_url, "restore-files", "--db", db_url, "--derived-from", a)     # b2 (b and c are back already)
+    assert r.exit_code == 0 and catalog_paths(db) == sorted([b, b2, c, other]), r.output
+    assert archived(db) == [a]
+    r = run(db_url, "restore-files", "--db", db_url, "--derived-from", other)  # nothing derived from it
+    assert r.exit_code == 0 and archived(db) == [a] and "restored 0 of 0" in r.stdout, r.output
