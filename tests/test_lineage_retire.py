@@ -221,3 +221,23 @@ def test_lineage_options_on_prune_and_restore_files(db_url, db, tmp_path):
     assert archived(db) == [a]
     r = run(db_url, "restore-files", "--db", db_url, "--derived-from", other)  # nothing derived from it
     assert r.exit_code == 0 and archived(db) == [a] and "restored 0 of 0" in r.stdout, r.output
+
+
+def test_bounded_walks_and_the_graph_of_a_file_with_many_children(db, tmp_path):
+    d = tmp_path / "wide"
+    d.mkdir()
+    a = write(d / 'a "quoted".h5', ["/raw/run1.root"])
+    kids = sorted(write(d / f"k{i}.h5", [a]) for i in range(6))
+    inject(db, d)
+    full = lineage.descendants(db, [a])
+    assert sorted(full.paths) == kids and not full.truncated
+    assert not lineage.descendants(db, [a], limit=6).truncated          # exactly all of them
+    some = lineage.descendants(db, [a], limit=4)
+    assert some.truncated and len(some.paths) == 4 and set(some.paths) < set(kids)
+    assert {e[1] for e in some.edges} == set(some.paths)               # no edge to a file left out
+    g = lineage.graph(db, a, max_nodes=3)
+    assert g.capped and g.nodes[0] == a and len(g.nodes) == 3 and g.unresolved == []
+    assert '"' + a.replace('"', '\\"') + '" [label="a \\"quoted\\".h5"' in g.dot      # DOT-quoted
+    g = lineage.graph(db, a)
+    assert not g.capped and sorted(g.nodes) == sorted([a, *kids])
+    assert g.edges == sorted((a, k) for k in kids) and g.unresolved == [("/raw/run1.root", a)]
