@@ -1,8 +1,9 @@
 """Lineage: which files each file was made from, and everything derived from a file.
 
 A document's parents are its ``inputs`` (what extraction found: the input files of the
-``cfg``'s ``io`` block, else the sidecar's SAM ``parents``). Each is stored in
-``lineage.parents`` as ``{text, path, how}``:
+``cfg``'s ``io`` block, else the sidecar's SAM ``parents``, else spine-prod's lists of the
+job's input files, see :func:`spine_docs.spine.job_inputs`; ``provenance.inputs`` says
+which). Each is stored in ``lineage.parents`` as ``{text, path, how}``:
 
 * ``how: "path"``: a catalog document has that normalised path (any site);
 * ``how: "name"``: else, the only documents with that file name in the same dataset and

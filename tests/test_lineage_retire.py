@@ -241,3 +241,51 @@ def test_bounded_walks_and_the_graph_of_a_file_with_many_children(db, tmp_path):
     g = lineage.graph(db, a)
     assert not g.capped and sorted(g.nodes) == sorted([a, *kids])
     assert g.edges == sorted((a, k) for k in kids) and g.unresolved == [("/raw/run1.root", a)]
+
+
+def prod_job_tree(tmp_path):
+    """A spine-prod run directory by hand (the layout of spine-prod's submitter): the job's
+    outputs ``tasks/chunk_000/task_K/output/<input_stem>_<suffix>.h5`` whose cfg names no
+    input, task lists ``task_K/inputs.txt``, and the job's ``--source-list`` beside
+    ``job_metadata.json``; the parents are HDF5 files of an earlier stage."""
+    up = tmp_path / "stage1"
+    up.mkdir()
+    a, b, c = (write(up / f"{n}.h5", [f"/raw/{n}.root"]) for n in ("a", "b", "c"))
+    run = tmp_path / "runs" / "20250101_000000_spine_icarus_ana_cfg"
+    run.mkdir(parents=True)
+    (run / "job_metadata.json").write_text(json.dumps({
+        "spine_prod_version": "1.2.0", "config": "infer/icarus/ana_cfg.cfg", "output_suffix": "ana",
+        "command": "./submit.py --config infer/icarus/ana_cfg.cfg --source-list icarus_files.txt"}))
+    (run / "icarus_files.txt").write_text(f"{a}\n{b}\n\n# a comment\n{c}\n")
+    task1, task2, task3 = (run / "tasks" / "chunk_000" / f"task_{k}" / "output" for k in (1, 2, 3))
+    for t in (task1, task2, task3):
+        t.mkdir(parents=True)
+    (task1.parent / "inputs.txt").write_text(f"{a}\n{b}\n")
+    (task3.parent / "inputs.txt").write_text(f"{c}\n")
+    out = {
+        "stem": write(task1 / "a_ana.h5", []),        # task list, matched by stem -> a
+        "task": write(task1 / "merged_ana.h5", []),   # task list, no stem matches -> a and b
+        "source": write(task2 / "b_ana.h5", []),      # no task list: the job's source list -> b
+        "nothing": write(task2 / "zzz.h5", []),       # no suffix to strip, no task list: none
+        "cfg": write(task3 / "c_ana.h5", ["/raw/from_cfg.root"]),   # the cfg wins
+    }
+    side = write(task2 / "c_ana.h5", [])              # the sidecar's parents win over the job's
+    (task2 / "c_ana.h5.json").write_text(json.dumps({"parents": [{"file_name": "c.h5"}]}))
+    out["sidecar"] = side
+    return a, b, c, out
+
+
+def test_spine_prod_task_lists_and_source_list_are_the_third_source_of_inputs(db, tmp_path):
+    a, b, c, out = prod_job_tree(tmp_path)
+    inject(db, tmp_path)
+    docs = {d["path"]: d for d in db.files.find({})}
+    got = {k: (docs[p]["inputs"], docs[p]["provenance"].get("inputs")) for k, p in out.items()}
+    assert got == {"stem": ([a], "job"), "task": ([a, b], "job"), "source": ([b], "job"),
+                   "nothing": ([], None), "cfg": (["/raw/from_cfg.root"], "cfg"),
+                   "sidecar": (["c.h5"], "sidecar")}
+    assert docs[a]["provenance"]["inputs"] == "cfg"
+    # and the lineage follows: by path for the job's lists, by name for the sidecar's
+    assert parents(db, out["stem"]) == [{"text": a, "path": a, "how": "path"}]
+    assert parents(db, out["source"]) == [{"text": b, "path": b, "how": "path"}]
+    assert sorted(lineage.descendants(db, [a]).paths) == sorted([out["stem"], out["task"]])
+    assert docs[out["task"]]["inputs_count"] == 2 and docs[out["nothing"]]["inputs_count"] == 0
