@@ -19,7 +19,8 @@ module holds what every page needs:
   attribute conditions, whether retired files are included and whether superseded ones are,
   and "as of" a date (the filter's ``as_of``: :func:`run` then answers from
   :mod:`spine_docs.asof`, the history, and :func:`as_of_banner` says which instant is shown);
-* :func:`file_lineage`: a file's parents and children (:func:`spine_docs.lineage.neighbours`);
+* :func:`file_lineage`: a file's parents and children (:func:`spine_docs.lineage.neighbours`),
+  :func:`file_lineage_graph`: its lineage graph as DOT (:func:`spine_docs.lineage.graph`);
 * :func:`export_file`: the bytes of an export, streamed from the cursor to a temporary file.
 
 It is a plain module beside ``explorer.py`` (Streamlit puts that directory on ``sys.path``
@@ -268,11 +269,22 @@ def file_lineage(cat: Catalog, path: str) -> dict:
     return _cached_lineage(cat.url, int(cat.settings.connect_timeout_ms), cat.stamp, path)
 
 
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=200)
+def _cached_lineage_graph(url: str, connect_ms: int, stamp: str, path: str) -> lineage.Graph:
+    return lineage.graph(_connect(url, connect_ms), path)
+
+
+def file_lineage_graph(cat: Catalog, path: str) -> lineage.Graph:
+    """A file's lineage graph, two generations each way, capped (:func:`spine_docs.lineage.graph`)."""
+    return _cached_lineage_graph(cat.url, int(cat.settings.connect_timeout_ms), cat.stamp, path)
+
+
 def refresh_caches() -> None:
     """The Refresh button: forget cached results (the catalog is reloaded on every run)."""
     _cached.clear()
     _cached_file.clear()
     _cached_lineage.clear()
+    _cached_lineage_graph.clear()
 
 
 # --------------------------------------------------------------------------- view state (URL)

@@ -271,15 +271,16 @@ def build_filter(where: Optional[str], model: List[str], dataset: List[str], sit
     return queries.Filter(**params)
 
 
-def open_filtered(ctx: typer.Context) -> tuple[Settings, Any, Any]:
-    """Settings, database and Filter of a command that takes the shared filter options."""
+def open_filtered(ctx: typer.Context, *, archive: bool = False) -> tuple[Settings, Any, Any]:
+    """Settings, database and Filter of a command that takes the shared filter options
+    (``archive``: the command selects archived documents, see :func:`_lifecycle_options`)."""
     p = ctx.params
     settings = Settings.load(db=p.get("db"))
     database = open_db(settings)
     flt = build_filter(p["where"], p["model"], p["dataset"], p["site"], p["status"],
                        p["version_min"], p["version_max"], p["run_min"], p["run_max"], p["attr"],
                        p["path_contains"], p["saved"], database)
-    flt = _lifecycle_options(p, flt, database)
+    flt = _lifecycle_options(p, flt, database, archive=archive)
     if p.get("as_of"):
         from .queries import Filter
         flt = Filter(**{**flt.model_dump(), "as_of": p["as_of"]})
@@ -295,10 +296,13 @@ def _now_only(ctx: typer.Context, flt: Any) -> None:
                    f"(use it with query, facets, attrs or diff)")
 
 
-def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
+def _lifecycle_options(p: dict, flt: Any, database: Any, *, archive: bool = False) -> Any:
     """``--include-retired``, ``--latest-only``, ``--derived-from PATH`` (every descendant) and ``--parent-of
     PATH`` (its resolved parents) on top of a Filter: the two lineage options become a
-    condition on the paths the lineage walk finds."""
+    condition on the paths the lineage walk finds. With ``archive`` (``restore-files``,
+    whose documents are in ``files_archive``) the walk goes through the catalog and the
+    archive alike (archived documents keep their ``lineage``; a chain pruned whole is still
+    one), and the condition then selects the archived documents among the paths found."""
     from . import lineage
     from .queries import Filter, and_queries
 
@@ -306,14 +310,15 @@ def _lifecycle_options(p: dict, flt: Any, database: Any) -> Any:
         flt = flt.model_copy(update={"include_retired": True})
     if p.get("latest_only"):
         flt = flt.model_copy(update={"latest_only": True})
+    collections = ("files", "files_archive") if archive else ("files",)
     conditions = []
     if p.get("derived_from"):
-        walk = lineage.descendants(database, [p["derived_from"]])
+        walk = lineage.descendants(database, [p["derived_from"]], collections=collections)
         for c in walk.cycles:
             typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
         conditions.append({"path": {"$in": walk.paths}})
     if p.get("parent_of"):
-        walk = lineage.ancestors(database, [p["parent_of"]], depth=1)
+        walk = lineage.ancestors(database, [p["parent_of"]], depth=1, collections=collections)
         conditions.append({"path": {"$in": walk.paths}})
     if conditions:
         flt = Filter(**{**flt.model_dump(), "where": and_queries(flt.where, *conditions)})
@@ -522,7 +527,8 @@ def verify_cmd(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt,
+    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     checksum: bool = typer.Option(False, "--checksum", help="Also re-hash every file whose size and "
                                   "mtime match, and compare with the stored sha256."),
     workers: Optional[int] = typer.Option(None, min=1, help="Threads for stat() on a slow filesystem "
@@ -580,7 +586,8 @@ def prune(
     site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt,
+    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
+    parent_of: Optional[str] = ParentOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -618,6 +625,11 @@ def restore_files(
     version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
     run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
     saved: Optional[str] = SavedOpt,
+    derived_from: Optional[str] = typer.Option(None, "--derived-from", help="Archived files derived "
+                                               "from this file, transitively (the lineage is followed "
+                                               "through archived and catalog documents alike)."),
+    parent_of: Optional[str] = typer.Option(None, "--parent-of", help="The archived files this file "
+                                            "(archived or not) was made from."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -627,7 +639,7 @@ def restore_files(
     Example: spine-docs restore-files --path-contains /bnb_nu/"""
     from . import prune as pruning
 
-    settings, database, flt = open_filtered(ctx)
+    settings, database, flt = open_filtered(ctx, archive=True)
     _now_only(ctx, flt)
     if flt.is_empty() and not run and not all_:
         raise fail("say what to restore: filter options, --run RUN_ID, or --all")

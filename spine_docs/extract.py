@@ -534,7 +534,9 @@ def _build(path: str | os.PathLike[str], *, site: str, limits: Limits | None,
     for name, source in facts.get("provenance", {}).items():
         _merge(doc, {name: facts.get(name)}, source)
     if not doc["inputs"] and facts.get("inputs"):
-        _set_inputs(doc, facts["inputs"])
+        _set_inputs(doc, facts["inputs"], "sidecar")
+    if not doc["inputs"] and job is not None:  # the third source: the production's task lists
+        _set_inputs(doc, spine.job_inputs(path, job, cache.jobs if cache else None), "job")
 
     _merge(doc, spine.path_facts(path, list(limits.path_patterns)), "path")
     doc["spine_version_key"] = spine.semver_key(doc["spine_version"])
@@ -550,10 +552,15 @@ def _build(path: str | os.PathLike[str], *, site: str, limits: Limits | None,
     return doc
 
 
-def _set_inputs(doc: dict[str, Any], inputs: list[Any]) -> None:
+def _set_inputs(doc: dict[str, Any], inputs: list[Any], source: str) -> None:
+    """``inputs`` (at most :data:`MAX_INPUTS`), their count, and where they came from
+    (``provenance.inputs``: ``cfg``, ``sidecar`` or ``job``). Nothing when there are none."""
     names = [str(i) for i in inputs if i is not None]
+    if not names:
+        return
     doc["inputs_count"] = len(names)
     doc["inputs"] = [n[:4096] for n in names[:MAX_INPUTS]]
+    doc["provenance"]["inputs"] = source
 
 
 def _job_document(job: dict[str, Any], path: str, cache: ExtractCache | None) -> dict[str, Any]:
@@ -621,7 +628,7 @@ def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits,
             facts = spine.cfg_facts(cfg)
             _merge(doc, {k: v for k, v in facts.items() if k != "inputs"}, "cfg")
             if facts.get("inputs"):
-                _set_inputs(doc, facts["inputs"])
+                _set_inputs(doc, facts["inputs"], "cfg")
 
     doc["structure"] = read_structure(f, max_items=limits.max_structure_items,
                                       max_depth=limits.max_structure_depth)

@@ -1,8 +1,9 @@
 """Lineage: which files each file was made from, and everything derived from a file.
 
 A document's parents are its ``inputs`` (what extraction found: the input files of the
-``cfg``'s ``io`` block, else the sidecar's SAM ``parents``). Each is stored in
-``lineage.parents`` as ``{text, path, how}``:
+``cfg``'s ``io`` block, else the sidecar's SAM ``parents``, else spine-prod's lists of the
+job's input files, see :func:`spine_docs.spine.job_inputs`; ``provenance.inputs`` says
+which). Each is stored in ``lineage.parents`` as ``{text, path, how}``:
 
 * ``how: "path"``: a catalog document has that normalised path (any site);
 * ``how: "name"``: else, the only documents with that file name in the same dataset and
@@ -206,52 +207,84 @@ class Walk:
     depth_of: dict[str, int] = field(default_factory=dict)
     cycles: list[list[str]] = field(default_factory=list)            # each: paths, first == last
     unresolved: dict[str, list[str]] = field(default_factory=dict)   # child path -> texts
+    truncated: bool = False   # stopped at ``limit`` files: there are more
 
     @property
     def paths(self) -> list[str]:
         return [p for _, p in self.documents]
 
 
-def _children(db: Any, paths: Sequence[str]) -> list[dict]:
-    return list(db.files.find({"lineage.parents.path": {"$in": list(paths)}},
-                              {"path": 1, "lineage.parents": 1}))
+def _bounded(cursor: Any, n: int | None) -> Any:
+    return cursor if n is None else cursor.limit(n)
 
 
-def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
+def _children(db: Any, paths: Sequence[str], collection: str = "files", limit: int | None = None) -> list[dict]:
+    return list(_bounded(db[collection].find({"lineage.parents.path": {"$in": list(paths)}},
+                                             {"path": 1, "lineage.parents": 1}), limit))
+
+
+def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None,
+          collections: Sequence[str] = ("files",), limit: int | None = None) -> Walk:
+    """Breadth-first from ``roots``; with ``limit``, at most that many files besides the
+    roots (``truncated`` says that there may be more) and each read of children bounded
+    accordingly (a file with a million children costs a bounded read, not a million
+    documents)."""
     roots = [normalise_path(r) for r in roots]
     walk = Walk(root=roots)
     seen = set(roots)
     for r in roots:
         walk.depth_of[r] = 0
+
+    def room() -> bool:
+        if limit is not None and len(seen) - len(roots) >= limit:
+            walk.truncated = True
+            return False
+        return True
+
     frontier, level = list(roots), 0
-    while frontier and (depth is None or level < depth):
+    while frontier and (depth is None or level < depth) and not walk.truncated:
         level += 1
         nxt: list[str] = []
+        front = set(frontier)
         if up:
-            for d in db.files.find({"path": {"$in": frontier}}, {"path": 1, "lineage.parents": 1}):
+            for d in (d for c in collections
+                      for d in db[c].find({"path": {"$in": frontier}}, {"path": 1, "lineage.parents": 1})):
                 for p in ((d.get("lineage") or {}).get("parents") or []):
                     if p.get("path") is None:
-                        walk.unresolved.setdefault(d["path"], []).append(p["text"])
+                        texts = walk.unresolved.setdefault(d["path"], [])
+                        if p["text"] not in texts:  # (a path in files and in files_archive: once)
+                            texts.append(p["text"])
                         continue
-                    walk.edges.append((p["path"], d["path"]))
                     if p["path"] not in seen:
+                        if not room():
+                            continue
                         seen.add(p["path"])
                         nxt.append(p["path"])
+                    walk.edges.append((p["path"], d["path"]))
         else:
-            for d in _children(db, frontier):
-                for p in ((d.get("lineage") or {}).get("parents") or []):
-                    if p.get("path") in frontier:
-                        walk.edges.append((p["path"], d["path"]))
-                if d["path"] not in seen:
-                    seen.add(d["path"])
-                    nxt.append(d["path"])
+            # rows enough for every new child that fits plus one, besides the seen ones (a
+            # path indexed at several sites is one row per site: a full read then says "maybe more")
+            bound = None if limit is None else limit - (len(seen) - len(roots)) + len(seen) + 1
+            for c in collections:
+                rows = _children(db, frontier, c, bound)
+                if bound is not None and len(rows) >= bound:
+                    walk.truncated = True
+                for d in rows:
+                    if d["path"] not in seen:
+                        if not room():
+                            continue
+                        seen.add(d["path"])
+                        nxt.append(d["path"])
+                    for p in ((d.get("lineage") or {}).get("parents") or []):
+                        if p.get("path") in front:
+                            walk.edges.append((p["path"], d["path"]))
         for path in nxt:
             walk.depth_of[path] = level
         frontier = sorted(set(nxt))
     found = [p for p in seen if p not in set(roots)]
     if found:
-        walk.documents = sorted((d["_id"], d["path"]) for d in
-                                db.files.find({"path": {"$in": found}}, {"_id": 1, "path": 1}))
+        walk.documents = sorted({(d["_id"], d["path"]) for c in collections for d in
+                                 db[c].find({"path": {"$in": found}}, {"_id": 1, "path": 1})})
     walk.edges = sorted(set(walk.edges))
     walk.cycles = find_cycles(walk.edges)
     return walk
@@ -287,14 +320,20 @@ def find_cycles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
     return cycles
 
 
-def descendants(db: Any, paths: Sequence[str], depth: int | None = None) -> Walk:
-    """Every file derived from ``paths`` (children, their children, ...), each once."""
-    return _walk(db, paths, up=False, depth=depth)
+def descendants(db: Any, paths: Sequence[str], depth: int | None = None,
+                collections: Sequence[str] = ("files",), limit: int | None = None) -> Walk:
+    """Every file derived from ``paths`` (children, their children, ...), each once.
+    ``collections``: where the documents are looked up (``("files", "files_archive")``:
+    through archived documents too, e.g. a chain that was pruned whole); ``limit``: at most
+    that many files (``Walk.truncated`` when there may be more)."""
+    return _walk(db, paths, up=False, depth=depth, collections=collections, limit=limit)
 
 
-def ancestors(db: Any, paths: Sequence[str], depth: int | None = None) -> Walk:
-    """Every catalog file ``paths`` were made from, transitively (unresolved inputs listed)."""
-    return _walk(db, paths, up=True, depth=depth)
+def ancestors(db: Any, paths: Sequence[str], depth: int | None = None,
+              collections: Sequence[str] = ("files",), limit: int | None = None) -> Walk:
+    """Every catalog file ``paths`` were made from, transitively (unresolved inputs listed);
+    ``collections`` and ``limit`` as for :func:`descendants`."""
+    return _walk(db, paths, up=True, depth=depth, collections=collections, limit=limit)
 
 
 def render_tree(walk: Walk, up: bool) -> list[str]:
@@ -322,15 +361,79 @@ def render_tree(walk: Walk, up: bool) -> list[str]:
     return lines
 
 
+def dot_quote(text: str) -> str:
+    """``text`` as a DOT quoted string (backslashes and double quotes escaped, line breaks
+    spelled out)."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
 def render_dot(walk: Walk) -> str:
     out = ["digraph lineage {", "  rankdir=LR;"]
     for a, b in walk.edges:
-        out.append(f'  "{a}" -> "{b}";')
+        out.append(f"  {dot_quote(a)} -> {dot_quote(b)};")
     for child, texts in walk.unresolved.items():
         for t in texts:
-            out.append(f'  "{t}" [style=dashed]; "{t}" -> "{child}" [style=dashed];')
+            out.append(f"  {dot_quote(t)} [style=dashed]; {dot_quote(t)} -> {dot_quote(child)} [style=dashed];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+#: the nodes a lineage graph draws at most, and the generations each way (the explorer's detail panel)
+GRAPH_NODES = 40
+GRAPH_DEPTH = 2
+
+
+@dataclass
+class Graph:
+    """A file's lineage neighbourhood, drawn: :func:`graph`."""
+
+    root: str
+    dot: str
+    nodes: list[str]                   # file paths drawn, the root first, then by distance
+    edges: list[tuple[str, str]]       # (parent path, child path) drawn
+    unresolved: list[tuple[str, str]]  # (input text, child path) drawn, dashed
+    capped: bool                       # files or inputs were left out (there are more)
+    cycles: list[list[str]]
+
+
+def graph(db: Any, path: str, depth: int | None = None, max_nodes: int | None = None) -> Graph:
+    """The lineage graph around the file at ``path``: its ancestors and descendants up to
+    ``depth`` generations each way, at most ``max_nodes`` nodes (files and unresolved
+    inputs, the nearest first; ``capped`` when some were left out), as DOT (``rankdir=LR``,
+    parents on the left; the file itself filled; each node labelled with its file name, its
+    path as tooltip; unresolved inputs dashed). Two bounded walks (:func:`ancestors`,
+    :func:`descendants`); a cycle is drawn as the edges it has, never followed. Defaults:
+    :data:`GRAPH_DEPTH`, :data:`GRAPH_NODES`."""
+    depth = GRAPH_DEPTH if depth is None else depth
+    max_nodes = GRAPH_NODES if max_nodes is None else max_nodes
+    root = normalise_path(path)
+    up = ancestors(db, [root], depth=depth, limit=max_nodes)
+    down = descendants(db, [root], depth=depth, limit=max_nodes)
+    ranked = sorted({p for p in (*up.depth_of, *down.depth_of) if p != root},
+                    key=lambda p: (min(up.depth_of.get(p, depth + 1), down.depth_of.get(p, depth + 1)), p))
+    inputs = sorted({(t, child) for child, texts in up.unresolved.items() for t in texts},
+                    key=lambda tc: (up.depth_of.get(tc[1], 0), tc[1], tc[0]))
+    room = max(0, max_nodes - 1)
+    nodes = [root] + ranked[:room]
+    kept = set(nodes)
+    inputs = [(t, c) for t, c in inputs if c in kept][:max(0, room - len(ranked))]
+    capped = up.truncated or down.truncated or len(ranked) > room or \
+        len(inputs) < sum(len(t) for c, t in up.unresolved.items())
+    edges = sorted({e for e in (*up.edges, *down.edges) if e[0] in kept and e[1] in kept})
+    out = ["digraph lineage {", "  rankdir=LR;", '  node [shape=box, fontsize=10, style=rounded];']
+    for p in nodes:
+        style = ', style="rounded,filled", fillcolor="#dbe9f6"' if p == root else ""
+        out.append(f"  {dot_quote(p)} [label={dot_quote(_name(p))}, tooltip={dot_quote(p)}{style}];")
+    for a, b in edges:
+        out.append(f"  {dot_quote(a)} -> {dot_quote(b)};")
+    for t, c in inputs:
+        node = dot_quote(f"input:{t}")
+        out.append(f'  {node} [label={dot_quote(_name(t))}, tooltip={dot_quote(t + " (not in the catalog)")}, '
+                   f'style="rounded,dashed"];')
+        out.append(f"  {node} -> {dot_quote(c)} [style=dashed];")
+    out.append("}")
+    return Graph(root=root, dot="\n".join(out) + "\n", nodes=nodes, edges=edges, unresolved=inputs,
+                 capped=capped, cycles=find_cycles(edges))
 
 
 def neighbours(db: Any, path: str) -> dict[str, list]:

@@ -68,7 +68,8 @@ __all__ = [
     "parse_cfg_checked", "split_cfg", "split_cfg_entry", "parse_cfg_entry", "cfg_facts",
     "dataset_from_inputs", "event_count",
     "run_ranges", "find_job_metadata", "job_metadata_path", "load_json",
-    "load_json_checked", "read_sidecars", "sidecar_facts", "compile_patterns", "path_facts",
+    "load_json_checked", "read_sidecars", "sidecar_facts", "job_inputs", "TASK_INPUTS_NAME",
+    "compile_patterns", "path_facts",
     "parse_version", "semver_key",
 ]
 
@@ -907,6 +908,88 @@ def read_sidecars(path: str | os.PathLike[str], *, job_cache: dict[str, Any] | N
         if job is not None and job_cache is not None and copy_job:
             job = json.loads(json.dumps(job))  # callers may mutate their copy
     return sidecar, job
+
+
+#: spine-prod's list of a task's input files, one path a line, in the task directory beside
+#: ``output/`` (``tasks/chunk_NNN/task_K/inputs.txt``)
+TASK_INPUTS_NAME = "inputs.txt"
+#: file lists larger than this are not read
+MAX_LIST_BYTES = 64 * 1024 * 1024
+_SOURCE_LIST_RE = re.compile(r"(?:^|\s)(?:--source-list|-S)(?:=|\s+)(\S+)")
+
+
+def _file_list(path: str, job_cache: dict[str, Any] | None) -> dict[str, list[str]] | None:
+    """A list of files (one a line; blank lines and ``#`` comments skipped) as ``{input stem:
+    [entries]}`` plus ``"": every entry``; None when it cannot be read. Memoised in
+    ``job_cache`` (a production's list is read once per run, not once per file)."""
+    key = "list:" + path
+    if job_cache is not None and key in job_cache:
+        return job_cache[key]
+    index: dict[str, list[str]] | None = None
+    try:
+        if os.path.isfile(path) and os.path.getsize(path) <= MAX_LIST_BYTES:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                entries = [line.strip() for line in f]
+            entries = [e for e in entries if e and not e.startswith("#")]
+            index = {"": entries}
+            for e in entries:
+                index.setdefault(os.path.splitext(posixpath.basename(e.replace("\\", "/")))[0], []).append(e)
+    except OSError:
+        index = None
+    if job_cache is not None:
+        job_cache[key] = index
+    return index
+
+
+def job_inputs(path: str | os.PathLike[str], job: Any, job_cache: dict[str, Any] | None = None
+               ) -> list[str]:
+    """The input files of a spine-prod output file, from its production's layout and job
+    metadata (the third source of a file's ``inputs``, after the ``cfg``'s ``io`` block and
+    the sidecar's ``parents``); ``[]`` when they cannot be told.
+
+    spine-prod (``src/submitter.py``) gives each task a directory ``tasks/chunk_NNN/task_K/``
+    holding ``inputs.txt`` (the task's input files, one a line) and ``output/``, where SPINE
+    writes ``<input_stem>_<output_suffix>.h5`` (``output_suffix`` in ``job_metadata.json``,
+    by default the stem of ``config``). So, in order:
+
+    1. the task's ``inputs.txt`` (beside the ``output`` directory holding the file): the
+       entries whose stem is the file's stem minus ``_<output_suffix>``, else every entry (a
+       task's outputs are made from its inputs);
+    2. the ``--source-list FILE`` (or ``-S FILE``) of the job's ``command``: the entries with
+       that stem. A relative FILE is relative to where ``submit.py`` ran, unknown here: it is
+       looked for beside ``job_metadata.json`` (where a production keeping its list puts a
+       copy).
+
+    Assumed from spine-prod's code, not from a real production tree: none was at hand. A
+    bare input stem is never recorded by itself (without its extension it names no file the
+    lineage could resolve).
+    """
+    fspath = os.fspath(path)
+    jb = _lower_keys(job) if isinstance(job, Mapping) else {}
+    suffix = as_str(jb.get("output_suffix")) if isinstance(jb.get("output_suffix"), str) else None
+    suffix = suffix or _config_name(jb.get("config"))
+    stem = os.path.splitext(os.path.basename(fspath))[0]
+    input_stem = stem[: -len(suffix) - 1] if suffix and stem.endswith("_" + suffix) and \
+        len(stem) > len(suffix) + 1 else None
+    directory = os.path.dirname(fspath)
+    if os.path.basename(directory) == "output":
+        task_list = _file_list(os.path.join(os.path.dirname(directory), TASK_INPUTS_NAME), job_cache)
+        if task_list and task_list[""]:
+            return list((input_stem is not None and task_list.get(input_stem)) or task_list[""])
+    command = jb.get("command")
+    if input_stem is None or not isinstance(command, str):
+        return []
+    m = _SOURCE_LIST_RE.search(command)
+    if not m:
+        return []
+    listed = m.group(1).strip("'\"")
+    if not os.path.isabs(listed):
+        job_path = job_metadata_path(fspath, job_cache)
+        if job_path is None:
+            return []
+        listed = os.path.join(os.path.dirname(job_path), listed)
+    source_list = _file_list(listed, job_cache)
+    return list((source_list or {}).get(input_stem) or [])
 
 
 def _config_name(value: Any) -> str | None:

@@ -399,6 +399,86 @@ def test_detail_panel_links_parents_and_children_and_says_retired(tmp_path, monk
     assert "Lineage: no parents or children in the catalog." in [c.value for c in at.caption]
 
 
+DOT_EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"', re.M)
+
+
+def graph_dot(at) -> str:
+    charts = at.get("graphviz_chart")
+    assert len(charts) == 1, "one lineage graph in the detail panel"
+    return charts[0].proto.spec
+
+
+def file_edges(dot: str) -> set[tuple[str, str]]:
+    """The (parent, child) edges between files the DOT draws (unresolved inputs left out)."""
+    return {(a, b) for a, b in DOT_EDGE.findall(dot) if not a.startswith("input:")}
+
+
+def chain_by_hand(db, path, ids, order):
+    """Extends lifecycle_catalog's parent -> child -> grandchild by hand: grandchild ->
+    order[7] -> order[8] (three and four generations below the parent); returns every
+    (parent, child) edge made by hand."""
+    g1, g2 = order[7], order[8]
+    with store.writing(db):
+        for parent, child in ((ids["grandchild"], g1), (g1, g2)):
+            db.files.update_one({"_id": child}, {"$set": {"lineage": {"parents": [
+                {"text": path[parent], "path": path[parent], "how": "path"}], "pending": []}}})
+    return {(path[ids["parent"]], path[ids["child"]]), (path[ids["child"]], path[ids["grandchild"]]),
+            (path[ids["grandchild"]], path[g1]), (path[g1], path[g2])}
+
+
+def test_detail_panel_draws_the_lineage_graph_two_generations_each_way(tmp_path, monkeypatch):
+    at, db, specs, ids, path = lifecycle_catalog(tmp_path, monkeypatch)
+    order = [s["_id"] for s in sorted(specs, key=lambda s: s["mtime"])]
+    made = chain_by_hand(db, path, ids, order)
+    # from the child: the parent (1 up), the grandchild (1 down) and order[7] (2 down); order[8]
+    # is three generations down: not drawn
+    at.query_params["file"] = ids["child"]
+    ok(at.run())
+    dot = graph_dot(at)
+    within_two = {(path[ids["parent"]], path[ids["child"]]), (path[ids["child"]], path[ids["grandchild"]]),
+                  (path[ids["grandchild"]], path[order[7]])}
+    assert within_two < made
+    assert file_edges(dot) == within_two
+    assert f'"{path[order[8]]}"' not in dot
+    assert f'"input:raw/lost_input.root" -> "{path[ids["child"]]}" [style=dashed];' in dot
+    assert not [c for c in at.caption if c.value.startswith("Capped at")]
+    # from the grandchild: two up (parent, child), two down (order[7], order[8])
+    at.query_params["file"] = ids["grandchild"]
+    ok(at.run())
+    assert file_edges(graph_dot(at)) == made
+
+
+def test_lineage_graph_is_capped_with_a_note(tmp_path, monkeypatch):
+    from spine_docs import lineage
+
+    at, db, specs, ids, path = lifecycle_catalog(tmp_path, monkeypatch)
+    order = [s["_id"] for s in sorted(specs, key=lambda s: s["mtime"])]
+    chain_by_hand(db, path, ids, order)
+    monkeypatch.setattr(lineage, "GRAPH_NODES", 3)
+    at.query_params["file"] = ids["child"]
+    ok(at.run())
+    dot = graph_dot(at)
+    # three boxes, the nearest first: the child and its two neighbours at distance 1
+    assert file_edges(dot) == {(path[ids["parent"]], path[ids["child"]]),
+                               (path[ids["child"]], path[ids["grandchild"]])}
+    assert "input:" not in dot and f'"{path[order[7]]}"' not in dot
+    assert [c.value for c in at.caption if c.value.startswith("Capped at 3 boxes")]
+
+
+def test_lineage_graph_of_a_cycle_terminates_and_warns(tmp_path, monkeypatch):
+    at, db, specs, ids, path = lifecycle_catalog(tmp_path, monkeypatch)
+    order = [s["_id"] for s in sorted(specs, key=lambda s: s["mtime"])]
+    x, y, z = order[8], order[9], order[10]             # x -> y -> z -> x, by hand
+    with store.writing(db):
+        for parent, child in ((x, y), (y, z), (z, x)):
+            db.files.update_one({"_id": child}, {"$set": {"lineage": {"parents": [
+                {"text": path[parent], "path": path[parent], "how": "path"}], "pending": []}}})
+    at.query_params["file"] = y
+    ok(at.run())
+    assert file_edges(graph_dot(at)) == {(path[x], path[y]), (path[y], path[z]), (path[z], path[x])}
+    assert [w for w in at.warning if w.value.startswith("Lineage cycle:")]
+
+
 # --------------------------------------------------------------------------- Export
 
 def test_export_downloads_equal_the_query_result(app):

@@ -2,7 +2,8 @@
 
 Builds an embedded catalog from sample files, starts the explorer with the real CLI in a
 subprocess, loads the Files page, clicks a facet, checks that the filtered count and the URL
-follow, selects a row to open the detail panel, saves a screenshot, and reloads the URL. Needs Debian's ``chromium`` and ``chromium-driver`` (CI's
+follow, selects a row to open the detail panel (its lineage graph drawn as SVG), saves a
+screenshot, and reloads the URL. Needs Debian's ``chromium`` and ``chromium-driver`` (CI's
 ``.ci/run`` installs them) and selenium; skipped without them.
 """
 
@@ -163,6 +164,12 @@ def test_files_page_facet_click_in_chromium(driver, explorer, tmp_path):
                   "the detail panel")
     _wait(driver, lambda d: "file=" in d.current_url, "the selected file in the URL")
     _wait(driver, lambda d: first["path"] in panel.text.replace("\n", ""), "the file's path in the panel")
+    # its lineage graph (the sample files name their inputs: at least one box and an edge) is drawn as SVG
+    assert (db.files.find_one({"path": first["path"]}).get("lineage") or {}).get("parents")
+    chart = ".st-key-detail .st-key-lineage_graph [data-testid='stGraphVizChart'] svg"
+    svg = _wait(driver, lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, chart)), None),
+                "the lineage graph's SVG in the detail panel")
+    _wait(driver, lambda d: svg.find_elements(By.CSS_SELECTOR, "g.edge"), "an edge in the lineage graph")
     time.sleep(0.5)  # let the panel finish drawing before the picture
     shot = tmp_path / "files-page.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -75,7 +75,7 @@ def test_a_healthy_catalog(db, backend):
     r = doctor.diagnose(db)
     assert r.problems == [] and r.exit_code == 0, r.problems
     assert r.kind == backend
-    assert (r.schema.db_version, r.schema.code_version, r.schema.current) == (6, 6, True)
+    assert (r.schema.db_version, r.schema.code_version, r.schema.current) == (7, 7, True)
     assert r.schema.drift == [] and r.schema.pending == []
     assert r.schema.validators["files"]["present"] and r.schema.validators["files"]["matches"]
     assert (r.schema.validators["files"]["level"], r.schema.validators["files"]["action"]) == ("moderate", "warn")
@@ -150,7 +150,7 @@ def test_a_schema_version_mismatch_is_a_problem(db):
         schema.stamp_version(db, 2)
     r = doctor.diagnose(db)
     assert r.exit_code == 1
-    assert r.problems[0] == "database schema version 2, this spine-docs needs 6: run `spine-docs migrate up`"
+    assert r.problems[0] == "database schema version 2, this spine-docs needs 7: run `spine-docs migrate up`"
     assert (r.schema.db_version, r.schema.current) == (2, False)
 
 
@@ -192,7 +192,7 @@ def test_the_text_report(db):
     for section in ("Server", "Schema", "Migration lock", "Ingest runs (newest 3)", "Documents",
                     "Query plans (static: the plan checker, under this catalog's indexes)"):
         assert f"\n{section}\n" in text
-    assert "  version: database 6, code 6 (current)" in lines
+    assert "  version: database 7, code 7 (current)" in lines
     assert "  files: 6 (ok 3, incomplete 2, error 1)" in lines
     n = len(bson.encode(BIGGEST))
     assert f"  largest document: {n / 1024:.1f} KiB ({n:,} bytes)  {BIGGEST['_id']}" in text
@@ -325,7 +325,7 @@ def test_cli_exit_1_on_a_problem(db, db_url, monkeypatch, capsys):
         schema.stamp_version(db, 1)
     code, out, err = run_main(monkeypatch, capsys, "doctor", "--db", db_url)
     assert code == 1
-    assert "\nProblems\n  database schema version 1, this spine-docs needs 6: run `spine-docs migrate up`\n" in out
+    assert "\nProblems\n  database schema version 1, this spine-docs needs 7: run `spine-docs migrate up`\n" in out
 
 
 def test_cli_usage_and_connection_errors_are_one_line(tmp_path, monkeypatch, capsys):

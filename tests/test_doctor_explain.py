@@ -320,7 +320,7 @@ def test_explain_through_the_wire_all_served_exits_0(wire, monkeypatch, capsys):
     assert all(c.get("maxTimeMS") == 5000 for c in catalog.explains)
     assert "version: 6.0.5   feature compatibility: 6.0" in out
     assert "topology: standalone" in out
-    assert "version: database 6, code 6 (current)" in out
+    assert "version: database 7, code 7 (current)" in out
     assert "ok  IXSCAN on path_1_site_1  file by path  (keys 1, docs 1, 0 ms)" in out
     # the allowed scans are shown, with their reason, and do not fail the run
     assert "ok  COLLSCAN  run coverage  (keys 0, docs 40, 6 ms)  -- allowed: coverage reads" in out

@@ -16,7 +16,17 @@ from test_migrate_helpers import (BACKENDS, HEAD, NEXT, SHIPPED, db, kind, dump,
 
 
 def _strip_key(doc):
-    return {k: v for k, v in doc.items() if k != "spine_version_key"}
+    return {k: v for k, v in doc.items() if k not in ("spine_version_key", "lineage")}
+
+
+def _backfilled_lineage(old):
+    """What 0007 gives a legacy document: its inputs (raw files, none in the catalog) kept as
+    text and pending by file name; nothing for a document without inputs."""
+    texts = [t for t in old.get("inputs") or [] if isinstance(t, str)]
+    if not texts:
+        return None
+    return {"parents": [{"text": t, "path": None, "how": None} for t in texts],
+            "pending": sorted({t.rsplit("/", 1)[-1] for t in texts}), "backfilled": "0007"}
 
 
 def test_full_upgrade_from_version_0_with_data(kind, db, tmp_path):
@@ -38,10 +48,13 @@ def test_full_upgrade_from_version_0_with_data(kind, db, tmp_path):
     assert after.keys() == before.keys()
     for _id, old in before.items():
         new = after[_id]
-        # identical except for what 0002 changes: the key, computed by spine.semver_key
+        # identical except for what 0002 changes: the key, computed by spine.semver_key, and
+        # what 0007 adds: the lineage of the documents with inputs
         assert _strip_key(new) == _strip_key(old)
         assert list(_strip_key(new)) == list(_strip_key(old))           # field order kept
         assert new["spine_version_key"] == semver_key(old.get("spine_version"))
+        assert "lineage" not in old and new.get("lineage") == _backfilled_lineage(old)
+    assert sum(_backfilled_lineage(old) is not None for old in before.values()) == len(before)  # all have inputs
     assert list(db.runs.find({})) == runs_before
     assert after["testsite:/extra/f00000.h5"]["spine_version_key"] is None   # no version: null key
     # sortable: 0.5 < 0.10.2 < 0.14.0 < 0.17.1 < 0.18.0rc1

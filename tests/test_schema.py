@@ -31,7 +31,7 @@ def test_statuses_are_the_schemas_enum():
 
 def test_shipped_schema_is_consistent():
     data = schema.load_schema()
-    assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 6 == HEAD
+    assert schema.CODE_SCHEMA_VERSION == data["schema_version"] == 7 == HEAD
     assert {"files", "runs", "meta", "saved_queries", "changelog", "file_versions"} <= set(data["collections"])
     # the highest migration equals schema_version
     assert _migration_versions()[-1] == data["schema_version"]

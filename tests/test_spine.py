@@ -528,3 +528,26 @@ def test_pre_release_spellings_sort_as_written_by_hand():
         ranks = [next(i for i, g in enumerate(PRE_RELEASE_ORDER) if v in g)
                  for v in sorted(shuffled, key=spine.semver_key)]
         assert ranks == sorted(ranks)
+
+
+def test_job_inputs_from_the_jobs_source_list(tmp_path):
+    run = tmp_path / "runs" / "20250101_000000_spine_sbnd_reco_v2"
+    out = run / "tasks" / "chunk_000" / "task_1" / "output"
+    out.mkdir(parents=True)
+    listed = tmp_path / "lists" / "files.txt"
+    listed.parent.mkdir()
+    listed.write_text("/raw/x_1.root\n/raw/x_2.root\n/raw/x_2.h5\n")
+    job = {"config": "infer/sbnd/reco_v2.cfg",                       # no output_suffix: the config's stem
+           "command": f"./submit.py -c infer/sbnd/reco_v2.cfg --source-list={listed}"}
+    (run / "job_metadata.json").write_text(json.dumps(job))
+    assert spine.job_inputs(out / "x_2_reco_v2.h5", job) == ["/raw/x_2.root", "/raw/x_2.h5"]
+    assert spine.job_inputs(out / "x_3_reco_v2.h5", job) == []           # listed nowhere
+    assert spine.job_inputs(out / "x_1_other.h5", job) == []             # not this job's suffix
+    assert spine.job_inputs(out / "x_1_reco_v2.h5", {**job, "command": "./submit.py -s '/raw/*.root'"}) == []
+    assert spine.job_inputs(out / "x_1_reco_v2.h5", {**job, "output_suffix": "reco_v2",
+                                                     "command": f"./submit.py -S '{listed}'"}) == ["/raw/x_1.root"]
+    assert spine.job_inputs(out / "x_1_reco_v2.h5", None) == []
+    cache: dict = {}
+    assert spine.job_inputs(out / "x_1_reco_v2.h5", job, cache) == ["/raw/x_1.root"]
+    listed.unlink()                                                      # read once per run: remembered
+    assert spine.job_inputs(out / "x_2_reco_v2.h5", job, cache) == ["/raw/x_2.root", "/raw/x_2.h5"]

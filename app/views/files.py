@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 import explorer_ui as ui
-from spine_docs import history as file_history, queries
+from spine_docs import history as file_history, lineage, queries
 
 SORT_LABELS = {
     "mtime": "modified", "path": "path", "name": "name", "site": "site", "size": "size",
@@ -206,6 +206,16 @@ def lineage_links(doc: dict) -> None:
     if links["unresolved"]:
         st.caption(f"Inputs not in the catalog ({len(links['unresolved']):,})")
         st.code("\n".join(links["unresolved"]), language=None)
+    graph = ui.file_lineage_graph(cat, doc.get("path") or "")
+    st.caption(f"Lineage graph: {lineage.GRAPH_DEPTH} generations each way, parents on the left "
+               "(dashed: inputs not in the catalog; hover a box for its path)")
+    with st.container(key="lineage_graph"):
+        st.graphviz_chart(graph.dot, width="stretch")
+    if graph.capped:
+        st.caption(f"Capped at {len(graph.nodes) + len(graph.unresolved):,} boxes, the nearest first; "
+                   f"`spine-docs lineage {graph.root} --up` / `--down` lists them all.")
+    for cycle in graph.cycles:
+        st.warning(f"Lineage cycle: {' → '.join(cycle)}", icon=":material/sync_problem:")
 
 
 def detail(doc: dict) -> None:
