@@ -99,7 +99,6 @@ def test_restore_by_filter_and_by_run(db, tmp_path):
     assert rest.moved == 2 and db.files.count_documents({}) == len(paths)
 
 
-@pytest.mark.skip_backends("server")
 def test_an_interrupted_prune_loses_nothing_and_finishes_next_time(db, tmp_path, monkeypatch):
     paths = make_catalog(db, tmp_path)
     missing_since(db, {p: 40 for p in paths[:4]})
@@ -131,7 +130,6 @@ def test_an_interrupted_prune_loses_nothing_and_finishes_next_time(db, tmp_path,
     assert raw_files(db) == before
 
 
-@pytest.mark.skip_backends("server")
 def test_an_interrupted_restore_finishes_next_time(db, tmp_path, monkeypatch):
     paths = make_catalog(db, tmp_path)
     missing_since(db, {p: 40 for p in paths[:4]})
