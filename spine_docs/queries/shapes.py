@@ -256,10 +256,16 @@ def version_shapes() -> list[plans.Shape]:
 def verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
     """The plan of every shape under ``schema.json`` (the shipped one by default)."""
     schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
-    out = plans.check(query_shapes() + lifecycle_shapes(), plans.indexes_of(schema_doc), ALLOWED)
+    out = plans.check(query_shapes(), plans.indexes_of(schema_doc), ALLOWED)
     if "file_versions" in schema_doc["collections"]:
         out += plans.check(version_shapes(), plans.indexes_of(schema_doc, "file_versions"), ALLOWED)
     return out
+
+
+def lifecycle_verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
+    """The plan of every :func:`lifecycle_shapes` shape (none is allowed to scan)."""
+    schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
+    return plans.check(lifecycle_shapes(), plans.indexes_of(schema_doc))
 
 
 def archive_verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
@@ -279,9 +285,15 @@ def markdown() -> str:
             "live server.\n\n"
             "IXSCAN: an index bounds the scan and gives the order; IXSCAN+SORT: an index "
             "bounds it, then a blocking in-memory sort; COLLSCAN: every document is read.\n\n")
+    lifecycle = ("\n\n## Lifecycle and lineage\n\nWhat `verify`, `prune`, `restore-files`, "
+                 "`retire`/`unretire`, lineage (`link` after each inject, `lineage`, `--derived-from`, "
+                 "`--parent-of`), supersede and history send to `files` on a server "
+                 "(`spine_docs/queries/shapes.py: lifecycle_shapes`; what they send through pymongo "
+                 "is checked too: `tests/test_wire_lifecycle.py`). None may scan.\n\n")
     archive = ("\n\n## files_archive\n\nWhat `prune` and `restore-files` send to the archive "
                "(its own indexes: by `archived.at` and by `{path, site}`).\n\n")
-    return head + plans.table(verdicts()) + archive + plans.table(archive_verdicts())
+    return (head + plans.table(verdicts()) + lifecycle + plans.table(lifecycle_verdicts()) + archive
+            + plans.table(archive_verdicts()))
 
 
 if __name__ == "__main__":  # pragma: no cover
