@@ -1,0 +1,285 @@
+"""Issues 13 and 14 on the wire: what ``verify``, ``prune``/``restore-files``, ``retire``/
+``unretire``, lineage (``link`` after each inject, the walks), supersede and history send
+through pymongo's real network path, against a scripted server (``wire_fake``) whose CRUD
+commands are kept in an in-memory database (``wire_fake.Catalog``).
+
+Checked on every command a scenario sends: each filter on ``files``, ``file_versions`` and
+``files_archive`` is served by an index the catalog's setup created on the wire (MongoDB's
+planner rules, :mod:`spine_docs.plans`), every operator exists in MongoDB 6.0 and none runs
+JavaScript, writes go in bulk (one command per batch, not per file), a set diff's ``hint``
+names a created index. Then a write-concern error and a not-primary error during verify,
+prune and retire: one line, a non-zero exit, each document before or after (a prune never
+leaves a document in neither collection), and the next run finishes. Last, the documents
+these modules write are BSON for any input (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+
+import bson
+import pytest
+
+pytest.importorskip("mockupdb")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+import wire_fake  # noqa: E402
+from spine_docs import history, lineage, plans, samples, verify  # noqa: E402
+from spine_docs.cli import app  # noqa: E402
+
+SITE = "s1"
+CATALOG = ("files", "file_versions", "files_archive")
+
+#: the operators MongoDB 6.0 knows that a catalog command may carry (query, update, and the
+#: aggregation stages and expressions of the queries package); anything else fails the test
+MONGO_6_0 = frozenset("""
+$eq $ne $gt $gte $lt $lte $in $nin $and $or $nor $not $exists $type $regex $options $expr
+$elemMatch $size $all $mod
+$set $unset $push $each $slice $position $sort $inc $setOnInsert $addToSet $pull $min $max
+$currentDate $rename
+$match $group $project $addFields $sortByCount $unwind $limit $skip $count $facet $bucket
+$replaceRoot $replaceWith $lookup $sum $avg $first $last $push $cond $ifNull $literal
+$toString $concat $arrayElemAt $dateToString $dateTrunc $objectToArray $arrayToObject $map
+$filter $reduce $isArray $max $min $subtract $add $multiply $divide $floor $ceil $trunc
+$switch $let $size $type $indexOfArray $concatArrays $setUnion $mergeObjects $getField
+$toLower $toUpper $strLenCP $substrCP $split $range $zip $abs $log10 $pow $round $toDouble
+$toLong $toInt $convert $eq $ne $gt $gte $lt $lte $in $and $or $not
+""".split())
+#: server-side JavaScript, and operators newer than MongoDB 6.0
+FORBIDDEN = frozenset({"$where", "$function", "$accumulator", "$median", "$percentile", "$bitAnd",
+                       "$bitOr", "$bitXor", "$bitNot", "$toHashedIndexKey"})
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake():
+    f = wire_fake.FakeServer().start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def catalog(fake):
+    c = wire_fake.Catalog()
+    fake.overrides.append(c)  # last: a test's own overrides (inserted first) see requests first
+    return c
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("SPINE_DOCS_SITE", SITE)
+    monkeypatch.setenv("SPINE_DOCS_WORKERS", "1")
+    monkeypatch.setenv("SPINE_DOCS_RETRY_BACKOFF_S", "0.001")
+    monkeypatch.setenv("SPINE_DOCS_FAILOVER_TIMEOUT_S", "2")
+
+
+def cli(fake, *args):
+    """``spine-docs ARGS --db <the fake>``, and the requests it sent."""
+    before = len(fake.requests)
+    res = runner.invoke(app, [*map(str, args), "--db", f"mongodb://{fake.address}/spine_docs"])
+    assert "Traceback" not in res.output, res.output
+    return res, list(fake.requests[before:])
+
+
+def write(path, inputs, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(samples.write_spine_file(path, inputs=inputs, n_events=kw.pop("n_events", 3), **kw))
+
+
+# --------------------------------------------------------------------------- what is sent
+
+def keys(value):
+    """Every ``$`` key anywhere in a command part."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if str(k).startswith("$"):
+                yield k
+            yield from keys(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from keys(v)
+
+
+def parts(name, doc):
+    """(collection, [(filter, sort)], [operator-bearing parts]) of one CRUD command."""
+    coll = doc.get(name)
+    lower = name.lower()
+    if lower == "find":
+        return coll, [(doc.get("filter") or {}, tuple((doc.get("sort") or {}).items()))], [doc.get("filter"), doc.get("sort")]
+    if lower == "update":
+        return coll, [(u["q"], ()) for u in doc["updates"]], [x for u in doc["updates"] for x in (u["q"], u["u"])]
+    if lower == "delete":
+        return coll, [(d["q"], ()) for d in doc["deletes"]], [d["q"] for d in doc["deletes"]]
+    if lower == "aggregate":
+        shape = plans.Shape("", *_leading(doc["pipeline"]))
+        return coll, [(shape.query, shape.sort)], [doc["pipeline"]]
+    if lower == "count":
+        return coll, ([(doc["query"], ())] if doc.get("query") else []), [doc.get("query")]
+    if lower == "insert":
+        return coll, [], []
+    return None, [], []
+
+
+def _leading(pipeline):
+    stages = list(pipeline)
+    query = stages.pop(0)["$match"] if stages and "$match" in stages[0] else {}
+    sort = tuple(stages[0]["$sort"].items()) if stages and "$sort" in stages[0] else ()
+    return query, sort
+
+
+def built_indexes(fake):
+    """The indexes the catalog's setup created, by collection (from its createIndexes)."""
+    out = {c: [plans.Index(key=(("_id", 1),), name="_id_")] for c in CATALOG}
+    for doc in fake.sent("createIndexes"):
+        if doc["createIndexes"] in out:
+            out[doc["createIndexes"]] += [plans.Index.from_spec(dict(i)) for i in doc["indexes"]]
+    return out
+
+
+def check_sent(requests, indexes, allow=()):
+    """Every filter on the catalog's collections is index-served (or in ``allow``: (collection,
+    filter) pairs), every operator is MongoDB 6.0's and none is JavaScript, every hint names a
+    created index. Returns the CRUD requests on the catalog: [(command, collection, doc)]."""
+    crud = []
+    for name, doc in requests:
+        coll, shapes, bearing = parts(name, doc)
+        if coll not in CATALOG:
+            continue
+        crud.append((name.lower(), coll, doc))
+        used = set(keys(bearing))
+        assert used <= MONGO_6_0 and not used & FORBIDDEN, (name, coll, used - MONGO_6_0)
+        if "hint" in doc:
+            assert doc["hint"] in {i.name for i in indexes[coll]}, doc["hint"]
+        for query, sort in shapes:
+            if (coll, query) in allow:
+                continue
+            v = plans.choose(plans.Shape(name, query, sort), indexes[coll])
+            assert v.plan == "IXSCAN", (name, coll, query, sort, v.plan, v.note)
+    return crud
+
+
+def writes(crud, command, coll):
+    return [d for n, c, d in crud if n == command and c == coll]
+
+
+# --------------------------------------------------------------------------- the scenario
+
+def test_every_lifecycle_command_sends_index_served_batched_mongodb_6_commands(fake, catalog, env, tmp_path):
+    prod = tmp_path / "prod"
+    a = write(prod / "a.h5", ["/raw/run1.root"])
+    b = write(prod / "b.h5", [a])
+    b2 = write(prod / "b2.h5", [a])
+    c = write(prod / "late" / "c.h5", [b])
+    new = write(tmp_path / "v2" / "f.h5", ["/raw/run9.root"], spine_version="0.17.1")
+    old = write(tmp_path / "v1" / "f.h5", ["/raw/run9.root"], spine_version="0.16.0")
+
+    # c first: its parent b is not indexed yet, so c waits for it by name (lineage.pending)
+    res, sent = cli(fake, "inject", "--source", c, "--no-progress")
+    assert res.exit_code == 0, res.output
+    indexes = built_indexes(fake)
+    assert {i.name for i in indexes["files"]} >= {"lineage.parents.path_1", "lineage.pending_1", "retired_1",
+                                                  "superseded_by_1", "inputs_1__id_1", "name_1__id_1"}
+    check_sent(sent, indexes)
+    assert catalog.db.files.find_one({"path": c})["lineage"]["pending"] == ["b.h5"]
+
+    res, sent = cli(fake, "inject", "--source", prod, "--source", tmp_path / "v2", "--source", tmp_path / "v1",
+                    "--no-progress")
+    assert res.exit_code == 0, res.output
+    crud = check_sent(sent, indexes)
+    finds = [d["filter"] for d in writes(crud, "find", "files")]
+    assert any("lineage.pending" in f for f in finds)                  # the waiting children, by index
+    lineage_writes = [d for d in writes(crud, "update", "files")
+                      if all("lineage" in u["u"].get("$set", {}) for u in d["updates"])]
+    assert lineage_writes and all(d["ordered"] is False for d in lineage_writes)
+    linked = {u["q"]["_id"] for d in lineage_writes for u in d["updates"]}
+    assert linked == {f"{SITE}:{p}" for p in (a, b, b2, new, old, c)}  # five new files + the waiting one
+    assert len(lineage_writes) == 2                                     # the batch, then the waiting child
+    assert catalog.db.files.find_one({"path": c})["lineage"]["parents"][0]["path"] == b
+    assert catalog.db.files.find_one({"path": old})["superseded_by"] == f"{SITE}:{new}"
+    (marks,) = [d for d in writes(crud, "update", "files")
+                if any("superseded_by" in json.dumps(u["u"], default=str) for u in d["updates"])]
+    assert len(marks["updates"]) == 1 and marks["ordered"] is False
+
+    # history: a re-processed file keeps its previous document, one upsert into its ring slot
+    write(prod / "a.h5", ["/raw/run1.root"], n_events=5)
+    res, sent = cli(fake, "inject", "--source", prod / "a.h5", "--no-progress")
+    assert res.exit_code == 0, res.output
+    crud = check_sent(sent, indexes)
+    (kept,) = writes(crud, "update", "file_versions")
+    (slot,) = kept["updates"]
+    assert (slot["q"], slot["upsert"], slot.get("multi", False)) == ({"_id": f"{SITE}:{a}#0"}, True, False)
+    assert slot["u"]["file_id"] == f"{SITE}:{a}" and slot["u"]["version"] == 1
+    res, sent = cli(fake, "diff", f"{a}@1", a, "--format", "json")
+    assert res.exit_code == 0, res.output
+    crud = check_sent(sent, indexes)
+    assert {c_ for _, c_, _ in crud} == {"files", "file_versions"}
+
+    # verify: two files gone, their verdicts in one unordered bulk write guarded by the status read
+    os.remove(c)
+    os.remove(b2)
+    res, sent = cli(fake, "verify", "--no-progress")
+    assert res.exit_code == 1, res.output
+    crud = check_sent(sent, indexes)
+    (verdicts,) = writes(crud, "update", "files")
+    assert verdicts["ordered"] is False
+    assert sorted((u["q"]["_id"], u["q"]["status"], u["u"]["$set"]["status"]) for u in verdicts["updates"]) == \
+        sorted([(f"{SITE}:{b2}", "ok", "missing"), (f"{SITE}:{c}", "ok", "missing")])
+
+    # prune: one upsert bulk into the archive, then one delete of the batch, guarded by the selection
+    res, sent = cli(fake, "prune", "--missing-for", "0d", "--yes", "--json")
+    assert res.exit_code == 0, res.output
+    run_id = json.loads(res.stdout)["run_id"]
+    crud = check_sent(sent, indexes)
+    (copied,) = writes(crud, "update", "files_archive")
+    assert [(u["upsert"], u.get("multi", False)) for u in copied["updates"]] == [(True, False)] * 2
+    (removed,) = writes(crud, "delete", "files")
+    (stmt,) = removed["deletes"]
+    assert sorted(stmt["q"]["_id"]["$in"]) == sorted([f"{SITE}:{b2}", f"{SITE}:{c}"]) and stmt["limit"] == 0
+    assert "status" in json.dumps(stmt["q"], default=str)              # the selection guards the delete
+    assert writes(crud, "insert", "files_archive") == []
+
+    # restore by run: found by the archive's archived.at index, one insert, one delete
+    res, sent = cli(fake, "restore-files", "--run", run_id, "--json")
+    assert res.exit_code == 0, res.output
+    crud = check_sent(sent, indexes)
+    first = writes(crud, "find", "files_archive")[0]["filter"]
+    assert first == {"$and": [{"archived.run_id": run_id,
+                               "archived.at": catalog.db.runs.find_one({"_id": run_id})["started"]}]}
+    assert [len(d["documents"]) for d in writes(crud, "insert", "files")] == [2]
+    assert len(writes(crud, "delete", "files_archive")) == 1
+
+    # retire a file and its descendants: reads per generation, one multi-update
+    res, sent = cli(fake, "retire", a, "--reason", "bad calibration", "--with-descendants", "--yes")
+    assert res.exit_code == 0, res.output
+    crud = check_sent(sent, indexes)
+    assert [n for n, c_, _ in crud if c_ == "files" and n not in ("find", "update")] == []   # no count per file
+    (mark,) = writes(crud, "update", "files")
+    (stmt,) = mark["updates"]
+    assert stmt["multi"] is True
+    assert sorted(stmt["q"]["_id"]["$in"]) == sorted(f"{SITE}:{p}" for p in (a, b, b2, c))
+    assert catalog.db.files.count_documents({"retired": {"$exists": True}}) == 4
+    res, sent = cli(fake, "unretire", a, "--json")
+    assert res.exit_code == 0, res.output
+    check_sent(sent, indexes)
+    assert catalog.db.files.count_documents({"retired": {"$exists": True}}) == 3
+
+    # the walks and the lineage filters
+    for args in (("lineage", b, "--down"), ("lineage", c, "--up"), ("query", "--derived-from", a, "-f", "paths"),
+                 ("query", "--parent-of", c, "--include-retired", "-f", "paths")):
+        res, sent = cli(fake, *args)
+        assert res.exit_code == 0, res.output
+        check_sent(sent, indexes)
+
+    # a set diff: both sides walked by the hinted {inputs, _id} index
+    res, sent = cli(fake, "diff", "--left", "spine_version=0.16.0", "--right", "spine_version=0.17.1")
+    assert res.exit_code == 0, res.output
+    crud = check_sent(sent, indexes)
+    hinted = [d for d in writes(crud, "find", "files") if "hint" in d]
+    assert [(d["hint"], list(d["sort"].items())) for d in hinted] == [("inputs_1__id_1", [("inputs", 1), ("_id", 1)])] * 2
