@@ -283,3 +283,128 @@ def test_every_lifecycle_command_sends_index_served_batched_mongodb_6_commands(f
     crud = check_sent(sent, indexes)
     hinted = [d for d in writes(crud, "find", "files") if "hint" in d]
     assert [(d["hint"], list(d["sort"].items())) for d in hinted] == [("inputs_1__id_1", [("inputs", 1), ("_id", 1)])] * 2
+
+
+# --------------------------------------------------------------------------- a write that fails
+
+WCE = {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out"}
+REASON = {"write-concern": "waiting for replication timed out", "not-primary": "not primary"}
+
+
+def fail_once(fake, catalog, kind, command, coll):
+    """The first ``command`` on ``coll`` fails: ``write-concern`` (it lands, the server does not
+    confirm it) or ``not-primary`` (refused, nothing written). Returns the list it was seen in."""
+    seen = []
+
+    def answer(request):
+        if seen or request.command_name != command or request.doc.get(command) != coll:
+            return None
+        seen.append(dict(request.doc))
+        if kind == "write-concern":
+            return request.ok(**catalog.apply(request), writeConcernError=WCE)
+        return request.command_err(code=10107, errmsg="not primary")
+
+    fake.overrides.insert(0, answer)
+    return seen
+
+
+def raw(catalog, coll="files"):
+    """{_id: BSON bytes} of a collection (what "unchanged" compares)."""
+    return {d["_id"]: bson.encode(d) for d in catalog.db[coll].find({})}
+
+
+def four_files(fake, tmp_path, gone=2):
+    paths = [write(tmp_path / "prod" / f"f{i}.h5", [f"/raw/r{i}.root"], run=i + 1) for i in range(4)]
+    res, _ = cli(fake, "inject", "--source", tmp_path / "prod", "--no-progress")
+    assert res.exit_code == 0, res.output
+    for p in paths[:gone]:
+        os.remove(p)
+    return paths
+
+
+def one_line(res, kind):
+    assert res.exit_code not in (0, None), res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spine-docs: "), lines
+    assert REASON[kind] in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("kind", ["write-concern", "not-primary"])
+def test_verify_meets_a_failing_write_one_line_each_document_before_or_after(fake, catalog, env, tmp_path, kind):
+    paths = four_files(fake, tmp_path)
+    before = raw(catalog)
+    seen = fail_once(fake, catalog, kind, "update", "files")
+    res, _ = cli(fake, "verify", "--no-progress")
+    one_line(res, kind)
+    assert len(seen) == 1 and len(seen[0]["updates"]) == 2            # both verdicts, one command
+    gone = {f"{SITE}:{p}" for p in paths[:2]}
+    now = raw(catalog)
+    for _id, doc in now.items():
+        if _id not in gone or kind == "not-primary":
+            assert doc == before[_id], _id                              # before: untouched
+        else:                                                           # after: the verdict, whole
+            d = bson.decode(doc)
+            assert (d["status"], d["verify"]["verdict"], d["verify"]["previous_status"]) == ("missing", "missing", "ok")
+            assert d["ingest"]["history"][-1]["status"] == "missing"
+    (run,) = catalog.db.runs.find({"kind": "verify"})
+    assert run["state"] == "interrupted"
+    again, _ = cli(fake, "verify", "--no-progress")                    # the next run finishes
+    assert again.exit_code == 1, again.output
+    assert "missing 2" in again.stdout
+    assert {d["_id"] for d in catalog.db.files.find({"status": "missing"})} == gone
+
+
+@pytest.mark.parametrize("kind", ["write-concern", "not-primary"])
+@pytest.mark.parametrize("step", ["copy", "delete"])
+def test_prune_meets_a_failing_write_and_never_half_moves_a_document(fake, catalog, env, tmp_path, kind, step):
+    paths = four_files(fake, tmp_path)
+    assert cli(fake, "verify", "--no-progress")[0].exit_code == 1
+    before = raw(catalog)
+    gone = {f"{SITE}:{p}" for p in paths[:2]}
+    command, coll = ("update", "files_archive") if step == "copy" else ("delete", "files")
+    seen = fail_once(fake, catalog, kind, command, coll)
+    res, _ = cli(fake, "prune", "--missing-for", "0d", "--yes")
+    one_line(res, kind)
+    assert len(seen) == 1
+    files, archive = raw(catalog), raw(catalog, "files_archive")
+    assert set(files) | set(archive) == set(before)                    # nothing lost
+    for _id, doc in files.items():
+        assert doc == before[_id]                                       # what stays is as it was
+    for _id, doc in archive.items():                                    # a copy is the document, stamped
+        d = bson.decode(doc)
+        assert list(d)[-1] == "archived" and bson.encode({k: v for k, v in d.items() if k != "archived"}) == before[_id]
+    landed = kind == "write-concern"
+    assert set(archive) == (gone if landed or step == "delete" else set())
+    assert set(files) == (set(before) - gone if landed and step == "delete" else set(before))
+    (run,) = catalog.db.runs.find({"kind": "prune"})
+    assert run["state"] == "interrupted"
+
+    again, _ = cli(fake, "prune", "--missing-for", "0d", "--yes")     # the next run finishes the move
+    assert again.exit_code == 0, again.output
+    assert set(raw(catalog)) == set(before) - gone and set(raw(catalog, "files_archive")) == gone
+    back, _ = cli(fake, "restore-files", "--all")
+    assert back.exit_code == 0, back.output
+    assert raw(catalog) == before and raw(catalog, "files_archive") == {}
+
+
+@pytest.mark.parametrize("kind", ["write-concern", "not-primary"])
+def test_retire_meets_a_failing_write_one_line_each_document_before_or_after(fake, catalog, env, tmp_path, kind):
+    four_files(fake, tmp_path, gone=0)
+    before = raw(catalog)
+    seen = fail_once(fake, catalog, kind, "update", "files")
+    res, _ = cli(fake, "retire", "--run-max", "2", "--reason", "wrong calibration", "--yes")
+    one_line(res, kind)
+    (stmt,) = seen[0]["updates"]
+    assert len(stmt["q"]["_id"]["$in"]) == 2 and stmt["multi"] is True
+    chosen = {f"{SITE}:{tmp_path}/prod/f{i}.h5" for i in (0, 1)}
+    for _id, doc in raw(catalog).items():
+        d = bson.decode(doc)
+        if _id in chosen and kind == "write-concern":                  # after: the whole mark
+            assert set(d["retired"]) == {"reason", "by", "at"} and d["retired"]["reason"] == "wrong calibration"
+            assert bson.encode({k: v for k, v in d.items() if k != "retired"}) == before[_id]
+        else:
+            assert doc == before[_id]                                   # before
+    again, _ = cli(fake, "retire", "--run-max", "2", "--reason", "wrong calibration", "--yes")
+    assert again.exit_code == 0, again.output
+    assert {d["_id"] for d in catalog.db.files.find({"retired": {"$exists": True}})} == chosen
