@@ -15,7 +15,6 @@ these modules write are BSON for any input (hypothesis)."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from datetime import datetime, timezone
 
@@ -408,3 +407,82 @@ def test_retire_meets_a_failing_write_one_line_each_document_before_or_after(fak
     again, _ = cli(fake, "retire", "--run-max", "2", "--reason", "wrong calibration", "--yes")
     assert again.exit_code == 0, again.output
     assert {d["_id"] for d in catalog.db.files.find({"retired": {"$exists": True}})} == chosen
+
+
+# --------------------------------------------------------------------------- BSON for any input
+
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None)
+KEY = st.text(st.characters(blacklist_characters=".$\x00", blacklist_categories=("Cs",)), min_size=1, max_size=6)
+WHEN = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(), st.text(max_size=12), WHEN)
+VALUE = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEY, inner, max_size=3),
+                     max_leaves=8)
+STATUS = st.sampled_from(["ok", "incomplete", "error", "missing", "changed", "corrupt"])
+
+
+@st.composite
+def catalog_document(draw):
+    """A files document as the catalog may hold it (any BSON values in its content fields)."""
+    doc = {"_id": "s1:/data/f.h5", "site": "s1", "path": "/data/f.h5", "name": "f.h5", "dir": "/data",
+           "status": draw(STATUS),
+           "ingest": {"first_seen": draw(WHEN), "run_id": "r0",
+                      "history": [{"at": draw(WHEN), "run_id": "r0", "status": "ok", "change": "new"}]}}
+    for k in draw(st.lists(st.sampled_from(["attrs", "cfg", "info", "fingerprint", "size", "mtime", "structure",
+                                            "inputs", "job", "error"]), unique=True)):
+        doc[k] = draw(st.dictionaries(KEY, VALUE, max_size=4) if k in history.NESTED or k == "structure" else VALUE)
+    return doc
+
+
+def encodes(*docs):
+    for d in docs:
+        out = bson.decode(bson.encode(d))
+        assert not [k for k in out if str(k).startswith("$") and k not in ("$set", "$unset", "$push")], out
+
+
+def op_parts(op):
+    return op._filter, op._doc  # pymongo's write models keep what they will send here
+
+
+@PROPERTY
+@given(catalog_document(), catalog_document(), st.integers(1, 30), st.integers(1, 12))
+def test_history_writes_bson_for_any_pair_of_documents(old, new, number, keep):
+    vdoc = history.version_document(old, history.effective(old, new), version=number, replaced_at=datetime(2026, 1, 1),
+                                     run_id="r1", valid_from=old["ingest"]["first_seen"])
+    if vdoc is not None:
+        encodes(vdoc)
+        assert vdoc["kind"] in ("delta", "whole")
+    before = history.Before(docs={old["_id"]: old}, newest={old["_id"]: (number - 1, None)} if number > 1 else {})
+    for op in history.version_ops(before, [(new, "changed")], now=datetime(2026, 1, 1), run_id="r1", keep=keep):
+        encodes(*op_parts(op))
+
+
+@PROPERTY
+@given(STATUS, st.none() | STATUS, st.none() | WHEN, st.sampled_from(verify.VERDICTS))
+def test_verify_verdicts_are_bson_for_any_stored_status(status, previous, since, verdict):
+    k = verify.Known("s1:/data/f.h5", "/data/f.h5", 10, 1000, status, None, previous, since)
+    encodes(*op_parts(verify.verdict_update(k, verdict, now=datetime(2026, 1, 1, tzinfo=timezone.utc), run_id="r1")))
+
+
+@PROPERTY
+@given(st.lists(st.text(max_size=30) | st.sampled_from(["/data/p.h5", "p.h5", "../p.h5", "root://x/p.h5", "/"]),
+                max_size=4),
+       st.text(max_size=20).filter(lambda s: s.strip()))
+def test_lineage_retire_and_prune_write_bson_for_any_inputs_and_reason(inputs, reason):
+    from spine_docs import prune, retire, store
+
+    db = store.connect("mongomock://")
+    parent = {"_id": "s1:/data/p.h5", "site": "s1", "path": "/data/p.h5", "name": "p.h5", "dataset": "d",
+              "prod_version": "v1", "status": "missing", "verify": {"missing_since": datetime(2020, 1, 1)}}
+    child = {"_id": "s1:/data/c.h5", "site": "s1", "path": "/data/c.h5", "name": "c.h5", "dataset": "d",
+             "prod_version": "v1", "status": "ok", "inputs": inputs}
+    db.files.insert_many([parent, child])
+    lineage.link(db, ["/data/p.h5", "/data/c.h5"], "s1")
+    retire.retire(db, {"path": "/data/p.h5"}, reason=reason, with_descendants=True, dry_run=False, by=reason)
+    prune.prune(db, prune.selection(missing_for=None, retired=True), why=reason, dry_run=False, by=reason)
+    docs = list(db.files.find({})) + list(db.files_archive.find({}))
+    assert len(docs) == 2
+    encodes(*docs)
+    for d in docs:
+        for p in (d.get("lineage") or {}).get("parents", []):
+            assert set(p) == {"text", "path", "how"} and isinstance(p["text"], str)
