@@ -195,9 +195,20 @@ class Walk:
         return [p for _, p in self.documents]
 
 
+#: values per ``$in`` of a walk (a generation, the walk's documents): a command stays far
+#: below a server's 16 MB however many files a generation holds
+WALK_BATCH = 10_000
+
+
+def _find_in(db: Any, field: str, values: Sequence[str], projection: Mapping[str, int]) -> Iterable[dict]:
+    """The files whose ``field`` is one of ``values``, one ``$in`` per :data:`WALK_BATCH`."""
+    values = list(values)
+    for i in range(0, len(values), WALK_BATCH):
+        yield from db.files.find({field: {"$in": values[i:i + WALK_BATCH]}}, projection)
+
+
 def _children(db: Any, paths: Sequence[str]) -> list[dict]:
-    return list(db.files.find({"lineage.parents.path": {"$in": list(paths)}},
-                              {"path": 1, "lineage.parents": 1}))
+    return list(_find_in(db, "lineage.parents.path", paths, {"path": 1, "lineage.parents": 1}))
 
 
 def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
@@ -211,7 +222,7 @@ def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
         level += 1
         nxt: list[str] = []
         if up:
-            for d in db.files.find({"path": {"$in": frontier}}, {"path": 1, "lineage.parents": 1}):
+            for d in _find_in(db, "path", frontier, {"path": 1, "lineage.parents": 1}):
                 for p in ((d.get("lineage") or {}).get("parents") or []):
                     if p.get("path") is None:
                         walk.unresolved.setdefault(d["path"], []).append(p["text"])
@@ -233,8 +244,7 @@ def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None) -> Walk:
         frontier = sorted(set(nxt))
     found = [p for p in seen if p not in set(roots)]
     if found:
-        walk.documents = sorted((d["_id"], d["path"]) for d in
-                                db.files.find({"path": {"$in": found}}, {"_id": 1, "path": 1}))
+        walk.documents = sorted((d["_id"], d["path"]) for d in _find_in(db, "path", found, {"_id": 1, "path": 1}))
     walk.edges = sorted(set(walk.edges))
     walk.cycles = find_cycles(walk.edges)
     return walk

@@ -486,3 +486,28 @@ def test_lineage_retire_and_prune_write_bson_for_any_inputs_and_reason(inputs, r
     for d in docs:
         for p in (d.get("lineage") or {}).get("parents", []):
             assert set(p) == {"text", "path", "how"} and isinstance(p["text"], str)
+
+
+def test_a_walk_sends_its_generations_in_bounded_batches(fake, catalog, env, tmp_path, monkeypatch):
+    """A generation of a walk (retire --with-descendants of a whole production: every file of
+    it) goes out as several ``$in`` of at most ``lineage.WALK_BATCH`` values each, so no command
+    nears the server's 16 MB, and finds what one query would."""
+    prod = tmp_path / "prod"
+    a = write(prod / "a.h5", ["/raw/run1.root"])
+    kids = [write(prod / f"b{i}.h5", [a]) for i in range(5)]
+    grandkids = [write(prod / f"c{i}.h5", [k]) for i, k in enumerate(kids)]
+    assert cli(fake, "inject", "--source", prod, "--no-progress")[0].exit_code == 0
+    monkeypatch.setattr(lineage, "WALK_BATCH", 2)
+    res, sent = cli(fake, "retire", a, "--reason", "bad", "--with-descendants", "--yes", "--json")
+    assert res.exit_code == 0, res.output
+    check_sent(sent, built_indexes(fake))
+    def sent_in(field):
+        return [d["filter"][field]["$in"] for n, d in sent if n == "find" and d.get("find") == "files"
+                and field in d["filter"] and "$in" in d["filter"][field]]
+
+    walked = sent_in("lineage.parents.path")                          # three generations: 1 + 5 + 5 paths
+    assert sorted(p for v in walked for p in v) == sorted([a, *kids, *grandkids]) and len(walked) == 1 + 3 + 3
+    assert max(len(v) for v in walked + sent_in("path")) == 2
+    out = json.loads(res.stdout)
+    assert (out["selected"], out["descendants"], out["changed"]) == (1, 10, 11)
+    assert {d["path"] for d in catalog.db.files.find({"retired": {"$exists": True}})} == {a, *kids, *grandkids}
