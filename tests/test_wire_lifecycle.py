@@ -511,3 +511,27 @@ def test_a_walk_sends_its_generations_in_bounded_batches(fake, catalog, env, tmp
     out = json.loads(res.stdout)
     assert (out["selected"], out["descendants"], out["changed"]) == (1, 10, 11)
     assert {d["path"] for d in catalog.db.files.find({"retired": {"$exists": True}})} == {a, *kids, *grandkids}
+
+
+def test_history_beyond_a_lowered_bound_goes_in_the_same_bulk_write(fake, catalog, env, tmp_path, monkeypatch):
+    """Three re-processings of one file; the bound lowered to 1 before the third: its
+    previous document goes into ring slot 0 and the older version is marked ``pruned`` by the
+    same bulk write, ordered (a file twice in one batch writes its slot twice, in order); no
+    delete (the writer role has no ``remove``)."""
+    p = tmp_path / "prod" / "f.h5"
+    fid = f"{SITE}:{p}"
+    for n_events, keep in ((3, "10"), (4, "10"), (5, "10"), (6, "1")):
+        write(p, ["/raw/r.root"], n_events=n_events)
+        monkeypatch.setenv("SPINE_DOCS_KEEP_VERSIONS", keep)
+        res, sent = cli(fake, "inject", "--source", p, "--no-progress")
+        assert res.exit_code == 0, res.output
+    crud = check_sent(sent, built_indexes(fake))
+    (bulk,) = writes(crud, "update", "file_versions")
+    assert bulk["ordered"] is True
+    replace, prune_older = bulk["updates"]
+    assert (replace["q"], replace["upsert"], replace["u"]["version"]) == ({"_id": f"{fid}#0"}, True, 3)
+    assert prune_older["q"] == {"file_id": fid, "version": {"$lte": 2}, "kind": {"$ne": "pruned"}}
+    assert prune_older["multi"] is True and set(prune_older["u"]) == {"$set", "$unset"}
+    assert writes(crud, "delete", "file_versions") == []
+    kinds = {d["version"]: d["kind"] for d in catalog.db.file_versions.find({"file_id": fid})}
+    assert kinds[3] in ("delta", "whole") and kinds[2] == "pruned"
