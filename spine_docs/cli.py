@@ -643,7 +643,8 @@ def restore_files(
     _now_only(ctx, flt)
     if flt.is_empty() and not run and not all_:
         raise fail("say what to restore: filter options, --run RUN_ID, or --all")
-    report = pruning.restore(database, pruning.archive_query(flt, run_id=run), dry_run=dry_run)
+    query = pruning.archive_query(flt, run_id=run, at=pruning.archived_at(database, run) if run else None)
+    report = pruning.restore(database, query, dry_run=dry_run)
     _print_move(report, as_json)
     raise typer.Exit(1 if report.conflicts else 0)
 
@@ -663,7 +664,10 @@ def _target(ctx: typer.Context, path: Optional[str], *, include_retired: bool) -
     if path is not None:
         from .extract import normalise_path
 
-        query = and_queries(query, {"$or": [{"_id": path}, {"path": normalise_path(path)}]})
+        # the files at PATH first (the _id and {path, site} indexes), then the filter on their
+        # _ids: an $or beside the filter's conditions is no index's bound (a scan of the catalog)
+        at = {"$or": [{"_id": path}, {"path": normalise_path(path)}]}
+        query = and_queries(query, {"_id": {"$in": [d["_id"] for d in database.files.find(at, {"_id": 1})]}})
     return settings, database, query
 
 

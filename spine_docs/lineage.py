@@ -214,13 +214,30 @@ class Walk:
         return [p for _, p in self.documents]
 
 
-def _bounded(cursor: Any, n: int | None) -> Any:
-    return cursor if n is None else cursor.limit(n)
+#: values per ``$in`` of a walk (a generation, the walk's documents): a command stays far
+#: below a server's 16 MB however many files a generation holds
+WALK_BATCH = 10_000
+
+
+def _find_in(db: Any, field: str, values: Sequence[str], projection: Mapping[str, int],
+             collection: str = "files", limit: int | None = None) -> Iterable[dict]:
+    """The documents of ``collection`` whose ``field`` is one of ``values``, one ``$in`` per
+    :data:`WALK_BATCH`; with ``limit``, at most that many in all."""
+    values = list(values)
+    n = 0
+    for i in range(0, len(values), WALK_BATCH):
+        if limit is not None and n >= limit:
+            return
+        cursor = db[collection].find({field: {"$in": values[i:i + WALK_BATCH]}}, projection)
+        if limit is not None:
+            cursor = cursor.limit(limit - n)
+        for d in cursor:
+            n += 1
+            yield d
 
 
 def _children(db: Any, paths: Sequence[str], collection: str = "files", limit: int | None = None) -> list[dict]:
-    return list(_bounded(db[collection].find({"lineage.parents.path": {"$in": list(paths)}},
-                                             {"path": 1, "lineage.parents": 1}), limit))
+    return list(_find_in(db, "lineage.parents.path", paths, {"path": 1, "lineage.parents": 1}, collection, limit))
 
 
 def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None,
@@ -248,7 +265,7 @@ def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None,
         front = set(frontier)
         if up:
             for d in (d for c in collections
-                      for d in db[c].find({"path": {"$in": frontier}}, {"path": 1, "lineage.parents": 1})):
+                      for d in _find_in(db, "path", frontier, {"path": 1, "lineage.parents": 1}, c)):
                 for p in ((d.get("lineage") or {}).get("parents") or []):
                     if p.get("path") is None:
                         texts = walk.unresolved.setdefault(d["path"], [])
@@ -283,8 +300,8 @@ def _walk(db: Any, roots: Sequence[str], up: bool, depth: int | None,
         frontier = sorted(set(nxt))
     found = [p for p in seen if p not in set(roots)]
     if found:
-        walk.documents = sorted({(d["_id"], d["path"]) for c in collections for d in
-                                 db[c].find({"path": {"$in": found}}, {"_id": 1, "path": 1})})
+        walk.documents = sorted({(d["_id"], d["path"]) for c in collections
+                                 for d in _find_in(db, "path", found, {"_id": 1, "path": 1}, c)})
     walk.edges = sorted(set(walk.edges))
     walk.cycles = find_cycles(walk.edges)
     return walk

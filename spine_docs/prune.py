@@ -162,13 +162,23 @@ def prune(db: Any, query: Mapping, *, why: str, dry_run: bool = True, by: str | 
     return report
 
 
-def archive_query(flt: Filter | Mapping | None = None, *, run_id: str | None = None) -> dict:
+def archive_query(flt: Filter | Mapping | None = None, *, run_id: str | None = None,
+                  at: datetime | None = None) -> dict:
     """The query of archived documents to restore: the filter applies to their fields as
-    they were in ``files``; ``run_id``: only what that prune run moved."""
+    they were in ``files``; ``run_id``: only what that prune run moved; ``at``: when that
+    run stamped them (:func:`archived_at`: the ``archived.at`` index finds them, not a scan)."""
     if isinstance(flt, Filter):  # retired ones too: they were archived as they were
         flt = flt.model_copy(update={"include_retired": True})
     extra = flt.query() if isinstance(flt, Filter) else dict(flt or {})
-    return and_queries({"archived.run_id": run_id} if run_id else {}, extra)
+    by_run = {"archived.run_id": run_id, **({"archived.at": at} if at is not None else {})} if run_id else {}
+    return and_queries(by_run, extra)
+
+
+def archived_at(db: Any, run_id: str) -> datetime | None:
+    """When prune run ``run_id`` stamped what it archived (``archived.at`` is the run's
+    ``started``, see :func:`prune`); None when ``runs`` does not hold that prune run."""
+    run = db.runs.find_one({"_id": run_id, "kind": "prune"}, {"started": 1})
+    return run.get("started") if run else None
 
 
 def restore(db: Any, query: Mapping, *, dry_run: bool = False, batch_size: int = BATCH) -> MoveReport:

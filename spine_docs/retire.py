@@ -50,6 +50,15 @@ def _select(db: Any, query: Mapping) -> list[tuple[str, str]]:
     return sorted((d["_id"], d["path"]) for d in db.files.find(dict(query), {"_id": 1, "path": 1}))
 
 
+def _in_use(db: Any, ids: list[str]) -> set[str]:
+    """Those of ``ids`` not retired: one ``_id $in`` read per :data:`BATCH` (not one per file)."""
+    out: set[str] = set()
+    for i in range(0, len(ids), BATCH):
+        out.update(d["_id"] for d in db.files.find({"_id": {"$in": ids[i:i + BATCH]}, "retired": {"$exists": False}},
+                                                   {"_id": 1}))
+    return out
+
+
 def retire(db: Any, query: Mapping, *, reason: str, with_descendants: bool = False,
            dry_run: bool = True, by: str | None = None,
            keep_versions: int = history.DEFAULT_KEEP) -> RetireReport:
@@ -70,8 +79,8 @@ def retire(db: Any, query: Mapping, *, reason: str, with_descendants: bool = Fal
         report.cycles = found.cycles
         seen = set(ids)
         extra = [(i, p) for i, p in found.documents if i not in seen]
-        extra = [(i, p) for i, p in extra
-                 if db.files.count_documents({"_id": i, "retired": {"$exists": False}})]
+        in_use = _in_use(db, [i for i, _ in extra])
+        extra = [(i, p) for i, p in extra if i in in_use]
         report.descendants = len(extra)
         ids += [i for i, _ in extra]
         paths += [p for _, p in extra]

@@ -99,7 +99,6 @@ def test_restore_by_filter_and_by_run(db, tmp_path):
     assert rest.moved == 2 and db.files.count_documents({}) == len(paths)
 
 
-@pytest.mark.skip_backends("server")
 def test_an_interrupted_prune_loses_nothing_and_finishes_next_time(db, tmp_path, monkeypatch):
     paths = make_catalog(db, tmp_path)
     missing_since(db, {p: 40 for p in paths[:4]})
@@ -131,7 +130,6 @@ def test_an_interrupted_prune_loses_nothing_and_finishes_next_time(db, tmp_path,
     assert raw_files(db) == before
 
 
-@pytest.mark.skip_backends("server")
 def test_an_interrupted_restore_finishes_next_time(db, tmp_path, monkeypatch):
     paths = make_catalog(db, tmp_path)
     missing_since(db, {p: 40 for p in paths[:4]})
@@ -181,3 +179,26 @@ def test_cli_prune_and_restore(db_url, db, tmp_path):
     assert raw_files(db) == before
     r = runner.invoke(app, ["prune", "--db", db_url])
     assert r.exit_code == 2 and "say what to prune" in r.stderr
+
+
+def test_restore_by_run_finds_the_runs_documents_by_when_they_were_archived(db_url, db, tmp_path):
+    """`restore-files --run` reads the run's start from `runs` and asks for that stamp too:
+    the archive's `archived.at` index finds what the run archived (`archived.run_id` has no
+    index: alone, it reads the whole archive). The other run's documents stay archived."""
+    paths = make_catalog(db, tmp_path)
+    missing_since(db, {paths[0]: 40, paths[1]: 40})
+    first = prune.prune(db, prune.selection(missing_for=timedelta(days=30)), why="x", dry_run=False)
+    missing_since(db, {paths[2]: 40})
+    second = prune.prune(db, prune.selection(missing_for=timedelta(days=30)), why="y", dry_run=False)
+    assert (first.moved, second.moved) == (2, 1)
+    stamps = {a["archived"]["run_id"]: a["archived"]["at"] for a in db.files_archive.find({})}
+    assert prune.archived_at(db, first.run_id) == stamps[first.run_id]
+    assert prune.archived_at(db, "20260101T000000Z-nothere") is None
+    assert prune.archive_query(run_id="r", at=stamps[first.run_id]) == {
+        "$and": [{"archived.run_id": "r", "archived.at": stamps[first.run_id]}]}
+    assert prune.archive_query(run_id="r") == {"archived.run_id": "r"}        # a run `runs` forgot
+    r = runner.invoke(app, ["restore-files", "--db", db_url, "--run", first.run_id, "--json"])
+    assert r.exit_code == 0, r.output
+    assert (json.loads(r.stdout)["selected"], json.loads(r.stdout)["moved"]) == (2, 2)
+    assert sorted(d["path"] for d in db.files_archive.find({})) == [paths[2]]
+    assert db.files.count_documents({"path": {"$in": paths[:2]}}) == 2

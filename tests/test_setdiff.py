@@ -101,10 +101,10 @@ def test_a_key_no_index_sorts_by_is_refused_before_reading(catalog):
         summary(catalog, "prod_version=v2", "prod_version=v3", match_on="attrs.energy")
 
 
-def test_side_filters():
+def test_side_filters(db):
     with pytest.raises(setdiff.SetDiffError, match="neither a filter term nor a saved query"):
-        setdiff.side_filter(store.connect("mongomock://"), "x>>5")
-    f = setdiff.side_filter(store.connect("mongomock://"), "dataset=a\\,b,dataset=c,run_min=5")
+        setdiff.side_filter(db, "x>>5")
+    f = setdiff.side_filter(db, "dataset=a\\,b,dataset=c,run_min=5")
     assert f.dataset == ["a,b", "c"] and f.run_min == 5
 
 

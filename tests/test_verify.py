@@ -185,7 +185,6 @@ def test_threads_on_a_slow_filesystem_give_the_same_verdicts(db, tmp_path, monke
     assert [p for p, s in sorted(statuses(db).items()) if s not in ("ok", "incomplete")] == [paths[5], paths[6]]
 
 
-@pytest.mark.skip_backends("server")
 def test_an_interrupted_run_leaves_each_document_before_or_after(db, tmp_path, monkeypatch):
     paths = indexed(db, tmp_path)
     for p in paths:
@@ -246,15 +245,15 @@ cli.main(sys.argv[1:])
 """
 
 
-def test_unreadable_files_are_reported_and_left_as_they_were_for_a_user_and_for_root(tmp_path):
+# the verify runs in a child process: a mongomock:// catalog lives in this process only
+@pytest.mark.backends("embedded", "server")
+def test_unreadable_files_are_reported_and_left_as_they_were_for_a_user_and_for_root(db_url, db, tmp_path):
     """A file that cannot be read (chmod 000, --checksum) and one that cannot even be
     stat()ed (in a chmod 000 directory): each reported unreadable by path, exit 1, nothing
     concluded - their documents keep their status. Run in a child process that meets mode
     bits as their owner does, also when the tests run as root (tests/unprivileged.py)."""
     from unprivileged import run_python
 
-    cat = tmp_path / "cat"
-    db = store.connect(str(cat))
     paths = make_files(tmp_path)
     locked_dir = tmp_path / "data" / "locked"
     locked_dir.mkdir()
@@ -266,7 +265,7 @@ def test_unreadable_files_are_reported_and_left_as_they_were_for_a_user_and_for_
     os.chmod(paths[1], 0)
     locked_dir.chmod(0)
     try:
-        out = run_python(_VERIFY_AS_A_USER, "verify", "--db", cat, "--site", SITE, "--checksum",
+        out = run_python(_VERIFY_AS_A_USER, "verify", "--db", db_url, "--site", SITE, "--checksum",
                          "--json", "--no-progress")
     finally:
         locked_dir.chmod(0o755)
@@ -279,7 +278,7 @@ def test_unreadable_files_are_reported_and_left_as_they_were_for_a_user_and_for_
     assert set(reasons) == {paths[1], hidden}
     assert reasons[paths[1]].startswith("cannot read for checksum: ")
     assert reasons[hidden] == "permission denied (cannot stat)"
-    db = store.connect(str(cat), create=False)
+    db = store.connect(db_url, create=False)          # (embedded: read what the child saved)
     assert statuses(db) == before                     # nothing concluded about either
     store.close(db)
     assert hidden in before and paths[1] in before

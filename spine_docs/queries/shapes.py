@@ -144,6 +144,98 @@ def query_shapes() -> list[plans.Shape]:
     return shapes
 
 
+def lifecycle_shapes() -> list[plans.Shape]:
+    """What verify, prune, restore, retire/unretire, lineage, supersede and history send to
+    ``files`` on a server, named ``<module>: ...`` (built with the modules' own query
+    builders where they have one). ``tests/test_wire_lifecycle.py`` checks that what they
+    send through pymongo is index-served too."""
+    from datetime import datetime, timedelta, timezone
+
+    from spine_docs import prune, verify
+
+    from .filters import and_queries
+
+    S = plans.Shape
+    now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    age = timedelta(days=30)
+    ids = {"$in": ["s3df:/data/a.h5", "s3df:/data/b.h5"]}
+    paths = {"$in": ["/data/a.h5", "/data/b.h5"]}
+    missing = prune.selection(missing_for=age, now=now)
+    either = prune.selection(missing_for=age, retired=True, now=now)
+    return [
+        S("verify: a site's files under a filter", verify.selection("s3df", Filter(dataset=["x"])), (),
+          "verify.known_files"),
+        S("verify: record a verdict", {"_id": "s3df:/data/a.h5", "status": "ok"}, (), "verify.verdict_update"),
+        S("prune: missing for an age", missing, (), "prune.selection"),
+        S("prune: retired", prune.selection(retired=True, now=now), (), "prune.selection"),
+        S("prune: missing for an age or retired", either, (), "prune.selection"),
+        S("prune: missing for an age at a site", prune.selection(Filter(site=["s3df"]), missing_for=age, now=now),
+          (), "prune.selection"),
+        S("prune: a batch, guarded by the selection", and_queries({"_id": ids}, either), (), "prune.prune"),
+        S("prune: which of a batch stayed", {"_id": ids}, (), "prune.prune"),
+        S("restore: is it restored already", {"_id": "s3df:/data/a.h5"}, (), "prune.restore"),
+        S("retire: the files a filter selects", and_queries(Filter(model=["m"]).query(), {"retired": {"$exists": False}}),
+          (), "retire.retire"),
+        S("retire: a PATH (its _ids, then the filter)", and_queries(Filter().query(), {"_id": ids},
+                                                                    {"retired": {"$exists": False}}),
+          (), "cli._target, retire.retire"),
+        S("retire PATH: the files at the path", {"$or": [{"_id": "/data/a.h5"}, {"path": "/data/a.h5"}]}, (),
+          "cli._target"),
+        S("retire: descendants still in use", {"_id": ids, "retired": {"$exists": False}}, (), "retire._in_use"),
+        S("retire: mark a batch", {"_id": ids, "retired": {"$exists": False}}, (), "retire.retire"),
+        S("unretire: the retired files a filter selects",
+          and_queries(Filter(model=["m"], include_retired=True).query(), {"retired": {"$exists": True}}), (),
+          "retire.unretire"),
+        S("lineage: children of files (walk down, --derived-from)", {"lineage.parents.path": paths}, (),
+          "lineage.descendants"),
+        S("lineage: files at paths (walk up, --parent-of, the walk's documents)", {"path": paths}, (),
+          "lineage.ancestors"),
+        S("lineage: --derived-from under a filter", and_queries(Filter(dataset=["x"]).query(), {"path": paths}), (),
+          "cli._lifecycle_options"),
+        S("lineage: just-indexed files at a site", {"_id": ids}, (), "lineage.link"),
+        S("lineage: just-indexed files at any site", {"path": paths}, (), "lineage.link"),
+        S("lineage: parents by normalised path", {"path": paths}, (), "lineage._Resolver"),
+        S("lineage: parents by file name", {"name": {"$in": ["a.h5", "b.h5"]}}, (), "lineage._Resolver"),
+        S("lineage: children waiting for a file name", {"lineage.pending": {"$in": ["a.h5", "b.h5"]}}, (),
+          "lineage._waiting"),
+        S("lineage: record a file's parents", {"_id": "s3df:/data/a.h5"}, (), "lineage.link"),
+        S("supersede: just-indexed files at a site", {"path": paths, "site": "s3df"}, (), "supersede.mark"),
+        S("supersede: just-indexed files at any site", {"path": paths}, (), "supersede.mark"),
+        S("history: the documents a batch replaces", {"_id": ids}, (), "history.read_before"),
+    ]
+
+
+#: shapes on ``files_archive`` that may read every archived document, and why
+ARCHIVE_ALLOWED: dict[str, str] = {
+    "restore: every archived document (--all)": "--all moves every archived document back: it reads them all",
+    "restore: archived documents a filter selects": "files_archive is cold (what prune moved out) and keeps "
+                                                    "only the restore-by-path and by-date indexes; a restore "
+                                                    "by other fields reads it whole (rare, admin-run)",
+}
+
+
+def archive_shapes() -> list[plans.Shape]:
+    """What ``prune`` and ``restore-files`` send to ``files_archive``, named ``restore: ...``."""
+    from datetime import datetime, timezone
+
+    from spine_docs import prune
+
+    S = plans.Shape
+    at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    ids = {"$in": ["s3df:/data/a.h5", "s3df:/data/b.h5"]}
+    return [
+        S("restore: what a prune run archived (--run)", prune.archive_query(run_id="r1", at=at), (),
+          "prune.archive_query"),
+        S("restore: archived under a path (--path-contains)", prune.archive_query(Filter(path_contains="/bnb/")), (),
+          "prune.archive_query"),
+        S("restore: every archived document (--all)", prune.archive_query(Filter()), (), "prune.archive_query"),
+        S("restore: archived documents a filter selects", prune.archive_query(Filter(dataset=["x"])), (),
+          "prune.archive_query"),
+        S("restore: a batch", {"_id": ids}, (), "prune.restore"),
+        S("prune: a copy taken back", {"_id": ids, "archived.run_id": "r1"}, (), "prune.prune"),
+    ]
+
+
 def version_shapes() -> list[plans.Shape]:
     """Every shape sent to ``file_versions`` (:mod:`spine_docs.history`), named ``history: ...``."""
     S = plans.Shape
@@ -170,6 +262,18 @@ def verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]
     return out
 
 
+def lifecycle_verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
+    """The plan of every :func:`lifecycle_shapes` shape (none is allowed to scan)."""
+    schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
+    return plans.check(lifecycle_shapes(), plans.indexes_of(schema_doc))
+
+
+def archive_verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
+    """The plan of every ``files_archive`` shape (:data:`ARCHIVE_ALLOWED` may scan)."""
+    schema_doc = schema_doc if schema_doc is not None else schema.load_schema()
+    return plans.check(archive_shapes(), plans.indexes_of(schema_doc, "files_archive"), ARCHIVE_ALLOWED)
+
+
 def markdown() -> str:
     """docs/query-plans.md: what each query shape uses, computed from schema.json."""
     head = ("# Query plans\n\n"
@@ -181,7 +285,15 @@ def markdown() -> str:
             "live server.\n\n"
             "IXSCAN: an index bounds the scan and gives the order; IXSCAN+SORT: an index "
             "bounds it, then a blocking in-memory sort; COLLSCAN: every document is read.\n\n")
-    return head + plans.table(verdicts())
+    lifecycle = ("\n\n## Lifecycle and lineage\n\nWhat `verify`, `prune`, `restore-files`, "
+                 "`retire`/`unretire`, lineage (`link` after each inject, `lineage`, `--derived-from`, "
+                 "`--parent-of`), supersede and history send to `files` on a server "
+                 "(`spine_docs/queries/shapes.py: lifecycle_shapes`; what they send through pymongo "
+                 "is checked too: `tests/test_wire_lifecycle.py`). None may scan.\n\n")
+    archive = ("\n\n## files_archive\n\nWhat `prune` and `restore-files` send to the archive "
+               "(its own indexes: by `archived.at` and by `{path, site}`).\n\n")
+    return (head + plans.table(verdicts()) + lifecycle + plans.table(lifecycle_verdicts()) + archive
+            + plans.table(archive_verdicts()))
 
 
 if __name__ == "__main__":  # pragma: no cover
