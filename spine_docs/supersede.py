@@ -11,8 +11,8 @@ without a config name are never grouped.
 
 :func:`mark` runs after each inject for the files it indexed, in either order: an older file
 arriving after the newer one is marked at once. The group of a file is found by its first
-input and config (``{inputs, config}``: the ``{inputs: 1, _id: 1}`` index, multikey) and
-checked in Python. ``Filter(latest_only=True)`` hides the marked files.
+input and config (``{inputs: {$in}, config: {$in}}`` for a batch of groups: the
+``{inputs: 1, _id: 1}`` index, multikey) and checked in Python. ``Filter(latest_only=True)`` hides the marked files.
 """
 
 from __future__ import annotations
@@ -53,6 +53,24 @@ def group_query(group: tuple[tuple[str, ...], str]) -> dict:
     """The query that finds a group's candidates (checked against the whole group after)."""
     inputs, config = group
     return {"inputs": inputs[0], "config": config}
+
+
+def groups_query(groups: list[tuple[tuple[str, ...], str]]) -> dict:
+    """The query that finds the candidates of many groups at once: their first inputs
+    (``$in``, the ``{inputs, _id}`` index) and configs (checked against each group after)."""
+    return {"inputs": {"$in": sorted({g[0][0] for g in groups})},
+            "config": {"$in": sorted({g[1] for g in groups})}}
+
+
+def _members(db: Any, groups: list[tuple]) -> dict[tuple, list[dict]]:
+    """Every member of ``groups``, by one read per :data:`BATCH` groups (a server)."""
+    out: dict[tuple, list[dict]] = {g: [] for g in groups}
+    for i in range(0, len(groups), BATCH):
+        for m in db.files.find(groups_query(groups[i:i + BATCH]), PROJECTION):
+            g = group_of(m)
+            if g in out:
+                out[g].append(m)
+    return out
 
 
 def plan(members: list[Mapping[str, Any]]) -> dict[str, str | None]:
@@ -117,13 +135,15 @@ def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, N
         if site is not None:
             query["site"] = site
         ops = []
+        groups = []
         for d in db.files.find(query, PROJECTION):
             group = group_of(d)
             if group is None or group in seen:
                 continue
             seen.add(group)
-            members = snapshot.get(group, []) if snapshot is not None else \
-                [m for m in db.files.find(group_query(group), PROJECTION) if group_of(m) == group]
+            groups.append(group)
+        found = {g: snapshot.get(g, []) for g in groups} if snapshot is not None else _members(db, groups)
+        for members in found.values():
             ops += mark_ops(members)
         if ops:
             changed += _write(db, ops, kept).modified_count
