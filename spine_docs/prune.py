@@ -91,8 +91,8 @@ class MoveReport:
     def summary(self) -> str:
         if self.dry_run:
             where = "into files_archive" if self.action == "prune" else "back into files"
-            return (f"would move {self.selected} documents {where} (dry run: nothing changed; "
-                    f"add --yes to do it)")
+            how = "add --yes to do it" if self.action == "prune" else "run it again without --dry-run"
+            return f"would move {self.selected} documents {where} (dry run: nothing changed; {how})"
         verb = "archived" if self.action == "prune" else "restored"
         extra = f", {self.skipped} left where they were" if self.skipped else ""
         return f"{verb} {self.moved} of {self.selected} documents{extra} in {self.seconds:.1f} s"

@@ -174,6 +174,9 @@ def test_cli_prune_and_restore(db_url, db, tmp_path):
     assert {a["archived"]["why"] for a in db.files_archive.find({})} == {"missing for 1d"}
     r = runner.invoke(app, ["restore-files", "--db", db_url])
     assert r.exit_code == 2 and "say what to restore" in r.stderr
+    r = runner.invoke(app, ["restore-files", "--db", db_url, "--all", "--dry-run"])
+    assert r.exit_code == 0 and "would move 2 documents back into files" in r.stdout
+    assert "run it again without --dry-run" in r.stdout and "--yes" not in r.stdout  # it has no --yes
     r = runner.invoke(app, ["restore-files", "--db", db_url, "--all"])
     assert r.exit_code == 0 and "restored 2 of 2 documents" in r.stdout
     assert raw_files(db) == before
