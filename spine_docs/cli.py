@@ -52,6 +52,25 @@ def _query_errors() -> tuple[type[Exception], ...]:
     return (queries.QueryError, queries.QueryTimeout) if queries is not None else ()
 
 
+def _refusal(exc: BaseException) -> str:
+    """One line for an error the database answered with: a bulk write's first write-concern
+    error or refused write by its code and message (pymongo's own text is the whole reply)."""
+    from pymongo.errors import WriteConcernError
+
+    details = getattr(exc, "details", None)
+    wces = (details or {}).get("writeConcernErrors") if isinstance(details, dict) else None
+    if isinstance(exc, WriteConcernError) or wces:
+        wce = wces[0] if wces else (details if isinstance(details, dict) else {})
+        return (f"the database did not confirm the writes ({wce.get('code', getattr(exc, 'code', None))}: "
+                f"{str(wce.get('errmsg', '') or exc)[:200]}); what was written may not survive a "
+                f"failover: run the command again")
+    if isinstance(details, dict) and "writeErrors" in details:
+        if details.get("writeErrors"):
+            err = details["writeErrors"][0]
+            return f"the database refused a write ({err.get('code')}: {str(err.get('errmsg', ''))[:200]})"
+    return f"database error: {_first_line(exc)}"
+
+
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the library's expected errors into one line on stderr and exit code 2."""
 
@@ -70,7 +89,7 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ConnectionFailure as exc:  # AutoReconnect, ServerSelectionTimeoutError, NetworkTimeout
             raise fail(f"the database stopped answering: {_first_line(exc)}")
         except PyMongoError as exc:  # it answered, but refused (a bad query is a QueryError)
-            raise fail(f"database error: {_first_line(exc)}")
+            raise fail(_refusal(exc))
         except _query_errors() as exc:
             raise fail(str(exc))
         except ValidationError as exc:
