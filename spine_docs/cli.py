@@ -367,6 +367,50 @@ AsOfOpt = typer.Option(None, "--as-of", help="The catalog as it stood then (DATE
                        "client-side over every file known then.")
 
 
+#: the filter options the filtering commands share: name -> (annotation, option), in --help order
+FILTER_OPTIONS: dict[str, tuple[str, Any]] = {
+    "where": ("Optional[str]", WhereOpt), "model": ("List[str]", ModelOpt),
+    "dataset": ("List[str]", DatasetOpt), "site": ("List[str]", SiteFOpt),
+    "status": ("List[str]", StatusOpt), "version_min": ("Optional[str]", VminOpt),
+    "version_max": ("Optional[str]", VmaxOpt), "run_min": ("Optional[int]", RminOpt),
+    "run_max": ("Optional[int]", RmaxOpt), "attr": ("List[str]", AttrOpt),
+    "path_contains": ("Optional[str]", PathOpt), "saved": ("Optional[str]", SavedOpt),
+    "include_retired": ("bool", RetiredOpt), "latest_only": ("bool", LatestOpt),
+    "derived_from": ("Optional[str]", DerivedOpt), "parent_of": ("Optional[str]", ParentOpt),
+    "as_of": ("Optional[str]", AsOfOpt),
+}
+
+
+def filter_options(*, include_retired: bool = True, latest_only: bool = True, lineage: bool = True,
+                   as_of: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the command takes the shared filter options (:data:`FILTER_OPTIONS`; the
+    optional groups as asked), right after its context, but those it declares itself (its
+    own ``--site``, say). It reads them through ``ctx.params`` (:func:`open_filtered`): they
+    are not passed to it."""
+    left_out = {name for name, wanted in (("include_retired", include_retired), ("latest_only", latest_only),
+                                          ("derived_from", lineage), ("parent_of", lineage),
+                                          ("as_of", as_of)) if not wanted}
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        import inspect
+
+        sig = inspect.signature(fn)
+        own = list(sig.parameters.values())
+        added = {name: spec for name, spec in FILTER_OPTIONS.items()
+                 if name not in sig.parameters and name not in left_out}
+        extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann)
+                 for name, (ann, opt) in added.items()]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **{k: v for k, v in kwargs.items() if k not in added})
+
+        wrapper.__signature__ = sig.replace(parameters=own[:1] + extra + own[1:])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, **{name: ann for name, (ann, _o) in added.items()}}
+        return wrapper
+
+    return decorate
+
 def _table(*columns: str) -> Any:
     from rich.table import Table
 
@@ -397,16 +441,9 @@ def _cell(value: Any) -> str:
 
 @app.command()
 @handled
+@filter_options()
 def query(
     ctx: typer.Context,
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
-    derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     limit: int = typer.Option(0, "--limit", min=0, help="At most N files (0: all; table default 50)."),
     sort: str = typer.Option("-mtime", help="Sort field, '-' for descending (e.g. -mtime, run, path)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, jsonl, csv or paths."),
@@ -458,16 +495,9 @@ def _query_as_of(database: Any, flt: Any, fmt: str, sort: str, limit: int) -> No
 
 @app.command()
 @handled
+@filter_options()
 def facets(
     ctx: typer.Context,
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
-    derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     field: List[str] = typer.Option([], "--field", help="Facet field (repeatable; default site, spine_version, model, dataset, status)."),
     limit: int = typer.Option(20, help="Values per facet."),
     as_json: bool = typer.Option(False, "--json"),
@@ -494,16 +524,9 @@ def facets(
 
 @app.command()
 @handled
+@filter_options()
 def attrs(
     ctx: typer.Context,
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, latest_only: bool = LatestOpt,
-    derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt, as_of: Optional[str] = AsOfOpt,
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -537,17 +560,11 @@ def _filter_without_site(ctx: typer.Context, database: Any) -> Any:
 
 @app.command("verify")
 @handled
+@filter_options(latest_only=False, as_of=False)
 def verify_cmd(
     ctx: typer.Context,
     site: Optional[str] = typer.Option(None, "--site", help="The site whose files are checked "
                                        "(env SPINE_DOCS_SITE; default: short host name)."),
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt,
-    include_retired: bool = RetiredOpt, derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
     checksum: bool = typer.Option(False, "--checksum", help="Also re-hash every file whose size and "
                                   "mtime match, and compare with the stored sha256."),
     workers: Optional[int] = typer.Option(None, min=1, help="Threads for stat() on a slow filesystem "
@@ -593,6 +610,7 @@ def _print_move(report: Any, as_json: bool) -> None:
 
 @app.command()
 @handled
+@filter_options(include_retired=False, latest_only=False, as_of=False)
 def prune(
     ctx: typer.Context,
     missing_for: Optional[str] = typer.Option(None, "--missing-for", help="Files `verify` found missing at "
@@ -601,12 +619,6 @@ def prune(
     why: Optional[str] = typer.Option(None, "--why", help="Recorded with each archived document "
                                       "(default: the criterion)."),
     yes: bool = typer.Option(False, "--yes", help="Do it (without it: a dry run that only counts)."),
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -627,23 +639,19 @@ def prune(
     reason = why or "; ".join(([f"missing for {missing_for}"] if missing_for else []) +
                               (["retired"] if retired else []))
     report = pruning.prune(database, query, why=reason, dry_run=not yes,
-                           site=site[0] if len(site) == 1 else None)
+                           site=ctx.params["site"][0] if len(ctx.params["site"]) == 1 else None)
     _print_move(report, as_json)
 
 
 @app.command("restore-files")
 @handled
+@filter_options(include_retired=False, latest_only=False, as_of=False)
 def restore_files(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", help="Every archived document."),
     run: Optional[str] = typer.Option(None, "--run", help="What one prune run archived (its run id, "
                                       "see `spine-docs runs`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would come back."),
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt,
     derived_from: Optional[str] = typer.Option(None, "--derived-from", help="Archived files derived "
                                                "from this file, transitively (the lineage is followed "
                                                "through archived and catalog documents alike)."),
@@ -706,6 +714,7 @@ def _print_retire(report: Any, as_json: bool) -> None:
 
 @app.command()
 @handled
+@filter_options(include_retired=False, latest_only=False, as_of=False)
 def retire(
     ctx: typer.Context,
     path: Optional[str] = typer.Argument(None, help="A file path (or document _id); or use the filter options."),
@@ -713,12 +722,6 @@ def retire(
     with_descendants: bool = typer.Option(False, "--with-descendants", help="Also every file derived "
                                           "from them (lineage), transitively."),
     yes: bool = typer.Option(False, "--yes", help="Do it (without it: a dry run that lists them)."),
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -738,15 +741,10 @@ def retire(
 
 @app.command()
 @handled
+@filter_options(include_retired=False, latest_only=False, as_of=False)
 def unretire(
     ctx: typer.Context,
     path: Optional[str] = typer.Argument(None, help="A file path (or document _id); or use the filter options."),
-    where: Optional[str] = WhereOpt, model: List[str] = ModelOpt, dataset: List[str] = DatasetOpt,
-    site: List[str] = SiteFOpt, status: List[str] = StatusOpt, version_min: Optional[str] = VminOpt,
-    version_max: Optional[str] = VmaxOpt, run_min: Optional[int] = RminOpt,
-    run_max: Optional[int] = RmaxOpt, attr: List[str] = AttrOpt, path_contains: Optional[str] = PathOpt,
-    saved: Optional[str] = SavedOpt, derived_from: Optional[str] = DerivedOpt,
-    parent_of: Optional[str] = ParentOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list them."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     db: Optional[str] = DbOpt,
