@@ -751,12 +751,18 @@ def bootstrap(page: str) -> tuple[Catalog, queries.Filter]:
     cat = open_catalog()
     catalog_sidebar(cat)
     flt = filter_sidebar(cat)
-    as_of_banner(flt)
+    as_of_banner(flt, page)
     return cat, flt
 
 
-def as_of_banner(flt: queries.Filter) -> None:
-    """Say, above every page, that the catalog is shown as of a date."""
+def as_of_banner(flt: queries.Filter, page: str = "") -> None:
+    """Say, above every page, that the catalog is shown as of a date (the Compare page takes
+    no sidebar filter: there, say how to compare a file as it was)."""
+    if flt.as_of is not None and page == "compare":
+        st.info(f"The sidebar's \"As of\" ({utc_text(flt.as_of)}) does not apply here: write a "
+                f"file as it was as PATH@DATE (e.g. {flt.as_of:%Y-%m-%d}) or PATH@N (version N).",
+                icon=":material/history:")
+        return
     if flt.as_of is not None:
         st.info(f"As of {utc_text(flt.as_of)}: the files the catalog held then, with the values "
                 "they had (from the history). Clear \"As of\" in the sidebar for now.",

@@ -168,3 +168,14 @@ def test_a_page_the_history_cannot_answer_says_so(app):
     at.switch_page("views/replicas.py").run()
     assert not at.exception
     assert any("not available as of a date" in e.value for e in at.error)
+
+
+def test_the_compare_page_says_the_sidebar_date_does_not_apply_to_it(app):
+    at, ids = app
+    at.query_params["as_of"] = "2026-03-02"
+    ok(at.run())
+    ok(at.switch_page("views/compare.py").run())
+    assert banners(at) == []
+    notes = [i.value for i in at.info if "does not apply here" in i.value]
+    assert notes == ["The sidebar's \"As of\" (2026-03-02 23:59:59 UTC) does not apply here: write a "
+                     "file as it was as PATH@DATE (e.g. 2026-03-02) or PATH@N (version N)."]
