@@ -453,13 +453,22 @@ def graph(db: Any, path: str, depth: int | None = None, max_nodes: int | None = 
                  capped=capped, cycles=find_cycles(edges))
 
 
-def neighbours(db: Any, path: str) -> dict[str, list]:
+#: parents or children a detail view lists at most (the rest: ``spine-docs lineage``)
+NEIGHBOURS = 100
+
+
+def neighbours(db: Any, path: str, limit: int | None = None) -> dict[str, Any]:
     """The direct parents and children of the file at ``path`` (any site), for a detail
     view: ``{"parents": [{"_id", "path"}], "children": [{"_id", "path"}], "unresolved":
-    [input text]}`` (sorted; retired files included: a link still says where a file came
-    from). Two one-level walks (:func:`ancestors`, :func:`descendants`)."""
-    up = ancestors(db, [path], depth=1)
-    down = descendants(db, [path], depth=1)
+    [input text], "more": {"parents": bool, "children": bool}}`` (sorted; retired files
+    included: a link still says where a file came from). Two one-level walks
+    (:func:`ancestors`, :func:`descendants`), each of at most ``limit`` files (default
+    :data:`NEIGHBOURS`: a calibration input of every file of a production has a million
+    children); ``more`` says when there may be others."""
+    limit = NEIGHBOURS if limit is None else limit
+    up = ancestors(db, [path], depth=1, limit=limit)
+    down = descendants(db, [path], depth=1, limit=limit)
     return {"parents": [{"_id": i, "path": p} for i, p in up.documents],
             "children": [{"_id": i, "path": p} for i, p in down.documents],
-            "unresolved": sorted({t for texts in up.unresolved.values() for t in texts})}
+            "unresolved": sorted({t for texts in up.unresolved.values() for t in texts}),
+            "more": {"parents": up.truncated, "children": down.truncated}}

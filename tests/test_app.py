@@ -399,6 +399,32 @@ def test_detail_panel_links_parents_and_children_and_says_retired(tmp_path, monk
     assert "Lineage: no parents or children in the catalog." in [c.value for c in at.caption]
 
 
+def test_detail_panel_lists_a_bounded_number_of_children_and_says_so(tmp_path, monkeypatch):
+    from spine_docs import lineage
+
+    at, db, specs, ids, path = lifecycle_catalog(tmp_path, monkeypatch)
+    order = [s["_id"] for s in sorted(specs, key=lambda s: s["mtime"])]
+    kids = [order[7], order[8], order[9]]           # three more children of the parent, by hand
+    with store.writing(db):
+        for k in kids:
+            db.files.update_one({"_id": k}, {"$set": {"lineage": {"parents": [
+                {"text": path[ids["parent"]], "path": path[ids["parent"]], "how": "path"}], "pending": []}}})
+    monkeypatch.setattr(lineage, "NEIGHBOURS", 2)
+    at.query_params["file"] = ids["parent"]
+    ok(at.run())
+    children = [b.label for b in at.button if b.key and b.key.startswith("w:lineage:children:")]
+    assert len(children) == 2 and set(children) < {path[i] for i in kids + [ids["child"]]}
+    assert "Children (2+)" in [c.value for c in at.caption]
+    assert f"The first 2 only: `spine-docs lineage {path[ids['parent']]} --down --depth 1` lists them all." \
+        in [c.value for c in at.caption]
+    # all four fit under the default bound: no note
+    monkeypatch.setattr(lineage, "NEIGHBOURS", 100)
+    at.button(key="w:refresh").click().run()
+    children = [b.label for b in ok(at).button if b.key and b.key.startswith("w:lineage:children:")]
+    assert sorted(children) == sorted(path[i] for i in kids + [ids["child"]])
+    assert not [c for c in at.caption if c.value.startswith("The first ")]
+
+
 DOT_EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"', re.M)
 
 

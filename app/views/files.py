@@ -197,12 +197,16 @@ def lineage_links(doc: dict) -> None:
         return
     a, b = st.columns(2)
     for col, kind, title in ((a, "parents", "Parents"), (b, "children", "Children")):
+        more = (links.get("more") or {}).get(kind)
         with col:
-            st.caption(f"{title} ({len(links[kind]):,})")
+            st.caption(f"{title} ({len(links[kind]):,}{'+' if more else ''})")
             for i, other in enumerate(links[kind]):
                 st.button(other["path"], key=f"w:lineage:{kind}:{i}", type="tertiary",
                           icon=":material/arrow_upward:" if kind == "parents" else ":material/arrow_downward:",
                           on_click=_open_file, args=(other["_id"],), help=other["_id"])
+            if more:
+                st.caption(f"The first {len(links[kind]):,} only: `spine-docs lineage {doc.get('path')} "
+                           f"{'--up' if kind == 'parents' else '--down'} --depth 1` lists them all.")
     if links["unresolved"]:
         st.caption(f"Inputs not in the catalog ({len(links['unresolved']):,})")
         st.code("\n".join(links["unresolved"]), language=None)
