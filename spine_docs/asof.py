@@ -136,14 +136,10 @@ def page(db: Any, flt: Filter, *, sort: Any = "-mtime", size: int = 50, after: s
     """One page of the documents as of ``flt.as_of`` (a :class:`spine_docs.queries.Page`,
     as :func:`spine_docs.queries.page` returns). The cursors are positions in the sorted
     documents (``@<n>``): the history is no index, so every page sorts them all again."""
-    from .queries import MAX_PAGE_SIZE, TABLE_COLUMNS, Page, QueryError, parse_sort
+    from .queries import TABLE_COLUMNS, Page, QueryError
+    from .queries.pages import page_args
 
-    sort = parse_sort(sort)
-    if not 1 <= int(size) <= MAX_PAGE_SIZE:
-        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
-    if after and before:
-        raise QueryError("give after or before, not both")
-    size = int(size)
+    sort, size = page_args(sort, size, after, before)
     start = 0
     cursor = after or before
     if cursor:

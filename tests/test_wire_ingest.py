@@ -14,24 +14,11 @@ pytest.importorskip("mockupdb")
 from typer.testing import CliRunner  # noqa: E402
 
 import wire_fake  # noqa: E402
+from wire_fake import catalog, fake  # noqa: E402,F401  (fixtures)
 from spine_docs import samples  # noqa: E402
 from spine_docs.cli import app  # noqa: E402
 
 SITE = "s1"
-
-
-@pytest.fixture
-def fake():
-    f = wire_fake.FakeServer().start()
-    yield f
-    f.stop()
-
-
-@pytest.fixture
-def catalog(fake):
-    c = wire_fake.Catalog()
-    fake.overrides.append(c)  # last: a test's own overrides (inserted first) see requests first
-    return c
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import wire_fake  # noqa: E402
+from wire_fake import catalog, fake  # noqa: E402,F401  (fixtures)
 from spine_docs import history, lineage, plans, samples, verify  # noqa: E402
 from spine_docs.cli import app  # noqa: E402
 
@@ -52,20 +53,6 @@ FORBIDDEN = frozenset({"$where", "$function", "$accumulator", "$median", "$perce
                        "$bitOr", "$bitXor", "$bitNot", "$toHashedIndexKey"})
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def fake():
-    f = wire_fake.FakeServer().start()
-    yield f
-    f.stop()
-
-
-@pytest.fixture
-def catalog(fake):
-    c = wire_fake.Catalog()
-    fake.overrides.append(c)  # last: a test's own overrides (inserted first) see requests first
-    return c
 
 
 @pytest.fixture

@@ -16,16 +16,10 @@ import pymongo  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import wire_fake  # noqa: E402
+from wire_fake import fake  # noqa: E402,F401  (fixtures)
 from spine_docs.cli import app  # noqa: E402
 from spine_docs.migrate import lock as lk  # noqa: E402
 from spine_docs.migrate import runner  # noqa: E402
-
-
-@pytest.fixture
-def fake():
-    f = wire_fake.FakeServer().start()
-    yield f
-    f.stop()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mockupdb
+import pytest
 
 from spine_docs import resources
 
@@ -259,3 +260,23 @@ class Catalog:
     @staticmethod
     def _count(coll: Any, doc: dict) -> dict:
         return {"n": coll.count_documents(doc.get("query") or {})}
+
+
+# --------------------------------------------------------------------------- fixtures
+# (a test module takes them with ``from wire_fake import catalog, fake  # noqa: F401``)
+
+@pytest.fixture
+def fake():
+    """A started :class:`FakeServer`, stopped after the test."""
+    f = FakeServer().start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def catalog(fake):
+    """A :class:`Catalog` answering ``fake``'s CRUD; last among the overrides, so that a
+    test's own overrides (inserted first) see the requests first."""
+    c = Catalog()
+    fake.overrides.append(c)
+    return c

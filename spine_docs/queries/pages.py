@@ -166,6 +166,17 @@ def page_query(flt: Filter | None, sort: tuple[str, int] = DEFAULT_SORT, *,
     return query, spec
 
 
+def page_args(sort: Any, size: int, after: str | None, before: str | None) -> tuple[tuple[str, int], int]:
+    """A page request's sort (:func:`parse_sort`) and size, checked: a size out of
+    1..:data:`MAX_PAGE_SIZE`, or both cursors, is a :class:`QueryError`."""
+    sort = parse_sort(sort)
+    if not 1 <= int(size) <= MAX_PAGE_SIZE:
+        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
+    if after and before:
+        raise QueryError("give after or before, not both")
+    return sort, int(size)
+
+
 def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_SORT,
          size: int = 50, after: str | None = None, before: str | None = None,
          columns: Sequence[str] = TABLE_COLUMNS, max_time_ms: int | None = None) -> Page:
@@ -175,12 +186,7 @@ def page(db: Any, flt: Filter | None = None, *, sort: str | Sequence = DEFAULT_S
     Without a cursor: the first page. ``after``: the page following the row the cursor names;
     ``before``: the page preceding it (when fewer than ``size`` rows precede it, the first page).
     """
-    sort = parse_sort(sort)
-    if not 1 <= int(size) <= MAX_PAGE_SIZE:
-        raise QueryError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
-    if after and before:
-        raise QueryError("give after or before, not both")
-    size = int(size)
+    sort, size = page_args(sort, size, after, before)
     field = SORT_FIELDS[sort[0]]
     tie = tie_breaker(field)
     coll = _collection(db)
