@@ -494,20 +494,21 @@ def explain_shape(db: Any, shape: plans.Shape, pipelines: Mapping[str, list[dict
 
 def explain_shapes(db: Any, shape_list: Sequence[plans.Shape] | None = None, *,
                    max_time_ms: int | None = None) -> list[ShapePlan]:
-    """:func:`explain_shape` of every query shape (:func:`shapes.query_shapes`)."""
+    """:func:`explain_shape` of every shape doctor checks (:func:`shapes.doctor_shapes`: the
+    query shapes, then the lifecycle commands' shapes)."""
     pipelines = shape_pipelines()
     return [explain_shape(db, s, pipelines, max_time_ms=max_time_ms)
-            for s in (shapes.query_shapes() if shape_list is None else shape_list)]
+            for s in (shapes.doctor_shapes() if shape_list is None else shape_list)]
 
 
 def static_plans(db: Any) -> list[ShapePlan]:
     """The plan checker's verdict for every shape under the indexes the ``files`` collection
-    has now (:func:`shapes.verdicts`; schema.json's when the collection does not exist)."""
+    has now (:func:`shapes.doctor_verdicts`; schema.json's when the collection does not exist)."""
     if "files" in db.list_collection_names():
         actual = [i for i in schema.list_indexes(db, "files") if i.get("name") != "_id_"]
-        verdicts = shapes.verdicts({"collections": {"files": {"indexes": actual}}})
+        verdicts = shapes.doctor_verdicts({"collections": {"files": {"indexes": actual}}})
     else:
-        verdicts = shapes.verdicts()
+        verdicts = shapes.doctor_verdicts({"collections": {"files": schema.load_schema()["collections"]["files"]}})
     return [ShapePlan(v.shape.name, v.shape.source, v.plan, [i for i in (v.index or "").split(" | ") if i],
                       allowed=v.allowed, note=v.note) for v in verdicts]
 

@@ -85,7 +85,9 @@ def test_a_healthy_catalog(db, backend):
     assert r.largest["_id"] == BIGGEST["_id"]
     assert r.largest["bytes"] == len(bson.encode(BIGGEST))
     assert r.lock is None and r.explain is None
-    assert len(r.static_plans) == len(shapes.query_shapes()) and all(p.ok for p in r.static_plans)
+    assert len(r.static_plans) == len(shapes.doctor_shapes()) and all(p.ok for p in r.static_plans)
+    assert len(shapes.doctor_shapes()) > len(shapes.query_shapes())  # the lifecycle shapes too
+    assert "lineage: children of files (walk down, --derived-from)" in {p.name for p in r.static_plans}
     if backend == "server":
         assert r.server is not None and r.server.version
         assert r.server.fcv
@@ -176,7 +178,7 @@ def test_explain(db, backend):
         assert r.explain is None and r.exit_code == 0
         assert r.explain_note.startswith("explain needs a MongoDB server")
         return
-    names = [s.name for s in shapes.query_shapes()]
+    names = [s.name for s in shapes.doctor_shapes()]
     assert [p.name for p in r.explain] == names
     assert all(p.measured and p.error is None for p in r.explain)
     bad = [(p.name, p.plan) for p in r.explain if not p.ok]
@@ -309,7 +311,7 @@ def test_cli_explain_without_a_server_gives_the_static_verdicts(db, db_url, monk
     assert code == 0, err
     assert "  explain needs a MongoDB server: the plans above are the plan checker's static verdicts" in out
     plan_lines = [ln for ln in out.splitlines() if ln.startswith(("  ok  ", "  BAD "))]
-    assert len(plan_lines) == len(shapes.query_shapes())
+    assert len(plan_lines) == len(shapes.doctor_shapes())
     # exit 1 only when a static verdict is not ok
     with store.writing(db):
         db.files.drop_index("model_1")

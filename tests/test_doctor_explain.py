@@ -377,7 +377,7 @@ def test_what_each_shape_sends(wire):
         {"$match": {"retired": {"$exists": True}}}, {"$group": {"_id": "$detector", "count": {"$sum": 1}}}]]
     assert len(retired) == 1
     assert by_name["facet detector"].command == "aggregate" and by_name["file by _id"].command == "find"
-    assert len(catalog.explains) == len(doctor.shapes.query_shapes())  # one explain per shape
+    assert len(catalog.explains) == len(doctor.shapes.doctor_shapes())  # one explain per shape
 
 
 def test_a_shape_past_the_time_limit_still_gets_its_plan(wire):

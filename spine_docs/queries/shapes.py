@@ -277,6 +277,17 @@ def archive_verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.
     return plans.check(archive_shapes(), plans.indexes_of(schema_doc, "files_archive"), ARCHIVE_ALLOWED)
 
 
+def doctor_shapes() -> list[plans.Shape]:
+    """What ``doctor`` checks (and explains on a server) on ``files``: every query shape of
+    the explorer and the CLI, then every lifecycle shape."""
+    return query_shapes() + lifecycle_shapes()
+
+
+def doctor_verdicts(schema_doc: Mapping[str, Any] | None = None) -> list[plans.Verdict]:
+    """The plan of every :func:`doctor_shapes` shape under ``schema_doc``'s ``files`` indexes."""
+    return verdicts(schema_doc) + lifecycle_verdicts(schema_doc)
+
+
 def markdown() -> str:
     """docs/query-plans.md: what each query shape uses, computed from schema.json."""
     head = ("# Query plans\n\n"
