@@ -45,12 +45,14 @@ v0.1 to v0.17, and the spine-prod submitter):
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import functools
 import json
 import math
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -217,7 +219,14 @@ def _plain_tree(value: Any, *, max_nodes: int = MAX_TREE_NODES, depth: int = 0) 
             raise _TooLarge(f"more than {max_nodes} values")
         if depth > _MAX_TREE_DEPTH:
             raise _TooLarge(f"nested deeper than {_MAX_TREE_DEPTH} levels")
-        if v is None or isinstance(v, (bool, str, float)):
+        t = type(v)
+        if t is str or t is float or v is None or t is bool:  # the common cases first, by type
+            return v
+        if t is dict:  # (isinstance with the Mapping ABC costs more than the walk of a value)
+            return {k if type(k) is str else _key_str(k): walk(x, depth + 1) for k, x in v.items()}
+        if t is list:
+            return [walk(x, depth + 1) for x in v]
+        if isinstance(v, (bool, str, float)):
             return v
         if isinstance(v, int):
             return v if _INT64_MIN <= v <= _INT64_MAX else str(v)
@@ -822,37 +831,49 @@ def find_job_metadata(path: str | os.PathLike[str],
     sibling directories (spine-prod gives each task its own) stop climbing where an earlier
     file's climb went through.
     """
-    try:
-        directory = Path(os.path.abspath(os.fspath(path))).parent
+    try:  # strings and os.stat, not Path objects: this runs for every file of an inject
+        directory = os.path.dirname(os.path.abspath(os.fspath(path)))
     except (TypeError, ValueError):
         return None
     visited: list[tuple[str, str, int]] = []
     found: Path | None = None
     for step in range(MAX_JOB_SEARCH_DEPTH):
-        key = ("climb", str(directory), MAX_JOB_SEARCH_DEPTH - step)
+        key = ("climb", directory, MAX_JOB_SEARCH_DEPTH - step)
         if memo is not None and key in memo:
             found = memo[key]
             break
         visited.append(key)
-        candidate = directory / JOB_METADATA_NAME
         try:
-            if candidate.is_file():
-                found = candidate
+            candidate = os.path.join(directory, JOB_METADATA_NAME)
+            if _is_file(candidate):
+                found = Path(candidate)
                 break
-            if RUN_DIR_RE.match(directory.name) and directory.parent.name == "runs":
-                latest = directory / "latest" / JOB_METADATA_NAME
-                found = latest if latest.is_file() else None
+            parent = os.path.dirname(directory)
+            if RUN_DIR_RE.match(os.path.basename(directory)) and os.path.basename(parent) == "runs":
+                latest = os.path.join(directory, "latest", JOB_METADATA_NAME)
+                found = Path(latest) if _is_file(latest) else None
                 break
         except OSError:
             found = None
             break
-        if directory.parent == directory:
+        if parent == directory:
             break
-        directory = directory.parent
+        directory = parent
     if memo is not None:
         for key in visited:
             memo[key] = found
     return found
+
+
+def _is_file(path: str) -> bool:
+    """``Path(path).is_file()``: False when it is missing (or a path through a non-directory,
+    a symlink loop), OSError for any other failure (no permission)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return False
+        raise
 
 
 #: read_sidecars forgets its memo beyond this many entries (it holds one per directory).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -362,8 +364,8 @@ def test_find_job_metadata_memo_answers_as_without_and_climbs_less(tmp_path, mon
     expected = [spine.find_job_metadata(p) for p in files]
     memo: dict = {}
     looked = []
-    real = Path.is_file
-    monkeypatch.setattr(Path, "is_file", lambda self: looked.append(self) or real(self))
+    real = spine._is_file  # what the climb stats each directory with
+    monkeypatch.setattr(spine, "_is_file", lambda p: looked.append(p) or real(p))
     assert [spine.find_job_metadata(p, memo=memo) for p in files] == expected
     assert [spine.find_job_metadata(p, memo=memo) for p in reversed(files)] == expected[::-1]
     # each sibling task stops where the first one's climb went through (its chunk directory)
@@ -551,3 +553,19 @@ def test_job_inputs_from_the_jobs_source_list(tmp_path):
     assert spine.job_inputs(out / "x_1_reco_v2.h5", job, cache) == ["/raw/x_1.root"]
     listed.unlink()                                                      # read once per run: remembered
     assert spine.job_inputs(out / "x_2_reco_v2.h5", job, cache) == ["/raw/x_2.root", "/raw/x_2.h5"]
+
+
+def test_find_job_metadata_stops_where_a_directory_cannot_be_looked_into(tmp_path, monkeypatch):
+    """A directory it may not stat (EACCES) ends the climb with no answer, as Path.is_file
+    would; a missing one (ENOENT) only means: go up."""
+    f, job = _prod_file(tmp_path)
+    assert spine.find_job_metadata(f) == job
+    real = os.stat
+
+    def denied(path, *a, **k):
+        if str(path).startswith(str(f.parent)) and str(path).endswith(spine.JOB_METADATA_NAME):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "stat", denied)
+    assert spine.find_job_metadata(f) is None
