@@ -633,9 +633,37 @@ def _read_hdf5(doc: dict[str, Any], f: Any, limits: Limits,
     doc["structure"] = read_structure(f, max_items=limits.max_structure_items,
                                       max_depth=limits.max_structure_depth)
     layout: dict[str, Any] = {"num_events": _event_count(f, doc["structure"])}
-    layout.update(spine.run_ranges(f, doc["format_version"]))
+    layout.update(spine.run_ranges(f, doc["format_version"] or _layout_from_structure(doc["structure"])))
     layout.pop("runs", None)
     _merge(doc, layout, "layout")
+
+
+def _layout_from_structure(structure: dict[str, Any]) -> int | None:
+    """:func:`spine.detect_format_version`'s answer read from the structure walk, which met
+    the root's members first (most files older than SPINE 0.16 say no ``format_version``):
+    a ``/products`` group is layout 2, an ``/events`` dataset of a compound type layout 1, of
+    integers layout 2. None when the walk cannot tell (links, unreadable members, a root
+    with more members than the walk lists): :func:`spine.run_ranges` then asks the file."""
+    first = {}
+    for item in structure["items"]:
+        path = item["path"]
+        if path.count("/") != 1:
+            break  # past the root's members (breadth-first)
+        first[path] = item
+    else:
+        if structure.get("truncated"):
+            return None
+    products, events = first.get("/products"), first.get("/events")
+    if products is not None:
+        return spine.SPINE_CURRENT_FORMAT_VERSION if products.get("kind") == "group" else None
+    if events is None or events.get("kind") != "dataset":
+        return None
+    dtype = events.get("dtype") or ""
+    if dtype == "compound":
+        return spine.SPINE_LEGACY_FORMAT_VERSION
+    if dtype.lstrip("<>=|").startswith(("int", "uint")):
+        return spine.SPINE_CURRENT_FORMAT_VERSION
+    return None
 
 
 def _event_count(f: Any, structure: dict[str, Any]) -> int | None:

@@ -267,3 +267,29 @@ def test_only_sensible_attribute_values_are_promoted(tmp_path):
     d = doc_of(p)
     assert d["run"] is None and (d["subrun"], d["subrun_max"]) == (2, 4)
     assert d["model"] is None and d["dataset"] == "mpv"
+
+
+def test_the_layout_read_from_the_structure_walk_is_the_files_own(tmp_path):
+    """extract._layout_from_structure answers run_ranges' layout question from the walk, or
+    says it cannot; where it answers, it is what detect_format_version reads from the file
+    (SPINE versions before and after 0.16, both layouts, strange and non-SPINE files)."""
+    from spine_docs import samples, spine
+    from spine_docs.extract import Limits, _layout_from_structure, open_hdf5, read_structure
+
+    paths = [samples.write_spine_file(tmp_path / f"v{v}.h5", spine_version=v, format_version=fv, n_events=3)
+             for v, fv in (("0.10.0", None), ("0.15.2", None), ("0.16.1", 1), ("0.17.1", 2), ("0.18.0", None))]
+    paths += sorted(samples.write_strange_files(tmp_path / "strange"))
+    answered = 0
+    limits = Limits()
+    for p in paths:
+        try:
+            f = open_hdf5(str(p))
+        except Exception:
+            continue  # not HDF5 at all: extract never walks it
+        with f:
+            walked = _layout_from_structure(read_structure(f, max_items=limits.max_structure_items,
+                                                           max_depth=limits.max_structure_depth))
+            if walked is not None:
+                answered += 1
+                assert walked == spine.detect_format_version(f), p
+    assert answered >= 5  # the five SPINE files at least
