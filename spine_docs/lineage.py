@@ -48,9 +48,6 @@ def name_of(text: str) -> str:
     return os.path.basename(text.rstrip("/")) if isinstance(text, str) else str(text)
 
 
-_name = name_of
-
-
 class Resolver:
     """Resolves the inputs of many children with two reads in all (not two per input): the
     documents at the inputs' normalised paths (``{path: {$in}}``, the ``{path, site}``
@@ -74,8 +71,8 @@ class Resolver:
         for i in range(0, len(norms), BATCH):
             self.paths.update(d["path"] for d in db.files.find(
                 {"path": {"$in": norms[i:i + BATCH]}}, {"path": 1, "_id": 0}))
-        names = sorted({_name(t) for c, texts in wanted if c.get("dataset") is not None
-                        for t in texts if _norm(t) not in self.paths and _name(t)})
+        names = sorted({name_of(t) for c, texts in wanted if c.get("dataset") is not None
+                        for t in texts if _norm(t) not in self.paths and name_of(t)})
         for i in range(0, len(names), BATCH):
             for d in db.files.find({"name": {"$in": names[i:i + BATCH]}},
                                    {"path": 1, "name": 1, "dataset": 1, "prod_version": 1, "_id": 0}):
@@ -97,7 +94,7 @@ class Resolver:
         norm = _norm(text)
         if norm is not None and norm != child.get("path") and norm in self.paths:
             return {"text": text, "path": norm, "how": "path"}
-        name = _name(text)
+        name = name_of(text)
         if name and child.get("dataset") is not None:
             found = self.by_name.get((name, child.get("dataset"), child.get("prod_version")), set()) \
                 - {child.get("path")}
@@ -109,12 +106,19 @@ class Resolver:
 def _lineage(parents: list[dict[str, Any]]) -> dict[str, Any]:
     """The ``lineage`` sub-document of these parent entries: they, and the file names of the
     unresolved ones (``pending``)."""
-    return {"parents": parents, "pending": sorted({_name(p["text"]) for p in parents if p["path"] is None})}
+    return {"parents": parents, "pending": sorted({name_of(p["text"]) for p in parents if p["path"] is None})}
 
 
 def lineage_of(child: Mapping[str, Any], resolver: Resolver) -> dict[str, Any]:
     """The ``lineage`` sub-document of a document (from its ``inputs``)."""
     return _lineage([resolver.parent(child, t) for t in (child.get("inputs") or []) if isinstance(t, str)])
+
+
+def lineage_ops(docs: Iterable[tuple[Mapping[str, Any], Any]], resolver: Resolver) -> list[UpdateOne]:
+    """The updates that bring the ``lineage`` of each ``(document, the lineage it has)``
+    to what ``resolver`` makes of the document's inputs (none where they agree)."""
+    return [UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}) for d, old in docs
+            if (new := lineage_of(d, resolver)) != old]
 
 
 #: what the links of a document are made from
@@ -141,9 +145,8 @@ def link(db: Any, paths: Iterable[str], site: str | None = None) -> int:
                     if site is not None else {"path": {"$in": chunk}}
                 docs += db.files.find(query, FIELDS)
         resolver = Resolver(db, [(d, d.get("inputs") or []) for d in docs])
-        ops = [UpdateOne({"_id": d["_id"]}, {"$set": {"lineage": new}}) for d in docs
-               if (new := lineage_of(d, resolver)) != d.get("lineage")]
-        ops += waiting_ops(db, {d.get("name") or _name(d["path"]) for d in docs},
+        ops = lineage_ops(((d, d.get("lineage")) for d in docs), resolver)
+        ops += waiting_ops(db, {d.get("name") or name_of(d["path"]) for d in docs},
                            skip={d["_id"] for d in docs}, resolver=None if server else resolver)
         return db.files.bulk_write(ops, ordered=False).modified_count if ops else 0
 
@@ -440,12 +443,12 @@ def graph(db: Any, path: str, depth: int | None = None, max_nodes: int | None = 
     out = ["digraph lineage {", "  rankdir=LR;", '  node [shape=box, fontsize=10, style=rounded];']
     for p in nodes:
         style = ', style="rounded,filled", fillcolor="#dbe9f6"' if p == root else ""
-        out.append(f"  {dot_quote(p)} [label={dot_quote(_name(p))}, tooltip={dot_quote(p)}{style}];")
+        out.append(f"  {dot_quote(p)} [label={dot_quote(name_of(p))}, tooltip={dot_quote(p)}{style}];")
     for a, b in edges:
         out.append(f"  {dot_quote(a)} -> {dot_quote(b)};")
     for t, c in inputs:
         node = dot_quote(f"input:{t}")
-        out.append(f'  {node} [label={dot_quote(_name(t))}, tooltip={dot_quote(t + " (not in the catalog)")}, '
+        out.append(f'  {node} [label={dot_quote(name_of(t))}, tooltip={dot_quote(t + " (not in the catalog)")}, '
                    f'style="rounded,dashed"];')
         out.append(f"  {node} -> {dot_quote(c)} [style=dashed];")
     out.append("}")

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from pymongo import UpdateOne
-
 from . import lineage, store, supersede
 
 #: the catalog's fields the in-process pass reads
@@ -110,7 +108,9 @@ class Links:
                 self.waiting.setdefault(name, set()).add(d["_id"])
         self.expected = n
 
-    def _group(self, d: Mapping[str, Any]) -> None:
+    def _group(self, d: Mapping[str, Any]) -> tuple | None:
+        """Put ``d`` in its supersede group (out of the one it was in: that one is planned
+        again); returns its group, None when it is in none."""
         old = self.group_of.pop(d["_id"], None)
         prior = None
         if old is not None:
@@ -118,19 +118,19 @@ class Links:
             self.touched.add(old)
         g = supersede.group_of(d)
         if g is None:
-            return
+            return None
         member = {k: d.get(k) for k in supersede.PROJECTION}
         if prior is not None and "superseded_by" not in d:  # the new document keeps the mark
             member["superseded_by"] = prior.get("superseded_by")
         self.groups.setdefault(g, {})[d["_id"]] = member
         self.group_of[d["_id"]] = g
+        return g
 
     def _learn(self, d: Mapping[str, Any], is_new: bool) -> None:
         self.resolver.learn(d)
-        if d.get("_id") in self.group_of or supersede.group_of(d) is not None:
-            self._group(d)
-            if d["_id"] in self.group_of:
-                self.touched.add(self.group_of[d["_id"]])
+        g = self._group(d)
+        if g is not None:
+            self.touched.add(g)
         self.expected += bool(is_new)
 
     # ----------------------------------------------------------------- afterwards
@@ -149,11 +149,7 @@ class Links:
             self.touched |= touched | {self.group_of.get(i) for i in self.ids}
         resolver = self.resolver if not self.server else lineage.Resolver(
             self.db, [(f, f.get("inputs") or []) for f, _ in self.kept.values()])
-        ops: list[UpdateOne] = []
-        for fid, (facts, written) in self.kept.items():
-            entry = lineage.lineage_of(facts, resolver)
-            if entry != written:
-                ops.append(UpdateOne({"_id": fid}, {"$set": {"lineage": entry}}))
+        ops = lineage.lineage_ops(self.kept.values(), resolver)
         if self.server:
             ops += lineage.waiting_ops(self.db, self.names, skip=self.ids)
         else:  # the snapshot knows who waits: only they are read
@@ -167,5 +163,5 @@ class Links:
         marks = [op for g in self.touched if g is not None and g in self.groups
                  for op in supersede.mark_ops(list(self.groups[g].values()))]
         marked = supersede.write_marks(self.db, marks, keep=keep_versions, run_id=run_id, now=now,
-                                       fresh=self.inserted).modified_count if marks else 0
+                                       fresh=self.inserted)
         return linked, marked

@@ -97,7 +97,8 @@ def mark(db: Any, paths: Iterable[str], site: str | None = None, *,
     most ``keep_versions`` per file; ``run_id`` and ``now``: the inject that marked them),
     but those of the files in ``fresh`` (see :func:`write_marks`)."""
     with store.writing(db):  # one save of the embedded catalog for all of it
-        return _mark(db, list(dict.fromkeys(paths)), site, (keep_versions, run_id, now, set(fresh)))
+        return _mark(db, list(dict.fromkeys(paths)), site,
+                     {"keep": keep_versions, "run_id": run_id, "now": now, "fresh": set(fresh)})
 
 
 def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
@@ -119,7 +120,8 @@ def mark_ops(members: list[Mapping[str, Any]]) -> list[UpdateOne]:
             for fid, by in plan(members).items() if by != current[fid]]
 
 
-def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, None)) -> int:
+def _mark(db: Any, paths: list[str], site: str | None, marks: Mapping[str, Any]) -> int:
+    """:func:`mark`; ``marks``: :func:`write_marks`' keyword arguments."""
     seen: set = set()
     changed = 0
     snapshot = None if store.is_server(db) else _groups_in_process(db)
@@ -129,7 +131,7 @@ def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, N
         wanted = {doc_id(site, p) for p in paths}
         ops = [op for members in snapshot.values() if any(m["_id"] in wanted for m in members)
                for op in mark_ops(members)]
-        return _write(db, ops, kept).modified_count if ops else 0
+        return write_marks(db, ops, **marks)
     for i in range(0, len(paths), BATCH):
         query: dict[str, Any] = {"path": {"$in": paths[i:i + BATCH]}}
         if site is not None:
@@ -145,32 +147,22 @@ def _mark(db: Any, paths: list[str], site: str | None, kept: tuple = (0, None, N
         found = {g: snapshot.get(g, []) for g in groups} if snapshot is not None else _members(db, groups)
         for members in found.values():
             ops += mark_ops(members)
-        if ops:
-            changed += _write(db, ops, kept).modified_count
+        changed += write_marks(db, ops, **marks)
     return changed
 
 
-def _write(db: Any, ops: list[UpdateOne], kept: tuple) -> Any:
-    """The marks, and the documents they replace into the history (one batched write each)."""
-    return write_marks(db, ops, keep=kept[0], run_id=kept[1], now=kept[2], fresh=kept[3] if len(kept) > 3 else ())
-
-
-class _Written:
-    def __init__(self, modified_count: int):
-        self.modified_count = modified_count
-
-
 def write_marks(db: Any, ops: list[UpdateOne], *, keep: int, run_id: Any = None, now: Any = None,
-                fresh: Iterable[str] = ()) -> Any:
+                fresh: Iterable[str] = ()) -> int:
     """Write the marks ``ops``; the documents they change are kept in the history (at most
     ``keep`` versions per file), but those of the files in ``fresh`` (inserted by the run
-    that marks them: the mark is part of their indexing, as their lineage is). Returns an
-    object with the ``modified_count``."""
+    that marks them: the mark is part of their indexing, as their lineage is). Returns the
+    number of documents changed."""
     fresh = set(fresh)
-    new = [op for op in ops if history.op_ids(op)[0] in fresh]
-    old = [op for op in ops if history.op_ids(op)[0] not in fresh]
+    new, old = [], []
+    for op in ops:
+        (new if history.op_ids(op)[0] in fresh else old).append(op)
     n = db.files.bulk_write(new, ordered=False).modified_count if new else 0
     if old:
         n += history.write_updates(db, old, change="supersede", keep=keep, run_id=run_id,
                                    now=now).modified_count
-    return _Written(n)
+    return n
