@@ -394,7 +394,6 @@ class _Writer:
         self.report = report
         self.window = window
         self.backoff = backoff
-        self.entries: list[_Entry] = []
         self.keep_versions = keep_versions  # history.version_ops's bound (0: no history)
         self.now = now  # the run's time, in every write's bookkeeping
         self._taken: list[_Entry] | None = None  # the entries whose write landed, in a flush
@@ -404,21 +403,17 @@ class _Writer:
         self.last = time.monotonic()
         self.beat = now  # the run's last heartbeat
 
-    def add(self, entry: _Entry) -> None:
-        self.entries.append(entry)
-        self._maybe_flush()
-
     def extracted(self, doc: Any, facts: Mapping[str, Any], change: str) -> None:
         """A file's extracted document (a dict, or a worker's BSON bytes) and its
-        :data:`FACTS`, to write: its
-        write is made when its batch is sent, with the ``lineage`` that
-        :class:`spine_docs.links.Links` resolves for the whole batch. ``change``: "new" (the
-        catalog does not hold the file, as far as this run knows), "changed" or "retried"."""
+        :data:`FACTS`, to write: its write is made when its batch is sent, with the
+        ``lineage`` that :class:`spine_docs.links.Links` resolves for the whole batch.
+        ``change``: "new" (the catalog does not hold the file, as far as this run knows),
+        "changed" or "retried"."""
         self.extractions.append(_Extracted(doc, facts, change))
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        if (len(self.entries) + len(self.extractions) + len(self.seen_batches) >= self.batch_size
+        if (len(self.extractions) + len(self.seen_batches) >= self.batch_size
                 and time.monotonic() - self.last >= self.interval):
             self.flush()
 
@@ -480,10 +475,9 @@ class _Writer:
                                                                f"superseded_by mark: {err.get('errmsg')}"))
 
     def flush(self) -> None:
-        self.entries += self._entries()
-        if not self.entries and not self.seen_batches:
+        entries = self._entries()
+        if not entries and not self.seen_batches:
             return
-        entries, self.entries = self.entries, []
         seen, self.seen_batches = self.seen_batches, []
         with store.writing(self.db):
             for ids, paths in seen:
