@@ -115,11 +115,11 @@ def _start(db: Any, action: str, report: MoveReport, details: Mapping[str, Any])
     return now
 
 
-def _end(db: Any, report: MoveReport, state: str, started: float) -> None:
+def _end_fields(report: MoveReport, started: float) -> dict[str, Any]:
+    """The report's time, now, and what the run log records with the run's end."""
     report.seconds = time.monotonic() - started
-    fields = {"counts": {"selected": report.selected, "moved": report.moved, "skipped": report.skipped},
-              "seconds": round(report.seconds, 3), "conflicts": report.conflicts[:1000]}
-    (runs.end if state != "interrupted" else runs.end_quietly)(db, report.run_id, state, fields)
+    return {"counts": {"selected": report.selected, "moved": report.moved, "skipped": report.skipped},
+            "seconds": round(report.seconds, 3), "conflicts": report.conflicts[:1000]}
 
 
 def prune(db: Any, query: Mapping, *, why: str, dry_run: bool = True, by: str | None = None,
@@ -137,7 +137,7 @@ def prune(db: Any, query: Mapping, *, why: str, dry_run: bool = True, by: str | 
             return report
     now = _start(db, "prune", report, {"site": site, "why": why, "by": by or who()})
     stamp = {"by": by or who(), "at": now, "why": why, "run_id": report.run_id}
-    try:
+    with runs.ending(db, report.run_id, lambda: _end_fields(report, started)):
         for i in range(0, len(selected), max(1, batch_size)):
             ids = [i_ for i_, _ in selected[i:i + batch_size]]
             guard = and_queries({"_id": {"$in": ids}}, dict(query))
@@ -155,10 +155,6 @@ def prune(db: Any, query: Mapping, *, why: str, dry_run: bool = True, by: str | 
                     db.files_archive.delete_many({"_id": {"$in": stayed}, "archived.run_id": report.run_id})
                     report.skipped += len(stayed)
             report.skipped += len(ids) - len(docs)
-    except BaseException:
-        _end(db, report, "interrupted", started)
-        raise
-    _end(db, report, "done", started)
     return report
 
 
@@ -193,7 +189,7 @@ def restore(db: Any, query: Mapping, *, dry_run: bool = False, batch_size: int =
         report.seconds = time.monotonic() - started
         return report
     _start(db, "restore", report, {"query": repr(dict(query))[:1000]})
-    try:
+    with runs.ending(db, report.run_id, lambda: _end_fields(report, started)):
         for i in range(0, len(selected), max(1, batch_size)):
             ids = [i_ for i_, _ in selected[i:i + batch_size]]
             with store.writing(db):
@@ -219,8 +215,4 @@ def restore(db: Any, query: Mapping, *, dry_run: bool = False, batch_size: int =
                 db.files_archive.delete_many({"_id": {"$in": done}})
                 report.moved += len(done)
                 report.skipped += len(docs) - len(done)
-    except BaseException:
-        _end(db, report, "interrupted", started)
-        raise
-    _end(db, report, "done", started)
     return report

@@ -13,10 +13,11 @@ the next run, by ``spine-docs runs`` and by the explorer. A run is gone when
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -102,6 +103,19 @@ def end_quietly(db: Any, run_id: str, state: str, fields: Mapping[str, Any]) -> 
         end(db, run_id, state, fields)
     except (PyMongoError, OSError, store.StoreError):
         pass
+
+
+@contextlib.contextmanager
+def ending(db: Any, run_id: str, fields: Callable[[], Mapping[str, Any]]) -> Iterator[None]:
+    """The block is the run's work: the run ends ``done`` after it, or ``interrupted`` when
+    the block raises (recorded best effort: the database may be what failed; the error goes
+    on). ``fields()``: what the run log records with its end, asked for at the end."""
+    try:
+        yield
+    except BaseException:
+        end_quietly(db, run_id, "interrupted", fields())
+        raise
+    end(db, run_id, "done", fields())
 
 
 def is_gone(run: Mapping[str, Any], *, now: datetime | None = None,

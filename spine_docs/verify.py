@@ -212,7 +212,7 @@ def verify(db: Any, *, site: str, flt: Filter | Mapping | None = None, checksum:
             report.updated += res.modified_count
             ops.clear()
 
-    try:
+    with runs.ending(db, report.run_id, lambda: _end_fields(report, started)):
         known = known_files(db, site, flt)
         total, done = len(known), 0
         if progress:
@@ -250,12 +250,6 @@ def verify(db: Any, *, site: str, flt: Filter | Mapping | None = None, checksum:
             if progress and (done % 1000 == 0 or done == total):
                 progress(done, total)
         flush()
-    except BaseException:
-        report.seconds = time.monotonic() - started
-        runs.end_quietly(db, report.run_id, "interrupted", _end_fields(report))
-        raise
-    report.seconds = time.monotonic() - started
-    runs.end(db, report.run_id, "done", _end_fields(report))
     return report
 
 
@@ -284,7 +278,9 @@ def _checked(known: Sequence[Known], threads: int, checksum: bool
             yield k0, s0, f0.result() if f0 is not None else None
 
 
-def _end_fields(report: VerifyReport) -> dict[str, Any]:
+def _end_fields(report: VerifyReport, started: float) -> dict[str, Any]:
+    """The report's time, now, and what the run log records with the run's end."""
+    report.seconds = time.monotonic() - started
     return {"counts": report.counts(), "seconds": round(report.seconds, 3),
             "files_per_s": round(report.files_per_s, 1),
             "problems": [{"path": p.path, "reason": p.reason}
