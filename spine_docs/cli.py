@@ -595,14 +595,19 @@ def verify_cmd(
     raise typer.Exit(report.exit_code)
 
 
+def _print_paths(paths: List[str], total: int) -> None:
+    """The paths a command selected (the first ones: ``total`` in all), one a line."""
+    for p in paths:
+        typer.echo(f"  {p}")
+    if total > len(paths):
+        typer.echo(f"  ... and {total - len(paths)} more")
+
+
 def _print_move(report: Any, as_json: bool) -> None:
     if as_json:
         print_json(report.as_dict())
         return
-    for p in report.paths:
-        typer.echo(f"  {p}")
-    if report.selected > len(report.paths):
-        typer.echo(f"  ... and {report.selected - len(report.paths)} more")
+    _print_paths(report.paths, report.selected)
     for p in report.conflicts:
         typer.echo(f"conflict: {p}: the catalog holds this file again; its archived document stays", err=True)
     typer.echo(report.summary())
@@ -702,11 +707,7 @@ def _print_retire(report: Any, as_json: bool) -> None:
     if as_json:
         print_json(report.as_dict())
         return
-    for p in report.paths:
-        typer.echo(f"  {p}")
-    more = report.selected + report.descendants - len(report.paths)
-    if more > 0:
-        typer.echo(f"  ... and {more} more")
+    _print_paths(report.paths, report.selected + report.descendants)
     for c in report.cycles:
         typer.echo(f"warning: lineage cycle: {' -> '.join(c)}", err=True)
     typer.echo(report.summary())
