@@ -20,8 +20,10 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from spine_docs import ingest, resources, samples, store  # noqa: E402
+from spine_docs import ingest, resources, store  # noqa: E402
 from spine_docs.settings import Settings  # noqa: E402
+
+from dated import frozen_clock, write_energy  # noqa: E402
 
 ENTRY = str(resources.app_dir() / "explorer.py")
 TIMEOUT = 60
@@ -31,18 +33,8 @@ UTC = timezone.utc
 MAR_2 = "2026-03-02T23:59:59.999000+00:00"
 
 
-class Clock(datetime):
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-
-    @classmethod
-    def now(cls, tz=None):
-        return cls.at
-
-
-def _write(path, energy, hour):
-    samples.write_spine_file(path, root_attrs={"energy": energy}, seed=0, n_events=3)
-    ts = datetime(2026, 1, 1, hour, tzinfo=UTC).timestamp()
-    os.utime(path, (ts, ts))
+Clock = frozen_clock()
+_write = write_energy
 
 
 @pytest.fixture(scope="module")

@@ -7,30 +7,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
-from spine_docs import asof, cli, ingest, queries, samples
+from spine_docs import asof, cli, ingest, queries
 from spine_docs.queries import Filter
 from spine_docs.settings import Settings
+
+from dated import frozen_clock, write_energy
 
 UTC = timezone.utc
 
 
-class Clock(datetime):
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-
-    @classmethod
-    def now(cls, tz=None):
-        return cls.at
-
-
-def write(path, energy, hour):
-    samples.write_spine_file(path, root_attrs={"energy": energy}, seed=0, n_events=3)
-    ts = datetime(2026, 1, 1, hour, tzinfo=UTC).timestamp()
-    os.utime(path, (ts, ts))
+Clock = frozen_clock()
+write = write_energy
 
 
 @pytest.fixture

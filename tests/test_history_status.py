@@ -17,16 +17,13 @@ from spine_docs import spine as spine_mod
 from spine_docs.queries import Filter
 from spine_docs.settings import Settings
 
+from dated import frozen_clock
+
 UTC = timezone.utc
 SITE = "s"
 
 
-class Clock(datetime):
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-
-    @classmethod
-    def now(cls, tz=None):
-        return cls.at
+Clock = frozen_clock()
 
 
 # --------------------------------------------------------------------------- pure parts
