@@ -4,18 +4,17 @@ wrote at each date, by hand."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from datetime import datetime, timezone
 
 import pytest
 
-from spine_docs import asof, cli, ingest, queries
+from spine_docs import asof, ingest, queries
 from spine_docs.queries import Filter
 from spine_docs.settings import Settings
 
 from dated import frozen_clock, write_energy
+from test_filter_language import run as cli_run
 
 UTC = timezone.utc
 
@@ -75,15 +74,7 @@ def test_the_filter_applies_to_the_values_then(history_catalog):
         queries.count(db, Filter(as_of="2026-03-06"))
 
 
-def run(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+run = cli_run  # spine-docs ARGS in-process: (exit code, stdout, stderr)
 
 
 def test_cli_query_and_facets_as_of(history_catalog):

@@ -17,6 +17,8 @@ from spine_docs import diff, extract, ingest
 from spine_docs.cli import app
 from spine_docs.settings import Settings
 
+from dated import frozen_clock
+
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 runner = CliRunner()
@@ -138,12 +140,7 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args], env={"SPINE_DOCS_SITE": "dsite", "SPINE_DOCS_WORKERS": "1"})
 
 
-class Clock(datetime):
-    at = T0
-
-    @classmethod
-    def now(cls, tz=None):
-        return cls.at
+Clock = frozen_clock(T0)
 
 
 def inject(db, db_url, *paths):
