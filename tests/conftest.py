@@ -52,6 +52,15 @@ def _wanted(node, name: str) -> str | None:
     return None
 
 
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No ``SPINE_DOCS_*`` variable of the caller's shell, and the test's own directory as
+    the current one (what a command finds there, ``.spine_docs/``, is the test's)."""
+    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     """The kind of catalog: ``mongomock``, ``embedded`` or ``server``."""

@@ -5,7 +5,6 @@ and that no message, description or log record carries a password."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,8 @@ PASSWORD = "Tr0ub4dor&3-not-in-any-message"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
-        monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)
+def _clean(clean_env):
+    """Every test here runs in a clean environment (conftest's ``clean_env``)."""
 
 
 @pytest.fixture

@@ -77,10 +77,8 @@ class Tools:
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
-        monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)
+def _clean(clean_env):
+    """Every test here runs in a clean environment (conftest's ``clean_env``)."""
 
 
 @pytest.fixture

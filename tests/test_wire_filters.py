@@ -5,7 +5,6 @@ filter's error, not as a database that stopped answering; selected values travel
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -19,10 +18,7 @@ BAD_REGEX = "Regular expression is invalid: missing closing parenthesis"
 
 
 @pytest.fixture
-def fake(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
-        monkeypatch.delenv(k)
+def fake(clean_env):
     f = wire_fake.FakeServer().start()
     f.overrides.append(wire_fake.Catalog())
     yield f

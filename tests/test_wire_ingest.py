@@ -6,7 +6,6 @@ the "seen again" updates sent on their own."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -22,10 +21,7 @@ SITE = "s1"
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
-        monkeypatch.delenv(k)
+def env(clean_env, monkeypatch):
     monkeypatch.setenv("SPINE_DOCS_SITE", SITE)
     monkeypatch.setenv("SPINE_DOCS_WORKERS", "1")
     monkeypatch.setenv("SPINE_DOCS_RETRY_BACKOFF_S", "0.001")   # tiny pauses between attempts

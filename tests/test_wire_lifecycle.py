@@ -25,7 +25,6 @@ pytest.importorskip("mockupdb")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-import wire_fake  # noqa: E402
 from wire_fake import catalog, fake  # noqa: E402,F401  (fixtures)
 from spine_docs import history, lineage, plans, samples, verify  # noqa: E402
 from spine_docs.cli import app  # noqa: E402
@@ -56,10 +55,7 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
-        monkeypatch.delenv(k)
+def env(clean_env, monkeypatch):
     monkeypatch.setenv("SPINE_DOCS_SITE", SITE)
     monkeypatch.setenv("SPINE_DOCS_WORKERS", "1")
     monkeypatch.setenv("SPINE_DOCS_RETRY_BACKOFF_S", "0.001")

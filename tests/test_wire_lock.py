@@ -161,7 +161,8 @@ def test_a_changelog_write_refused_by_a_stepped_down_primary_is_retried_and_land
     assert stamp["writeConcern"]["w"] == "majority"
 
 
-def test_a_server_that_disappears_during_a_step_ends_the_tool_with_one_line(fake, tmp_path, monkeypatch):
+def test_a_server_that_disappears_during_a_step_ends_the_tool_with_one_line(fake, tmp_path, monkeypatch,
+                                                                          clean_env):
     mdir, sfile = wire_fake.migrations(tmp_path)
 
     def vanish(db):
@@ -169,9 +170,6 @@ def test_a_server_that_disappears_during_a_step_ends_the_tool_with_one_line(fake
         db.files.update_many({}, {"$set": {"touched": True}})
 
     monkeypatch.setattr(wire_fake, "step_hook", vanish)
-    monkeypatch.chdir(tmp_path)
-    for k in [k for k in os.environ if k.startswith("SPINE_DOCS_")]:
-        monkeypatch.delenv(k)
     monkeypatch.setenv("SPINE_DOCS_FAILOVER_TIMEOUT_S", "1")   # the election we wait out
     url = f"mongodb://{fake.address}/spine_docs"
     res = CliRunner().invoke(app, ["migrate", "up", "--db", url, "--to", "1", "--no-backup",
