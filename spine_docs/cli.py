@@ -453,44 +453,42 @@ def query(
     from . import queries
 
     settings, database, flt = open_filtered(ctx)
-    if flt.as_of is not None:
-        _query_as_of(database, flt, fmt, sort, limit)
-        return
-    if fmt == "table":
-        size = limit or 50
-        page = queries.page(database, flt, sort=sort, size=min(size, queries.MAX_PAGE_SIZE),
-                            max_time_ms=settings.query_timeout_ms)
-        cols = ("path", "site", "spine_version", "model", "dataset", "run", "num_events", "status", "mtime")
-        table = _table(*cols)
-        for r in page.rows:
-            table.add_row(*(_cell(r.get(c)) for c in cols))
-        _print_table(table)
-        matched = queries.count(database, flt, max_time_ms=settings.query_timeout_ms)
-        typer.echo(f"{len(page.rows)} of {matched} matching files ({queries.total(database)} in the catalog)", err=True)
-        return
-    if fmt not in queries.EXPORT_FORMATS:
-        raise fail(f"unknown --format {fmt!r}: choose table, jsonl, csv or paths")
-    for line in queries.export(database, flt, fmt, sort=sort, limit=limit or None):
-        sys.stdout.write(line)
-
-
-def _query_as_of(database: Any, flt: Any, fmt: str, sort: str, limit: int) -> None:
-    from . import asof, queries
-
     if fmt != "table":
         if fmt not in queries.EXPORT_FORMATS:
             raise fail(f"unknown --format {fmt!r}: choose table, jsonl, csv or paths")
-        for line in asof.export(database, flt, fmt, sort=sort, limit=limit or None):
+        export = queries.export
+        if flt.as_of is not None:  # the catalog as it stood then, from the history
+            from . import asof
+
+            export = asof.export
+        for line in export(database, flt, fmt, sort=sort, limit=limit or None):
             sys.stdout.write(line)
         return
-    docs = asof.sorted_documents(database, flt, sort)
-    cols = ("path", "site", "spine_version", "model", "dataset", "run", "num_events", "status", "mtime")
-    table = _table(*cols)
-    for r in docs[:limit or 50]:
-        table.add_row(*(_cell(r.get(c)) for c in cols))
+    size = limit or 50
+    if flt.as_of is not None:  # the history is no index: every file known then, sorted here
+        from . import asof
+
+        docs = asof.sorted_documents(database, flt, sort)
+        _print_files(docs[:size])
+        typer.echo(f"{min(len(docs), size)} of {len(docs)} matching files as of "
+                   f"{flt.as_of:%Y-%m-%d %H:%M:%S}Z", err=True)
+        return
+    page = queries.page(database, flt, sort=sort, size=min(size, queries.MAX_PAGE_SIZE),
+                        max_time_ms=settings.query_timeout_ms)
+    _print_files(page.rows)
+    matched = queries.count(database, flt, max_time_ms=settings.query_timeout_ms)
+    typer.echo(f"{len(page.rows)} of {matched} matching files ({queries.total(database)} in the catalog)", err=True)
+
+
+#: the columns of ``query``'s table
+QUERY_COLUMNS = ("path", "site", "spine_version", "model", "dataset", "run", "num_events", "status", "mtime")
+
+
+def _print_files(rows: Any) -> None:
+    table = _table(*QUERY_COLUMNS)
+    for r in rows:
+        table.add_row(*(_cell(r.get(c)) for c in QUERY_COLUMNS))
     _print_table(table)
-    typer.echo(f"{min(len(docs), limit or 50)} of {len(docs)} matching files as of "
-               f"{flt.as_of:%Y-%m-%d %H:%M:%S}Z", err=True)
 
 
 @app.command()
