@@ -163,9 +163,9 @@ class Baseline:
 
 def inject_command(db: Path, source: Path, workers: int) -> list[str]:
     """The command a user types; the installed entry point when there is one beside this
-    Python, else ``python -m spine_docs.cli`` (the same code, run the same way)."""
+    Python, else ``python -m spine_docs`` (the same code, run the same way)."""
     script = Path(sys.executable).with_name("spine-docs")
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "spine_docs.cli"]
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "spine_docs"]
     return head + ["inject", "--db", str(db), "--source", str(source), "--workers", str(workers),
                    "--no-progress"]
 

@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache, partial
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import bson
 from bson.raw_bson import RawBSONDocument
@@ -34,9 +33,10 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from . import retry as retry_mod
 from . import history, runs, schema, store
 from .pool import parallel_map, start as start_pool
-from .extract import (EXTRACTOR_VERSION, LIFECYCLE_STATUSES, READER_MODULES, ExtractCache, Limits,
-                      doc_id, error_document, extract, extract_encoded, mtime_ms, normalise_path,
-                      stat_problem)
+from . import worker
+from .extract import (EXTRACTOR_VERSION, LIFECYCLE_STATUSES, ExtractCache, Limits, doc_id,
+                      mtime_ms, normalise_path, stat_problem)
+from .worker import Extracted
 
 HISTORY_LENGTH = 20
 #: fewer files than this are extracted in the calling process, without workers
@@ -340,7 +340,7 @@ class InjectStopped(store.StoreError):
 class _Extracted:
     """A file's extracted document, buffered until its batch's links are resolved."""
     doc: Any                       # a dict, or a worker's BSON bytes
-    facts: Mapping[str, Any]       # its FACTS
+    facts: Mapping[str, Any]       # its worker.FACTS
     change: str                    # "new", "changed" or "retried"
 
     @property
@@ -405,7 +405,7 @@ class _Writer:
 
     def extracted(self, doc: Any, facts: Mapping[str, Any], change: str) -> None:
         """A file's extracted document (a dict, or a worker's BSON bytes) and its
-        :data:`FACTS`, to write: its write is made when its batch is sent, with the
+        :data:`worker.FACTS`, to write: its write is made when its batch is sent, with the
         ``lineage`` that :class:`spine_docs.links.Links` resolves for the whole batch.
         ``change``: "new" (the catalog does not hold the file, as far as this run knows),
         "changed" or "retried"."""
@@ -640,46 +640,6 @@ class _Writer:
 
 # --------------------------------------------------------------------------- workers
 
-_worker_cache: ExtractCache | None = None  # set in each worker process by _init_worker
-#: what a worker imports, once in the forkserver (this process, which only writes, does not)
-WORKER_MODULES = (__name__, *READER_MODULES)
-
-
-def _init_worker() -> None:
-    global _worker_cache
-    _worker_cache = ExtractCache(copy=False)  # each document is pickled as soon as it is made
-
-
-#: the fields of a document that its write and its links are made from (:mod:`spine_docs.links`):
-#: a worker sends them beside the document's BSON, so that this process need not walk the bytes
-FACTS = ("_id", "path", "name", "site", "inputs", "dataset", "prod_version", "config",
-         "spine_version_key", "status", "error")
-
-#: what extract_many yields for one file: the document (a dict, or BSON bytes from a worker)
-#: and its facts (:data:`FACTS`; the document itself when it is a dict)
-Extracted = tuple[Any, Mapping[str, Any]]
-
-
-def _extract_in_worker(path: str, site: str, limits: Limits, checksum: bool,
-                       cache: ExtractCache | None = None, raw: bool = False) -> Extracted:
-    """One file's document and its facts; with ``raw``, the document as BSON bytes (what a
-    worker process sends back: the BSON that fit() made anyway crosses between processes
-    faster than a nested dict, the catalog writes the nested parts' bytes as they are, and
-    the facts beside it spare the caller a walk through the bytes)."""
-    try:
-        if raw:
-            doc, encoded = extract_encoded(path, site=site, limits=limits, checksum=checksum,
-                                           cache=cache or _worker_cache)
-            return encoded, {k: doc.get(k) for k in FACTS}
-        doc = extract(path, site=site, limits=limits, checksum=checksum,
-                      cache=cache or _worker_cache)
-    except Exception as exc:  # extract() handles file problems; this is a last resort
-        doc = error_document(site, path, f"extractor failed: {type(exc).__name__}: {exc}"[:500])
-        if raw:
-            return bson.encode(doc), {k: doc.get(k) for k in FACTS}
-    return doc, doc
-
-
 def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: bool,
                  workers: int) -> Iterator[Extracted]:
     """Extract documents, in ``workers`` processes when that helps; yields (document, facts)
@@ -687,7 +647,7 @@ def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: b
     facts), the BSON bytes of one (:func:`insert_op` writes them as they are; a
     ``RawBSONDocument`` of them is a read-only mapping whose dates are naive UTC) from a
     worker."""
-    fn = partial(_extract_in_worker, site=site, limits=limits, checksum=checksum)
+    fn = partial(worker.extract_one, site=site, limits=limits, checksum=checksum)
     if workers <= 1 or len(paths) < MIN_PARALLEL:
         cache = ExtractCache()  # this run's, dropped with it
         for p in paths:
@@ -697,7 +657,7 @@ def extract_many(paths: Sequence[str], *, site: str, limits: Limits, checksum: b
     # work (16 files: tens of ms) after the others; a chunk's own cost is tens of us
     chunksize = max(1, min(16, len(paths) // (workers * 8)))
     yield from parallel_map(partial(fn, raw=True), paths, workers=workers, chunksize=chunksize,
-                            initializer=_init_worker, preload=WORKER_MODULES)
+                            initializer=worker.init, preload=worker.MODULES)
 
 
 # --------------------------------------------------------------------------- the run
@@ -729,7 +689,7 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     # use workers
     start_workers = settings.workers > 1
     if start_workers and not known:
-        start_pool(WORKER_MODULES)
+        start_pool(worker.MODULES)
         start_workers = False
     paths, problems = discover(sources, source_list)
     for p in problems:
@@ -761,7 +721,7 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
             changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
             todo.append(path)
             if start_workers and len(todo) == MIN_PARALLEL:
-                start_pool(WORKER_MODULES)
+                start_pool(worker.MODULES)
                 start_workers = False
         writer.seen_flush()
         if progress:

@@ -64,7 +64,7 @@ class Links:
     def lineages(self, docs: list[Mapping[str, Any]], *, new: Iterable[bool] | None = None,
                  written: Iterable[bool] | None = None) -> list[dict[str, Any] | None]:
         """The ``lineage`` to write with each of ``docs`` (their fields
-        :data:`spine_docs.ingest.FACTS`), in order.
+        :data:`spine_docs.worker.FACTS`), in order.
         ``new``: per document, whether it is a file the catalog did not hold (an insert);
         ``written``: whether its lineage is written with it (False for an error document
         that only updates a file the catalog holds: its stored lineage stays)."""

@@ -1,8 +1,8 @@
 """Every error the CLI can meet ends in one line on stderr, a documented exit code, and no
 traceback: usage errors, bad settings, ports it cannot listen on, unwritable backup places.
 
-These go through ``spine_docs.cli.main`` (the installed entry point), not only Typer's runner,
-because that is where usage errors are turned into one line.
+These go through ``spine_docs.cli.main`` (what the installed entry point runs), not only
+Typer's runner, because that is where usage errors are turned into one line.
 """
 
 from __future__ import annotations
