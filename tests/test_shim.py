@@ -651,6 +651,38 @@ def test_leaf_updates_write_into_the_stored_bytes(monkeypatch):
     assert all(d["ingest"]["brand_new"] == 1 for d in coll.find())
 
 
+
+@pytest.mark.parametrize("update", [
+    {"$set": {"superseded_by": "x"}},                        # a supersede mark
+    {"$set": {"zz": 1, "aa": None, "mm": T0}},               # several: the update's order
+    {"$set": {"status": "moved", "late": True}},             # one there, one new
+    {"$set": {"ok": 2}},         # "ok\0" is in the bytes (a status value): the walk decides
+    {"$set": {"zz": 2, "ok": 1}},                            # the same, two in the update's order
+    {"$set": {"new": 1}, "$inc": {"ingest.times_seen": 1}},  # with an $inc of a field there
+    {"$set": {"new": 1}, "$setOnInsert": {"other": 2}},
+])
+def test_top_level_fields_a_document_lacks_are_appended_in_the_stored_bytes(update, monkeypatch):
+    # written without decoding the document, and in the order mongomock's own update gives
+    # (compared as BSON: field order included, which dict equality would not see)
+    vanilla, shim = vanilla_collection(30), shim_collection(30)
+    calls = Count(monkeypatch, Collection, "_apply_update_document")
+    for coll in (vanilla, shim):
+        coll.update_many({"run": 1}, copy.deepcopy(update))
+    assert calls.calls == 0
+    assert [bson.encode(d) for d in shim.find()] == [bson.encode(d) for d in vanilla.find()]
+    assert shim.count_documents({"run": 1}) == 10
+
+
+def test_a_missing_field_that_is_not_a_plain_set_goes_the_general_way(monkeypatch):
+    vanilla, shim = vanilla_collection(30), shim_collection(30)
+    calls = Count(monkeypatch, Collection, "_apply_update_document")
+    for coll in (vanilla, shim):
+        coll.update_many({"run": 1}, {"$inc": {"counter": 2}})          # an $inc of nothing
+        coll.update_many({"run": 1}, {"$set": {"fresh.deep": 1}})       # through a missing document
+        coll.update_many({"run": 1}, {"$set": {"new": 1, "fresh.x": 2}})
+    assert calls.calls == 30
+    assert [bson.encode(d) for d in shim.find()] == [bson.encode(d) for d in vanilla.find()]
+
 def test_a_write_that_no_unique_index_reads_builds_no_unique_maps(monkeypatch, tmp_path):
     db = store.connect(str(tmp_path / "cat"))
     with store.writing(db):

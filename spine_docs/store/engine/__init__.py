@@ -186,7 +186,11 @@ What the engine changes relative to plain mongomock 4.3, and why
       they use none of those fields). An update made only of ``$set``/``$inc`` of plain
       values (strings, numbers, booleans, dates, null) on paths that exist through embedded
       documents (a re-scan's "seen again") is written into the stored bytes without
-      decoding the document. [test_field_updates_give_mongomocks_documents,
+      decoding the document; a top-level ``$set`` field the document lacks (a supersede
+      mark) is appended to them, without even walking them when its name is nowhere in
+      the bytes. [test_field_updates_give_mongomocks_documents,
+      test_top_level_fields_a_document_lacks_are_appended_in_the_stored_bytes,
+      test_a_missing_field_that_is_not_a_plain_set_goes_the_general_way,
       test_writes_give_mongomocks_documents,
       test_ingest_updates_do_not_go_through_mongomocks_field_updater,
       test_paths_that_overlap_are_left_to_mongomock,
