@@ -453,3 +453,23 @@ def test_the_workers_forkserver_starts_early_only_when_they_will_be_used(db, tmp
     calls.clear()
     ingest.inject(db, settings=settings(workers=1), sources=src, skip_existing=False)
     assert calls == ["discover"]
+
+
+def test_the_last_batch_is_small_however_long_the_commit_interval(tmp_path, monkeypatch):
+    # a large embedded catalog commits every tens of seconds; the batch that is written
+    # after the last file (while nothing else runs) is cut to batch_size files all the same
+    samples.write_prod_tree(tmp_path / "prod", 23, seed=3)
+    db = store.connect(str(tmp_path / "cat"))
+    monkeypatch.setattr(store, "commit_interval", lambda db: 1e9)
+    sizes = []
+    real = ingest._Writer.flush
+
+    def flush(self):
+        sizes.append(len(self.extractions))
+        return real(self)
+
+    monkeypatch.setattr(ingest._Writer, "flush", flush)
+    rep = ingest.inject(db, settings=settings(batch_size=5), sources=[str(tmp_path / "prod")])
+    assert rep.indexed == 23 and rep.failed == 0
+    assert [n for n in sizes if n] == [18, 5]  # when 5 were still to come, then those 5
+    assert db.files.count_documents({}) == 23
