@@ -197,11 +197,14 @@ def inject(
     if not source and source_list is None:
         raise fail("nothing to index: give --source GLOB (repeatable) or --source-list FILE")
     settings = Settings.load(db=db, site=site, workers=workers, batch_size=batch_size, checksum=checksum)
-    database = open_db(settings, create=True, failover=True)  # a batch waits out an election
-    # no bar asked for: rich is not even imported; a silent bar is not called per file
-    with _Bar(True) if progress and not as_json else contextlib.nullcontext() as bar:
-        report = ingest.inject(database, settings=settings, sources=source, source_list=source_list,
-                               skip_existing=skip_existing, progress=bar if bar and bar.shown else None)
+    # the tree is walked in a worker process while the catalog opens
+    with ingest.Discovery(source, source_list, workers=settings.workers) as found:
+        database = open_db(settings, create=True, failover=True)  # a batch waits out an election
+        # no bar asked for: rich is not even imported; a silent bar is not called per file
+        with _Bar(True) if progress and not as_json else contextlib.nullcontext() as bar:
+            report = ingest.inject(database, settings=settings, sources=source, source_list=source_list,
+                                   skip_existing=skip_existing, progress=bar if bar and bar.shown else None,
+                                   discovery=found)
     if as_json:
         print_json(report.as_dict())
     else:

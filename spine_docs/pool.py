@@ -144,6 +144,49 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, chun
             _kill(pool)
 
 
+
+class Background:
+    """``fn(*args)`` in one forkserver worker process, started now, while the caller goes
+    on; :meth:`result` waits for it. The worker has the guarantees of :func:`parallel_map`'s:
+    :meth:`close` (or leaving a ``with`` block, an exception included) before the result
+    came kills it, and it notices a caller killed with ``kill -9``. ``fn`` must be
+    picklable, and ``preload`` names its module (see :func:`start`)."""
+
+    def __init__(self, fn: Callable[..., R], *args: Any, preload: Sequence[str] = (),
+                 interval: float = WATCH_INTERVAL_S):
+        start(preload)
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_worker, initargs=(os.getpid(), interval, None))
+        with _signals_held():
+            self._future = self._pool.submit(fn, *args)
+
+    def result(self) -> Any:
+        """What ``fn`` returned (or its exception, raised here); the worker is then gone."""
+        try:
+            value = self._future.result()
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        return value
+
+    def close(self) -> None:
+        """Done with it: the worker exits, at once if it is still working."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if self._future.done():
+            pool.shutdown(wait=True)
+        else:
+            _kill(pool)
+
+    def __enter__(self) -> "Background":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until the block is over, then take effect.

@@ -473,3 +473,56 @@ def test_the_last_batch_is_small_however_long_the_commit_interval(tmp_path, monk
     assert rep.indexed == 23 and rep.failed == 0
     assert [n for n in sizes if n] == [18, 5]  # when 5 were still to come, then those 5
     assert db.files.count_documents({}) == 23
+
+
+def _mixed_sources(tmp_path):
+    """Sources of every kind, with their problems: a directory, a glob, a list file (with
+    a comment and a missing path), a glob that matches nothing, a plain missing path."""
+    top = tmp_path / "top"
+    for rel in ["a.h5", "x/b.h5", "x/y/c.h5", ".hidden/d.h5", "other/e.h5"]:
+        p = top / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# made by hand\n{top / 'other' / 'e.h5'}\n{tmp_path / 'gone.h5'}\n")
+    sources = [str(top / "x"), str(top / "*.h5"), str(tmp_path / "none" / "*.h5"), str(tmp_path / "missing.h5")]
+    expected = sorted(str(p) for p in (top / "a.h5", top / "x/b.h5", top / "x/y/c.h5", top / "other/e.h5",
+                                       tmp_path / "gone.h5", tmp_path / "missing.h5"))
+    return sources, listed, expected
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_discovery_finds_what_discover_finds(tmp_path, workers):
+    sources, listed, expected = _mixed_sources(tmp_path)
+    with ingest.Discovery(sources, listed, workers=workers) as found:
+        paths, problems = found.result()
+        assert found.result() == (paths, problems)  # asked again: the same answer
+    assert paths == expected
+    assert problems == [ingest.Problem(str(tmp_path / "none" / "*.h5"), "the pattern matched no files")]
+    assert (paths, problems) == ingest.discover(sources, listed)
+
+
+def test_a_discovery_expands_a_home_directory_in_this_process(tmp_path, monkeypatch):
+    # a worker has the environment of the forkserver it came from, not this process's
+    from spine_docs import pool, worker
+
+    pool.start(worker.MODULES)  # running before HOME changes, as in a long-lived caller
+    (tmp_path / "home" / "data").mkdir(parents=True)
+    (tmp_path / "home" / "data" / "f.h5").write_bytes(b"x")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with ingest.Discovery(["~/data"], workers=2) as found:
+        assert found.result() == ([str(tmp_path / "home" / "data" / "f.h5")], [])
+
+
+def test_inject_refuses_a_discovery_of_other_sources(db, tmp_path):
+    with ingest.Discovery([str(tmp_path / "a")]) as found, pytest.raises(ValueError, match="not of these sources"):
+        ingest.inject(db, settings=settings(), sources=[str(tmp_path / "b")], discovery=found)
+
+
+def test_inject_uses_the_discovery_it_is_given(db, tmp_path, monkeypatch):
+    paths = tree(tmp_path, n=9)
+    src = [str(tmp_path / "prod")]
+    with ingest.Discovery(src, workers=2) as found:
+        monkeypatch.setattr(ingest, "discover", lambda *a, **k: pytest.fail("walked the tree again"))
+        rep = ingest.inject(db, settings=settings(workers=2), sources=src, discovery=found)
+    assert rep.indexed == len(paths) == 9 and rep.failed == 0

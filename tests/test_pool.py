@@ -88,3 +88,34 @@ def test_main_modules_are_what_a_worker_imports_first(monkeypatch):
     fake_main(monkeypatch, file="/venv/bin/spine-docs", re=__import__("re"), sys=sys,
               main=pool.start, helper=local, Kind=pool.ProcessPoolExecutor, answer=42)
     assert pool.main_modules() == ["re", "sys", "spine_docs.pool", "concurrent.futures.process"]
+
+
+def _raise(message):
+    raise RuntimeError(message)
+
+
+def test_background_runs_in_a_worker_and_gives_its_result_or_its_error():
+    import time as _time
+
+    job = pool.Background(os.getpid)
+    worker = job.result()
+    assert isinstance(worker, int) and worker != os.getpid()
+    with pool.Background(_raise, "the walk failed") as job:
+        try:
+            job.result()
+        except RuntimeError as exc:
+            assert str(exc) == "the walk failed"
+        else:
+            raise AssertionError("the worker's error was not raised")
+    # closed before its result: the worker is killed, not waited for
+    job = pool.Background(_time.sleep, 60)
+    pid = next(iter(job._pool._processes))  # the pool's own record of its worker
+    started = _time.monotonic()
+    job.close()
+    assert _time.monotonic() - started < 10
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        raise AssertionError(f"worker {pid} still runs")
