@@ -688,14 +688,19 @@ def inject(db: Any, *, settings: Any, sources: Sequence[str] = (),
     todo: list[str] = []
     changes: dict[str, str] = {}
     try:
-        for path, (st, problem) in zip(paths, stat_many(paths)):
+        # only a file the catalog holds is stat()ed here (is it unchanged?): a new one is
+        # opened by its worker anyway, which reports what stat() would have
+        stats = stat_many([p for p in paths if p in known]) if known else iter(())
+        for path in paths:
             prior = known.get(path)
-            if prior is not None and problem is None and is_unchanged(prior, st):
-                seen(doc_id(site, path), path)  # counted unchanged once written
-                done += 1
-                if progress and done % 1000 == 0:
-                    progress(done, total)
-                continue
+            if prior is not None:
+                st, problem = next(stats)
+                if problem is None and is_unchanged(prior, st):
+                    seen(doc_id(site, path), path)  # counted unchanged once written
+                    done += 1
+                    if progress and done % 1000 == 0:
+                        progress(done, total)
+                    continue
             changes[path] = "new" if prior is None else ("retried" if prior[2] == "error" else "changed")
             todo.append(path)
             if start_workers and len(todo) == MIN_PARALLEL:

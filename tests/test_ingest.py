@@ -526,3 +526,20 @@ def test_inject_uses_the_discovery_it_is_given(db, tmp_path, monkeypatch):
         monkeypatch.setattr(ingest, "discover", lambda *a, **k: pytest.fail("walked the tree again"))
         rep = ingest.inject(db, settings=settings(workers=2), sources=src, discovery=found)
     assert rep.indexed == len(paths) == 9 and rep.failed == 0
+
+
+def test_only_files_the_catalog_holds_are_stated_before_extraction(db, tmp_path, monkeypatch):
+    # a new file is opened by its worker anyway (which reports a file that vanished or
+    # cannot be read); stat() here only tells whether a known file is unchanged
+    paths = tree(tmp_path, n=9)
+    src = [str(tmp_path / "prod")]
+    given = []
+    real = ingest.stat_many
+    monkeypatch.setattr(ingest, "stat_many", lambda ps, **k: given.append(list(ps)) or real(ps, **k))
+    rep = ingest.inject(db, settings=settings(), sources=src)
+    assert rep.indexed == 9 and given == []
+    new = samples.write_spine_file(tmp_path / "prod" / "zz_new.h5", seed=11)
+    rep = ingest.inject(db, settings=settings(), sources=src)
+    assert rep.indexed == 1 and rep.unchanged == 9
+    assert given == [sorted(map(str, paths))]  # the 9 known ones, not the new one
+    assert db.files.count_documents({"path": str(new)}) == 1
