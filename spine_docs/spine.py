@@ -726,6 +726,20 @@ def _clean(values: np.ndarray) -> np.ndarray:
     return values
 
 
+#: numpy dtype -> its HDF5 memory type (the run-info columns' are the same in every file of
+#: a production; making one costs more than the read it serves)
+_MEMORY_TYPES: dict[np.dtype, Any] = {}
+
+
+def _memory_type(dtype: np.dtype) -> Any:
+    mtype = _MEMORY_TYPES.get(dtype)
+    if mtype is None:
+        if len(_MEMORY_TYPES) >= _DTYPE_MEMO_MAX:
+            _MEMORY_TYPES.clear()
+        mtype = _MEMORY_TYPES[dtype] = h5py.h5t.py_create(dtype)
+    return mtype
+
+
 def _columns(ds: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The numeric scalar fields ``names`` of a 1-d compound dataset, cleaned (see
     :func:`_clean`). One HDF5 read with a memory type of just those members (HDF5 converts
@@ -743,7 +757,7 @@ def _columns(ds: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         mdt = np.dtype([(n, fields[n][0]) for n in wanted])
         table = np.empty(ds.shape, dtype=mdt)
         if table.size:
-            ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, table, mtype=h5py.h5t.py_create(mdt))
+            ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, table, mtype=_memory_type(mdt))
         return {n: _clean(table[n]) for n in wanted}
     except Exception:
         pass
