@@ -492,8 +492,10 @@ def _mixed_sources(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_discovery_finds_what_discover_finds(tmp_path, workers):
+def test_a_discovery_finds_what_discover_finds(tmp_path, workers, monkeypatch):
     sources, listed, expected = _mixed_sources(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a relative source is read from this directory, as here
+    sources[0] = os.path.join("top", "x")
     with ingest.Discovery(sources, listed, workers=workers) as found:
         paths, problems = found.result()
         assert found.result() == (paths, problems)  # asked again: the same answer
