@@ -105,8 +105,9 @@ class Discovery:
         self.sources, self.source_list = list(sources), source_list
         self._result: tuple[list[str], list[Problem]] | None = None
         background = workers > 1 and not any(s.startswith("~") for s in self.sources)
-        self._job = Background(discover, self.sources, source_list, preload=worker.MODULES) \
-            if background else None
+        # forked from this process when it can be: the forkserver may still be importing
+        self._job = Background(discover, self.sources, source_list, preload=worker.MODULES,
+                               fork=True) if background else None
 
     def result(self) -> tuple[list[str], list[Problem]]:
         """``(sorted candidate paths, problems)``, as :func:`discover` returns them."""

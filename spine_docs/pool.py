@@ -150,14 +150,22 @@ class Background:
     on; :meth:`result` waits for it. The worker has the guarantees of :func:`parallel_map`'s:
     :meth:`close` (or leaving a ``with`` block, an exception included) before the result
     came kills it, and it notices a caller killed with ``kill -9``. ``fn`` must be
-    picklable, and ``preload`` names its module (see :func:`start`)."""
+    picklable, and ``preload`` names its module (see :func:`start`).
+
+    ``fork=True`` forks the worker from the caller instead, where that is safe (Linux, and
+    no other thread in the caller): it starts at once, without waiting for the
+    forkserver's imports (the CLI's discovery, before the catalog is opened)."""
 
     def __init__(self, fn: Callable[..., R], *args: Any, preload: Sequence[str] = (),
-                 interval: float = WATCH_INTERVAL_S):
-        start(preload)
+                 interval: float = WATCH_INTERVAL_S, fork: bool = False):
+        if fork and sys.platform.startswith("linux") and threading.active_count() == 1:
+            ctx = multiprocessing.get_context("fork")
+        else:
+            start(preload)
+            ctx = multiprocessing.get_context("forkserver")
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_init_worker, initargs=(os.getpid(), interval, None))
+            max_workers=1, mp_context=ctx, initializer=_init_worker,
+            initargs=(os.getpid(), interval, None))
         with _signals_held():
             self._future = self._pool.submit(fn, *args)
 

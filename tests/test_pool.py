@@ -119,3 +119,31 @@ def test_background_runs_in_a_worker_and_gives_its_result_or_its_error():
         pass
     else:
         raise AssertionError(f"worker {pid} still runs")
+
+
+FORKED = """\
+import json
+import os
+import threading
+
+from spine_docs import pool
+
+if __name__ == "__main__":
+    alone = pool.Background(os.getppid, fork=True).result()  # no other thread: forked here
+    stop = threading.Event()
+    threading.Thread(target=stop.wait).start()
+    beside = pool.Background(os.getppid, fork=True).result()  # a thread: from the forkserver
+    stop.set()
+    print(json.dumps({"me": os.getpid(), "alone": alone, "beside": beside}))
+"""
+
+
+def test_background_forks_from_the_caller_only_when_it_has_no_other_thread(tmp_path):
+    (tmp_path / "forked.py").write_text(FORKED)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, str(tmp_path / "forked.py")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["alone"] == out["me"]
+    assert out["beside"] != out["me"]  # the forkserver's child
