@@ -30,7 +30,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from multiprocessing import forkserver
 from typing import Any, TypeVar
 
@@ -221,18 +221,36 @@ def _signals_held() -> Iterator[None]:
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:
-    """Stop at once: cancel what is queued, kill the workers, reap them."""
+    """Stop at once: cancel what is queued, kill the workers, reap them, and wait for the
+    pool's manager thread to notice (so that nothing of the pool is left running)."""
     # ProcessPoolExecutor has no public way to kill its workers; _processes (pid -> Process)
-    # has been there since Python 3.2
+    # and _executor_manager_thread have been there since Python 3.2 and 3.9
     processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in processes:
-        try:
-            p.kill()
-        except (OSError, ValueError, AttributeError):
-            pass
-    for p in processes:
-        try:
-            p.join(timeout=5)
-        except (OSError, ValueError, AssertionError):
-            pass
+    manager = getattr(pool, "_executor_manager_thread", None)
+    previous = threading.excepthook
+
+    def quiet(args: Any) -> None:
+        # Python < 3.12's manager thread, finding the pool broken, sets an exception on the
+        # futures it still lists, cancelled ones included, which raises InvalidStateError
+        # there and prints a traceback (CPython fixed it by ignoring that error): harmless
+        if args.thread is manager and isinstance(args.exc_value, InvalidStateError):
+            return
+        previous(args)
+
+    threading.excepthook = quiet
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            try:
+                p.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        for p in processes:
+            try:
+                p.join(timeout=5)
+            except (OSError, ValueError, AssertionError):
+                pass
+        if manager is not None and manager is not threading.current_thread():
+            manager.join(timeout=5)
+    finally:
+        threading.excepthook = previous
