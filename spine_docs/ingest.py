@@ -31,9 +31,9 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import retry as retry_mod
 from . import history, runs, schema, store, worker
-from .discovery import Problem, discover, h5_files_below  # noqa: F401  (h5_files_below: public here too)
+from .discovery import Problem, discover
 from .extract import (EXTRACTOR_VERSION, LIFECYCLE_STATUSES, ExtractCache, Limits, doc_id,
-                      mtime_ms, normalise_path, stat_problem)  # noqa: F401  (normalise_path too)
+                      mtime_ms, stat_problem)
 from .pool import Background, parallel_map, start as start_pool
 from .worker import Extracted
 

@@ -127,10 +127,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, chun
                                 preload=["spine_docs.extract"]):
             ...
     """
-    start(preload)
-    ctx = multiprocessing.get_context("forkserver")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(os.getpid(), interval, initializer))
+    pool = _executor(workers, interval, initializer, preload)
     finished = False
     try:
         with _signals_held():
@@ -138,11 +135,29 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, chun
         yield from results
         finished = True
     finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            _kill(pool)
+        _stop(pool, finished)
 
+
+def _executor(workers: int, interval: float, initializer: Callable[[], None] | None,
+              preload: Sequence[str], fork: bool = False) -> ProcessPoolExecutor:
+    """The pool whose workers watch this process (see the module docstring): forked from
+    the forkserver, or, with ``fork`` where that is safe (Linux, and no other thread in
+    this process), from this process."""
+    if fork and sys.platform.startswith("linux") and threading.active_count() == 1:
+        ctx = multiprocessing.get_context("fork")
+    else:
+        start(preload)
+        ctx = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(), interval, initializer))
+
+
+def _stop(pool: ProcessPoolExecutor, finished: bool) -> None:
+    """A pool whose work is ``finished`` shuts down; any other is killed at once."""
+    if finished:
+        pool.shutdown(wait=True)
+    else:
+        _kill(pool)
 
 
 class Background:
@@ -158,42 +173,29 @@ class Background:
 
     def __init__(self, fn: Callable[..., R], *args: Any, preload: Sequence[str] = (),
                  interval: float = WATCH_INTERVAL_S, fork: bool = False):
-        if fork and sys.platform.startswith("linux") and threading.active_count() == 1:
-            ctx = multiprocessing.get_context("fork")
-        else:
-            start(preload)
-            ctx = multiprocessing.get_context("forkserver")
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=1, mp_context=ctx, initializer=_init_worker,
-            initargs=(os.getpid(), interval, None))
+        self._pool: ProcessPoolExecutor | None = _executor(1, interval, None, preload, fork)
         with _signals_held():
             self._future = self._pool.submit(fn, *args)
 
     def result(self) -> Any:
         """What ``fn`` returned (or its exception, raised here); the worker is then gone."""
         try:
-            value = self._future.result()
-        except BaseException:
+            return self._future.result()
+        finally:
             self.close()
-            raise
-        self.close()
-        return value
 
     def close(self) -> None:
         """Done with it: the worker exits, at once if it is still working."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        if self._future.done():
-            pool.shutdown(wait=True)
-        else:
-            _kill(pool)
+        if pool is not None:
+            _stop(pool, self._future.done())
 
     def __enter__(self) -> "Background":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:

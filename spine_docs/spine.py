@@ -726,18 +726,11 @@ def _clean(values: np.ndarray) -> np.ndarray:
     return values
 
 
-#: numpy dtype -> its HDF5 memory type (the run-info columns' are the same in every file of
-#: a production; making one costs more than the read it serves)
-_MEMORY_TYPES: dict[np.dtype, Any] = {}
-
-
+@functools.lru_cache(maxsize=_DTYPE_MEMO_MAX)
 def _memory_type(dtype: np.dtype) -> Any:
-    mtype = _MEMORY_TYPES.get(dtype)
-    if mtype is None:
-        if len(_MEMORY_TYPES) >= _DTYPE_MEMO_MAX:
-            _MEMORY_TYPES.clear()
-        mtype = _MEMORY_TYPES[dtype] = h5py.h5t.py_create(dtype)
-    return mtype
+    """The HDF5 memory type of a numpy dtype, made once: the run-info columns' are the same
+    in every file of a production, and making one costs more than the read it serves."""
+    return h5py.h5t.py_create(dtype)
 
 
 def _columns(ds: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:

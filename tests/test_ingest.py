@@ -9,7 +9,8 @@ import time
 import bson
 import pytest
 
-from spine_docs import ingest, samples, schema, store
+from spine_docs import discovery, ingest, samples, schema, store
+from spine_docs.extract import normalise_path
 from spine_docs.settings import Settings
 
 SITE = "s1"
@@ -420,9 +421,9 @@ def test_a_directory_source_finds_what_a_recursive_glob_finds(tmp_path):
     # what glob finds, spelled out: no hidden name on the way, directories and links included
     assert [os.path.relpath(p, top) for p in expected] == [
         "a.h5", "dangling.h5", "dir.h5", "dir.h5/h.h5", "linked/k.h5", "x/d.h5", "x/y/z/e.h5"]
-    assert sorted(ingest.h5_files_below(str(top))) == expected
+    assert sorted(discovery.h5_files_below(str(top))) == expected
     paths, problems = ingest.discover([str(top)])
-    assert (paths, problems) == ([ingest.normalise_path(p) for p in expected], [])
+    assert (paths, problems) == ([normalise_path(p) for p in expected], [])
 
 
 def test_the_workers_forkserver_starts_early_only_when_they_will_be_used(db, tmp_path, monkeypatch):

@@ -243,8 +243,9 @@ def _leaf_edits(raw: bytes, start: int, tree: dict, edits: list) -> int | None:
     how many bytes longer the document gets (None: a path is missing below the top level or
     runs through anything but embedded documents, an ``$inc`` meets what
     :func:`_inc_element` leaves alone or a missing field). A top-level ``$set`` leaf the
-    document lacks is appended at its end. Walks the elements as :func:`_pick` and :func:`locate` do, inline: built on
-    :func:`locate` it took 20-30% longer (measured), and this is a re-scan's hot path."""
+    document lacks is appended at its end. Walks the elements as :func:`_pick` and
+    :func:`locate` do, inline: built on :func:`locate` it took 20-30% longer (measured), and
+    this is a re-scan's hot path."""
     need = len(tree)
     delta = 0
     pos = start + 4
@@ -296,7 +297,7 @@ def _leaf_edits(raw: bytes, start: int, tree: dict, edits: list) -> int | None:
     # as the general path (decode, set, splice) appends them; anything else that is missing
     # (a path through a missing document, an $inc) is left to the general path
     for name, node in tree.items():
-        if name not in found and (type(node) is dict or node[0] != b""):
+        if name not in found and not _is_set_leaf(node):
             return None
     for name, node in tree.items():
         if name not in found:
@@ -305,14 +306,18 @@ def _leaf_edits(raw: bytes, start: int, tree: dict, edits: list) -> int | None:
     return delta
 
 
+def _is_set_leaf(node: Any) -> bool:
+    """A node of a leaf plan that ``$set``s a value (not a subtree, not an ``$inc``)."""
+    return type(node) is not dict and node[0] == b""
+
+
 def patch_leaves(raw: bytes, tree: dict) -> bytes | None:
     """``raw`` with the leaves of an :func:`.updates.leaf_plan` written into its bytes, and
     the other bytes kept: equal to decoding, updating and encoding the document (a top-level
     field it lacks is appended). None (nothing done) when a path below the top level is
     missing or runs through anything but embedded documents, or an ``$inc`` meets a value
     :func:`_inc_element` leaves alone or a missing field."""
-    if all(type(node) is not dict and node[0] == b"" and name + b"\0" not in raw
-           for name, node in tree.items()):
+    if all(_is_set_leaf(node) and name + b"\0" not in raw for name, node in tree.items()):
         # only $set leaves, none of whose names is anywhere in the bytes (so not a field):
         # appended without walking the document
         body = b"".join([raw[4:-1], *(node[1] for node in tree.values())])
