@@ -30,7 +30,7 @@ from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from . import retry as retry_mod
-from . import history, runs, schema, store, worker
+from . import history, runs, schema, store, supersede, worker
 from .discovery import Problem, discover
 from .extract import (EXTRACTOR_VERSION, LIFECYCLE_STATUSES, ExtractCache, Limits, doc_id,
                       mtime_ms, stat_problem)
@@ -357,6 +357,7 @@ class _Writer:
         self.site = site
         self.skip_existing = skip_existing
         self.links: Any = None  # spine_docs.links.Links, made with the first extracted file
+        self.marks: list[UpdateOne] = []  # Links.marks()'s updates, written after their batch
         self.extractions: list[_Extracted] = []
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
@@ -417,10 +418,15 @@ class _Writer:
             self.links = links.Links(self.db)
         lineages = self.links.lineages([x.facts for x in batch], new=[x.change == "new" for x in batch],
                                        written=[x.change == "new" or x.status != "error" for x in batch])
+        # the supersede marks: a new file's with it, the files written before by one bulk after
+        inline, self.marks = self.links.marks()
         now, run_id = self.now, self.report.run_id
         out = []
         for x, lineage in zip(batch, lineages):
             extra = {"lineage": lineage} if lineage is not None else None
+            mark = inline.get(x.facts["_id"])
+            if mark is not None:
+                extra = {**(extra or {}), "superseded_by": mark}
             if x.change == "new":  # as far as this run knows: inserted whole, not decoded
                 again = "new" if self.skip_existing else "reindexed"
                 op = insert_op(x.doc, now=now, run_id=run_id, status=x.status, extra=extra)
@@ -442,9 +448,14 @@ class _Writer:
         link the database refuses is reported (the files are indexed)."""
         if self.links is None:
             return
+        self._links_written(lambda: self.links.finish(self.site, keep_versions=self.keep_versions,
+                                                      run_id=self.report.run_id, now=self.now))
+
+    def _links_written(self, fn: Callable[[], Any]) -> None:
+        """``fn()``, writes of links (lineage, supersede marks), sent again through a
+        failover; a link the database refuses is reported (the files are indexed)."""
         try:
-            self.retried(lambda: self.links.finish(self.site, keep_versions=self.keep_versions,
-                                                   run_id=self.report.run_id, now=self.now))
+            self.retried(fn)
         except BulkWriteError as exc:
             for err in exc.details.get("writeErrors", [])[:MAX_LOGGED_PROBLEMS]:
                 self.report.problems.append(Problem("(links)", f"database refused a lineage link or a "
@@ -479,6 +490,11 @@ class _Writer:
                         now=self.now, run_id=self.report.run_id, keep=keep)
                     if versions:
                         self.retried(lambda: self.db[history.VERSIONS].bulk_write(versions, ordered=True))
+                marks, self.marks = self.marks, []
+                if marks:  # after the batch: a mark may change a document it wrote
+                    self._links_written(lambda: supersede.write_marks(
+                        self.db, marks, keep=keep, run_id=self.report.run_id, now=self.now,
+                        fresh=self.links.inserted))
             beat = datetime.now(timezone.utc)
             if beat - self.beat >= runs.HEARTBEAT_EVERY:
                 self.retried(lambda: runs.heartbeat(self.db, self.report.run_id, beat))  # in the same save

@@ -3,6 +3,9 @@ lineage, and the supersede marks of their versions), kept as the run writes.
 
 The lineage of a new file is written *with* its document: the writer of
 :mod:`spine_docs.ingest` hands every batch to :meth:`Links.lineages` before it writes it.
+In process, so are its ``superseded_by`` mark and the marks the batch changes on files
+written before it (:meth:`Links.marks`, written in the same save as the batch): the marks
+are not all left for the end of the run, where nothing else would run meanwhile.
 Once everything is written, :meth:`Links.finish` writes only what the rest of the run
 changed:
 
@@ -11,7 +14,9 @@ changed:
   then the name resolves nothing, as :mod:`spine_docs.lineage` documents);
 * the files that were waiting for one of the run's files (``lineage.pending``);
 * the ``superseded_by`` marks of every group a file of the run is in
-  (:mod:`spine_docs.supersede`).
+  (:mod:`spine_docs.supersede`): on a server all of them; in process, those of the groups
+  changed since the last :meth:`Links.marks` (none, when the writer asked after each batch),
+  or all of them again when other processes wrote meanwhile.
 
 So the catalog ends as :func:`spine_docs.lineage.link` and :func:`spine_docs.supersede.mark`
 would leave it if they ran over the run's files afterwards (``tests/test_links.py`` checks
@@ -28,6 +33,8 @@ server, each batch's parents are looked up by two index-served reads (see
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
+
+from pymongo import UpdateOne
 
 from . import lineage, store, supersede
 
@@ -58,6 +65,7 @@ class Links:
         self.inserted: set[str] = set()                   # the run's files new to the catalog
         self.paths: list[str] = []
         self.touched: set[tuple] = set()                  # in process: groups to plan again
+        self.unwritten: set[str] = set()                  # in process: new ones since marks()
         self.waiting: dict[str, set[str]] = {}            # in process: pending name -> _ids
 
     # ----------------------------------------------------------------- while writing
@@ -127,11 +135,43 @@ class Links:
         return g
 
     def _learn(self, d: Mapping[str, Any], is_new: bool) -> None:
+        fresh = is_new and d["path"] not in self.resolver.paths  # no document has its path yet
         self.resolver.learn(d)
         g = self._group(d)
         if g is not None:
             self.touched.add(g)
+            if fresh:
+                self.unwritten.add(d["_id"])
         self.expected += bool(is_new)
+
+    def marks(self) -> tuple[dict[str, str], list[UpdateOne]]:
+        """In process, after :meth:`lineages`: the ``superseded_by`` marks of the groups the
+        documents given since the last call changed (:func:`spine_docs.supersede.plan`), as
+        ``({_id: mark}, updates)``: the marks of the documents new to the catalog among them,
+        to write *with* them (added last, as a later ``$set`` would add them), and the
+        updates of the documents already written whose mark changes. Write both, in that
+        order, before the next call (the updates go through
+        :func:`spine_docs.supersede.write_marks`, for the history). On a server: nothing,
+        :meth:`finish` marks the whole run."""
+        if self.server:
+            return {}, []
+        inline: dict[str, str] = {}
+        ops: list[UpdateOne] = []
+        for g in self.touched:
+            members = self.groups.get(g)
+            if not members:
+                continue
+            for fid, by in supersede.plan(list(members.values())).items():
+                m = members[fid]
+                if fid in self.unwritten:
+                    if by:
+                        inline[fid] = by
+                elif by != m.get("superseded_by"):
+                    ops.append(supersede.mark_op(fid, by))
+                m["superseded_by"] = by
+        self.touched = set()
+        self.unwritten = set()
+        return inline, ops
 
     # ----------------------------------------------------------------- afterwards
     def finish(self, site: str | None = None, *, keep_versions: int = 0, run_id: str | None = None,

@@ -113,11 +113,15 @@ def _groups_in_process(db: Any) -> dict[tuple, list[dict]]:
     return groups
 
 
+def mark_op(fid: str, by: str | None) -> UpdateOne:
+    """The write that marks file ``fid`` superseded by ``by`` (None: unmarks it)."""
+    return UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by else {"$unset": {"superseded_by": ""}})
+
+
 def mark_ops(members: list[Mapping[str, Any]]) -> list[UpdateOne]:
     """The writes that bring one group's marks to :func:`plan`."""
     current = {m["_id"]: m.get("superseded_by") for m in members}
-    return [UpdateOne({"_id": fid}, {"$set": {"superseded_by": by}} if by else {"$unset": {"superseded_by": ""}})
-            for fid, by in plan(members).items() if by != current[fid]]
+    return [mark_op(fid, by) for fid, by in plan(members).items() if by != current[fid]]
 
 
 def _mark(db: Any, paths: list[str], site: str | None, marks: Mapping[str, Any]) -> int:

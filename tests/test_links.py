@@ -125,3 +125,77 @@ def test_nothing_is_left_for_a_relink_after_the_run(db, tmp_path):
     # (/raw/1.root); f02/z2 and f08/z3 have equal versions and supersede nothing
     marked = {x["path"]: x["superseded_by"] for x in db.files.find({"superseded_by": {"$type": "string"}})}
     assert marked == {paths[5]: f"{SITE}:{paths[12]}", paths[11]: f"{SITE}:{paths[13]}"}
+
+
+def _version(name, prod):
+    """A document of one product (same inputs and config) at production ``prod``."""
+    return {"_id": f"s1:/p/{name}.h5", "path": f"/p/{name}.h5", "name": f"{name}.h5", "site": "s1",
+            "inputs": ["/raw/r1.root"], "config": "full_chain", "dataset": "ds", "prod_version": prod,
+            "spine_version_key": None, "status": "ok"}
+
+
+@pytest.mark.skip_backends("server")  # on a server the run's marks are all written at the end
+def test_a_batch_s_marks_go_with_it_and_the_files_written_before_are_marked_after_it(db):
+    run = links.Links(db)
+    a = _version("a", "1.0.0")
+    [la] = run.lineages([a])
+    assert run.marks() == ({}, [])                     # alone in its group: the latest
+    with store.writing(db):
+        db.files.insert_one({**a, "lineage": la})
+    b, c = _version("b", "2.0.0"), _version("c", "0.5.0")
+    lb, lc = run.lineages([b, c])
+    inline, ops = run.marks()
+    assert inline == {"s1:/p/c.h5": "s1:/p/b.h5"}      # c is new: its mark goes with it
+    assert [(op._filter, op._doc) for op in ops] == [  # a was written before: an update
+        ({"_id": "s1:/p/a.h5"}, {"$set": {"superseded_by": "s1:/p/b.h5"}})]
+    with store.writing(db):
+        db.files.insert_many([{**b, "lineage": lb}, {**c, "lineage": lc, "superseded_by": inline[c["_id"]]}])
+        assert supersede.write_marks(db, ops, keep=0, fresh=run.inserted) == 1
+        assert run.marks() == ({}, [])                 # nothing changed since
+        assert run.finish() == (0, 0)                  # nothing left for the end
+    assert {x["_id"]: x.get("superseded_by") for x in db.files.find({})} == {
+        "s1:/p/a.h5": "s1:/p/b.h5", "s1:/p/b.h5": None, "s1:/p/c.h5": "s1:/p/b.h5"}
+
+
+def test_an_inject_leaves_no_mark_for_its_end_and_writes_a_new_file_s_mark_where_a_set_would(
+        db, tmp_path, monkeypatch, backend):
+    inputs = ["/raw/bnb/r1.root"]
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+    mid = samples.write_spine_file(tmp_path / "a" / "f.h5", spine_version="0.16.0", inputs=inputs, n_events=3)
+    new = samples.write_spine_file(tmp_path / "b" / "f.h5", spine_version="0.17.1", inputs=inputs, n_events=3)
+    old = samples.write_spine_file(tmp_path / "c" / "f.h5", spine_version="0.15.0", inputs=inputs, n_events=3)
+    left = []
+    finish = links.Links.finish
+    monkeypatch.setattr(links.Links, "finish", lambda self, *a, **k: left.append(finish(self, *a, **k)) or left[-1])
+    inject(db, tmp_path, batch_size=1)   # a/f.h5, then b/f.h5, then c/f.h5 (batches differ by backend)
+    marks = {x["path"]: x.get("superseded_by") for x in db.files.find({})}
+    assert marks == {str(mid): f"{SITE}:{new}", str(new): None, str(old): f"{SITE}:{new}"}
+    if backend != "server":
+        assert left == [(0, 0)]          # every mark was written with its batch
+    # old's mark came with its document, mid's by a later update: both last, as a $set adds them
+    # (a decoded document keeps the stored order of its fields)
+    for path in (mid, old):
+        assert list(db.files.find_one({"path": str(path)}))[-2:] == ["lineage", "superseded_by"]
+
+
+def test_reindexing_every_file_moves_a_mark_the_new_versions_change(db, tmp_path, monkeypatch, backend):
+    inputs = ["/raw/bnb/r1.root"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = samples.write_spine_file(tmp_path / "a" / "f.h5", spine_version="0.16.0", inputs=inputs, n_events=3)
+    two = samples.write_spine_file(tmp_path / "b" / "f.h5", spine_version="0.17.1", inputs=inputs, n_events=3)
+    inject(db, tmp_path)
+    samples.write_spine_file(two, spine_version="0.15.0", inputs=inputs, n_events=3)  # now the older
+    settings = Settings.load(env={}, site=SITE, workers=1, batch_size=10)  # one batch
+    left = []
+    finish = links.Links.finish
+    monkeypatch.setattr(links.Links, "finish", lambda self, *a, **k: left.append(finish(self, *a, **k)) or left[-1])
+    # --no-skip-existing: every file is written as new (an insert that finds its document
+    # there, then the upsert): the mark a document has must still go
+    rep = ingest.inject(db, settings=settings, sources=[str(tmp_path)], skip_existing=False)
+    assert rep.failed == 0, rep.problems
+    marks = {x["path"]: x.get("superseded_by") for x in db.files.find({})}
+    assert marks == {str(one): None, str(two): f"{SITE}:{one}"}
+    if backend != "server":  # by updates with the batches (not with the upserts: they keep a mark)
+        assert left == [(0, 0)]
