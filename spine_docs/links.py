@@ -157,7 +157,7 @@ class Links:
             return {}, []
         inline: dict[str, str] = {}
         ops: list[UpdateOne] = []
-        for g in self.touched:
+        for g in sorted(self.touched):  # in a set's order, the updates would differ run to run
             members = self.groups.get(g)
             if not members:
                 continue
