@@ -199,3 +199,18 @@ def test_reindexing_every_file_moves_a_mark_the_new_versions_change(db, tmp_path
     assert marks == {str(one): None, str(two): f"{SITE}:{one}"}
     if backend != "server":  # by updates with the batches (not with the upserts: they keep a mark)
         assert left == [(0, 0)]
+
+
+@pytest.mark.skip_backends("server")
+def test_a_batch_s_mark_updates_come_in_the_order_of_their_groups_whatever_the_hash_seed(db):
+    run = links.Links(db)
+    olds = [{**_version(f"old{i}", "1.0.0"), "inputs": [f"/raw/r{i}.root"]} for i in (5, 2, 7, 0, 3, 6, 1, 4)]
+    run.lineages(olds)
+    assert run.marks() == ({}, [])
+    with store.writing(db):
+        db.files.insert_many([dict(d) for d in olds])
+    run.lineages([{**d, "_id": d["_id"].replace("old", "new"), "path": d["path"].replace("old", "new"),
+                   "name": d["name"].replace("old", "new"), "prod_version": "2.0.0"} for d in olds])
+    _inline, ops = run.marks()
+    # one update per group, in the order of the groups' keys (their inputs), not of a set
+    assert [op._filter["_id"] for op in ops] == [f"s1:/p/old{i}.h5" for i in range(8)]
