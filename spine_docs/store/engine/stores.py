@@ -45,6 +45,7 @@ class CollectionStore(mm_store.CollectionStore):
         self._uinfo: tuple[bool, set | None] | None = None
         self._uspecs: list = []
         self._ufields: set | None = None
+        self._udecode: Any = None  # rawbson.fields_decoder(self._ufields), made once
         super().__init__(name)
         self.options: dict = {}
         self.uuid = _uuid.uuid4().hex
@@ -213,7 +214,7 @@ class CollectionStore(mm_store.CollectionStore):
                 self.version = next(_VERSIONS)
                 return
             uniq = self._unique_maps()
-            entries = index_entries(rawbson.decode_fields(raw, self._ufields), self._uspecs)
+            entries = index_entries(self._udecode(raw), self._uspecs)
             for name, uk in entries:
                 owner = uniq[name].get(uk, NOKEY)
                 if owner is not NOKEY and owner != key:
@@ -263,8 +264,12 @@ class CollectionStore(mm_store.CollectionStore):
             specs = [(n, ix) for n, ix in self._indexes.items() if ix.get("unique")]
             fields = self._unique_fields(specs)
             uniq, ukeys = self._build_unique(specs, fields)
-            self._uspecs, self._ufields, self._uniq, self._ukeys = specs, fields, uniq, ukeys
+            self._set_unique(specs, fields, uniq, ukeys)
         return self._uniq
+
+    def _set_unique(self, specs: list, fields: set | None, uniq: dict, ukeys: dict) -> None:
+        self._uspecs, self._ufields, self._uniq, self._ukeys = specs, fields, uniq, ukeys
+        self._udecode = rawbson.fields_decoder(fields)
 
     def create_unique_index(self, index_name: str, index_dict: dict) -> None:
         """Add a unique index: one scan both checks the documents (DuplicateKeyError, nothing
@@ -276,7 +281,7 @@ class CollectionStore(mm_store.CollectionStore):
         uniq, ukeys = self._build_unique(specs, fields)
         mm_store.CollectionStore.create_index(self, index_name, index_dict)
         self._uinfo = None
-        self._uspecs, self._ufields, self._uniq, self._ukeys = specs, fields, uniq, ukeys
+        self._set_unique(specs, fields, uniq, ukeys)
         self.version = next(_VERSIONS)
 
     def _build_unique(self, specs: list, fields: set | None) -> tuple[dict, dict]:
