@@ -29,6 +29,28 @@ def lin(db, path):
     return db.files.find_one({"path": path})["lineage"]
 
 
+INPUTS = ["/raw/bnb/r1.root"]
+
+
+def versions(tmp_path, **spine_versions):
+    """One product (same inputs and config) at ``<tmp_path>/<dir>/f.h5`` for each
+    ``dir=SPINE version``, in that order; their paths."""
+    out = []
+    for d, v in spine_versions.items():
+        (tmp_path / d).mkdir()
+        out.append(samples.write_spine_file(tmp_path / d / "f.h5", spine_version=v, inputs=INPUTS, n_events=3))
+    return out
+
+
+@pytest.fixture
+def finished(monkeypatch):
+    """What every Links.finish of the test returned (linked, marked), in order."""
+    out = []
+    finish = links.Links.finish
+    monkeypatch.setattr(links.Links, "finish", lambda self, *a, **k: out.append(finish(self, *a, **k)) or out[-1])
+    return out
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_parent_written_in_a_later_batch_of_the_same_run_is_linked(db, tmp_path, workers):
     d = tmp_path / "p"
@@ -158,39 +180,25 @@ def test_a_batch_s_marks_go_with_it_and_the_files_written_before_are_marked_afte
 
 
 def test_an_inject_leaves_no_mark_for_its_end_and_writes_a_new_file_s_mark_where_a_set_would(
-        db, tmp_path, monkeypatch, backend):
-    inputs = ["/raw/bnb/r1.root"]
-    for d in ("a", "b", "c"):
-        (tmp_path / d).mkdir()
-    mid = samples.write_spine_file(tmp_path / "a" / "f.h5", spine_version="0.16.0", inputs=inputs, n_events=3)
-    new = samples.write_spine_file(tmp_path / "b" / "f.h5", spine_version="0.17.1", inputs=inputs, n_events=3)
-    old = samples.write_spine_file(tmp_path / "c" / "f.h5", spine_version="0.15.0", inputs=inputs, n_events=3)
-    left = []
-    finish = links.Links.finish
-    monkeypatch.setattr(links.Links, "finish", lambda self, *a, **k: left.append(finish(self, *a, **k)) or left[-1])
+        db, tmp_path, finished, backend):
+    mid, new, old = versions(tmp_path, a="0.16.0", b="0.17.1", c="0.15.0")
     inject(db, tmp_path, batch_size=1)   # a/f.h5, then b/f.h5, then c/f.h5 (batches differ by backend)
     marks = {x["path"]: x.get("superseded_by") for x in db.files.find({})}
     assert marks == {str(mid): f"{SITE}:{new}", str(new): None, str(old): f"{SITE}:{new}"}
     if backend != "server":
-        assert left == [(0, 0)]          # every mark was written with its batch
+        assert finished == [(0, 0)]      # every mark was written with its batch
     # old's mark came with its document, mid's by a later update: both last, as a $set adds them
     # (a decoded document keeps the stored order of its fields)
     for path in (mid, old):
         assert list(db.files.find_one({"path": str(path)}))[-2:] == ["lineage", "superseded_by"]
 
 
-def test_reindexing_every_file_moves_a_mark_the_new_versions_change(db, tmp_path, monkeypatch, backend):
-    inputs = ["/raw/bnb/r1.root"]
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    one = samples.write_spine_file(tmp_path / "a" / "f.h5", spine_version="0.16.0", inputs=inputs, n_events=3)
-    two = samples.write_spine_file(tmp_path / "b" / "f.h5", spine_version="0.17.1", inputs=inputs, n_events=3)
+def test_reindexing_every_file_moves_a_mark_the_new_versions_change(db, tmp_path, finished, backend):
+    one, two = versions(tmp_path, a="0.16.0", b="0.17.1")
     inject(db, tmp_path)
-    samples.write_spine_file(two, spine_version="0.15.0", inputs=inputs, n_events=3)  # now the older
+    finished.clear()
+    samples.write_spine_file(two, spine_version="0.15.0", inputs=INPUTS, n_events=3)  # now the older
     settings = Settings.load(env={}, site=SITE, workers=1, batch_size=10)  # one batch
-    left = []
-    finish = links.Links.finish
-    monkeypatch.setattr(links.Links, "finish", lambda self, *a, **k: left.append(finish(self, *a, **k)) or left[-1])
     # --no-skip-existing: every file is written as new (an insert that finds its document
     # there, then the upsert): the mark a document has must still go
     rep = ingest.inject(db, settings=settings, sources=[str(tmp_path)], skip_existing=False)
@@ -198,7 +206,7 @@ def test_reindexing_every_file_moves_a_mark_the_new_versions_change(db, tmp_path
     marks = {x["path"]: x.get("superseded_by") for x in db.files.find({})}
     assert marks == {str(one): None, str(two): f"{SITE}:{one}"}
     if backend != "server":  # by updates with the batches (not with the upserts: they keep a mark)
-        assert left == [(0, 0)]
+        assert finished == [(0, 0)]
 
 
 @pytest.mark.skip_backends("server")
