@@ -44,8 +44,7 @@ class CollectionStore(mm_store.CollectionStore):
         self._ukeys: dict | None = None
         self._uinfo: tuple[bool, set | None] | None = None
         self._uspecs: list = []
-        self._ufields: set | None = None
-        self._udecode: Any = None  # rawbson.fields_decoder(self._ufields), made once
+        self._udecode: Any = None  # rawbson.fields_decoder of the unique indexes' fields
         super().__init__(name)
         self.options: dict = {}
         self.uuid = _uuid.uuid4().hex
@@ -268,7 +267,7 @@ class CollectionStore(mm_store.CollectionStore):
         return self._uniq
 
     def _set_unique(self, specs: list, fields: set | None, uniq: dict, ukeys: dict) -> None:
-        self._uspecs, self._ufields, self._uniq, self._ukeys = specs, fields, uniq, ukeys
+        self._uspecs, self._uniq, self._ukeys = specs, uniq, ukeys
         self._udecode = rawbson.fields_decoder(fields)
 
     def create_unique_index(self, index_name: str, index_dict: dict) -> None:
