@@ -357,7 +357,6 @@ class _Writer:
         self.site = site
         self.skip_existing = skip_existing
         self.links: Any = None  # spine_docs.links.Links, made with the first extracted file
-        self.marks: list[UpdateOne] = []  # Links.marks()'s updates, written after their batch
         self.extractions: list[_Extracted] = []
         self.batch_size = max(1, batch_size)
         self.interval = store.commit_interval(db)
@@ -407,11 +406,13 @@ class _Writer:
             self.seen_ids, self.seen_paths = [], []
             self._maybe_flush()
 
-    def _entries(self) -> list[_Entry]:
-        """The writes of the buffered extractions, each new document with its lineage."""
+    def _entries(self) -> tuple[list[_Entry], list[UpdateOne]]:
+        """The writes of the buffered extractions, each new document with its lineage (and
+        its supersede mark), and the mark updates of the documents written before them
+        (:meth:`Links.marks`), to send after them."""
         batch, self.extractions = self.extractions, []
         if not batch:
-            return []
+            return [], []
         from . import links
 
         if self.links is None:
@@ -419,7 +420,7 @@ class _Writer:
         lineages = self.links.lineages([x.facts for x in batch], new=[x.change == "new" for x in batch],
                                        written=[x.change == "new" or x.status != "error" for x in batch])
         # the supersede marks: a new file's with it, the files written before by one bulk after
-        inline, self.marks = self.links.marks()
+        inline, marks = self.links.marks()
         now, run_id = self.now, self.report.run_id
         out = []
         for x, lineage in zip(batch, lineages):
@@ -441,7 +442,7 @@ class _Writer:
                               incomplete=x.status == "incomplete",
                               reason=x.facts.get("error") if failed else None,
                               fallback=fallback, written=written, replaces=replaces))
-        return out
+        return out, marks
 
     def finish(self) -> None:
         """After the last flush: the links the whole run changed (:meth:`Links.finish`); a
@@ -462,7 +463,7 @@ class _Writer:
                                                                f"superseded_by mark: {err.get('errmsg')}"))
 
     def flush(self) -> None:
-        entries = self._entries()
+        entries, marks = self._entries()
         if not entries and not self.seen_batches:
             return
         seen, self.seen_batches = self.seen_batches, []
@@ -490,7 +491,6 @@ class _Writer:
                         now=self.now, run_id=self.report.run_id, keep=keep)
                     if versions:
                         self.retried(lambda: self.db[history.VERSIONS].bulk_write(versions, ordered=True))
-                marks, self.marks = self.marks, []
                 if marks:  # after the batch: a mark may change a document it wrote
                     self._links_written(lambda: supersede.write_marks(
                         self.db, marks, keep=keep, run_id=self.report.run_id, now=self.now,
