@@ -186,7 +186,7 @@ class Links:
             kept, touched = self.kept, {self.group_of.get(i) for i in self.ids}
             self._snapshot()  # other processes wrote meanwhile: their files count too
             self.kept = kept
-            self.touched |= touched | {self.group_of.get(i) for i in self.ids}
+            self.touched |= {g for g in touched | {self.group_of.get(i) for i in self.ids} if g is not None}
         resolver = self.resolver if not self.server else lineage.Resolver(
             self.db, [(f, f.get("inputs") or []) for f, _ in self.kept.values()])
         ops = lineage.lineage_ops(self.kept.values(), resolver)
@@ -200,8 +200,8 @@ class Links:
         if self.server:
             return linked, supersede.mark(self.db, self.paths, site, keep_versions=keep_versions,
                                           run_id=run_id, now=now, fresh=self.inserted)
-        marks = [op for g in self.touched if g is not None and g in self.groups
-                 for op in supersede.mark_ops(list(self.groups[g].values()))]
+        self.unwritten = set()  # every document is written by now: a mark is an update
+        _inline, marks = self.marks()
         marked = supersede.write_marks(self.db, marks, keep=keep_versions, run_id=run_id, now=now,
                                        fresh=self.inserted)
         return linked, marked

@@ -179,6 +179,30 @@ def test_a_batch_s_marks_go_with_it_and_the_files_written_before_are_marked_afte
         "s1:/p/a.h5": "s1:/p/b.h5", "s1:/p/b.h5": None, "s1:/p/c.h5": "s1:/p/b.h5"}
 
 
+@pytest.mark.skip_backends("server")  # a server marks the whole run at the end anyway
+def test_a_newer_version_another_process_wrote_meanwhile_marks_the_run_s_file_at_the_end(db):
+    run = links.Links(db)
+    a = _version("a", "1.0.0")
+    [la] = run.lineages([a])
+    assert run.marks() == ({}, [])                     # alone in its group, as far as it knows
+    with store.writing(db):
+        db.files.insert_one({**a, "lineage": la})
+        db.files.insert_one({**_version("b", "2.0.0"), "_id": "s2:/p/b.h5", "site": "s2"})
+        assert run.finish() == (0, 1)
+    assert db.files.find_one({"_id": "s1:/p/a.h5"})["superseded_by"] == "s2:/p/b.h5"
+
+
+@pytest.mark.skip_backends("server")
+def test_finish_marks_what_no_marks_call_planned(db):
+    run = links.Links(db)
+    new, old = _version("b", "2.0.0"), _version("a", "1.0.0")
+    lineages = run.lineages([new, old])                # written without asking for the marks
+    with store.writing(db):
+        db.files.insert_many([{**d, "lineage": lin} for d, lin in zip([new, old], lineages)])
+        assert run.finish() == (0, 1)
+    assert db.files.find_one({"_id": "s1:/p/a.h5"})["superseded_by"] == "s1:/p/b.h5"
+
+
 def test_an_inject_leaves_no_mark_for_its_end_and_writes_a_new_file_s_mark_where_a_set_would(
         db, tmp_path, finished, backend):
     mid, new, old = versions(tmp_path, a="0.16.0", b="0.17.1", c="0.15.0")
